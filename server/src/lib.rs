@@ -1,0 +1,2 @@
+//! HEIE server library: the llama.cpp engine, the chain-of-thought pipeline and the CLI commands.
+pub mod pipeline;

@@ -1,0 +1,1 @@
+//! The HEIE pipeline: image input and tiling, the chain-of-thought program, and the zero-shot outputs.
