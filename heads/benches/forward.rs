@@ -1,0 +1,48 @@
+//! Forward time for one image: 3×2 tiles + thumbnail, g = 16 (256 tokens per tile), output 1024×768,
+//! at the LLM widths of InternVL3-8B (3584) and InternVL3-2B (1536).
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures};
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn bench_width(c: &mut Criterion, name: &str, width: usize) {
+    let heads = Heads::init(HeadsConfig::new(width, 16), 1).expect("init");
+    let tokens = 256;
+    let hidden: Vec<Vec<f32>> = (0..7).map(|i| values(width, i)).collect();
+    let features: Vec<Vec<f32>> = (0..7).map(|i| values(tokens * width, 100 + i)).collect();
+    let score = values(width, 999);
+    let tile = |i: usize| TileFeatures { map_hidden: &hidden[i], features: &features[i] };
+    let input = HeadsInput {
+        grid_cols: 3,
+        grid_rows: 2,
+        tiles: (0..6).map(tile).collect(),
+        thumbnail: Some(tile(6)),
+        score_hidden: &score,
+        out_width: 1024,
+        out_height: 768,
+    };
+    c.bench_function(name, |b| b.iter(|| heads.forward(&input).expect("forward")));
+}
+
+fn forward(c: &mut Criterion) {
+    bench_width(c, "forward_3x2+thumb_W3584_g16_1024x768", 3584);
+    bench_width(c, "forward_3x2+thumb_W1536_g16_1024x768", 1536);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = forward
+}
+criterion_main!(benches);

@@ -1,0 +1,192 @@
+//! Small differentiable building blocks shared by the mapper and the scorer.
+//!
+//! candle-nn's fast `LayerNorm` and `softmax_last_dim` kernels have no backward pass, so gradients would
+//! silently stop at them during training; these blocks use only ops with autodiff support.
+
+use candle_core::{Module, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::Result;
+
+/// Uniform(±1/√fan_in), PyTorch's default for linear and conv layers.
+fn fan_in_uniform(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -bound, up: bound }
+}
+
+/// Affine layer `y = x·Wᵀ + b`, weight stored `[out, in]` (PyTorch layout, easy to port checkpoints).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// Creates (or loads) `weight` `[out, in]` and `bias` `[out]` under `vb`.
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((out_dim, in_dim), "weight", fan_in_uniform(in_dim))?;
+        let bias = vb.get_with_hints(out_dim, "bias", fan_in_uniform(in_dim))?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Builds a layer from explicit tensors (tests, hand-set weights).
+    pub fn from_tensors(weight: Tensor, bias: Tensor) -> Self {
+        Self { weight, bias }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // Flatten leading dims into one plain 2-D GEMM: candle's broadcast batched matmul is much slower.
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("linear input has a last dim");
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let mut out = dims;
+        *out.last_mut().expect("non-empty") = self.bias.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// Layer normalisation over the last dimension (ε = 1e-6 as in SAM's decoder).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    /// Creates `weight` (ones) and `bias` (zeros) of width `dim`.
+    pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?, bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))? })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-6)
+    }
+}
+
+/// Multi-layer perceptron with ReLU between layers (none after the last), as SAM's hypernetworks.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    /// `dims` = [input, hidden..., output]; one `Linear` per consecutive pair, named `layers.{i}`.
+    pub fn new(dims: &[usize], vb: VarBuilder) -> Result<Self> {
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| Linear::new(w[0], w[1], vb.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if i + 1 < self.layers.len() {
+                x = x.relu()?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// Multi-head attention with an optional reduced internal width (SAM's `downsample_rate`).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// Attention over width `dim` with `heads` heads, computed internally at `dim / downsample`.
+    pub fn new(dim: usize, heads: usize, downsample: usize, vb: VarBuilder) -> Result<Self> {
+        let inner = dim / downsample;
+        Ok(Self {
+            q_proj: Linear::new(dim, inner, vb.pp("q_proj"))?,
+            k_proj: Linear::new(dim, inner, vb.pp("k_proj"))?,
+            v_proj: Linear::new(dim, inner, vb.pp("v_proj"))?,
+            out_proj: Linear::new(inner, dim, vb.pp("out_proj"))?,
+            heads,
+        })
+    }
+
+    /// Builds an attention layer from explicit projections (tests with hand-set weights).
+    pub fn from_parts(q_proj: Linear, k_proj: Linear, v_proj: Linear, out_proj: Linear, heads: usize) -> Self {
+        Self { q_proj, k_proj, v_proj, out_proj, heads }
+    }
+
+    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        x.reshape((b, n, self.heads, c / self.heads))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// `q` `[B, Nq, dim]`, `k` and `v` `[B, Nk, dim]` → `[B, Nq, dim]`.
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let q = self.split_heads(&self.q_proj.forward(q)?)?;
+        let k = self.split_heads(&self.k_proj.forward(k)?)?;
+        let v = self.split_heads(&self.v_proj.forward(v)?)?;
+        let (b, h, nq, dh) = q.dims4()?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?;
+        let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, nq, h * dh))?;
+        Ok(self.out_proj.forward(&out)?)
+    }
+}
+
+/// Transposed convolution with kernel 2 and stride 2 on channels-last maps (exact ×2 upsampling).
+///
+/// Weight stored `[in, out, 2, 2]` like PyTorch's `ConvTranspose2d`. With kernel = stride the output
+/// pixels do not overlap, so the op is one GEMM `[pixels, in] × [in, 4·out]` plus a pixel rearrangement:
+/// faster than a generic transposed convolution and differentiable through plain ops.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2x2 {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl ConvTranspose2x2 {
+    /// Creates `weight` `[in, out, 2, 2]` and `bias` `[out]`.
+    pub fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints((in_ch, out_ch, 2, 2), "weight", fan_in_uniform(in_ch))?,
+            bias: vb.get_with_hints(out_ch, "bias", fan_in_uniform(in_ch))?,
+        })
+    }
+
+    /// Builds the layer from explicit tensors (tests).
+    pub fn from_tensors(weight: Tensor, bias: Tensor) -> Self {
+        Self { weight, bias }
+    }
+}
+
+impl Module for ConvTranspose2x2 {
+    /// `x` `[B, H, W, in]` → `[B, 2H, 2W, out]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, h, w, cin) = x.dims4()?;
+        let (_, cout, _, _) = self.weight.dims4()?;
+        // [in, out, ky, kx] → [in, ky, kx, out] so one GEMM column block is one output sub-pixel.
+        let w2 = self.weight.permute((0, 2, 3, 1))?.reshape((cin, 4 * cout))?;
+        let y = x.reshape((b * h * w, cin))?.matmul(&w2)?;
+        y.reshape((b, h, w, 2, 2, cout))?
+            .permute((0, 1, 3, 2, 4, 5))?
+            .reshape((b, 2 * h, 2 * w, cout))?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// `softplus(x) = ln(1 + eˣ)`, written as `relu(x) + ln(1 + e^{-|x|})` so it never overflows.
+pub fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.relu()? + x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?
+}

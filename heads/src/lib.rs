@@ -1,0 +1,257 @@
+//! HEIE's native heads: from the VLM's `[MAP]`/`[SCORE]` hidden states and per-tile image features to a
+//! pixel heatmap of implausible regions and a calibrated plausibility score.
+//!
+//! Pipeline: [`mapper`] (per tile and thumbnail) → [`stitch`] (local and global maps at image size) →
+//! [`fusion`] (σ-weighted per pixel) → [`scorer`] + [`calibration`] (final score). All learned modules
+//! are candle modules in one [`model::HeadsModel`], so training ([`losses`]) and serving share them.
+//! This crate knows nothing of llama.cpp: callers hand in plain `f32` slices.
+
+pub mod calibration;
+pub mod config;
+pub mod error;
+pub mod fusion;
+mod init;
+pub mod layers;
+pub mod losses;
+pub mod mapper;
+pub mod model;
+pub mod scorer;
+pub mod stitch;
+pub mod weights;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use ndarray::Array2;
+
+pub use config::{CalibrationConfig, FusionVariant, HeadsConfig};
+pub use error::{HeadsError, Result};
+pub use model::{HeadsModel, TensorInput, TensorOutput};
+
+/// Largest accepted output side, so a bad request cannot allocate gigabytes.
+pub const MAX_OUTPUT_SIDE: usize = 8192;
+/// Largest accepted tile grid (InternVL3 uses at most 12 tiles by default; 64 leaves ample room).
+pub const MAX_TILES: usize = 64;
+
+/// One tile's (or the thumbnail's) inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct TileFeatures<'a> {
+    /// Last-layer hidden state at this tile's `[MAP]` token, length W.
+    pub map_hidden: &'a [f32],
+    /// Post-projector image features, `tokens_per_tile × W`, row-major (token grid in row-major order).
+    pub features: &'a [f32],
+}
+
+/// Inputs for one image.
+#[derive(Debug, Clone)]
+pub struct HeadsInput<'a> {
+    /// Tile grid columns.
+    pub grid_cols: usize,
+    /// Tile grid rows.
+    pub grid_rows: usize,
+    /// `grid_cols × grid_rows` tiles in row-major order (left to right, then top to bottom).
+    pub tiles: Vec<TileFeatures<'a>>,
+    /// The thumbnail: required when there is more than one tile, absent for a 1×1 grid (InternVL adds
+    /// none; the single tile is then both the local and the global view).
+    pub thumbnail: Option<TileFeatures<'a>>,
+    /// Last-layer hidden state at the `[SCORE]` token, length W.
+    pub score_hidden: &'a [f32],
+    /// Width of the output maps (normally the original image width).
+    pub out_width: usize,
+    /// Height of the output maps.
+    pub out_height: usize,
+}
+
+/// Results for one image; every map is `out_height × out_width`.
+#[derive(Debug, Clone)]
+pub struct HeadsOutput {
+    /// Fused heatmap in [0, 1].
+    pub heatmap: Array2<f32>,
+    /// Local (stitched tiles) heatmap in [0, 1].
+    pub local: Array2<f32>,
+    /// Global (thumbnail) heatmap in [0, 1].
+    pub global: Array2<f32>,
+    /// Weight of the local map per pixel, in [0, 1] (the global one is `1 − local_weight`).
+    pub local_weight: Array2<f32>,
+    /// Laplace scale σ of the local map.
+    pub sigma_local: Array2<f32>,
+    /// Laplace scale σ of the global map.
+    pub sigma_global: Array2<f32>,
+    /// Calibrated plausibility score in [0, 1].
+    pub score: f32,
+    /// Raw (unbounded) score from the `[SCORE]` hidden state.
+    pub s_token: f32,
+    /// Raw (unbounded) score from the fused heatmap.
+    pub s_map: f32,
+}
+
+/// The heads: configuration, parameters (as trainable candle variables) and modules.
+pub struct Heads {
+    config: HeadsConfig,
+    varmap: VarMap,
+    model: HeadsModel,
+}
+
+impl std::fmt::Debug for Heads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heads").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn input_err(field: &'static str, reason: String) -> HeadsError {
+    HeadsError::Input { field, reason }
+}
+
+fn to_array(t: &Tensor) -> Result<Array2<f32>> {
+    let (h, w) = t.dims2()?;
+    let v = t.flatten_all()?.to_vec1::<f32>()?;
+    Ok(Array2::from_shape_vec((h, w), v).expect("tensor has h·w elements"))
+}
+
+fn to_scalar(t: &Tensor) -> Result<f32> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?[0])
+}
+
+impl Heads {
+    /// Fresh parameters for `config`, drawn deterministically from `seed`.
+    pub fn init(config: HeadsConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let varmap = VarMap::new();
+        let backend = init::SeededVarMap { varmap: varmap.clone(), seed };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+        let model = HeadsModel::new(&config, vb)?;
+        Ok(Self { config, varmap, model })
+    }
+
+    /// Loads a weights file written by [`Heads::save`] for a running LLM of width `expected_llm_width`
+    /// whose tiles have `expected_tokens_per_tile` image tokens. Every tensor is checked.
+    pub fn load(path: impl AsRef<Path>, expected_llm_width: usize, expected_tokens_per_tile: usize) -> Result<Self> {
+        let path = path.as_ref();
+        let (config, tensors) = weights::read(path)?;
+        if config.llm_width != expected_llm_width {
+            return Err(HeadsError::ModelMismatch { what: "llm_width", weights: config.llm_width, model: expected_llm_width });
+        }
+        if config.tokens_per_tile() != expected_tokens_per_tile {
+            return Err(HeadsError::ModelMismatch {
+                what: "tokens_per_tile",
+                weights: config.tokens_per_tile(),
+                model: expected_tokens_per_tile,
+            });
+        }
+        // The expected tensor set comes from building the modules, so it cannot disagree with them.
+        let heads = Self::init(config, 0)?;
+        weights::check_tensors(path, &weights::shapes(&heads.varmap), &tensors)?;
+        {
+            let data = heads.varmap.data().lock().expect("varmap lock poisoned");
+            for (name, var) in data.iter() {
+                var.set(&tensors[name])?;
+            }
+        }
+        Ok(heads)
+    }
+
+    /// Writes the weights and the config (with the current calibration values) to `path`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut config = self.config.clone();
+        config.calibration = self.model.calibration.effective()?;
+        weights::save(path.as_ref(), &config, &self.varmap)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HeadsConfig {
+        &self.config
+    }
+
+    /// The candle modules, for training and tensor-level use.
+    pub fn model(&self) -> &HeadsModel {
+        &self.model
+    }
+
+    /// The trainable variables (e.g. `varmap().all_vars()` for an optimiser).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Validates `input` against the config and packs it into tensors (tiles, then the thumbnail).
+    pub fn input_tensors(&self, input: &HeadsInput) -> Result<TensorInput> {
+        let w = self.config.llm_width;
+        let t = self.config.tokens_per_tile();
+        let (cols, rows) = (input.grid_cols, input.grid_rows);
+        if cols == 0 || rows == 0 || cols * rows > MAX_TILES {
+            return Err(input_err("grid", format!("{cols}×{rows} tiles; need 1..={MAX_TILES} tiles")));
+        }
+        if input.tiles.len() != cols * rows {
+            return Err(input_err("tiles", format!("{} tiles given for a {cols}×{rows} grid (need {})", input.tiles.len(), cols * rows)));
+        }
+        let single = cols * rows == 1;
+        match (&input.thumbnail, single) {
+            (Some(_), true) => return Err(input_err("thumbnail", "a 1×1 grid has no thumbnail".into())),
+            (None, false) => return Err(input_err("thumbnail", format!("a {cols}×{rows} grid needs the thumbnail"))),
+            _ => {}
+        }
+        for (field, side) in [("out_width", input.out_width), ("out_height", input.out_height)] {
+            if side == 0 || side > MAX_OUTPUT_SIDE {
+                return Err(input_err(field, format!("{side} is not in 1..={MAX_OUTPUT_SIDE}")));
+            }
+        }
+        let check = |name: String, field: &'static str, v: &[f32], len: usize| -> Result<()> {
+            if v.len() != len {
+                return Err(input_err(field, format!("{name} has {} values, expected {len}", v.len())));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(input_err(field, format!("{name} contains NaN or infinite values")));
+            }
+            Ok(())
+        };
+        let views: Vec<(String, &TileFeatures)> = input
+            .tiles
+            .iter()
+            .enumerate()
+            .map(|(i, tile)| (format!("tiles[{i}]"), tile))
+            .chain(input.thumbnail.iter().map(|tile| ("thumbnail".to_string(), tile)))
+            .collect();
+        let n = views.len();
+        let mut hidden = Vec::with_capacity(n * w);
+        let mut features = Vec::with_capacity(n * t * w);
+        for (name, tile) in &views {
+            check(format!("{name}.map_hidden"), "map_hidden", tile.map_hidden, w)?;
+            check(format!("{name}.features"), "features", tile.features, t * w)?;
+            hidden.extend_from_slice(tile.map_hidden);
+            features.extend_from_slice(tile.features);
+        }
+        check("score_hidden".into(), "score_hidden", input.score_hidden, w)?;
+        let dev = Device::Cpu;
+        Ok(TensorInput {
+            grid_cols: cols,
+            grid_rows: rows,
+            map_hidden: Tensor::from_vec(hidden, (n, w), &dev)?,
+            features: Tensor::from_vec(features, (n, t, w), &dev)?,
+            has_thumbnail: input.thumbnail.is_some(),
+            score_hidden: Tensor::from_slice(input.score_hidden, w, &dev)?,
+            out_height: input.out_height,
+            out_width: input.out_width,
+        })
+    }
+
+    /// The differentiable forward pass on tensors (no input checks beyond candle's own).
+    pub fn forward_tensors(&self, input: &TensorInput) -> Result<TensorOutput> {
+        self.model.forward(input)
+    }
+
+    /// Heatmaps and score for one image.
+    pub fn forward(&self, input: &HeadsInput) -> Result<HeadsOutput> {
+        let out = self.model.forward(&self.input_tensors(input)?)?;
+        Ok(HeadsOutput {
+            heatmap: to_array(&out.heatmap)?,
+            local: to_array(&out.local)?,
+            global: to_array(&out.global)?,
+            local_weight: to_array(&out.local_weight)?,
+            sigma_local: to_array(&out.sigma_local)?,
+            sigma_global: to_array(&out.sigma_global)?,
+            score: to_scalar(&out.score)?,
+            s_token: to_scalar(&out.s_token)?,
+            s_map: to_scalar(&out.s_map)?,
+        })
+    }
+}
