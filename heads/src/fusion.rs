@@ -48,6 +48,15 @@ impl Fusion {
         })
     }
 
+    /// The local weight when it is the same for every pixel (Fixed, Learned), `None` for Adaptive.
+    pub fn constant_weight(&self) -> Result<Option<f32>> {
+        Ok(match self {
+            Fusion::Adaptive => None,
+            Fusion::Fixed(w) => Some(*w),
+            Fusion::Learned(logit) => Some(candle_nn::ops::sigmoid(logit)?.flatten_all()?.to_vec1::<f32>()?[0]),
+        })
+    }
+
     /// Fuses probability maps `local`, `global` given their log σ maps (all the same shape).
     pub fn forward(&self, local: &Tensor, global: &Tensor, log_sigma_local: &Tensor, log_sigma_global: &Tensor) -> Result<FusionOutput> {
         let (lo, hi) = LOG_SIGMA_RANGE;

@@ -1,7 +1,8 @@
 //! Small differentiable building blocks shared by the mapper and the scorer.
 //!
 //! candle-nn's fast `LayerNorm` and `softmax_last_dim` kernels have no backward pass, so gradients would
-//! silently stop at them during training; these blocks use only ops with autodiff support.
+//! silently stop at them during training; these blocks use only ops with autodiff support (our own
+//! kernels in `kernels.rs` included).
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -64,7 +65,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-6)
+        crate::kernels::layer_norm(x, &self.weight, &self.bias, 1e-6).map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 }
 
@@ -127,20 +128,52 @@ impl Attention {
         Self { q_proj, k_proj, v_proj, out_proj, heads }
     }
 
-    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// 0/1 mask `[heads, 1, inner]` selecting each head's slice of the inner width.
+    fn head_mask(&self, inner: usize, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+        let dh = inner / self.heads;
+        let m: Vec<f32> = (0..self.heads * inner).map(|i| ((i % inner) / dh == i / inner) as u8 as f32).collect();
+        Tensor::from_vec(m, (self.heads, 1, inner), device)
+    }
+
+    /// `[B, N, inner]` → `[B, heads·N, inner]`: row `(j, n)` keeps only head j's slice of row n.
+    fn block_diagonal(x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let (b, n, c) = x.dims3()?;
-        x.reshape((b, n, self.heads, c / self.heads))?.transpose(1, 2)?.contiguous()
+        let h = mask.dim(0)?;
+        x.unsqueeze(1)?.broadcast_mul(&mask.unsqueeze(0)?)?.reshape((b, h * n, c))
     }
 
     /// `q` `[B, Nq, dim]`, `k` and `v` `[B, Nk, dim]` → `[B, Nq, dim]`.
+    ///
+    /// Exact multi-head attention, computed with the heads as a block-diagonal expansion of the shorter
+    /// side instead of a `[B, heads, N, d]` split: every attention here has 3 tokens on one side, and the
+    /// split form costs B·heads tiny GEMM calls (dominating the mapper's time on CPU) where this costs B
+    /// slightly larger ones. The expansion multiplies the work on the short side only.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let q = self.split_heads(&self.q_proj.forward(q)?)?;
-        let k = self.split_heads(&self.k_proj.forward(k)?)?;
-        let v = self.split_heads(&self.v_proj.forward(v)?)?;
-        let (b, h, nq, dh) = q.dims4()?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?;
-        let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, nq, h * dh))?;
+        let q = self.q_proj.forward(q)?;
+        let k = self.k_proj.forward(k)?;
+        let v = self.v_proj.forward(v)?;
+        let (b, nq, inner) = q.dims3()?;
+        let nk = k.dim(1)?;
+        let h = self.heads;
+        let scale = 1.0 / ((inner / h) as f64).sqrt();
+        let mask = self.head_mask(inner, q.device())?;
+        let out = if nk <= nq {
+            // Scores [B, Nq, (head, key)]: each query against each head's slice of each key.
+            let kb = Self::block_diagonal(&k, &mask)?;
+            let vb = Self::block_diagonal(&v, &mask)?;
+            let scores = (q.matmul(&kb.t()?)? * scale)?.reshape((b, nq, h, nk))?;
+            let attn = candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((b, nq, h * nk))?;
+            // Head j's weights only meet head j's slice of v: the heads come out concatenated.
+            attn.matmul(&vb)?
+        } else {
+            // Scores [B, (head, query), Nk]; each head's output row is then masked to its slice and the
+            // heads summed, which concatenates them.
+            let qb = Self::block_diagonal(&q, &mask)?;
+            let scores = (qb.matmul(&k.t()?)? * scale)?;
+            let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let o = attn.matmul(&v)?.reshape((b, h, nq, inner))?;
+            o.broadcast_mul(&mask.unsqueeze(0)?)?.sum(1)?
+        };
         Ok(self.out_proj.forward(&out)?)
     }
 }

@@ -11,10 +11,12 @@ pub mod config;
 pub mod error;
 pub mod fusion;
 mod init;
+pub mod kernels;
 pub mod layers;
 pub mod losses;
 pub mod mapper;
 pub mod model;
+pub mod render;
 pub mod scorer;
 pub mod stitch;
 pub mod weights;
@@ -240,7 +242,52 @@ impl Heads {
     }
 
     /// Heatmaps and score for one image.
+    ///
+    /// Runs the same modules as [`Heads::forward_tensors`], but the parameter-free stitch/resize/fusion
+    /// tail at output resolution goes through [`render`] (one parallel pass, same numbers up to rounding).
     pub fn forward(&self, input: &HeadsInput) -> Result<HeadsOutput> {
+        let t = self.input_tensors(input)?;
+        let m = &self.model;
+        let maps = m.mapper.forward(&t.map_hidden, &t.features)?;
+        let probs = candle_nn::ops::sigmoid(&maps.logits)?.flatten_all()?.to_vec1::<f32>()?;
+        let log_sigma = maps.log_sigma.flatten_all()?.to_vec1::<f32>()?;
+        let rule = match m.fusion.constant_weight()? {
+            None => render::WeightRule::Adaptive,
+            Some(w) => render::WeightRule::Constant(w),
+        };
+        let tile_maps = render::TileMaps {
+            probs: &probs,
+            log_sigma: &log_sigma,
+            side: self.config.tile_map_size(),
+            cols: t.grid_cols,
+            rows: t.grid_rows,
+            has_thumbnail: t.has_thumbnail,
+        };
+        let r = render::render(tile_maps, rule, t.out_height, t.out_width);
+        let fused = Tensor::from_slice(
+            r.heatmap.as_slice().expect("standard layout"),
+            (t.out_height, t.out_width),
+            &Device::Cpu,
+        )?;
+        let s_token = m.token_scorer.forward(&t.score_hidden)?;
+        let s_map = m.map_scorer.forward(&fused)?;
+        let score = m.calibration.forward(&s_token, &s_map)?;
+        Ok(HeadsOutput {
+            heatmap: r.heatmap,
+            local: r.local,
+            global: r.global,
+            local_weight: r.local_weight,
+            sigma_local: r.sigma_local,
+            sigma_global: r.sigma_global,
+            score: to_scalar(&score)?,
+            s_token: to_scalar(&s_token)?,
+            s_map: to_scalar(&s_map)?,
+        })
+    }
+
+    /// [`Heads::forward`] computed entirely through the candle graph (the training path), converted to
+    /// arrays; slower, used to check that the serving fast path agrees with it.
+    pub fn forward_graph(&self, input: &HeadsInput) -> Result<HeadsOutput> {
         let out = self.model.forward(&self.input_tensors(input)?)?;
         Ok(HeadsOutput {
             heatmap: to_array(&out.heatmap)?,

@@ -181,8 +181,8 @@ impl Mapper {
 
         let up = keys.reshape((b, g, g, d))?;
         let up = self.upscale1.forward(&up)?;
-        let up = self.upscale_norm.forward(&up)?.gelu_erf()?;
-        let up = self.upscale2.forward(&up)?.gelu_erf()?;
+        let up = crate::kernels::gelu(&self.upscale_norm.forward(&up)?)?;
+        let up = crate::kernels::gelu(&self.upscale2.forward(&up)?)?;
         let side = 4 * g;
         let up = up.reshape((b, side * side, d / 8))?;
 

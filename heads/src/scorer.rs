@@ -27,7 +27,7 @@ impl TokenScorer {
 
     /// `hidden` `[W]` → `[1]`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        let x = self.fc1.forward(&hidden.unsqueeze(0)?)?.gelu_erf()?;
+        let x = crate::kernels::gelu(&self.fc1.forward(&hidden.unsqueeze(0)?)?)?;
         Ok(self.fc2.forward(&x)?.reshape(1)?)
     }
 }
@@ -67,10 +67,10 @@ impl MapScorer {
     pub fn forward(&self, heatmap: &Tensor) -> Result<Tensor> {
         let mut x = resize(heatmap, self.size, self.size)?.reshape((1, 1, self.size, self.size))?;
         for conv in &self.convs {
-            x = conv.forward(&x)?.gelu_erf()?;
+            x = crate::kernels::gelu(&conv.forward(&x)?)?;
         }
         let pooled = x.mean((2, 3))?; // [1, C]
-        let h = self.fc1.forward(&pooled)?.gelu_erf()?;
+        let h = crate::kernels::gelu(&self.fc1.forward(&pooled)?)?;
         Ok(self.fc2.forward(&h)?.reshape(1)?)
     }
 }

@@ -10,6 +10,30 @@ use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 
+/// Where output sample `i` of a bilinear resize reads: `v = src[lo] + (src[hi] − src[lo])·frac`.
+#[derive(Debug, Clone, Copy)]
+pub struct AxisSample {
+    /// Lower source index.
+    pub lo: u32,
+    /// Upper source index (= `lo` at the edges).
+    pub hi: u32,
+    /// Blend weight of `hi`.
+    pub frac: f32,
+}
+
+/// The sampling plan of one axis: half-pixel centres (`align_corners = false`), clamped at the edges.
+/// Shared by the graph ([`AxisResize`]) and the serving fast path (`render`), so both sample alike.
+pub fn axis_plan(len_in: usize, len_out: usize) -> Vec<AxisSample> {
+    let scale = len_in as f64 / len_out as f64;
+    (0..len_out)
+        .map(|i| {
+            let src = ((i as f64 + 0.5) * scale - 0.5).clamp(0.0, (len_in - 1) as f64);
+            let l = src.floor() as usize;
+            AxisSample { lo: l as u32, hi: (l + 1).min(len_in - 1) as u32, frac: (src - l as f64) as f32 }
+        })
+        .collect()
+}
+
 /// Bilinear resampling of one axis, as two gathers and a blend (differentiable through `index_select`).
 ///
 /// Uses half-pixel centres (`align_corners = false`, like PyTorch and OpenCV) with edge clamping. It is not
@@ -25,21 +49,11 @@ pub struct AxisResize {
 impl AxisResize {
     /// Plans the resampling of an axis of length `len_in` to `len_out`.
     pub fn new(len_in: usize, len_out: usize, device: &Device) -> Result<Self> {
-        let scale = len_in as f64 / len_out as f64;
-        let mut lo = Vec::with_capacity(len_out);
-        let mut hi = Vec::with_capacity(len_out);
-        let mut frac = Vec::with_capacity(len_out);
-        for i in 0..len_out {
-            let src = ((i as f64 + 0.5) * scale - 0.5).clamp(0.0, (len_in - 1) as f64);
-            let l = src.floor() as usize;
-            lo.push(l as u32);
-            hi.push((l + 1).min(len_in - 1) as u32);
-            frac.push((src - l as f64) as f32);
-        }
+        let plan = axis_plan(len_in, len_out);
         Ok(Self {
-            lo: Tensor::from_vec(lo, len_out, device)?,
-            hi: Tensor::from_vec(hi, len_out, device)?,
-            frac: Tensor::from_vec(frac, len_out, device)?,
+            lo: Tensor::from_vec(plan.iter().map(|p| p.lo).collect(), len_out, device)?,
+            hi: Tensor::from_vec(plan.iter().map(|p| p.hi).collect(), len_out, device)?,
+            frac: Tensor::from_vec(plan.iter().map(|p| p.frac).collect(), len_out, device)?,
             len_out,
         })
     }

@@ -1,0 +1,80 @@
+//! The serving fast path (`render`, custom kernels) agrees with the plain candle graph.
+mod common;
+
+use candle_core::{Device, Tensor, Var};
+use common::{tiny_config, values, Buffers};
+use heie_heads::{kernels, FusionVariant, Heads};
+use ndarray::Array2;
+
+fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
+    assert_eq!(a.dim(), b.dim());
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn serving_path_matches_graph_path() {
+    for (fusion, cols, rows, out_w, out_h) in [
+        (FusionVariant::Adaptive, 3, 2, 100, 61),
+        (FusionVariant::Adaptive, 1, 1, 9, 31),
+        (FusionVariant::Learned, 2, 3, 16, 24),
+        (FusionVariant::Fixed { local_weight: 0.8 }, 4, 1, 50, 7),
+    ] {
+        let mut cfg = tiny_config(64, 2);
+        cfg.fusion = fusion;
+        let heads = Heads::init(cfg.clone(), 21).unwrap();
+        let buf = Buffers::new(&cfg, cols, rows, 22);
+        let fast = heads.forward(&buf.input(out_w, out_h)).unwrap();
+        let graph = heads.forward_graph(&buf.input(out_w, out_h)).unwrap();
+        for (name, a, b) in [
+            ("heatmap", &fast.heatmap, &graph.heatmap),
+            ("local", &fast.local, &graph.local),
+            ("global", &fast.global, &graph.global),
+            ("local_weight", &fast.local_weight, &graph.local_weight),
+            ("sigma_local", &fast.sigma_local, &graph.sigma_local),
+            ("sigma_global", &fast.sigma_global, &graph.sigma_global),
+        ] {
+            let d = max_diff(a, b);
+            assert!(d < 1e-5, "{fusion:?} {cols}×{rows} {name}: {d}");
+        }
+        assert!((fast.score - graph.score).abs() < 1e-5 && (fast.s_map - graph.s_map).abs() < 1e-4);
+        assert_eq!(fast.s_token, graph.s_token);
+    }
+}
+
+fn t(v: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f32) {
+    let (a, b) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(d < tol, "max diff {d}");
+}
+
+#[test]
+fn fused_layer_norm_matches_reference_values_and_gradients() {
+    let x = Var::from_tensor(&t(values(6 * 10, 1).iter().map(|v| v * 3.0 + 0.5).collect(), &[2, 3, 10])).unwrap();
+    let g = Var::from_tensor(&t(values(10, 2), &[10])).unwrap();
+    let b = Var::from_tensor(&t(values(10, 3), &[10])).unwrap();
+    let ours = kernels::layer_norm(&x, &g, &b, 1e-6).unwrap();
+    let reference = candle_nn::ops::layer_norm_slow(&x, &g, &b, 1e-6).unwrap();
+    close(&ours, &reference, 1e-5);
+    // Weight the outputs so the gradient is not trivially zero (Σ of a LayerNorm output is constant).
+    let w = t(values(60, 4), &[2, 3, 10]);
+    let go = (&ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let gr = (&reference * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [&x, &g, &b] {
+        close(go.get(v.as_tensor()).unwrap(), gr.get(v.as_tensor()).unwrap(), 1e-4);
+    }
+}
+
+#[test]
+fn fast_gelu_matches_erf_gelu_values_and_gradient() {
+    let x = Var::from_tensor(&t(values(1000, 5).iter().map(|v| v * 6.0).collect(), &[1000])).unwrap();
+    let ours = kernels::gelu(&x).unwrap();
+    let reference = x.gelu_erf().unwrap();
+    close(&ours, &reference, 1e-6);
+    let go = ours.sum_all().unwrap().backward().unwrap();
+    let gr = reference.sum_all().unwrap().backward().unwrap();
+    close(go.get(x.as_tensor()).unwrap(), gr.get(x.as_tensor()).unwrap(), 1e-5);
+}
