@@ -14,6 +14,13 @@ use crate::error::Result;
 /// and an untrained σ head could otherwise produce `inf − inf = NaN`.
 pub const LOG_SIGMA_RANGE: (f64, f64) = (-10.0, 10.0);
 
+/// `σ = exp(clamp(log σ))`, applied per tile before the maps are resized: resizing σ (a convex blend
+/// of positive values) rather than log σ needs one `exp` per tile pixel instead of one per output pixel.
+pub fn sigma_from_log(log_sigma: &Tensor) -> Result<Tensor> {
+    let (lo, hi) = LOG_SIGMA_RANGE;
+    Ok(log_sigma.clamp(lo, hi)?.exp()?)
+}
+
 /// The fusion rule, with its parameter when learned.
 #[derive(Debug, Clone)]
 pub enum Fusion {
@@ -57,11 +64,9 @@ impl Fusion {
         })
     }
 
-    /// Fuses probability maps `local`, `global` given their log σ maps (all the same shape).
-    pub fn forward(&self, local: &Tensor, global: &Tensor, log_sigma_local: &Tensor, log_sigma_global: &Tensor) -> Result<FusionOutput> {
-        let (lo, hi) = LOG_SIGMA_RANGE;
-        let sigma_local = log_sigma_local.clamp(lo, hi)?.exp()?;
-        let sigma_global = log_sigma_global.clamp(lo, hi)?.exp()?;
+    /// Fuses probability maps `local`, `global` given their σ maps (all the same shape).
+    pub fn forward(&self, local: &Tensor, global: &Tensor, sigma_local: &Tensor, sigma_global: &Tensor) -> Result<FusionOutput> {
+        let (sigma_local, sigma_global) = (sigma_local.clone(), sigma_global.clone());
         let local_weight = match self {
             Fusion::Adaptive => candle_nn::ops::sigmoid(&(&sigma_global - &sigma_local)?)?,
             Fusion::Fixed(w) => local.ones_like()?.affine(*w as f64, 0.0)?,

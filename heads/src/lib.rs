@@ -250,14 +250,14 @@ impl Heads {
         let m = &self.model;
         let maps = m.mapper.forward(&t.map_hidden, &t.features)?;
         let probs = candle_nn::ops::sigmoid(&maps.logits)?.flatten_all()?.to_vec1::<f32>()?;
-        let log_sigma = maps.log_sigma.flatten_all()?.to_vec1::<f32>()?;
+        let sigma = fusion::sigma_from_log(&maps.log_sigma)?.flatten_all()?.to_vec1::<f32>()?;
         let rule = match m.fusion.constant_weight()? {
             None => render::WeightRule::Adaptive,
             Some(w) => render::WeightRule::Constant(w),
         };
         let tile_maps = render::TileMaps {
             probs: &probs,
-            log_sigma: &log_sigma,
+            sigma: &sigma,
             side: self.config.tile_map_size(),
             cols: t.grid_cols,
             rows: t.grid_rows,

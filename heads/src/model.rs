@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use crate::calibration::Calibration;
 use crate::config::HeadsConfig;
 use crate::error::Result;
-use crate::fusion::Fusion;
+use crate::fusion::{sigma_from_log, Fusion};
 use crate::mapper::Mapper;
 use crate::scorer::{MapScorer, TokenScorer};
 use crate::stitch::hierarchy;
@@ -48,11 +48,11 @@ pub struct TensorOutput {
     pub local: Tensor,
     /// Global heatmap H_g in [0, 1].
     pub global: Tensor,
-    /// log σ of H_l.
+    /// log σ of H_l (the log of the resized σ; what the Laplace NLL takes).
     pub log_sigma_local: Tensor,
     /// log σ of H_g.
     pub log_sigma_global: Tensor,
-    /// σ of H_l (clamped, see `fusion::LOG_SIGMA_RANGE`).
+    /// σ of H_l: per-tile `exp(clamp(log σ))` (see `fusion::LOG_SIGMA_RANGE`), stitched and resized.
     pub sigma_local: Tensor,
     /// σ of H_g.
     pub sigma_global: Tensor,
@@ -99,14 +99,14 @@ impl HeadsModel {
         // All tiles and the thumbnail go through the mapper as one batch: one big projection GEMM.
         let maps = self.mapper.forward(&input.map_hidden, &input.features)?;
         let probs = candle_nn::ops::sigmoid(&maps.logits)?;
-        // Probabilities and log σ share the geometry; stitch and resize them together.
-        let both = Tensor::stack(&[&probs, &maps.log_sigma], 0)?;
+        // Probabilities and σ share the geometry; stitch and resize them together.
+        let both = Tensor::stack(&[&probs, &sigma_from_log(&maps.log_sigma)?], 0)?;
         let h = hierarchy(&both, input.grid_cols, input.grid_rows, input.has_thumbnail, input.out_height, input.out_width)?;
         let pick = |t: &Tensor, i: usize| -> Result<Tensor> { Ok(t.narrow(0, i, 1)?.squeeze(0)?) };
-        let (local, log_sigma_local) = (pick(&h.local, 0)?, pick(&h.local, 1)?);
-        let (global, log_sigma_global) = (pick(&h.global, 0)?, pick(&h.global, 1)?);
+        let (local, sigma_local) = (pick(&h.local, 0)?, pick(&h.local, 1)?);
+        let (global, sigma_global) = (pick(&h.global, 0)?, pick(&h.global, 1)?);
 
-        let fused = self.fusion.forward(&local, &global, &log_sigma_local, &log_sigma_global)?;
+        let fused = self.fusion.forward(&local, &global, &sigma_local, &sigma_global)?;
         let s_token = self.token_scorer.forward(&input.score_hidden)?;
         let s_map = self.map_scorer.forward(&fused.fused)?;
         let score = self.calibration.forward(&s_token, &s_map)?;
@@ -117,8 +117,8 @@ impl HeadsModel {
             heatmap: fused.fused,
             local,
             global,
-            log_sigma_local,
-            log_sigma_global,
+            log_sigma_local: fused.sigma_local.log()?,
+            log_sigma_global: fused.sigma_global.log()?,
             sigma_local: fused.sigma_local,
             sigma_global: fused.sigma_global,
             local_weight: fused.local_weight,

@@ -9,7 +9,6 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use crate::fusion::LOG_SIGMA_RANGE;
 use crate::stitch::{axis_plan, AxisSample};
 
 /// How the local weight is chosen per pixel.
@@ -26,8 +25,8 @@ pub enum WeightRule {
 pub struct TileMaps<'a> {
     /// Heatmap probabilities.
     pub probs: &'a [f32],
-    /// log σ.
-    pub log_sigma: &'a [f32],
+    /// σ (already `exp(clamp(log σ))`, see `fusion::sigma_from_log`).
+    pub sigma: &'a [f32],
     /// Side of one tile map.
     pub side: usize,
     /// Grid columns.
@@ -89,22 +88,25 @@ fn stitch(maps: &[f32], side: usize, cols: usize, rows: usize) -> Vec<f32> {
     out
 }
 
-#[inline]
-fn sample(c: &Columns, out_w: usize, y: usize, x: usize) -> f32 {
+/// Output row `y` of a column-resampled source: the row pass of the bilinear resize.
+fn blend_row(c: &Columns, out_w: usize, y: usize, out: &mut [f32]) {
     let p = c.row_plan[y];
-    let a = c.data[p.lo as usize * out_w + x];
-    a + (c.data[p.hi as usize * out_w + x] - a) * p.frac
+    let a = &c.data[p.lo as usize * out_w..][..out_w];
+    let b = &c.data[p.hi as usize * out_w..][..out_w];
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = a + (b - a) * p.frac;
+    }
 }
 
 /// Renders the output maps of one image at `out_h × out_w`.
 pub fn render(maps: TileMaps, rule: WeightRule, out_h: usize, out_w: usize) -> Rendered {
-    let TileMaps { probs, log_sigma, side, cols, rows, has_thumbnail } = maps;
+    let TileMaps { probs, sigma, side, cols, rows, has_thumbnail } = maps;
     let (h, w) = (rows * side, cols * side);
     let n = rows * cols;
     let local_p = columns(&stitch(probs, side, cols, rows), h, w, out_h, out_w);
-    let local_s = columns(&stitch(log_sigma, side, cols, rows), h, w, out_h, out_w);
+    let local_s = columns(&stitch(sigma, side, cols, rows), h, w, out_h, out_w);
     let thumb = |m: &[f32]| columns(&m[n * side * side..][..side * side], side, side, out_h, out_w);
-    let (global_p, global_s) = if has_thumbnail { (thumb(probs), thumb(log_sigma)) } else { (
+    let (global_p, global_s) = if has_thumbnail { (thumb(probs), thumb(sigma)) } else { (
         // 1×1 grid: the single tile is also the global view (see `stitch`).
         Columns { data: local_p.data.clone(), row_plan: local_p.row_plan.clone() },
         Columns { data: local_s.data.clone(), row_plan: local_s.row_plan.clone() },
@@ -112,9 +114,9 @@ pub fn render(maps: TileMaps, rule: WeightRule, out_h: usize, out_w: usize) -> R
 
     let len = out_h * out_w;
     let mut outs: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; len]);
-    let (lo, hi) = (LOG_SIGMA_RANGE.0 as f32, LOG_SIGMA_RANGE.1 as f32);
     let [heat, local, global, weight, sig_l, sig_g] = &mut outs;
-    let band = out_w * 16;
+    const BAND_ROWS: usize = 16;
+    let band = out_w * BAND_ROWS;
     heat.par_chunks_mut(band)
         .zip(local.par_chunks_mut(band))
         .zip(global.par_chunks_mut(band))
@@ -123,22 +125,28 @@ pub fn render(maps: TileMaps, rule: WeightRule, out_h: usize, out_w: usize) -> R
         .zip(sig_g.par_chunks_mut(band))
         .enumerate()
         .for_each(|(b, (((((heat, local), global), weight), sig_l), sig_g))| {
-            for i in 0..heat.len() {
-                let (y, x) = (b * 16 + i / out_w, i % out_w);
-                let l = sample(&local_p, out_w, y, x);
-                let g = sample(&global_p, out_w, y, x);
-                let sl = sample(&local_s, out_w, y, x).clamp(lo, hi).exp();
-                let sg = sample(&global_s, out_w, y, x).clamp(lo, hi).exp();
-                let wl = match rule {
-                    WeightRule::Adaptive => 1.0 / (1.0 + (-(sg - sl)).exp()),
-                    WeightRule::Constant(c) => c,
-                };
-                heat[i] = g + wl * (l - g);
-                local[i] = l;
-                global[i] = g;
-                weight[i] = wl;
-                sig_l[i] = sl;
-                sig_g[i] = sg;
+            for r in 0..heat.len() / out_w {
+                let y = b * BAND_ROWS + r;
+                let row = r * out_w..(r + 1) * out_w;
+                // Row-blend each source into the output row first (simple loops the compiler vectorises).
+                blend_row(&local_p, out_w, y, &mut local[row.clone()]);
+                blend_row(&global_p, out_w, y, &mut global[row.clone()]);
+                blend_row(&local_s, out_w, y, &mut sig_l[row.clone()]);
+                blend_row(&global_s, out_w, y, &mut sig_g[row.clone()]);
+                let it = heat[row.clone()]
+                    .iter_mut()
+                    .zip(&mut weight[row.clone()])
+                    .zip(&mut sig_l[row.clone()])
+                    .zip(&mut sig_g[row.clone()])
+                    .zip(&local[row.clone()])
+                    .zip(&global[row.clone()]);
+                for (((((h, wl), &mut sl), &mut sg), &l), &g) in it {
+                    *wl = match rule {
+                        WeightRule::Adaptive => 1.0 / (1.0 + (sl - sg).exp()),
+                        WeightRule::Constant(c) => c,
+                    };
+                    *h = g + *wl * (l - g);
+                }
             }
         });
     let [heat, local, global, weight, sig_l, sig_g] = outs;

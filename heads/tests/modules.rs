@@ -28,17 +28,17 @@ fn adaptive_fusion_follows_the_smaller_sigma() {
     let f = Fusion::new(FusionVariant::Adaptive, zeros_vb()).unwrap();
     let (l, g) = (full(0.9), full(0.1));
     // σ_l = e^-5 ≪ σ_g = e^3: the local map wins.
-    let o = f.forward(&l, &g, &full(-5.0), &full(3.0)).unwrap();
+    let o = f.forward(&l, &g, &full((-5f32).exp()), &full(3f32.exp())).unwrap();
     assert!(all_close(&o.fused, 0.9, 1e-6));
     // And the other way round.
-    let o = f.forward(&l, &g, &full(3.0), &full(-5.0)).unwrap();
+    let o = f.forward(&l, &g, &full(3f32.exp()), &full((-5f32).exp())).unwrap();
     assert!(all_close(&o.fused, 0.1, 1e-6));
     // Equal σ: the plain mean.
-    let o = f.forward(&l, &g, &full(0.3), &full(0.3)).unwrap();
+    let o = f.forward(&l, &g, &full(1.3), &full(1.3)).unwrap();
     assert!(all_close(&o.local_weight, 0.5, 1e-7));
     assert!(all_close(&o.fused, 0.5, 1e-6));
     // σ_l = 1, σ_g = 2: w_l = e^-1 / (e^-1 + e^-2).
-    let o = f.forward(&full(1.0), &full(0.0), &full(0.0), &full(2f32.ln())).unwrap();
+    let o = f.forward(&full(1.0), &full(0.0), &full(1.0), &full(2.0)).unwrap();
     let w = (-1f32).exp() / ((-1f32).exp() + (-2f32).exp());
     assert!(all_close(&o.local_weight, w, 1e-6));
     assert!(all_close(&o.fused, w, 1e-6));
@@ -48,19 +48,24 @@ fn adaptive_fusion_follows_the_smaller_sigma() {
 #[test]
 fn extreme_sigmas_stay_finite() {
     let f = Fusion::new(FusionVariant::Adaptive, zeros_vb()).unwrap();
-    let o = f.forward(&full(1.0), &full(0.0), &full(500.0), &full(400.0)).unwrap();
+    // log σ far outside the clamp range gives finite σ and a finite, saturated weight.
+    let sl = heie_heads::fusion::sigma_from_log(&full(500.0)).unwrap();
+    let sg = heie_heads::fusion::sigma_from_log(&full(400.0)).unwrap();
+    assert!(all_close(&sl, 10f32.exp(), 1e-2));
+    let o = f.forward(&full(1.0), &full(0.0), &sl, &sg).unwrap();
     assert!(o.fused.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    assert!(all_close(&o.local_weight, 0.5, 1e-6));
 }
 
 #[test]
 fn fixed_and_learned_fusion() {
     let f = Fusion::new(FusionVariant::Fixed { local_weight: 0.3 }, zeros_vb()).unwrap();
-    let o = f.forward(&full(1.0), &full(0.5), &full(-5.0), &full(5.0)).unwrap();
+    let o = f.forward(&full(1.0), &full(0.5), &full(0.01), &full(100.0)).unwrap();
     assert!(all_close(&o.fused, 0.3 + 0.7 * 0.5, 1e-6));
     assert!(all_close(&o.local_weight, 0.3, 1e-7));
     // A learned logit of ln 3 gives w_l = 3/4.
     let f = Fusion::Learned(Tensor::new(&[3f32.ln()], &dev()).unwrap());
-    let o = f.forward(&full(1.0), &full(0.0), &full(0.0), &full(0.0)).unwrap();
+    let o = f.forward(&full(1.0), &full(0.0), &full(1.0), &full(1.0)).unwrap();
     assert!(all_close(&o.fused, 0.75, 1e-6));
 }
 
@@ -194,21 +199,40 @@ fn reference_attention(q: &[Vec<f32>], k: &[Vec<f32>], v: &[Vec<f32>], heads: us
         .collect()
 }
 
+fn project(x: &[Vec<f32>], w: &[f32], b: &[f32]) -> Vec<Vec<f32>> {
+    let (out, inp) = (b.len(), x[0].len());
+    x.iter().map(|r| (0..out).map(|o| b[o] + (0..inp).map(|i| w[o * inp + i] * r[i]).sum::<f32>()).collect()).collect()
+}
+
 #[test]
 fn multi_head_attention_matches_reference_both_ways() {
-    let d = 8;
-    let eye: Vec<f32> = (0..d * d).map(|i| (i / d == i % d) as u8 as f32).collect();
-    let lin = || Linear::from_tensors(Tensor::from_vec(eye.clone(), (d, d), &dev()).unwrap(), Tensor::zeros(d, candle_core::DType::F32, &dev()).unwrap());
-    let att = Attention::from_parts(lin(), lin(), lin(), lin(), 4);
+    let (d, inner, heads) = (8, 4, 2);
+    let vals = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| ((i * 37 + seed * 11) % 29) as f32 / 14.0 - 1.0).collect() };
+    let params: Vec<(Vec<f32>, Vec<f32>, usize, usize)> = vec![
+        (vals(inner * d, 1), vals(inner, 2), inner, d),
+        (vals(inner * d, 3), vals(inner, 4), inner, d),
+        (vals(inner * d, 5), vals(inner, 6), inner, d),
+        (vals(d * inner, 7), vals(d, 8), d, inner),
+    ];
+    let lin = |p: &(Vec<f32>, Vec<f32>, usize, usize)| {
+        Linear::from_tensors(Tensor::from_vec(p.0.clone(), (p.2, p.3), &dev()).unwrap(), Tensor::from_vec(p.1.clone(), p.2, &dev()).unwrap())
+    };
+    let att = Attention::from_parts(lin(&params[0]), lin(&params[1]), lin(&params[2]), lin(&params[3]), heads);
     let rows = |n: usize, seed: usize| -> Vec<Vec<f32>> {
         (0..n).map(|i| (0..d).map(|c| ((i * 31 + c * 17 + seed * 7) % 23) as f32 / 7.0 - 1.5).collect()).collect()
     };
     let tensor = |r: &Vec<Vec<f32>>| Tensor::from_vec(r.concat(), (1, r.len(), d), &dev()).unwrap();
-    // Few queries against many keys, and many queries against few keys (the two code paths).
+    // Few queries against many keys, many against few, and equal counts (both code paths).
     for (nq, nk) in [(3, 10), (10, 3), (4, 4)] {
         let (q, k, v) = (rows(nq, 1), rows(nk, 2), rows(nk, 3));
         let got: Vec<f32> = att.forward(&tensor(&q), &tensor(&k), &tensor(&v)).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let want = reference_attention(&q, &k, &v, 4).concat();
+        let ctx = reference_attention(
+            &project(&q, &params[0].0, &params[0].1),
+            &project(&k, &params[1].0, &params[1].1),
+            &project(&v, &params[2].0, &params[2].1),
+            heads,
+        );
+        let want = project(&ctx, &params[3].0, &params[3].1).concat();
         let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(diff < 1e-5, "{nq}×{nk}: {diff}");
     }
