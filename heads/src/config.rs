@@ -158,17 +158,17 @@ impl HeadsConfig {
             }
         }
         // The decoder's channel widths are D/4 and D/8, and the positional encoding splits D in quarters.
-        if self.hidden_width % 8 != 0 {
+        if !self.hidden_width.is_multiple_of(8) {
             return err("hidden_width", format!("must be a multiple of 8, got {}", self.hidden_width));
         }
-        if self.hidden_width % self.attention_heads != 0 {
+        if !self.hidden_width.is_multiple_of(self.attention_heads) {
             return err(
                 "attention_heads",
                 format!("{} heads do not divide hidden_width {}", self.attention_heads, self.hidden_width),
             );
         }
-        if self.hidden_width % self.cross_attention_downsample != 0
-            || (self.hidden_width / self.cross_attention_downsample) % self.attention_heads != 0
+        if !self.hidden_width.is_multiple_of(self.cross_attention_downsample)
+            || !(self.hidden_width / self.cross_attention_downsample).is_multiple_of(self.attention_heads)
         {
             return err(
                 "cross_attention_downsample",
@@ -179,7 +179,7 @@ impl HeadsConfig {
             );
         }
         // Three stride-2 convolutions must divide the scorer input exactly.
-        if self.score_map_size % 8 != 0 {
+        if !self.score_map_size.is_multiple_of(8) {
             return err("score_map_size", format!("must be a multiple of 8, got {}", self.score_map_size));
         }
         if let FusionVariant::Fixed { local_weight } = self.fusion {

@@ -197,12 +197,17 @@ impl Heads {
                 return Err(input_err(field, format!("{side} is not in 1..={MAX_OUTPUT_SIDE}")));
             }
         }
-        let check = |name: String, field: &'static str, v: &[f32], len: usize| -> Result<()> {
+        // Checks length and finiteness while appending to `out`, in cache-sized chunks so each input
+        // (25 MB of features for an 8B model) is read from memory once.
+        let take = |name: String, field: &'static str, v: &[f32], len: usize, out: &mut Vec<f32>| -> Result<()> {
             if v.len() != len {
                 return Err(input_err(field, format!("{name} has {} values, expected {len}", v.len())));
             }
-            if v.iter().any(|x| !x.is_finite()) {
-                return Err(input_err(field, format!("{name} contains NaN or infinite values")));
+            for chunk in v.chunks(4096) {
+                if !chunk.iter().all(|x| x.is_finite()) {
+                    return Err(input_err(field, format!("{name} contains NaN or infinite values")));
+                }
+                out.extend_from_slice(chunk);
             }
             Ok(())
         };
@@ -217,12 +222,11 @@ impl Heads {
         let mut hidden = Vec::with_capacity(n * w);
         let mut features = Vec::with_capacity(n * t * w);
         for (name, tile) in &views {
-            check(format!("{name}.map_hidden"), "map_hidden", tile.map_hidden, w)?;
-            check(format!("{name}.features"), "features", tile.features, t * w)?;
-            hidden.extend_from_slice(tile.map_hidden);
-            features.extend_from_slice(tile.features);
+            take(format!("{name}.map_hidden"), "map_hidden", tile.map_hidden, w, &mut hidden)?;
+            take(format!("{name}.features"), "features", tile.features, t * w, &mut features)?;
         }
-        check("score_hidden".into(), "score_hidden", input.score_hidden, w)?;
+        let mut score = Vec::with_capacity(w);
+        take("score_hidden".into(), "score_hidden", input.score_hidden, w, &mut score)?;
         let dev = Device::Cpu;
         Ok(TensorInput {
             grid_cols: cols,
@@ -230,7 +234,7 @@ impl Heads {
             map_hidden: Tensor::from_vec(hidden, (n, w), &dev)?,
             features: Tensor::from_vec(features, (n, t, w), &dev)?,
             has_thumbnail: input.thumbnail.is_some(),
-            score_hidden: Tensor::from_slice(input.score_hidden, w, &dev)?,
+            score_hidden: Tensor::from_vec(score, w, &dev)?,
             out_height: input.out_height,
             out_width: input.out_width,
         })

@@ -42,6 +42,7 @@ fn three_by_two_grid_with_thumbnail() {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // y, x index the stitched map too
 fn two_by_three_grid_and_native_resolution() {
     // 2 columns × 3 rows of 4g = 8-pixel tiles: out 16×24 is the stitched size itself.
     let cfg = tiny_config(64, 2);
