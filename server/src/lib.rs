@@ -1,2 +1,4 @@
 //! HEIE server library: the llama.cpp engine, the chain-of-thought pipeline and the CLI commands.
+pub mod engine;
 pub mod pipeline;
+pub mod cli;

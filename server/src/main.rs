@@ -1,1 +1,26 @@
-fn main() {}
+//! The `heie` binary: parses the command line and runs one subcommand. Errors print as one line.
+
+use clap::Parser;
+use heie_server::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEIE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Eval(args) => heie_server::cli::eval::run(args),
+    };
+    match outcome {
+        Ok(0) => std::process::ExitCode::SUCCESS,
+        Ok(_) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("heie: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

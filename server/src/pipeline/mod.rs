@@ -7,3 +7,20 @@ pub mod image_input;
 pub mod rating;
 pub mod tiling;
 pub mod utf8_stream;
+
+// The chain-of-thought program and its plumbing.
+pub mod captured;
+pub mod cot_program;
+pub mod evaluator;
+pub mod events;
+pub mod finalize;
+pub mod options;
+pub mod prompt;
+pub mod prompt_tokens;
+pub mod section_text;
+
+pub use evaluator::{Evaluator, PipelineError};
+pub use events::{EvalEvent, FinishReason, OutputMode, PromptMode};
+pub use options::EvalOptions;
+pub mod result;
+pub use result::EvalResult;

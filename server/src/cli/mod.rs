@@ -1,0 +1,23 @@
+//! The `heie` command line: one file per subcommand.
+
+pub mod default_model;
+pub mod eval;
+pub mod model_args;
+pub mod report;
+
+use clap::{Parser, Subcommand};
+
+/// HEIE: where an AI-generated image is implausible (heatmap), how plausible it is (score), and why
+/// (a streamed chain of thought), from an InternVL model through llama.cpp.
+#[derive(Parser, Debug)]
+#[command(name = "heie", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Judge images: stream the explanation, write heatmap, overlay and JSON per image.
+    Eval(eval::EvalArgs),
+}

@@ -1,0 +1,67 @@
+//! Model flags shared by every command that loads the model (`eval`, `serve`, `bench`, ...).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::engine::EngineConfig;
+use crate::pipeline::image_input::DEFAULT_MAX_PIXELS;
+
+use super::default_model;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// InternVL text model (GGUF). Absent: InternVL3-2B-Instruct Q8_0 from the Hugging Face cache
+    /// (downloaded on first use).
+    #[arg(long, env = "HEIE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// The model's vision projector (mmproj GGUF); required with --model.
+    #[arg(long, env = "HEIE_MMPROJ")]
+    pub mmproj: Option<PathBuf>,
+    /// Layers offloaded to the GPU (-1 = all; ignored by CPU builds).
+    #[arg(long, env = "HEIE_N_GPU_LAYERS", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_gpu_layers: i32,
+    /// CPU threads for llama.cpp (default: all cores).
+    #[arg(long, env = "HEIE_THREADS")]
+    pub threads: Option<i32>,
+    /// KV cells per concurrent sequence (a 6-tile image needs about 2,400 with the explanation).
+    #[arg(long, env = "HEIE_CTX_SIZE", default_value_t = 4096)]
+    pub ctx_size: u32,
+    /// Most tiles an image is cut into (InternVL's max_num), plus a thumbnail when more than one.
+    #[arg(long, env = "HEIE_MAX_TILES", default_value_t = 6)]
+    pub max_tiles: u32,
+    /// Largest image accepted, in pixels (checked from the header, before decoding).
+    #[arg(long, env = "HEIE_MAX_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Tokens per llama_decode call (prefill chunk).
+    #[arg(long, env = "HEIE_BATCH_SIZE", default_value_t = 512)]
+    pub batch_size: u32,
+}
+
+impl ModelArgs {
+    /// Resolves the model files (downloading the default pair when none is given) into an engine config.
+    pub fn engine_config(&self, slots: u32, max_queue: usize) -> anyhow::Result<EngineConfig> {
+        let (model, mmproj) = match (&self.model, &self.mmproj) {
+            (Some(m), Some(p)) => (m.clone(), p.clone()),
+            (Some(_), None) => anyhow::bail!("--mmproj is required with --model (the vision projector of the same model)"),
+            (None, Some(_)) => anyhow::bail!("--model is required with --mmproj"),
+            (None, None) => default_model::resolve()?,
+        };
+        if !(1..=40).contains(&self.max_tiles) {
+            anyhow::bail!("--max-tiles must be 1..=40, got {}", self.max_tiles);
+        }
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4));
+        Ok(EngineConfig {
+            model,
+            mmproj,
+            n_gpu_layers: self.n_gpu_layers,
+            threads,
+            ctx_per_sequence: self.ctx_size,
+            slots,
+            n_batch: self.batch_size,
+            max_queue,
+        })
+    }
+}

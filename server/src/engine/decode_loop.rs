@@ -1,0 +1,439 @@
+//! The engine thread: owns the llama context and the vision tower, and runs every active sequence's
+//! next tokens through one `llama_decode` per step (continuous batching).
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::ffi::{Batch, Context, Model, Token, Vision};
+use super::metrics::EngineMetrics;
+use super::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TokenVerdict};
+use super::sampler::Sampler;
+use super::stats::SequenceStats;
+use super::{Command, EngineError, Job};
+
+/// Where a sequence is in its current step.
+enum SlotState {
+    /// Needs `next_step`.
+    Ready,
+    Feeding { tokens: Vec<Token>, capture: Vec<usize>, logits: bool, done: usize },
+    Generating { remaining: u32, sampler: Sampler, next: Option<(Token, bool)> },
+}
+
+struct Slot {
+    seq: i32,
+    program: Box<dyn SequenceProgram>,
+    pos: i32,
+    state: SlotState,
+    stats: SequenceStats,
+    /// Logits after the last completed Feed: where a following Generate samples its first token.
+    pending_logits: Option<Vec<f32>>,
+    end: Option<SequenceEnd>,
+}
+
+/// What a batch row belongs to, for dispatching outputs after the decode.
+enum Row {
+    Generated { slot: usize, capture: bool },
+    Fed { slot: usize, index: usize },
+}
+
+pub(super) struct DecodeLoop {
+    pub model: Arc<Model>,
+    pub ctx: Context,
+    pub vision: Vision,
+    pub commands: Receiver<Command>,
+    pub metrics: Arc<EngineMetrics>,
+    pub n_slots: usize,
+    pub ctx_per_seq: i32,
+    pub batch: Batch,
+    pub embd_batch: Batch,
+    slots: Vec<Slot>,
+    free_seqs: Vec<i32>,
+}
+
+impl DecodeLoop {
+    pub fn new(
+        model: Arc<Model>,
+        ctx: Context,
+        vision: Vision,
+        commands: Receiver<Command>,
+        metrics: Arc<EngineMetrics>,
+        n_slots: usize,
+        ctx_per_seq: i32,
+        n_batch: usize,
+    ) -> DecodeLoop {
+        let width = model.n_embd();
+        DecodeLoop {
+            model,
+            ctx,
+            vision,
+            commands,
+            metrics,
+            n_slots,
+            ctx_per_seq,
+            batch: Batch::tokens(n_batch),
+            embd_batch: Batch::embeddings(n_batch, width),
+            slots: Vec::new(),
+            free_seqs: (0..n_slots as i32).rev().collect(),
+        }
+    }
+
+    /// Runs until shutdown or until every sender is gone.
+    pub fn run(mut self) {
+        loop {
+            if !self.admit() {
+                break;
+            }
+            if self.slots.is_empty() {
+                continue;
+            }
+            self.step();
+        }
+        for slot in &mut self.slots {
+            slot.end = Some(SequenceEnd::Cancelled);
+        }
+        self.reap();
+    }
+
+    /// Takes queued jobs into free slots; blocks when nothing is running. False means shut down.
+    fn admit(&mut self) -> bool {
+        while !self.free_seqs.is_empty() {
+            let command = if self.slots.is_empty() {
+                match self.commands.recv() {
+                    Ok(c) => c,
+                    Err(_) => return false,
+                }
+            } else {
+                match self.commands.try_recv() {
+                    Ok(c) => c,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+            };
+            match command {
+                Command::Shutdown => return false,
+                Command::Run(job) => self.start(job),
+            }
+        }
+        true
+    }
+
+    fn start(&mut self, job: Job) {
+        self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        let seq = self.free_seqs.pop().expect("admit checks for a free slot");
+        let now = Instant::now();
+        let stats = SequenceStats { queued: now - job.enqueued_at, admitted_at: Some(now), ..Default::default() };
+        self.ctx.remove_from(seq, 0);
+        self.slots.push(Slot {
+            seq,
+            program: job.program,
+            pos: 0,
+            state: SlotState::Ready,
+            stats,
+            pending_logits: None,
+            end: None,
+        });
+        self.metrics.active.store(self.slots.len(), Ordering::Relaxed);
+    }
+
+    /// One scheduling step: advance every slot to work it can batch, decode once, dispatch outputs.
+    fn step(&mut self) {
+        for i in 0..self.slots.len() {
+            self.advance(i);
+        }
+        let rows = self.build_batch();
+        if !rows.is_empty() {
+            self.decode_and_dispatch(rows);
+        }
+        self.reap();
+    }
+
+    /// Resolves `Ready` slots into Feeding/Generating, running image steps and trivial transitions.
+    fn advance(&mut self, i: usize) {
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.end.is_some() {
+                return;
+            }
+            if slot.program.is_cancelled() {
+                slot.end = Some(SequenceEnd::Cancelled);
+                return;
+            }
+            match &slot.state {
+                SlotState::Feeding { .. } => return,
+                SlotState::Generating { next: Some(_), .. } => return,
+                SlotState::Generating { next: None, .. } => {
+                    // First token of a generation: sample from the logits the previous Feed left.
+                    let Some(logits) = slot.pending_logits.take() else {
+                        slot.end = Some(SequenceEnd::Failed(EngineError::Decode(
+                            "a generation step must follow text".into(),
+                        )));
+                        return;
+                    };
+                    self.sample_into(i, &logits);
+                    continue;
+                }
+                SlotState::Ready => {}
+            }
+            match slot.program.next_step() {
+                Step::Finish => {
+                    slot.end = Some(SequenceEnd::Completed);
+                    return;
+                }
+                Step::Feed { tokens, capture, logits } => {
+                    if tokens.is_empty() {
+                        continue;
+                    }
+                    slot.stats.prompt_tokens += tokens.len() as u32;
+                    slot.state = SlotState::Feeding { tokens, capture, logits, done: 0 };
+                }
+                Step::Generate { max_tokens, sampling } => {
+                    slot.state = SlotState::Generating { remaining: max_tokens, sampler: Sampler::new(sampling), next: None };
+                }
+                Step::Image(tile) => {
+                    if let Err(e) = self.run_image(i, &tile.rgb, tile.width, tile.height) {
+                        self.slots[i].end = Some(SequenceEnd::Failed(e));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Samples the next token of a generating slot and applies the program's verdict.
+    fn sample_into(&mut self, i: usize, logits: &[f32]) {
+        let slot = &mut self.slots[i];
+        let SlotState::Generating { remaining, sampler, next } = &mut slot.state else { return };
+        let end = if *remaining == 0 {
+            Some((GenerationEnd::Length, 0))
+        } else {
+            let token = sampler.sample(logits);
+            *remaining -= 1;
+            if slot.stats.first_token.is_none() {
+                slot.stats.first_token = slot.stats.admitted_at.map(|t| t.elapsed());
+            }
+            if self.model.is_eog(token) {
+                Some((GenerationEnd::EndOfText, 0))
+            } else {
+                slot.stats.generated_tokens += 1;
+                let bytes = self.model.token_bytes(token);
+                match slot.program.on_token(token, &bytes) {
+                    TokenVerdict::Continue => {
+                        *next = Some((token, false));
+                        None
+                    }
+                    TokenVerdict::ContinueAndCapture => {
+                        *next = Some((token, true));
+                        None
+                    }
+                    TokenVerdict::Stop { rollback } => Some((GenerationEnd::Stopped, rollback)),
+                }
+            }
+        };
+        if let Some((end, rollback)) = end {
+            if rollback > 0 {
+                slot.pos = (slot.pos - rollback as i32).max(0);
+                self.ctx.remove_from(slot.seq, slot.pos);
+            }
+            slot.state = SlotState::Ready;
+            slot.pending_logits = None;
+            slot.program.on_generation_end(end);
+        }
+    }
+
+    /// Encodes one tile and appends its embeddings to the slot's sequence.
+    fn run_image(&mut self, i: usize, rgb: &[u8], width: u32, height: u32) -> Result<(), EngineError> {
+        let t0 = Instant::now();
+        let features = self.vision.encode_tile(rgb, width, height)?;
+        let width_embd = self.model.n_embd();
+        let n_tokens = features.len() / width_embd;
+        let encode = t0.elapsed();
+        self.metrics.record_image_encode(encode);
+        let slot = &mut self.slots[i];
+        slot.stats.image_encode += encode;
+        if slot.pos + n_tokens as i32 > self.ctx_per_seq {
+            return Err(EngineError::ContextFull(format!(
+                "{} image tokens at position {} of {}",
+                n_tokens, slot.pos, self.ctx_per_seq
+            )));
+        }
+        let t1 = Instant::now();
+        for chunk_start in (0..n_tokens).step_by(self.embd_batch.capacity()) {
+            let chunk_end = (chunk_start + self.embd_batch.capacity()).min(n_tokens);
+            self.embd_batch.clear();
+            for t in chunk_start..chunk_end {
+                let row = &features[t * width_embd..(t + 1) * width_embd];
+                self.embd_batch.push_embedding(row, slot.pos + t as i32, slot.seq, false);
+            }
+            self.ctx.set_embeddings(false);
+            self.ctx.decode(&self.embd_batch)?;
+        }
+        slot.pos += n_tokens as i32;
+        slot.stats.image_tokens += n_tokens as u32;
+        slot.stats.prefill += t1.elapsed();
+        slot.program.on_image_features(&features, n_tokens);
+        Ok(())
+    }
+
+    /// Fills the shared token batch: one token per generating slot, then prefill chunks.
+    fn build_batch(&mut self) -> Vec<Row> {
+        self.batch.clear();
+        let mut rows = Vec::new();
+        let capacity = self.batch.capacity();
+        // Hidden-state output makes llama.cpp output every row of the batch, so a step that captures
+        // carries no unrelated prefill: those chunks wait one step.
+        let capturing = self.slots.iter().any(|s| match &s.state {
+            SlotState::Generating { next: Some((_, capture)), .. } => *capture,
+            SlotState::Feeding { capture, done, .. } => capture.iter().any(|&c| c >= *done),
+            _ => false,
+        });
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.end.is_some() {
+                continue;
+            }
+            if let SlotState::Generating { next: Some((token, capture)), .. } = slot.state {
+                if slot.pos >= self.ctx_per_seq {
+                    slot.end = Some(SequenceEnd::Failed(EngineError::ContextFull(format!(
+                        "generation reached {} tokens",
+                        self.ctx_per_seq
+                    ))));
+                    continue;
+                }
+                self.batch.push_token(token, slot.pos, slot.seq, true);
+                rows.push(Row::Generated { slot: i, capture });
+            }
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.end.is_some() {
+                continue;
+            }
+            let SlotState::Feeding { tokens, capture, logits: _, done } = &slot.state else { continue };
+            let has_capture = capture.iter().any(|&c| c >= *done);
+            if capturing && !has_capture {
+                continue;
+            }
+            let room = capacity - self.batch.len();
+            if room == 0 {
+                break;
+            }
+            let take = (tokens.len() - done).min(room);
+            if slot.pos + (tokens.len() - done) as i32 > self.ctx_per_seq {
+                slot.end = Some(SequenceEnd::Failed(EngineError::ContextFull(format!(
+                    "{} more tokens at position {} of {}",
+                    tokens.len() - done,
+                    slot.pos,
+                    self.ctx_per_seq
+                ))));
+                continue;
+            }
+            for k in *done..*done + take {
+                let last = k + 1 == tokens.len();
+                let output = capturing || last || capture.contains(&k);
+                self.batch.push_token(tokens[k], slot.pos + (k - done) as i32, slot.seq, output);
+                rows.push(Row::Fed { slot: i, index: k });
+            }
+        }
+        if !rows.is_empty() {
+            self.ctx.set_embeddings(capturing);
+        }
+        rows
+    }
+
+    fn decode_and_dispatch(&mut self, rows: Vec<Row>) {
+        let t0 = Instant::now();
+        let result = self.ctx.decode(&self.batch);
+        let elapsed = t0.elapsed();
+        let mut in_batch = vec![false; self.slots.len()];
+        for row in &rows {
+            let (Row::Generated { slot, .. } | Row::Fed { slot, .. }) = row;
+            in_batch[*slot] = true;
+        }
+        let n_seqs = in_batch.iter().filter(|b| **b).count();
+        self.metrics.record_decode(rows.len(), n_seqs);
+        if let Err(e) = result {
+            for (i, hit) in in_batch.iter().enumerate() {
+                if *hit {
+                    self.slots[i].end = Some(SequenceEnd::Failed(e.clone()));
+                }
+            }
+            return;
+        }
+        for (i, hit) in in_batch.iter().enumerate() {
+            if *hit {
+                let slot = &mut self.slots[i];
+                match slot.state {
+                    SlotState::Generating { .. } => slot.stats.decode += elapsed,
+                    _ => slot.stats.prefill += elapsed,
+                }
+            }
+        }
+        for (row_index, row) in rows.iter().enumerate() {
+            match *row {
+                Row::Generated { slot: i, capture } => {
+                    let slot = &mut self.slots[i];
+                    slot.pos += 1;
+                    if let SlotState::Generating { next, .. } = &mut slot.state {
+                        *next = None;
+                    }
+                    if capture {
+                        if let Some(hidden) = self.ctx.hidden(row_index) {
+                            slot.program.on_hidden(None, hidden);
+                        }
+                    }
+                    match self.ctx.logits(row_index) {
+                        Some(logits) => {
+                            // Sampling borrows the context's logits while mutating the slot.
+                            let logits = logits.to_vec();
+                            self.sample_into(i, &logits);
+                        }
+                        None => {
+                            self.slots[i].end =
+                                Some(SequenceEnd::Failed(EngineError::Decode("no logits for a generated token".into())))
+                        }
+                    }
+                }
+                Row::Fed { slot: i, index } => {
+                    let slot = &mut self.slots[i];
+                    let SlotState::Feeding { tokens, capture, logits, done } = &mut slot.state else { continue };
+                    slot.pos += 1;
+                    *done = index + 1;
+                    if capture.contains(&index) {
+                        if let Some(hidden) = self.ctx.hidden(row_index) {
+                            slot.program.on_hidden(Some(index), hidden);
+                        }
+                    }
+                    if *done == tokens.len() {
+                        let want_logits = *logits;
+                        let row_logits = self.ctx.logits(row_index).map(|l| l.to_vec());
+                        if want_logits {
+                            if let Some(l) = &row_logits {
+                                slot.program.on_logits(l);
+                            }
+                        }
+                        slot.pending_logits = row_logits;
+                        slot.state = SlotState::Ready;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends finished sequences: frees their KV cells and slot, and tells their programs.
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            if self.slots[i].end.is_some() {
+                let mut slot = self.slots.swap_remove(i);
+                self.ctx.remove_from(slot.seq, 0);
+                self.free_seqs.push(slot.seq);
+                let end = slot.end.take().unwrap_or(SequenceEnd::Completed);
+                self.metrics.record_end(&end);
+                slot.program.finish(end, &slot.stats);
+            } else {
+                i += 1;
+            }
+        }
+        self.metrics.active.store(self.slots.len(), Ordering::Relaxed);
+    }
+}

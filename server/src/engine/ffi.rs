@@ -1,0 +1,567 @@
+//! The only module with `unsafe`: a small safe wrapper over `llama-cpp-sys-2` (llama.cpp + mtmd).
+//!
+//! The safe `llama-cpp-2` crate hides the raw handles HEIE needs (per-tile image embeddings, toggling
+//! hidden-state output, embedding batches), so we bind the C API directly. Every type here owns its
+//! handle and frees it in `Drop`; nothing raw escapes this module.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::{Mutex, Once};
+
+use llama_cpp_sys_2 as sys;
+
+use super::EngineError;
+
+pub type Token = sys::llama_token;
+
+static BACKEND_INIT: Once = Once::new();
+/// The most recent error line llama.cpp logged: C loaders return NULL without a reason, and this is
+/// the only way to tell a user *why* their file did not load.
+static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+/// Initialises the ggml backends once per process and routes llama.cpp's and mtmd's logs into `tracing`.
+pub fn init_backend() {
+    BACKEND_INIT.call_once(|| {
+        // SAFETY: called once per process before any other llama.cpp call; the callback is a plain
+        // `extern "C"` function with no user data, valid for the program's lifetime.
+        unsafe {
+            sys::llama_log_set(Some(log_to_tracing), std::ptr::null_mut());
+            sys::mtmd_log_set(Some(log_to_tracing), std::ptr::null_mut());
+            sys::llama_backend_init();
+        }
+    });
+}
+
+extern "C" fn log_to_tracing(level: sys::ggml_log_level, text: *const c_char, _user: *mut c_void) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.
+    let message = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let message = message.trim_end();
+    if message.is_empty() {
+        return;
+    }
+    match level {
+        sys::GGML_LOG_LEVEL_ERROR => {
+            if let Ok(mut last) = LAST_ERROR.lock() {
+                *last = Some(message.to_string());
+            }
+            // Shown through the error it causes (see `take_last_error`), so one line reaches the user.
+            tracing::info!(target: "llama.cpp", "{message}");
+        }
+        sys::GGML_LOG_LEVEL_WARN => tracing::warn!(target: "llama.cpp", "{message}"),
+        sys::GGML_LOG_LEVEL_INFO => tracing::debug!(target: "llama.cpp", "{message}"),
+        _ => tracing::trace!(target: "llama.cpp", "{message}"),
+    }
+}
+
+fn take_last_error() -> String {
+    LAST_ERROR
+        .lock()
+        .ok()
+        .and_then(|mut e| e.take())
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
+}
+
+fn path_cstring(path: &Path) -> Result<CString, EngineError> {
+    CString::new(path.to_string_lossy().as_bytes())
+        .map_err(|_| EngineError::Load(format!("path {} contains a NUL byte", path.display())))
+}
+
+/// A loaded text model. Read-only after loading, so it is shared across threads for tokenising.
+pub struct Model {
+    raw: NonNull<sys::llama_model>,
+    vocab: NonNull<sys::llama_vocab>,
+}
+
+// SAFETY: a llama_model and its vocabulary are immutable after loading; llama.cpp's own server
+// tokenises from several threads against one model. Mutable state lives in `Context`, which is not Send.
+unsafe impl Send for Model {}
+// SAFETY: see above; all methods take `&self` and only read.
+unsafe impl Sync for Model {}
+
+impl Model {
+    pub fn load(path: &Path, n_gpu_layers: i32) -> Result<Model, EngineError> {
+        init_backend();
+        let c_path = path_cstring(path)?;
+        // SAFETY: default params are plain data; the path is a valid NUL-terminated string.
+        let raw = unsafe {
+            let mut params = sys::llama_model_default_params();
+            params.n_gpu_layers = n_gpu_layers;
+            sys::llama_model_load_from_file(c_path.as_ptr(), params)
+        };
+        let raw = NonNull::new(raw).ok_or_else(|| {
+            EngineError::Load(format!("{} is not a loadable GGUF model{}", path.display(), take_last_error()))
+        })?;
+        // SAFETY: `raw` is a valid model; the vocab pointer lives as long as the model.
+        let vocab = unsafe { sys::llama_model_get_vocab(raw.as_ptr()) };
+        let vocab = NonNull::new(vocab as *mut sys::llama_vocab)
+            .ok_or_else(|| EngineError::Load(format!("{} has no vocabulary", path.display())))?;
+        Ok(Model { raw, vocab })
+    }
+
+    pub fn n_embd(&self) -> usize {
+        // SAFETY: valid model handle.
+        unsafe { sys::llama_model_n_embd(self.raw.as_ptr()) as usize }
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        // SAFETY: valid vocab handle.
+        unsafe { sys::llama_vocab_n_tokens(self.vocab.as_ptr()) as usize }
+    }
+
+    pub fn n_layers(&self) -> usize {
+        // SAFETY: valid model handle.
+        unsafe { sys::llama_model_n_layer(self.raw.as_ptr()) as usize }
+    }
+
+    /// A metadata string such as `general.name`, if present.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let key = CString::new(key).ok()?;
+        let mut buf = vec![0u8; 512];
+        // SAFETY: buf is writable for buf.len() bytes; llama.cpp writes a NUL-terminated string.
+        let n = unsafe {
+            sys::llama_model_meta_val_str(self.raw.as_ptr(), key.as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len())
+        };
+        if n < 0 {
+            return None;
+        }
+        buf.truncate((n as usize).min(buf.len() - 1));
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Tokenises text; `parse_special` lets control tokens like `<|im_start|>` be written as text.
+    pub fn tokenize(&self, text: &str, parse_special: bool) -> Vec<Token> {
+        let mut tokens: Vec<Token> = vec![0; text.len() + 8];
+        for _ in 0..2 {
+            // SAFETY: `text` is valid for its length; `tokens` is writable for its length.
+            let n = unsafe {
+                sys::llama_tokenize(
+                    self.vocab.as_ptr(),
+                    text.as_ptr() as *const c_char,
+                    text.len() as i32,
+                    tokens.as_mut_ptr(),
+                    tokens.len() as i32,
+                    false,
+                    parse_special,
+                )
+            };
+            if n >= 0 {
+                tokens.truncate(n as usize);
+                return tokens;
+            }
+            // A negative count is the size needed.
+            tokens.resize((-n) as usize, 0);
+        }
+        Vec::new()
+    }
+
+    /// The bytes a token stands for (may be part of a multi-byte character); specials rendered as text.
+    pub fn token_bytes(&self, token: Token) -> Vec<u8> {
+        let mut buf = vec![0u8; 64];
+        for _ in 0..2 {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe {
+                sys::llama_token_to_piece(
+                    self.vocab.as_ptr(),
+                    token,
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len() as i32,
+                    0,
+                    true,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return buf;
+            }
+            buf.resize((-n) as usize, 0);
+        }
+        Vec::new()
+    }
+
+    /// End-of-generation tokens (`<|im_end|>`, `<|endoftext|>`, ...).
+    pub fn is_eog(&self, token: Token) -> bool {
+        // SAFETY: valid vocab handle; out-of-range ids are handled by llama.cpp's bounds check.
+        unsafe { sys::llama_vocab_is_eog(self.vocab.as_ptr(), token) }
+    }
+
+    /// The id of a text that the vocabulary holds as one special (control or user-defined) token.
+    pub fn special_token(&self, text: &str) -> Option<Token> {
+        match self.tokenize(text, true).as_slice() {
+            [single] => {
+                // SAFETY: `single` came from this vocabulary.
+                let attr = unsafe { sys::llama_vocab_get_attr(self.vocab.as_ptr(), *single) };
+                let special = sys::LLAMA_TOKEN_ATTR_CONTROL | sys::LLAMA_TOKEN_ATTR_USER_DEFINED;
+                ((attr as u32) & (special as u32) != 0).then_some(*single)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle; contexts borrowing it are dropped first (they hold an Arc<Model>).
+        unsafe { sys::llama_model_free(self.raw.as_ptr()) }
+    }
+}
+
+/// Returns whether this build of llama.cpp can offload to a GPU.
+pub fn supports_gpu_offload() -> bool {
+    init_backend();
+    // SAFETY: pure query.
+    unsafe { sys::llama_supports_gpu_offload() }
+}
+
+/// Parameters of a llama context.
+pub struct ContextParams {
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_seq_max: u32,
+    pub threads: i32,
+}
+
+/// A llama context: the KV cache and the compute state. Owned by exactly one thread (not Send).
+pub struct Context {
+    raw: NonNull<sys::llama_context>,
+    memory: sys::llama_memory_t,
+    n_vocab: usize,
+    n_embd: usize,
+    embeddings_on: bool,
+    _model: std::sync::Arc<Model>,
+    _not_send: std::marker::PhantomData<*mut ()>,
+}
+
+impl Context {
+    pub fn new(model: std::sync::Arc<Model>, p: &ContextParams) -> Result<Context, EngineError> {
+        // SAFETY: default params are plain data; the model outlives the context via the Arc we keep.
+        let raw = unsafe {
+            let mut params = sys::llama_context_default_params();
+            params.n_ctx = p.n_ctx;
+            params.n_batch = p.n_batch;
+            params.n_ubatch = p.n_batch;
+            params.n_seq_max = p.n_seq_max;
+            params.n_threads = p.threads;
+            params.n_threads_batch = p.threads;
+            params.kv_unified = true;
+            params.embeddings = false;
+            params.no_perf = true;
+            sys::llama_init_from_model(model.raw.as_ptr(), params)
+        };
+        let raw = NonNull::new(raw)
+            .ok_or_else(|| EngineError::Load(format!("could not create a llama context{}", take_last_error())))?;
+        // SAFETY: valid context.
+        let memory = unsafe { sys::llama_get_memory(raw.as_ptr()) };
+        Ok(Context {
+            raw,
+            memory,
+            n_vocab: model.n_vocab(),
+            n_embd: model.n_embd(),
+            embeddings_on: false,
+            _model: model,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    pub fn n_ctx(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { sys::llama_n_ctx(self.raw.as_ptr()) }
+    }
+
+    /// Switches hidden-state output. llama.cpp then outputs every token of the batch, so it is turned on
+    /// only for the decodes that carry `[MAP]`/`[SCORE]` markers.
+    pub fn set_embeddings(&mut self, on: bool) {
+        if self.embeddings_on != on {
+            // SAFETY: valid context; takes effect on the next decode.
+            unsafe { sys::llama_set_embeddings(self.raw.as_ptr(), on) };
+            self.embeddings_on = on;
+        }
+    }
+
+    /// Decodes a batch; returns llama.cpp's status as an error when non-zero.
+    pub fn decode(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        if batch.len() == 0 {
+            return Ok(());
+        }
+        // SAFETY: the batch's arrays are valid for n_tokens entries (kept by `Batch`).
+        let rc = unsafe { sys::llama_decode(self.raw.as_ptr(), batch.raw) };
+        match rc {
+            0 => Ok(()),
+            1 => Err(EngineError::ContextFull("no free KV cells for the batch".into())),
+            rc => Err(EngineError::Decode(format!("llama_decode returned {rc}{}", take_last_error()))),
+        }
+    }
+
+    /// The logits of batch row `i` (which must have been marked for output).
+    pub fn logits(&self, i: usize) -> Option<&[f32]> {
+        // SAFETY: llama.cpp returns NULL for rows without output; otherwise n_vocab floats valid until
+        // the next decode, which needs `&mut self` and so cannot overlap this borrow.
+        unsafe {
+            let p = sys::llama_get_logits_ith(self.raw.as_ptr(), i as i32);
+            (!p.is_null()).then(|| std::slice::from_raw_parts(p, self.n_vocab))
+        }
+    }
+
+    /// The final-layer hidden state (after the output norm) of batch row `i`, when embeddings are on.
+    pub fn hidden(&self, i: usize) -> Option<&[f32]> {
+        if !self.embeddings_on {
+            return None;
+        }
+        // SAFETY: as for `logits`, with n_embd floats.
+        unsafe {
+            let p = sys::llama_get_embeddings_ith(self.raw.as_ptr(), i as i32);
+            (!p.is_null()).then(|| std::slice::from_raw_parts(p, self.n_embd))
+        }
+    }
+
+    /// Removes a sequence's cells at positions `from..` (all of them with `from = 0`).
+    pub fn remove_from(&mut self, seq: i32, from: i32) {
+        // SAFETY: valid memory handle; out-of-range positions are a no-op in llama.cpp.
+        unsafe {
+            sys::llama_memory_seq_rm(self.memory, seq, from, -1);
+        }
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: we own the context.
+        unsafe { sys::llama_free(self.raw.as_ptr()) }
+    }
+}
+
+/// A llama batch of token ids or of embeddings (never both: llama.cpp takes one kind per decode).
+pub struct Batch {
+    raw: sys::llama_batch,
+    capacity: usize,
+    embd_width: usize,
+}
+
+impl Batch {
+    pub fn tokens(capacity: usize) -> Batch {
+        // SAFETY: allocates arrays for `capacity` tokens, one sequence id each.
+        let raw = unsafe { sys::llama_batch_init(capacity as i32, 0, 1) };
+        Batch { raw, capacity, embd_width: 0 }
+    }
+
+    pub fn embeddings(capacity: usize, width: usize) -> Batch {
+        // SAFETY: allocates `capacity × width` floats and per-row arrays.
+        let raw = unsafe { sys::llama_batch_init(capacity as i32, width as i32, 1) };
+        Batch { raw, capacity, embd_width: width }
+    }
+
+    pub fn len(&self) -> usize {
+        self.raw.n_tokens as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn clear(&mut self) {
+        self.raw.n_tokens = 0;
+    }
+
+    /// Adds a token; returns its row index. Panics only on a programming error (capacity exceeded).
+    pub fn push_token(&mut self, token: Token, pos: i32, seq: i32, output: bool) -> usize {
+        assert!(self.embd_width == 0 && self.len() < self.capacity, "token batch misuse");
+        let i = self.len();
+        // SAFETY: i < capacity, so every array write is in bounds; seq_id[i] has room for one id.
+        unsafe {
+            *self.raw.token.add(i) = token;
+            *self.raw.pos.add(i) = pos;
+            *self.raw.n_seq_id.add(i) = 1;
+            *(*self.raw.seq_id.add(i)) = seq;
+            *self.raw.logits.add(i) = output as i8;
+        }
+        self.raw.n_tokens += 1;
+        i
+    }
+
+    /// Adds one embedding row of the batch's width.
+    pub fn push_embedding(&mut self, row: &[f32], pos: i32, seq: i32, output: bool) -> usize {
+        assert!(row.len() == self.embd_width && self.len() < self.capacity, "embedding batch misuse");
+        let i = self.len();
+        // SAFETY: i < capacity and the embd array holds capacity × width floats.
+        unsafe {
+            std::ptr::copy_nonoverlapping(row.as_ptr(), self.raw.embd.add(i * self.embd_width), self.embd_width);
+            *self.raw.pos.add(i) = pos;
+            *self.raw.n_seq_id.add(i) = 1;
+            *(*self.raw.seq_id.add(i)) = seq;
+            *self.raw.logits.add(i) = output as i8;
+        }
+        self.raw.n_tokens += 1;
+        i
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // SAFETY: allocated by llama_batch_init; freed once.
+        unsafe { sys::llama_batch_free(self.raw) }
+    }
+}
+
+/// The multimodal projector (InternViT + MLP) through mtmd.
+pub struct Vision {
+    raw: NonNull<sys::mtmd_context>,
+    n_embd: usize,
+    _model: std::sync::Arc<Model>,
+    _not_send: std::marker::PhantomData<*mut ()>,
+}
+
+impl Vision {
+    pub fn load(path: &Path, model: std::sync::Arc<Model>, use_gpu: bool, threads: i32) -> Result<Vision, EngineError> {
+        let c_path = path_cstring(path)?;
+        // SAFETY: default params are plain data; the text model outlives this context via the Arc.
+        let raw = unsafe {
+            let mut params = sys::mtmd_context_params_default();
+            params.use_gpu = use_gpu;
+            params.n_threads = threads;
+            params.print_timings = false;
+            params.warmup = false;
+            sys::mtmd_init_from_file(c_path.as_ptr(), model.raw.as_ptr(), params)
+        };
+        let raw = NonNull::new(raw).ok_or_else(|| {
+            EngineError::Load(format!("{} is not a usable mmproj for this model{}", path.display(), take_last_error()))
+        })?;
+        // SAFETY: valid context.
+        if !unsafe { sys::mtmd_support_vision(raw.as_ptr()) } {
+            // SAFETY: we own `raw` and free it before returning the error.
+            unsafe { sys::mtmd_free(raw.as_ptr()) };
+            return Err(EngineError::Load(format!("{} has no vision encoder", path.display())));
+        }
+        let n_embd = model.n_embd();
+        Ok(Vision { raw, n_embd, _model: model, _not_send: std::marker::PhantomData })
+    }
+
+    /// Encodes one RGB bitmap that is exactly one tile (so mtmd does no tiling of its own) and returns
+    /// its post-projector embeddings, `n_tokens × n_embd` row-major.
+    pub fn encode_tile(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, EngineError> {
+        assert_eq!(rgb.len(), (width * height * 3) as usize, "tile buffer size");
+        // SAFETY: rgb holds width×height×3 bytes; mtmd copies it into the bitmap.
+        let bitmap = unsafe { sys::mtmd_bitmap_init(width, height, rgb.as_ptr()) };
+        let bitmap = OwnedBitmap(NonNull::new(bitmap).ok_or_else(|| EngineError::Encode("bitmap allocation failed".into()))?);
+        // SAFETY: allocation of an empty chunk list.
+        let chunks = OwnedChunks(NonNull::new(unsafe { sys::mtmd_input_chunks_init() })
+            .ok_or_else(|| EngineError::Encode("chunk allocation failed".into()))?);
+        // SAFETY: the default marker is a static NUL-terminated string.
+        let marker = unsafe { CStr::from_ptr(sys::mtmd_default_marker()) };
+        let text = sys::mtmd_input_text {
+            text: marker.as_ptr(),
+            text_len: marker.to_bytes().len(),
+            add_special: false,
+            parse_special: true,
+        };
+        let bitmaps = [bitmap.0.as_ptr() as *const sys::mtmd_bitmap];
+        // SAFETY: all pointers are valid for the call; chunks receives the output.
+        let rc = unsafe { sys::mtmd_tokenize(self.raw.as_ptr(), chunks.0.as_ptr(), &text, bitmaps.as_ptr() as *mut _, 1) };
+        if rc != 0 {
+            return Err(EngineError::Encode(format!("mtmd_tokenize returned {rc}{}", take_last_error())));
+        }
+        // SAFETY: chunks is valid; indices are below its size.
+        let image_chunk = unsafe {
+            (0..sys::mtmd_input_chunks_size(chunks.0.as_ptr()))
+                .map(|i| sys::mtmd_input_chunks_get(chunks.0.as_ptr(), i))
+                .find(|&c| sys::mtmd_input_chunk_get_type(c) == sys::MTMD_INPUT_CHUNK_TYPE_IMAGE)
+        }
+        .ok_or_else(|| EngineError::Encode("mtmd produced no image chunk".into()))?;
+        // SAFETY: image_chunk belongs to `chunks`, alive here.
+        let n_tokens = unsafe { sys::mtmd_input_chunk_get_n_tokens(image_chunk) };
+        // SAFETY: as above.
+        let rc = unsafe { sys::mtmd_encode_chunk(self.raw.as_ptr(), image_chunk) };
+        if rc != 0 {
+            return Err(EngineError::Encode(format!("mtmd_encode_chunk returned {rc}{}", take_last_error())));
+        }
+        // SAFETY: after a successful encode the output holds n_tokens × n_embd floats until the next encode.
+        let out = unsafe { sys::mtmd_get_output_embd(self.raw.as_ptr()) };
+        if out.is_null() {
+            return Err(EngineError::Encode("mtmd returned no embeddings".into()));
+        }
+        // SAFETY: see above.
+        Ok(unsafe { std::slice::from_raw_parts(out, n_tokens * self.n_embd) }.to_vec())
+    }
+}
+
+impl Drop for Vision {
+    fn drop(&mut self) {
+        // SAFETY: we own the mtmd context.
+        unsafe { sys::mtmd_free(self.raw.as_ptr()) }
+    }
+}
+
+struct OwnedBitmap(NonNull<sys::mtmd_bitmap>);
+impl Drop for OwnedBitmap {
+    fn drop(&mut self) {
+        // SAFETY: allocated by mtmd_bitmap_init, freed once.
+        unsafe { sys::mtmd_bitmap_free(self.0.as_ptr()) }
+    }
+}
+
+struct OwnedChunks(NonNull<sys::mtmd_input_chunks>);
+impl Drop for OwnedChunks {
+    fn drop(&mut self) {
+        // SAFETY: allocated by mtmd_input_chunks_init, freed once (it frees its chunks).
+        unsafe { sys::mtmd_input_chunks_free(self.0.as_ptr()) }
+    }
+}
+
+/// Reads a few metadata values from a GGUF file without loading its tensors (gguf's own reader).
+pub struct GgufMeta {
+    raw: NonNull<sys::gguf_context>,
+}
+
+impl GgufMeta {
+    pub fn open(path: &Path) -> Result<GgufMeta, EngineError> {
+        init_backend();
+        let c_path = path_cstring(path)?;
+        // SAFETY: no_alloc = true reads only the header and metadata; ctx out-pointer may be null.
+        let raw = unsafe {
+            sys::gguf_init_from_file(c_path.as_ptr(), sys::gguf_init_params { no_alloc: true, ctx: std::ptr::null_mut() })
+        };
+        NonNull::new(raw)
+            .map(|raw| GgufMeta { raw })
+            .ok_or_else(|| EngineError::Load(format!("{} is not a valid GGUF file{}", path.display(), take_last_error())))
+    }
+
+    fn key(&self, key: &str) -> Option<i64> {
+        let c_key = CString::new(key).ok()?;
+        // SAFETY: valid context and NUL-terminated key.
+        let id = unsafe { sys::gguf_find_key(self.raw.as_ptr(), c_key.as_ptr()) };
+        (id >= 0).then_some(id)
+    }
+
+    pub fn u32(&self, key: &str) -> Option<u32> {
+        let id = self.key(key)?;
+        // SAFETY: id is a valid key index; the type is checked before reading.
+        unsafe {
+            (sys::gguf_get_kv_type(self.raw.as_ptr(), id) == sys::GGUF_TYPE_UINT32)
+                .then(|| sys::gguf_get_val_u32(self.raw.as_ptr(), id))
+        }
+    }
+
+    pub fn string(&self, key: &str) -> Option<String> {
+        let id = self.key(key)?;
+        // SAFETY: id is a valid key index; the type is checked; the string lives with the context.
+        unsafe {
+            (sys::gguf_get_kv_type(self.raw.as_ptr(), id) == sys::GGUF_TYPE_STRING).then(|| {
+                CStr::from_ptr(sys::gguf_get_val_str(self.raw.as_ptr(), id)).to_string_lossy().into_owned()
+            })
+        }
+    }
+}
+
+impl Drop for GgufMeta {
+    fn drop(&mut self) {
+        // SAFETY: we own the gguf context.
+        unsafe { sys::gguf_free(self.raw.as_ptr()) }
+    }
+}

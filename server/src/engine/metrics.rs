@@ -1,0 +1,51 @@
+//! Counters the engine thread updates and the service exports (Prometheus) or the bench reads.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::program::SequenceEnd;
+
+/// Lock-free engine counters, shared between the engine thread and readers.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    pub queue_depth: AtomicUsize,
+    pub active: AtomicUsize,
+    pub decode_steps: AtomicU64,
+    pub decode_rows: AtomicU64,
+    /// Sum of sequences per decode step (mean batch size = this / decode_steps).
+    pub decode_sequences: AtomicU64,
+    /// Decode steps that carried more than one sequence: the evidence continuous batching works.
+    pub multi_sequence_steps: AtomicU64,
+    pub max_sequences_in_step: AtomicUsize,
+    pub image_encodes: AtomicU64,
+    pub image_encode_micros: AtomicU64,
+    pub completed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl EngineMetrics {
+    pub(crate) fn record_decode(&self, rows: usize, sequences: usize) {
+        self.decode_steps.fetch_add(1, Ordering::Relaxed);
+        self.decode_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.decode_sequences.fetch_add(sequences as u64, Ordering::Relaxed);
+        if sequences > 1 {
+            self.multi_sequence_steps.fetch_add(1, Ordering::Relaxed);
+        }
+        self.max_sequences_in_step.fetch_max(sequences, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_image_encode(&self, took: Duration) {
+        self.image_encodes.fetch_add(1, Ordering::Relaxed);
+        self.image_encode_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_end(&self, end: &SequenceEnd) {
+        let counter = match end {
+            SequenceEnd::Completed => &self.completed,
+            SequenceEnd::Cancelled => &self.cancelled,
+            SequenceEnd::Failed(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,247 @@
+//! The llama.cpp engine: loads an InternVL GGUF pair, owns the llama context on one thread, and runs
+//! [`SequenceProgram`]s with continuous batching. It knows nothing about gRPC or chains of thought.
+
+mod decode_loop;
+mod error;
+mod ffi;
+mod metrics;
+mod program;
+mod sampler;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+pub use error::EngineError;
+pub use ffi::{supports_gpu_offload, Model, Token};
+pub use metrics::EngineMetrics;
+pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
+pub use sampler::argmax;
+pub use stats::SequenceStats;
+
+use decode_loop::DecodeLoop;
+use ffi::{Context, ContextParams, GgufMeta, Vision};
+
+/// How to load and run the model.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub model: PathBuf,
+    pub mmproj: PathBuf,
+    /// Layers to offload to the GPU (-1 = all).
+    pub n_gpu_layers: i32,
+    pub threads: i32,
+    /// KV cells per sequence slot.
+    pub ctx_per_sequence: u32,
+    /// Concurrent sequences decoded together.
+    pub slots: u32,
+    /// Tokens per llama_decode call (prefill chunk size).
+    pub n_batch: u32,
+    /// Requests waiting for a slot before new ones are refused.
+    pub max_queue: usize,
+}
+
+/// Facts about the loaded models that the pipeline and clients need.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub llm_name: String,
+    pub mmproj_name: String,
+    /// The LLM's hidden width: the size of every captured hidden state and image feature row.
+    pub n_embd: usize,
+    pub n_vocab: usize,
+    /// Side of the square tile the vision tower takes (448 for InternVL3).
+    pub tile_size: u32,
+    /// Image tokens each tile becomes after pixel shuffle and the projector (256 for InternVL3).
+    pub tokens_per_tile: usize,
+    /// `[MAP]` and `[SCORE]` token ids when the vocabulary has them as single special tokens.
+    pub native_markers: Option<(Token, Token)>,
+    /// Where the model runs, e.g. "cpu" or "gpu (99 layers)".
+    pub device: String,
+    pub slots: u32,
+    pub ctx_per_sequence: u32,
+}
+
+struct Job {
+    program: Box<dyn SequenceProgram>,
+    enqueued_at: Instant,
+}
+
+enum Command {
+    Run(Job),
+    Shutdown,
+}
+
+/// A handle to the engine thread. Dropping it stops the thread (in-flight sequences are cancelled).
+pub struct Engine {
+    model: Arc<Model>,
+    info: Arc<ModelInfo>,
+    commands: SyncSender<Command>,
+    metrics: Arc<EngineMetrics>,
+    max_queue: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn require_file(path: &Path, what: &str) -> Result<(), EngineError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(EngineError::Load(format!("{what} {} is not a file", path.display()))),
+        Err(_) => Err(EngineError::Load(format!("{what} {} does not exist", path.display()))),
+    }
+}
+
+/// Reads the vision tower's geometry from the mmproj metadata and checks it is an InternVL projector.
+fn read_vision_geometry(mmproj: &Path) -> Result<(u32, usize, u32, String), EngineError> {
+    let meta = GgufMeta::open(mmproj)?;
+    let projector = meta.string("clip.projector_type").unwrap_or_default();
+    if projector != "internvl" {
+        return Err(EngineError::Load(format!(
+            "{} is not an InternVL mmproj (projector type {:?}, expected \"internvl\")",
+            mmproj.display(),
+            projector
+        )));
+    }
+    let missing = |k: &str| EngineError::Load(format!("{} lacks metadata {k}", mmproj.display()));
+    let tile = meta.u32("clip.vision.image_size").ok_or_else(|| missing("clip.vision.image_size"))?;
+    let patch = meta.u32("clip.vision.patch_size").ok_or_else(|| missing("clip.vision.patch_size"))?;
+    let shuffle = meta.u32("clip.vision.projector.scale_factor").unwrap_or(2);
+    let projection = meta.u32("clip.vision.projection_dim").ok_or_else(|| missing("clip.vision.projection_dim"))?;
+    if patch == 0 || shuffle == 0 || tile % (patch * shuffle) != 0 {
+        return Err(EngineError::Load(format!(
+            "{}: tile {tile} px is not a multiple of patch {patch} × pixel shuffle {shuffle}",
+            mmproj.display()
+        )));
+    }
+    let side = (tile / patch / shuffle) as usize;
+    let name = meta.string("general.name").unwrap_or_else(|| file_name(mmproj));
+    Ok((tile, side * side, projection, name))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+impl Engine {
+    /// Loads the model pair, checks they belong together and starts the engine thread.
+    pub fn start(config: &EngineConfig) -> Result<Engine, EngineError> {
+        require_file(&config.model, "model")?;
+        require_file(&config.mmproj, "mmproj")?;
+        if config.slots == 0 || config.ctx_per_sequence < 256 || config.n_batch == 0 {
+            return Err(EngineError::Load("slots must be ≥ 1, ctx size ≥ 256 and batch ≥ 1".into()));
+        }
+        let (tile_size, tokens_per_tile, projection, mmproj_name) = read_vision_geometry(&config.mmproj)?;
+        let model = Arc::new(Model::load(&config.model, config.n_gpu_layers)?);
+        if model.n_embd() != projection as usize {
+            return Err(EngineError::Load(format!(
+                "mmproj {} projects to width {projection} but the model {} has width {}: they are not a pair",
+                config.mmproj.display(),
+                config.model.display(),
+                model.n_embd()
+            )));
+        }
+        let native_markers = model.special_token("[MAP]").zip(model.special_token("[SCORE]"));
+        let gpu = supports_gpu_offload() && config.n_gpu_layers != 0;
+        let info = ModelInfo {
+            llm_name: model.meta("general.name").unwrap_or_else(|| file_name(&config.model)),
+            mmproj_name,
+            n_embd: model.n_embd(),
+            n_vocab: model.n_vocab(),
+            tile_size,
+            tokens_per_tile,
+            native_markers,
+            device: if gpu {
+                let layers = if config.n_gpu_layers < 0 { model.n_layers() as i32 } else { config.n_gpu_layers };
+                format!("gpu ({} of {} layers)", layers.min(model.n_layers() as i32), model.n_layers())
+            } else {
+                "cpu".to_string()
+            },
+            slots: config.slots,
+            ctx_per_sequence: config.ctx_per_sequence,
+        };
+        let metrics = Arc::new(EngineMetrics::default());
+        let (commands, receiver) = sync_channel::<Command>(config.max_queue.max(1) + 1);
+        let (ready_tx, ready_rx) = sync_channel::<Result<(), EngineError>>(1);
+        let thread_model = model.clone();
+        let thread_metrics = metrics.clone();
+        let cfg = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("heie-engine".into())
+            .spawn(move || {
+                let params = ContextParams {
+                    n_ctx: cfg.ctx_per_sequence * cfg.slots,
+                    n_batch: cfg.n_batch,
+                    n_seq_max: cfg.slots,
+                    threads: cfg.threads,
+                };
+                let built = Context::new(thread_model.clone(), &params).and_then(|ctx| {
+                    Vision::load(&cfg.mmproj, thread_model.clone(), gpu, cfg.threads).map(|v| (ctx, v))
+                });
+                let (ctx, vision) = match built {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                DecodeLoop::new(
+                    thread_model,
+                    ctx,
+                    vision,
+                    receiver,
+                    thread_metrics,
+                    cfg.slots as usize,
+                    cfg.ctx_per_sequence as i32,
+                    cfg.n_batch as usize,
+                )
+                .run();
+            })
+            .map_err(|e| EngineError::Load(format!("could not start the engine thread: {e}")))?;
+        ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        Ok(Engine { model, info: Arc::new(info), commands, metrics, max_queue: config.max_queue.max(1), thread: Some(thread) })
+    }
+
+    /// Queues a program; fails at once with `QueueFull` when `max_queue` requests are already waiting.
+    pub fn submit(&self, program: Box<dyn SequenceProgram>) -> Result<(), EngineError> {
+        let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        if depth >= self.max_queue {
+            self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(EngineError::QueueFull(depth));
+        }
+        match self.commands.try_send(Command::Run(Job { program, enqueued_at: Instant::now() })) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(EngineError::QueueFull(depth))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(EngineError::Stopped)
+            }
+        }
+    }
+
+    /// The text model, for tokenising on the caller's thread.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn info(&self) -> &Arc<ModelInfo> {
+        &self.info
+    }
+
+    pub fn metrics(&self) -> &Arc<EngineMetrics> {
+        &self.metrics
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

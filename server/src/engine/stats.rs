@@ -1,0 +1,35 @@
+//! Per-sequence timings and token counts, measured by the engine.
+
+use std::time::{Duration, Instant};
+
+/// What one sequence cost. Time in a shared batch is charged to every sequence in it, which is what a
+/// client experiences.
+#[derive(Debug, Clone, Default)]
+pub struct SequenceStats {
+    /// Vision tower time for the sequence's tiles.
+    pub image_encode: Duration,
+    /// llama_decode time while the sequence was appending text or image embeddings.
+    pub prefill: Duration,
+    /// llama_decode time while the sequence was generating.
+    pub decode: Duration,
+    /// Time spent in the admission queue before a slot was free.
+    pub queued: Duration,
+    pub prompt_tokens: u32,
+    pub image_tokens: u32,
+    pub generated_tokens: u32,
+    /// When the first generated token was sampled, relative to admission.
+    pub first_token: Option<Duration>,
+    pub(crate) admitted_at: Option<Instant>,
+}
+
+impl SequenceStats {
+    /// Generated tokens per second of decode time.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        let secs = self.decode.as_secs_f64();
+        if secs > 0.0 {
+            self.generated_tokens as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Turns what the language model produced into the final outputs — heatmaps and scores — off the
+//! engine thread, so rasterising, the trained heads and the last events never stall decoding.
+
+use std::sync::mpsc::{channel, Sender};
+use std::time::Instant;
+
+use crate::engine::{SequenceEnd, SequenceStats};
+
+use super::captured::Captured;
+use super::events::{
+    ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
+};
+use super::heatmap::rasterize_boxes;
+
+struct FinalizeJob {
+    captured: Captured,
+    end: SequenceEnd,
+    stats: SequenceStats,
+    events: EventSender,
+}
+
+/// A handle to the finalizer thread; cloned into every program.
+#[derive(Clone)]
+pub struct Finalizer {
+    jobs: Sender<FinalizeJob>,
+}
+
+impl Finalizer {
+    /// Starts the finalizer thread; it ends when every handle is dropped.
+    pub fn start() -> Finalizer {
+        let (jobs, receiver) = channel::<FinalizeJob>();
+        std::thread::Builder::new()
+            .name("heie-finalize".into())
+            .spawn(move || {
+                for job in receiver {
+                    finalize(job);
+                }
+            })
+            .expect("spawning the finalizer thread");
+        Finalizer { jobs }
+    }
+
+    pub fn submit(&self, captured: Captured, end: SequenceEnd, stats: SequenceStats, events: EventSender) {
+        // The thread lives as long as any handle; a send can only fail during process teardown.
+        let _ = self.jobs.send(FinalizeJob { captured, end, stats, events });
+    }
+}
+
+fn finalize(job: FinalizeJob) {
+    let FinalizeJob { captured, end, stats, mut events } = job;
+    let t0 = Instant::now();
+    let finish_reason = match &end {
+        SequenceEnd::Completed if captured.hit_length => FinishReason::Length,
+        SequenceEnd::Completed => FinishReason::Completed,
+        SequenceEnd::Cancelled => FinishReason::Cancelled,
+        SequenceEnd::Failed(e) => {
+            events.send(EvalEvent::Error(e.to_string()));
+            events.flush_blocking();
+            return;
+        }
+    };
+    if finish_reason != FinishReason::Cancelled {
+        let (width, height) = captured.output_size();
+        let zero_shot = rasterize_boxes(&captured.boxes, width, height);
+        events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot }));
+        if let Some(rating) = &captured.rating {
+            events.send(EvalEvent::Score(ScoreOutput {
+                score: rating.score,
+                mode: OutputMode::ZeroShot,
+                level_probabilities: rating.probabilities,
+                trained: None,
+            }));
+        }
+    }
+    let tokens = TokenCounts { prompt: stats.prompt_tokens, image: stats.image_tokens, generated: stats.generated_tokens };
+    let timings = Timings {
+        preprocess_ms: ms(captured.preprocess),
+        queued_ms: ms(stats.queued),
+        image_encode_ms: ms(stats.image_encode),
+        prefill_ms: ms(stats.prefill),
+        decode_ms: ms(stats.decode),
+        postprocess_ms: ms(t0.elapsed()),
+        total_ms: ms(captured.started.elapsed()),
+        time_to_first_token_ms: stats.first_token.map(|f| ms(f) + ms(stats.queued) + ms(captured.preprocess)).unwrap_or(0.0),
+        decode_tokens_per_s: stats.decode_tokens_per_s(),
+    };
+    if captured.emit_captures {
+        events.send(EvalEvent::Captures(std::sync::Arc::new(captured)));
+    }
+    events.send(EvalEvent::Done { finish_reason, timings, tokens });
+    events.flush_blocking();
+}

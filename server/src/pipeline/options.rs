@@ -1,0 +1,96 @@
+//! Validated evaluation options. Built once at the edge (CLI flags, gRPC request); inner code trusts them.
+
+use crate::engine::Sampling;
+
+/// Largest per-section token cap a request may ask for.
+pub const MAX_TOKENS_PER_SECTION: u32 = 2048;
+/// Largest heatmap side a request may ask for.
+pub const MAX_HEATMAP_SIDE: u32 = 8192;
+/// Tokens for the analysis when the long explanation is skipped (rerank fast path).
+pub const SHORT_ANALYSIS_TOKENS: u32 = 48;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// Generate the description and regions sections; when false, only a short analysis and the score.
+    pub explanation: bool,
+    pub max_tokens_per_section: u32,
+    /// Heatmap size; `None` = the image's size.
+    pub heatmap_size: Option<(u32, u32)>,
+    pub sampling: Sampling,
+    /// Upper bound on tiles (InternVL's max_num).
+    pub max_tiles: u32,
+    /// Optional text-to-image prompt, given to the judge as context.
+    pub generation_prompt: Option<String>,
+    /// Emit [`super::EvalEvent::Captures`] with the tile features and marker hidden states (for
+    /// feature extraction and tests; they are large).
+    pub emit_captures: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            explanation: true,
+            max_tokens_per_section: 192,
+            heatmap_size: None,
+            sampling: Sampling::default(),
+            max_tiles: 6,
+            generation_prompt: None,
+            emit_captures: false,
+        }
+    }
+}
+
+/// An option outside its range, naming the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct OptionError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl EvalOptions {
+    /// Checks ranges; the only place options are validated.
+    pub fn validated(self) -> Result<EvalOptions, OptionError> {
+        let bad = |field, reason: String| Err(OptionError { field, reason });
+        if self.max_tokens_per_section == 0 || self.max_tokens_per_section > MAX_TOKENS_PER_SECTION {
+            return bad("max_tokens_per_section", format!("must be 1..={MAX_TOKENS_PER_SECTION}, got {}", self.max_tokens_per_section));
+        }
+        if !(0.0..=5.0).contains(&self.sampling.temperature) || self.sampling.temperature.is_nan() {
+            return bad("temperature", format!("must be in [0, 5], got {}", self.sampling.temperature));
+        }
+        if self.max_tiles == 0 || self.max_tiles > 40 {
+            return bad("max_tiles", format!("must be 1..=40, got {}", self.max_tiles));
+        }
+        if let Some((w, h)) = self.heatmap_size {
+            if w == 0 || h == 0 || w > MAX_HEATMAP_SIDE || h > MAX_HEATMAP_SIDE {
+                return bad("heatmap_size", format!("each side must be 1..={MAX_HEATMAP_SIDE}, got {w}×{h}"));
+            }
+        }
+        if let Some(p) = &self.generation_prompt {
+            if p.len() > 4096 {
+                return bad("generation_prompt", format!("at most 4096 bytes, got {}", p.len()));
+            }
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_out_of_range_values_name_their_field() {
+        assert!(EvalOptions::default().validated().is_ok());
+        let e = EvalOptions { max_tokens_per_section: 0, ..Default::default() }.validated().unwrap_err();
+        assert_eq!(e.field, "max_tokens_per_section");
+        let e = EvalOptions { sampling: Sampling { temperature: f32::NAN, seed: 0 }, ..Default::default() }
+            .validated()
+            .unwrap_err();
+        assert_eq!(e.field, "temperature");
+        let e = EvalOptions { heatmap_size: Some((0, 10)), ..Default::default() }.validated().unwrap_err();
+        assert_eq!(e.field, "heatmap_size");
+        let e = EvalOptions { max_tiles: 41, ..Default::default() }.validated().unwrap_err();
+        assert_eq!(e.field, "max_tiles");
+    }
+}

@@ -1,0 +1,139 @@
+//! The engine and the chain-of-thought pipeline on the real llama.cpp with the tiny fixture models.
+
+mod common;
+
+use heie_server::engine::Sampling;
+use heie_server::pipeline::explanation::{Section, HEADING_ANALYSIS, HEADING_DESCRIPTION, HEADING_REGIONS, MAP_SENTENCE, SCORE_SENTENCE};
+use heie_server::pipeline::{EvalOptions, EvalResult, Evaluator, FinishReason, OutputMode, PromptMode};
+
+use common::{engine, test_image};
+
+fn evaluate(evaluator: &Evaluator, width: u32, height: u32, options: EvalOptions) -> EvalResult {
+    let (_, events) = evaluator.evaluate(&test_image(width, height), options).expect("evaluation starts");
+    EvalResult::collect(events, |_| {})
+}
+
+fn capturing(max_tokens: u32) -> EvalOptions {
+    EvalOptions { max_tokens_per_section: max_tokens, emit_captures: true, ..Default::default() }
+}
+
+#[test]
+fn guided_evaluation_streams_every_section_and_captures_one_state_per_marker() {
+    let evaluator = Evaluator::new(engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1)).unwrap();
+    assert_eq!(evaluator.prompt_mode(), PromptMode::Guided);
+    // 1024×768 with max 6 tiles: aspect 4/3 is closest to 3×2 (1.5)... and 4:3 ties go by area;
+    // whatever the grid, each tile gets one [MAP] and the thumbnail one more.
+    let result = evaluate(&evaluator, 1024, 768, capturing(12));
+    assert_eq!(result.error, None);
+    let tiling = result.tiling.expect("started event");
+    assert!(tiling.has_thumbnail);
+    let text = &result.explanation;
+    assert!(text.description.contains(HEADING_DESCRIPTION), "{:?}", text.description);
+    assert!(text.regions.contains(HEADING_REGIONS));
+    assert!(text.regions.contains(MAP_SENTENCE));
+    let n_markers = tiling.grid.cols as usize * tiling.grid.rows as usize + 1;
+    assert_eq!(text.regions.matches("[MAP]").count(), n_markers);
+    assert!(text.analysis.contains(HEADING_ANALYSIS));
+    assert!(text.analysis.contains(SCORE_SENTENCE));
+    assert!(text.analysis.contains("[SCORE]"));
+    assert!(!text.rating.is_empty());
+    // Something was generated in every section beyond the forced text.
+    assert!(result.tokens.generated > 0);
+
+    let captures = result.captures.clone().expect("captures requested");
+    assert_eq!(captures.map_hidden.len(), n_markers);
+    for h in &captures.map_hidden {
+        assert_eq!(h.len(), 64, "hidden state has the LLM's width");
+        assert!(h.iter().all(|v| v.is_finite()));
+    }
+    assert_eq!(captures.score_hidden.as_ref().map(|h| h.len()), Some(64));
+    // Different markers sit at different positions, so their states differ.
+    assert_ne!(captures.map_hidden[0], captures.map_hidden[1]);
+    assert_eq!(captures.features.len(), n_markers, "one feature block per tile plus thumbnail");
+    assert_eq!(captures.tokens_per_tile, 4);
+    assert!(captures.features.iter().all(|f| f.len() == 4 * 64));
+
+    let heatmap = result.heatmap().expect("a heatmap");
+    assert_eq!(heatmap.map.dim(), (768, 1024), "heatmap has the image's size (rows, cols)");
+    assert_eq!(heatmap.mode, OutputMode::ZeroShot);
+    let score = result.scores.first().expect("a score");
+    assert!((0.0..=1.0).contains(&score.score));
+    let total: f32 = score.level_probabilities.iter().sum();
+    assert!((total - 1.0).abs() < 1e-4);
+    assert!(matches!(result.finish_reason, Some(FinishReason::Completed | FinishReason::Length)));
+    assert!(result.timings.image_encode_ms > 0.0 && result.timings.decode_ms > 0.0);
+}
+
+#[test]
+fn events_arrive_in_order() {
+    let evaluator = Evaluator::new(engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1)).unwrap();
+    let result = evaluate(&evaluator, 200, 120, capturing(6));
+    let order = &result.event_order;
+    assert_eq!(order.first(), Some(&"started"));
+    assert_eq!(order.last(), Some(&"done"));
+    let first = |kind| order.iter().position(|k| *k == kind).unwrap_or(usize::MAX);
+    let last = |kind| order.iter().rposition(|k| *k == kind).unwrap_or(0);
+    assert!(last("text") < first("heatmap"), "{order:?}");
+    assert!(first("heatmap") < first("score"));
+    assert!(last("score") < first("done"));
+    // Sections come in the HEIE order.
+    let stages: Vec<_> = result.event_order.iter().filter(|k| **k == "stage").collect();
+    assert_eq!(stages.len(), 4, "{order:?}");
+}
+
+#[test]
+fn same_seed_gives_the_same_output_and_greedy_is_deterministic() {
+    let evaluator = Evaluator::new(engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1)).unwrap();
+    let sampled = |seed| EvalOptions {
+        max_tokens_per_section: 10,
+        sampling: Sampling { temperature: 1.0, seed },
+        ..Default::default()
+    };
+    let a = evaluate(&evaluator, 300, 300, sampled(5));
+    let b = evaluate(&evaluator, 300, 300, sampled(5));
+    let c = evaluate(&evaluator, 300, 300, sampled(6));
+    assert_eq!(a.explanation.chain_of_thought(), b.explanation.chain_of_thought());
+    assert_eq!(a.score(), b.score());
+    assert_ne!(a.explanation.chain_of_thought(), c.explanation.chain_of_thought());
+    let g1 = evaluate(&evaluator, 300, 300, capturing(10));
+    let g2 = evaluate(&evaluator, 300, 300, capturing(10));
+    assert_eq!(g1.explanation.chain_of_thought(), g2.explanation.chain_of_thought());
+    assert_eq!(g1.captures.unwrap().map_hidden, g2.captures.unwrap().map_hidden);
+}
+
+#[test]
+fn native_mode_is_taken_when_the_vocabulary_has_the_marker_tokens() {
+    let evaluator = Evaluator::new(engine("tiny-llm-native.gguf", "tiny-mmproj.gguf", 1)).unwrap();
+    assert_eq!(evaluator.prompt_mode(), PromptMode::Native);
+    let result = evaluate(&evaluator, 448, 224, capturing(8));
+    assert_eq!(result.error, None);
+    assert_eq!(result.prompt_mode, Some(PromptMode::Native));
+    let tiling = result.tiling.unwrap();
+    let n_markers = (tiling.grid.cols * tiling.grid.rows) as usize + usize::from(tiling.has_thumbnail);
+    let captures = result.captures.clone().unwrap();
+    // A random model never writes the markers itself, so the engine completes them.
+    assert_eq!(captures.map_hidden.len(), n_markers);
+    assert!(captures.score_hidden.is_some());
+    assert!(result.score().is_some());
+}
+
+#[test]
+fn a_single_tile_image_has_no_thumbnail_and_one_marker() {
+    let evaluator = Evaluator::new(engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1)).unwrap();
+    let result = evaluate(&evaluator, 56, 56, capturing(4));
+    let tiling = result.tiling.unwrap();
+    assert_eq!((tiling.grid.cols, tiling.grid.rows, tiling.has_thumbnail), (1, 1, false));
+    assert_eq!(result.captures.clone().unwrap().map_hidden.len(), 1);
+    assert_eq!(result.heatmap().unwrap().map.dim(), (56, 56));
+}
+
+#[test]
+fn requested_heatmap_size_and_short_mode() {
+    let evaluator = Evaluator::new(engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1)).unwrap();
+    let options = EvalOptions { explanation: false, heatmap_size: Some((64, 32)), ..capturing(30) };
+    let result = evaluate(&evaluator, 640, 480, options);
+    assert_eq!(result.heatmap().unwrap().map.dim(), (32, 64));
+    // No generated description: only the forced heading.
+    assert_eq!(result.explanation.description.trim(), format!("Sure. \n{HEADING_DESCRIPTION}").trim());
+    let _ = Section::Analysis;
+}
