@@ -14,6 +14,7 @@ mod init;
 pub mod kernels;
 pub mod layers;
 pub mod losses;
+pub mod metrics;
 pub mod mapper;
 pub mod model;
 pub mod render;
