@@ -1,0 +1,3 @@
+//! Fitting and scoring the heads: `heie extract` (features into shards), `heie train`, `heie evaluate`.
+
+pub mod shards;
