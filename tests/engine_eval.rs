@@ -137,3 +137,41 @@ fn requested_heatmap_size_and_short_mode() {
     assert_eq!(result.explanation.description.trim(), format!("Sure. \n{HEADING_DESCRIPTION}").trim());
     let _ = Section::Analysis;
 }
+
+#[test]
+fn trained_heads_give_the_primary_heatmap_and_score_with_zero_shot_extras() {
+    use heie_heads::{Heads, HeadsConfig};
+    use heie_server::pipeline::trained::TrainedHeads;
+    use std::sync::Arc;
+
+    let engine = engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heads.safetensors");
+    // tiny-mmproj: 4 tokens per tile = a 2×2 token grid; the LLM is 64 wide.
+    Heads::init(HeadsConfig::new(64, 2), 3).unwrap().save(&path).unwrap();
+    let heads = Arc::new(TrainedHeads::load(&path, engine.info()).expect("heads fit the fixture"));
+    let evaluator = Evaluator::with_heads(engine.clone(), Some(heads)).unwrap();
+    assert_eq!(evaluator.output_mode(), OutputMode::Trained);
+    for (w, h) in [(640, 480), (56, 56)] {
+        let result = evaluate(&evaluator, w, h, EvalOptions { max_tokens_per_section: 6, ..Default::default() });
+        assert_eq!(result.error, None);
+        assert_eq!(result.mode, Some(OutputMode::Trained));
+        let modes: Vec<_> = result.heatmaps.iter().map(|m| m.mode).collect();
+        assert_eq!(modes, vec![OutputMode::Trained, OutputMode::ZeroShot]);
+        let primary = result.heatmap().unwrap();
+        assert_eq!(primary.map.dim(), (h as usize, w as usize));
+        assert!(primary.map.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!(primary.local_weight.is_some());
+        let score = &result.scores[0];
+        assert_eq!(score.mode, OutputMode::Trained);
+        assert!((0.0..=1.0).contains(&score.score));
+        assert!(score.trained.is_some());
+        assert_eq!(result.scores[1].mode, OutputMode::ZeroShot);
+    }
+
+    // Heads made for another model are refused at load, naming what differs.
+    let wrong = dir.path().join("wrong.safetensors");
+    Heads::init(HeadsConfig::new(96, 2), 3).unwrap().save(&wrong).unwrap();
+    let err = TrainedHeads::load(&wrong, engine.info()).unwrap_err().to_string();
+    assert!(err.contains("96") && err.contains("64"), "{err}");
+}

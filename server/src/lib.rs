@@ -2,5 +2,3 @@
 pub mod engine;
 pub mod pipeline;
 pub mod cli;
-pub mod data;
-pub mod training;

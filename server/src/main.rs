@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Eval(args) => heie_server::cli::eval::run(args),
+        Command::Heads(args) => heie_server::cli::heads::run(args),
     };
     match outcome {
         Ok(0) => std::process::ExitCode::SUCCESS,

@@ -2,13 +2,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::engine::{Engine, Sampling};
+use crate::engine::Sampling;
 use crate::pipeline::events::EvalEvent;
 use crate::pipeline::heatmap::{overlay_png, to_gray_png};
 use crate::pipeline::image_input::load_path;
@@ -64,8 +63,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<usize> {
         ..EvalOptions::default()
     }
     .validated()?;
-    let engine = Arc::new(Engine::start(&args.model.engine_config(1, 1)?)?);
-    let evaluator = Evaluator::new(engine)?;
+    let evaluator = args.model.start_evaluator(1, 1)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
 
     let progress = if args.images.len() > 1 {

@@ -2,6 +2,7 @@
 
 pub mod default_model;
 pub mod eval;
+pub mod heads;
 pub mod model_args;
 pub mod report;
 
@@ -20,4 +21,6 @@ pub struct Cli {
 pub enum Command {
     /// Judge images: stream the explanation, write heatmap, overlay and JSON per image.
     Eval(eval::EvalArgs),
+    /// Manage trained heads files.
+    Heads(heads::HeadsArgs),
 }

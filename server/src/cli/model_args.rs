@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::engine::EngineConfig;
+use std::sync::Arc;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::pipeline::trained::TrainedHeads;
+use crate::pipeline::Evaluator;
 use crate::pipeline::image_input::DEFAULT_MAX_PIXELS;
 
 use super::default_model;
@@ -36,9 +40,26 @@ pub struct ModelArgs {
     /// Tokens per llama_decode call (prefill chunk).
     #[arg(long, env = "HEIE_BATCH_SIZE", default_value_t = 512)]
     pub batch_size: u32,
+    /// Trained HEIE heads (safetensors from `heie train` or `heie heads init`): heatmap and score then
+    /// come from them (mode `trained`); without, zero-shot.
+    #[arg(long, env = "HEIE_HEADS")]
+    pub heads: Option<PathBuf>,
 }
 
 impl ModelArgs {
+    /// Starts the engine and the evaluator (with the heads, when given): what every command needs.
+    pub fn start_evaluator(&self, slots: u32, max_queue: usize) -> anyhow::Result<Evaluator> {
+        let engine = Arc::new(Engine::start(&self.engine_config(slots, max_queue)?)?);
+        let heads = match &self.heads {
+            Some(path) => Some(Arc::new(
+                TrainedHeads::load(path, engine.info())
+                    .map_err(|e| anyhow::anyhow!("heads {}: {e}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Evaluator::with_heads(engine, heads)?)
+    }
+
     /// Resolves the model files (downloading the default pair when none is given) into an engine config.
     pub fn engine_config(&self, slots: u32, max_queue: usize) -> anyhow::Result<EngineConfig> {
         let (model, mmproj) = match (&self.model, &self.mmproj) {

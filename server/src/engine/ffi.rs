@@ -267,11 +267,6 @@ impl Context {
         })
     }
 
-    pub fn n_ctx(&self) -> u32 {
-        // SAFETY: valid context.
-        unsafe { sys::llama_n_ctx(self.raw.as_ptr()) }
-    }
-
     /// Switches hidden-state output. llama.cpp then outputs every token of the batch, so it is turned on
     /// only for the decodes that carry `[MAP]`/`[SCORE]` markers.
     pub fn set_embeddings(&mut self, on: bool) {
@@ -284,7 +279,7 @@ impl Context {
 
     /// Decodes a batch; returns llama.cpp's status as an error when non-zero.
     pub fn decode(&mut self, batch: &Batch) -> Result<(), EngineError> {
-        if batch.len() == 0 {
+        if batch.is_empty() {
             return Ok(());
         }
         // SAFETY: the batch's arrays are valid for n_tokens entries (kept by `Batch`).

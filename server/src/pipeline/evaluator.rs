@@ -16,6 +16,7 @@ use super::options::{EvalOptions, OptionError};
 use super::prompt;
 use super::prompt_tokens::PromptTokens;
 use super::tiling;
+use super::trained::TrainedHeads;
 
 /// Errors before an evaluation starts. Once started, failures arrive as [`EvalEvent::Error`].
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +35,21 @@ pub struct Evaluator {
     tokens: Arc<PromptTokens>,
     finalizer: Finalizer,
     next_id: AtomicU64,
+    trained: bool,
 }
 
 impl Evaluator {
+    /// Zero-shot evaluation (no trained heads).
     pub fn new(engine: Arc<Engine>) -> Result<Evaluator, EngineError> {
+        Evaluator::with_heads(engine, None)
+    }
+
+    /// With heads, the primary heatmap and score come from them (mode `trained`); the zero-shot ones
+    /// follow as extras.
+    pub fn with_heads(engine: Arc<Engine>, heads: Option<Arc<TrainedHeads>>) -> Result<Evaluator, EngineError> {
         let tokens = Arc::new(PromptTokens::new(engine.model(), engine.info().native_markers)?);
-        Ok(Evaluator { engine, tokens, finalizer: Finalizer::start(), next_id: AtomicU64::new(1) })
+        let trained = heads.is_some();
+        Ok(Evaluator { engine, tokens, finalizer: Finalizer::start(heads), next_id: AtomicU64::new(1), trained })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -55,7 +65,11 @@ impl Evaluator {
     }
 
     pub fn output_mode(&self) -> OutputMode {
-        OutputMode::ZeroShot
+        if self.trained {
+            OutputMode::Trained
+        } else {
+            OutputMode::ZeroShot
+        }
     }
 
     /// Tiles the image (on the caller's thread), queues its program and returns the event stream.

@@ -72,6 +72,8 @@ pub struct TokenCounts {
 pub struct HeatmapOutput {
     pub map: Array2<f32>,
     pub mode: OutputMode,
+    /// Trained mode: the per-pixel weight of the local (tile) map in the fusion, for debugging.
+    pub local_weight: Option<Array2<f32>>,
 }
 
 /// The trained heads' intermediate values, for debugging and the paper's ablations.

@@ -11,6 +11,8 @@ use super::events::{
     ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
 };
 use super::heatmap::rasterize_boxes;
+use super::trained::TrainedHeads;
+use std::sync::Arc;
 
 struct FinalizeJob {
     captured: Captured,
@@ -27,13 +29,13 @@ pub struct Finalizer {
 
 impl Finalizer {
     /// Starts the finalizer thread; it ends when every handle is dropped.
-    pub fn start() -> Finalizer {
+    pub fn start(heads: Option<Arc<TrainedHeads>>) -> Finalizer {
         let (jobs, receiver) = channel::<FinalizeJob>();
         std::thread::Builder::new()
             .name("heie-finalize".into())
             .spawn(move || {
                 for job in receiver {
-                    finalize(job);
+                    finalize(job, heads.as_deref());
                 }
             })
             .expect("spawning the finalizer thread");
@@ -46,7 +48,7 @@ impl Finalizer {
     }
 }
 
-fn finalize(job: FinalizeJob) {
+fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
     let FinalizeJob { captured, end, stats, mut events } = job;
     let t0 = Instant::now();
     let finish_reason = match &end {
@@ -61,8 +63,21 @@ fn finalize(job: FinalizeJob) {
     };
     if finish_reason != FinishReason::Cancelled {
         let (width, height) = captured.output_size();
+        if let Some(heads) = heads {
+            match heads.run(&captured, width, height) {
+                Ok((heatmap, score)) => {
+                    events.send(EvalEvent::Heatmap(heatmap));
+                    events.send(EvalEvent::Score(score));
+                }
+                Err(e) => {
+                    events.send(EvalEvent::Error(format!("trained heads failed: {e}")));
+                    events.flush_blocking();
+                    return;
+                }
+            }
+        }
         let zero_shot = rasterize_boxes(&captured.boxes, width, height);
-        events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot }));
+        events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot, local_weight: None }));
         if let Some(rating) = &captured.rating {
             events.send(EvalEvent::Score(ScoreOutput {
                 score: rating.score,

@@ -24,3 +24,4 @@ pub use events::{EvalEvent, FinishReason, OutputMode, PromptMode};
 pub use options::EvalOptions;
 pub mod result;
 pub use result::EvalResult;
+pub mod trained;
