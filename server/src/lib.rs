@@ -2,3 +2,5 @@
 pub mod engine;
 pub mod pipeline;
 pub mod cli;
+pub mod data;
+pub mod training;
