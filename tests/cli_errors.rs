@@ -18,7 +18,7 @@ fn eval(args: &[&str], image: &Path, model_file: &str, mmproj_file: &str) -> Out
         .arg("eval")
         .arg(image)
         .args(["--model", model(model_file).to_str().unwrap(), "--mmproj", model(mmproj_file).to_str().unwrap()])
-        .args(["--max-tokens", "4", "--threads", "2"])
+        .args(["--max-tokens", "4", "--threads", "1"])
         .args(args)
         .env("HEIE_LOG", "error")
         .output()
@@ -142,7 +142,7 @@ fn a_good_image_writes_heatmap_overlay_and_json() {
         .arg("eval")
         .arg(&image)
         .args(["--model", model("tiny-llm.gguf").to_str().unwrap(), "--mmproj", model("tiny-mmproj.gguf").to_str().unwrap()])
-        .args(["--max-tokens", "6", "--threads", "2", "--json", "--out", out_dir.to_str().unwrap()])
+        .args(["--max-tokens", "6", "--threads", "1", "--json", "--out", out_dir.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -20,7 +20,7 @@ pub fn config(llm: &str, mmproj: &str, slots: u32) -> EngineConfig {
         model: model(llm),
         mmproj: model(mmproj),
         n_gpu_layers: 0,
-        threads: 2,
+        threads: 1,
         ctx_per_sequence: 4096,
         slots,
         n_batch: 512,

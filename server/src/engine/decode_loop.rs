@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::ffi::{Batch, Context, Model, Token, Vision};
 use super::metrics::EngineMetrics;
-use super::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TokenVerdict};
+use super::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
 use super::sampler::Sampler;
 use super::stats::SequenceStats;
 use super::{Command, EngineError, Job};
@@ -189,8 +189,8 @@ impl DecodeLoop {
                 Step::Generate { max_tokens, sampling } => {
                     slot.state = SlotState::Generating { remaining: max_tokens, sampler: Sampler::new(sampling), next: None };
                 }
-                Step::Image(tile) => {
-                    if let Err(e) = self.run_image(i, &tile.rgb, tile.width, tile.height) {
+                Step::Images(tiles) => {
+                    if let Err(e) = self.run_images(i, &tiles) {
                         self.slots[i].end = Some(SequenceEnd::Failed(e));
                         return;
                     }
@@ -240,14 +240,19 @@ impl DecodeLoop {
         }
     }
 
-    /// Encodes one tile and appends its embeddings to the slot's sequence.
-    fn run_image(&mut self, i: usize, rgb: &[u8], width: u32, height: u32) -> Result<(), EngineError> {
+    /// Encodes an image's tiles and appends all their embeddings to the slot's sequence. The
+    /// embeddings go through the LLM in `n_batch` chunks across tile boundaries: one decode per
+    /// chunk, not one per tile.
+    fn run_images(&mut self, i: usize, tiles: &[TileBitmap]) -> Result<(), EngineError> {
+        let width = self.model.n_embd();
         let t0 = Instant::now();
-        let features = self.vision.encode_tile(rgb, width, height)?;
-        let width_embd = self.model.n_embd();
-        let n_tokens = features.len() / width_embd;
+        let mut features = Vec::with_capacity(tiles.len());
+        for tile in tiles {
+            features.push(self.vision.encode_tile(&tile.rgb, tile.width, tile.height)?);
+        }
         let encode = t0.elapsed();
         self.metrics.record_image_encode(encode);
+        let n_tokens: usize = features.iter().map(|f| f.len() / width).sum();
         let slot = &mut self.slots[i];
         slot.stats.image_encode += encode;
         if slot.pos + n_tokens as i32 > self.ctx_per_seq {
@@ -257,20 +262,24 @@ impl DecodeLoop {
             )));
         }
         let t1 = Instant::now();
-        for chunk_start in (0..n_tokens).step_by(self.embd_batch.capacity()) {
-            let chunk_end = (chunk_start + self.embd_batch.capacity()).min(n_tokens);
-            self.embd_batch.clear();
-            for t in chunk_start..chunk_end {
-                let row = &features[t * width_embd..(t + 1) * width_embd];
-                self.embd_batch.push_embedding(row, slot.pos + t as i32, slot.seq, false);
+        self.ctx.set_embeddings(false);
+        self.embd_batch.clear();
+        let rows = features.iter().flat_map(|f| f.chunks_exact(width));
+        for (t, row) in rows.enumerate() {
+            self.embd_batch.push_embedding(row, slot.pos + t as i32, slot.seq, false);
+            if self.embd_batch.len() == self.embd_batch.capacity() {
+                self.ctx.decode(&self.embd_batch)?;
+                self.embd_batch.clear();
             }
-            self.ctx.set_embeddings(false);
-            self.ctx.decode(&self.embd_batch)?;
         }
+        self.ctx.decode(&self.embd_batch)?;
         slot.pos += n_tokens as i32;
         slot.stats.image_tokens += n_tokens as u32;
         slot.stats.prefill += t1.elapsed();
-        slot.program.on_image_features(&features, n_tokens);
+        slot.stats.image_prefill += t1.elapsed();
+        for f in &features {
+            slot.program.on_image_features(f, f.len() / width);
+        }
         Ok(())
     }
 

@@ -37,9 +37,10 @@ pub enum Step {
     /// through [`SequenceProgram::on_hidden`]; `logits` asks for the logits after the last token
     /// through [`SequenceProgram::on_logits`].
     Feed { tokens: Vec<Token>, capture: Vec<usize>, logits: bool },
-    /// Encode a tile through the vision tower and append its embeddings; features are reported
+    /// Encode tiles through the vision tower (one by one, so each tile's features are kept) and
+    /// append all their embeddings with batched decodes; features are reported per tile, in order,
     /// through [`SequenceProgram::on_image_features`].
-    Image(TileBitmap),
+    Images(Vec<TileBitmap>),
     /// Sample up to `max_tokens` tokens, reporting each through [`SequenceProgram::on_token`].
     Generate { max_tokens: u32, sampling: Sampling },
     /// The sequence is complete.

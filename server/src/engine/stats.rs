@@ -10,6 +10,8 @@ pub struct SequenceStats {
     pub image_encode: Duration,
     /// llama_decode time while the sequence was appending text or image embeddings.
     pub prefill: Duration,
+    /// The part of `prefill` spent on image embeddings (comparable to llama.cpp's image eval).
+    pub image_prefill: Duration,
     /// llama_decode time while the sequence was generating.
     pub decode: Duration,
     /// Time spent in the admission queue before a slot was free.

@@ -56,8 +56,6 @@ pub struct CotProgram {
     tokens: Arc<PromptTokens>,
     plan: Vec<Item>,
     at: usize,
-    /// Index of the next tile to encode within `Item::Tiles`.
-    next_tile: usize,
     tiles: Vec<TileBitmap>,
     tiling: Tiling,
     events: EventSender,
@@ -118,7 +116,6 @@ impl CotProgram {
             tokens,
             plan,
             at: 0,
-            next_tile: 0,
             tiles,
             tiling,
             events,
@@ -197,11 +194,8 @@ impl SequenceProgram for CotProgram {
             let Some(item) = self.plan.get(self.at).cloned() else { return Step::Finish };
             match item {
                 Item::Tiles => {
-                    if self.next_tile < self.tiles.len() {
-                        self.next_tile += 1;
-                        return Step::Image(self.tiles[self.next_tile - 1].clone());
-                    }
                     self.at += 1;
+                    return Step::Images(std::mem::take(&mut self.tiles));
                 }
                 Item::Text { tokens, shown } => {
                     self.at += 1;

@@ -48,6 +48,8 @@ pub struct Timings {
     pub queued_ms: f64,
     pub image_encode_ms: f64,
     pub prefill_ms: f64,
+    /// The image-embedding part of `prefill_ms`.
+    pub image_prefill_ms: f64,
     pub decode_ms: f64,
     pub postprocess_ms: f64,
     pub total_ms: f64,

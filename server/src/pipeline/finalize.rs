@@ -93,6 +93,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         queued_ms: ms(stats.queued),
         image_encode_ms: ms(stats.image_encode),
         prefill_ms: ms(stats.prefill),
+        image_prefill_ms: ms(stats.image_prefill),
         decode_ms: ms(stats.decode),
         postprocess_ms: ms(t0.elapsed()),
         total_ms: ms(captured.started.elapsed()),
