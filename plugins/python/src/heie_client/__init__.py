@@ -1,0 +1,34 @@
+"""heie-client: a typed Python client for the HEIE image-implausibility server (``heie serve``).
+
+>>> from heie_client import Client
+>>> with Client("127.0.0.1:50051") as client:          # doctest: +SKIP
+...     result = client.evaluate("image.png")
+...     print(result.score, result.heatmap.shape, result.summary())
+"""
+
+from .client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
+from .errors import (
+    Cancelled, DeadlineExceeded, HeieError, Internal, InvalidArgument, InvalidImage, ProtocolError,
+    ResourceExhausted, Unauthenticated, Unavailable,
+)
+from .events import (
+    BatchEvent, Done, Event, FinishReason, HeadsMode, Heatmap, HeatmapEncoding, HeatmapSource,
+    LevelProbability, PromptMode, RankedImage, Ranking, RegionBox, Score, Section, Started, TextDelta,
+)
+from .heatmaps import decode_heatmap, decode_overlay
+from .images import to_pixels, to_wire
+from .info import HealthStatus, Limits, Reranked, ServerInfo
+from .options import EvaluateOptions
+from .result import Result
+from .stream import EventStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchEvent", "Cancelled", "Client", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DeadlineExceeded", "Done",
+    "EvaluateOptions", "Event", "EventStream", "FinishReason", "HeadsMode", "HealthStatus", "Heatmap",
+    "HeatmapEncoding", "HeatmapSource", "HeieError", "Internal", "InvalidArgument", "InvalidImage",
+    "LevelProbability", "Limits", "PromptMode", "ProtocolError", "RankedImage", "Ranking", "RegionBox",
+    "Reranked", "ResourceExhausted", "Result", "Score", "Section", "ServerInfo", "Started", "TextDelta",
+    "Unauthenticated", "Unavailable", "decode_heatmap", "decode_overlay", "to_pixels", "to_wire",
+]

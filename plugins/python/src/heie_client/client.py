@@ -1,0 +1,198 @@
+"""The HEIE client: typed calls over the generated stubs."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, Sequence, Union
+
+from grpc_health.v1 import health_pb2
+
+from ._generated.heie.v1 import evaluator_pb2 as pb
+from .channels import DEFAULT_MAX_MESSAGE_BYTES, Endpoint, EndpointPool
+from .errors import HeieError, InvalidImage, ProtocolError
+from .events import BatchEvent, Event, Ranking, batch_event_from_pb, event_from_pb
+from .images import ImageLike, to_wire
+from .info import HealthStatus, Reranked, ServerInfo
+from .options import EvaluateOptions
+from .result import Result, ResultBuilder, require_score
+from .stream import CancelCheck, EventStream
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 300.0
+
+
+class Client:
+    """Talks to one or several ``heie serve`` processes.
+
+    ``address`` is ``host:port`` or a list of them (used round-robin; a server answering UNAVAILABLE
+    is skipped for the next). ``timeout`` is the deadline of each call in seconds (None = none).
+    ``token``, when given, is sent as ``authorization: Bearer …`` for proxies that check it.
+    """
+
+    def __init__(
+        self,
+        address: Union[str, Sequence[str]] = DEFAULT_ADDRESS,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        token: Optional[str] = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        self._pool = EndpointPool(addresses, max_message_bytes)
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+
+    @property
+    def addresses(self) -> list[str]:
+        return self._pool.addresses
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- single image -------------------------------------------------------------------------------
+
+    def evaluate_stream(
+        self,
+        image: ImageLike,
+        options: Optional[EvaluateOptions] = None,
+        prompt: Optional[str] = None,
+        cancel_when: Optional[CancelCheck] = None,
+    ) -> EventStream[Event]:
+        """Starts evaluating one image; iterate the result for typed events as they are written."""
+        request = pb.EvaluateRequest(image=to_wire(image, prompt), options=(options or EvaluateOptions()).to_pb())
+
+        def start(endpoint: Endpoint) -> object:
+            return endpoint.evaluator.Evaluate(request, timeout=self.timeout, metadata=self._metadata)
+
+        return EventStream(self._pool, start, event_from_pb, cancel_when)
+
+    def evaluate(
+        self,
+        image: ImageLike,
+        options: Optional[EvaluateOptions] = None,
+        prompt: Optional[str] = None,
+        on_event: Optional[Callable[[Event], None]] = None,
+        cancel_when: Optional[CancelCheck] = None,
+    ) -> Result:
+        """Evaluates one image and returns the folded :class:`Result` (``on_event`` sees every event
+        as it arrives, e.g. to show the explanation while it is written)."""
+        builder = ResultBuilder()
+        with self.evaluate_stream(image, options, prompt, cancel_when) as stream:
+            for event in stream:
+                builder.add(event)
+                if on_event is not None:
+                    on_event(event)
+        return require_score(builder.build())
+
+    # -- many images --------------------------------------------------------------------------------
+
+    def evaluate_batch_stream(
+        self,
+        images: Sequence[ImageLike],
+        options: Optional[EvaluateOptions] = None,
+        prompts: Optional[Sequence[Optional[str]]] = None,
+        cancel_when: Optional[CancelCheck] = None,
+    ) -> EventStream[Union[BatchEvent, Ranking]]:
+        """Starts a batch; yields :class:`BatchEvent` per image event and a final :class:`Ranking`."""
+        request = pb.EvaluateBatchRequest(
+            images=_wire_images(images, prompts), options=(options or EvaluateOptions()).to_pb()
+        )
+
+        def start(endpoint: Endpoint) -> object:
+            return endpoint.evaluator.EvaluateBatch(request, timeout=self.timeout, metadata=self._metadata)
+
+        return EventStream(self._pool, start, batch_event_from_pb, cancel_when)
+
+    def evaluate_batch(
+        self,
+        images: Sequence[ImageLike],
+        options: Optional[EvaluateOptions] = None,
+        prompts: Optional[Sequence[Optional[str]]] = None,
+        on_event: Optional[Callable[[BatchEvent], None]] = None,
+        cancel_when: Optional[CancelCheck] = None,
+    ) -> list[Result]:
+        """Evaluates many images concurrently; results in input order. An image that failed on the
+        server has ``ok == False`` and its reason in ``error`` (the other images still complete)."""
+        builders = [ResultBuilder() for _ in images]
+        ranking: Optional[Ranking] = None
+        with self.evaluate_batch_stream(images, options, prompts, cancel_when) as stream:
+            for item in stream:
+                if isinstance(item, Ranking):
+                    ranking = item
+                    continue
+                if not 0 <= item.index < len(builders):
+                    raise ProtocolError(f"batch event for image {item.index} of {len(builders)}")
+                builders[item.index].add(item.event)
+                if on_event is not None:
+                    on_event(item)
+        if ranking is None:
+            raise ProtocolError("the batch stream ended without a ranking")
+        return [b.build() for b in builders]
+
+    def rerank(
+        self,
+        images: Sequence[ImageLike],
+        top_k: int = 0,
+        fast: bool = True,
+        options: Optional[EvaluateOptions] = None,
+        prompts: Optional[Sequence[Optional[str]]] = None,
+    ) -> Reranked:
+        """Scores images and orders them best first (``fast`` skips the long explanation)."""
+        if top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        request = pb.RerankRequest(
+            images=_wire_images(images, prompts),
+            top_k=top_k,
+            fast=fast,
+            options=(options or EvaluateOptions(heatmap_encodings=())).to_pb(),
+        )
+        return self._pool.call(
+            lambda e: Reranked.from_pb(e.evaluator.Rerank(request, timeout=self.timeout, metadata=self._metadata))
+        )
+
+    # -- server -------------------------------------------------------------------------------------
+
+    def info(self) -> ServerInfo:
+        """Model names, heads mode and limits of the next server in the rotation."""
+        return self._pool.call(
+            lambda e: ServerInfo.from_pb(
+                e.evaluator.GetInfo(pb.GetInfoRequest(), timeout=self.timeout, metadata=self._metadata)
+            )
+        )
+
+    def health(self, service: str = "") -> HealthStatus:
+        """grpc.health.v1 status (SERVING once the model is loaded and warmed up)."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        return self._pool.call(
+            lambda e: HealthStatus(e.health.Check(request, timeout=self.timeout, metadata=self._metadata).status)
+        )
+
+    def wait_until_serving(self, timeout: float = 60.0, interval: float = 0.2) -> None:
+        """Blocks until :meth:`health` says SERVING, raising the last error after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.health() is HealthStatus.SERVING:
+                    return
+                last: Optional[HeieError] = None
+            except HeieError as err:
+                last = err
+            if time.monotonic() >= deadline:
+                if last is not None:
+                    raise last
+                raise TimeoutError(f"{self.addresses} not SERVING after {timeout} s")
+            time.sleep(interval)
+
+
+def _wire_images(images: Sequence[ImageLike], prompts: Optional[Sequence[Optional[str]]]) -> list[pb.Image]:
+    if prompts is not None and len(prompts) != len(images):
+        raise InvalidImage(f"{len(prompts)} prompts for {len(images)} images")
+    return [to_wire(image, prompts[i] if prompts is not None else None) for i, image in enumerate(images)]
+
+
+__all__ = ["Client", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT"]

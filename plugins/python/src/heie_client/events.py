@@ -1,0 +1,247 @@
+"""Typed, immutable views of the wire events (decoupled from the generated protobuf classes).
+
+Enums map unknown wire values to ``UNSPECIFIED`` and unknown event cases are skipped, as the contract
+asks of clients (``heie.v1`` only grows compatibly).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from ._generated.heie.v1 import evaluator_pb2 as pb
+
+
+class _WireEnum(enum.IntEnum):
+    @classmethod
+    def _missing_(cls, value: object) -> "_WireEnum":
+        return cls(0)
+
+
+class HeadsMode(_WireEnum):
+    """Which machinery produced a score or ran an evaluation."""
+
+    UNSPECIFIED = 0
+    ZERO_SHOT = 1
+    TRAINED = 2
+
+
+class PromptMode(_WireEnum):
+    UNSPECIFIED = 0
+    GUIDED = 1
+    NATIVE = 2
+
+
+class Section(_WireEnum):
+    """Sections of the chain of thought, in writing order."""
+
+    UNSPECIFIED = 0
+    DESCRIPTION = 1
+    REGIONS = 2
+    ANALYSIS = 3
+    RATING = 4
+
+
+class HeatmapEncoding(_WireEnum):
+    UNSPECIFIED = 0
+    RAW_F32_LE = 1
+    PNG8 = 2
+    OVERLAY_PNG = 3
+
+
+class HeatmapSource(_WireEnum):
+    UNSPECIFIED = 0
+    FUSED = 1
+    ZERO_SHOT = 2
+
+
+class FinishReason(_WireEnum):
+    UNSPECIFIED = 0
+    COMPLETED = 1
+    CANCELLED = 2
+    LENGTH = 3
+    ERROR = 4
+
+
+@dataclass(frozen=True)
+class Tiles:
+    cols: int
+    rows: int
+    has_thumbnail: bool
+    tile_size: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """First event: the request was admitted and the image tiled."""
+
+    request_id: str
+    tiles: Tiles
+    mode: HeadsMode
+    prompt_mode: PromptMode
+    image_width: int
+    image_height: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of explanation text (headings and ``[MAP]``/``[SCORE]`` markers included as sent)."""
+
+    section: Section
+    text: str
+
+
+@dataclass(frozen=True)
+class RegionBox:
+    """A problematic region: 0..1000 normalised corners and pixel corners (x2/y2 exclusive)."""
+
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    pixel_x1: int
+    pixel_y1: int
+    pixel_x2: int
+    pixel_y2: int
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """One encoding of the implausibility heatmap; decode with :mod:`heie_client.heatmaps`."""
+
+    width: int
+    height: int
+    encoding: HeatmapEncoding
+    data: bytes = field(repr=False)
+    source: HeatmapSource
+
+
+@dataclass(frozen=True)
+class LevelProbability:
+    level: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Score:
+    """The plausibility verdict: 1 = looks real, 0 = badly implausible."""
+
+    score: float
+    mode: HeadsMode
+    levels: tuple[LevelProbability, ...]
+    s_token: Optional[float]
+    s_map: Optional[float]
+
+
+@dataclass(frozen=True)
+class Timings:
+    preprocess_ms: float
+    image_encode_ms: float
+    prefill_ms: float
+    decode_ms: float
+    decode_tokens_per_s: float
+    total_ms: float
+    time_to_first_token_ms: float
+    queue_ms: float
+    heads_ms: float
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    prompt_tokens: int
+    image_tokens: int
+    generated_tokens: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """Last event of one image's evaluation."""
+
+    timings: Timings
+    tokens: TokenCounts
+    finish_reason: FinishReason
+    device: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RankedImage:
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Last event of a batch: images with a score, best first."""
+
+    entries: tuple[RankedImage, ...]
+
+
+Event = Union[Started, TextDelta, RegionBox, Heatmap, Score, Done]
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """An event of image ``index`` in an EvaluateBatch stream."""
+
+    index: int
+    event: Event
+
+
+def event_from_pb(message: pb.EvaluateEvent) -> Optional[Event]:
+    """Converts one wire event; ``None`` for a case this client does not know."""
+    kind = message.WhichOneof("event")
+    if kind == "started":
+        s = message.started
+        return Started(
+            request_id=s.request_id,
+            tiles=Tiles(s.tiles.cols, s.tiles.rows, s.tiles.has_thumbnail, s.tiles.tile_size),
+            mode=HeadsMode(s.mode),
+            prompt_mode=PromptMode(s.prompt_mode),
+            image_width=s.image_width,
+            image_height=s.image_height,
+        )
+    if kind == "text_delta":
+        return TextDelta(Section(message.text_delta.section), message.text_delta.text)
+    if kind == "region_box":
+        b = message.region_box
+        return RegionBox(b.label, b.x1, b.y1, b.x2, b.y2, b.pixel_x1, b.pixel_y1, b.pixel_x2, b.pixel_y2)
+    if kind == "heatmap":
+        h = message.heatmap
+        return Heatmap(h.width, h.height, HeatmapEncoding(h.encoding), bytes(h.data), HeatmapSource(h.source))
+    if kind == "score":
+        s = message.score
+        return Score(
+            score=s.score,
+            mode=HeadsMode(s.mode),
+            levels=tuple(LevelProbability(lv.level, lv.probability) for lv in s.levels),
+            s_token=s.s_token if s.HasField("s_token") else None,
+            s_map=s.s_map if s.HasField("s_map") else None,
+        )
+    if kind == "done":
+        d = message.done
+        t = d.timings
+        return Done(
+            timings=Timings(
+                t.preprocess_ms, t.image_encode_ms, t.prefill_ms, t.decode_ms, t.decode_tokens_per_s,
+                t.total_ms, t.time_to_first_token_ms, t.queue_ms, t.heads_ms,
+            ),
+            tokens=TokenCounts(d.tokens.prompt_tokens, d.tokens.image_tokens, d.tokens.generated_tokens),
+            finish_reason=FinishReason(d.finish_reason),
+            device=d.device,
+            message=d.message,
+        )
+    return None
+
+
+def batch_event_from_pb(message: pb.BatchEvent) -> Optional[Union[BatchEvent, Ranking]]:
+    """Converts one batch event; ``None`` for a case this client does not know."""
+    kind = message.WhichOneof("payload")
+    if kind == "ranking":
+        return Ranking(tuple(RankedImage(e.index, e.score) for e in message.ranking.entries))
+    if kind == "event":
+        event = event_from_pb(message.event)
+        return None if event is None else BatchEvent(message.index, event)
+    return None

@@ -1,0 +1,148 @@
+"""Folding an event stream into one :class:`Result`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .errors import ProtocolError
+from .events import (
+    Done, Event, FinishReason, HeadsMode, Heatmap, HeatmapEncoding, LevelProbability, RegionBox, Score,
+    Section, Started, TextDelta,
+)
+from .heatmaps import decode_heatmap, decode_overlay
+
+_HEADING = re.compile(r"^\s*#+.*$", re.MULTILINE)
+_MARKER = re.compile(r"\[(MAP|SCORE)\]")
+_SPACE = re.compile(r"\s+")
+# The sentences the server writes around the markers carry no information for a caption.
+_TEMPLATE = re.compile(
+    r"So, the potential problematic regions in the image are|"
+    r"Based on the overall analysis, the plausibility score for this image is\s*\.?"
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything the server said about one image.
+
+    The *primary* score and heatmap are the first ones sent (trained heads when the server has them,
+    else zero-shot); zero-shot extras that a trained server adds are kept in ``scores``/``heatmaps``.
+    """
+
+    score: Optional[float]
+    """Plausibility in [0, 1] (1 = looks real); None only when the evaluation failed or was cut."""
+    mode: HeadsMode
+    heatmap: Optional[np.ndarray] = field(repr=False)
+    """H×W float32 in [0, 1] (1 = most implausible), or None when no value map was requested."""
+    overlay: Optional[np.ndarray] = field(repr=False)
+    """H×W×3 uint8 picture of the heatmap over the image, when OVERLAY_PNG was requested."""
+    overlay_png: Optional[bytes] = field(repr=False)
+    explanation: str = field(repr=False)
+    """The whole chain of thought as streamed (headings and markers included)."""
+    sections: dict[Section, str] = field(repr=False)
+    boxes: tuple[RegionBox, ...]
+    levels: tuple[LevelProbability, ...] = field(repr=False)
+    scores: tuple[Score, ...] = field(repr=False)
+    heatmaps: tuple[Heatmap, ...] = field(repr=False)
+    started: Optional[Started] = field(repr=False)
+    done: Optional[Done] = field(repr=False)
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        return self.done.finish_reason if self.done else FinishReason.UNSPECIFIED
+
+    @property
+    def ok(self) -> bool:
+        """True when a score came back and the evaluation did not fail."""
+        return self.score is not None and self.finish_reason is not FinishReason.ERROR
+
+    @property
+    def error(self) -> str:
+        """The server's reason when the evaluation failed (batch calls only), else ''."""
+        return self.done.message if self.done and self.done.finish_reason is FinishReason.ERROR else ""
+
+    def summary(self, max_chars: int = 200) -> str:
+        """A one-line explanation for captions and metadata: the analysis (else the whole text)
+        without headings and markers, cut at ``max_chars``."""
+        text = self.sections.get(Section.ANALYSIS) or self.explanation
+        text = _TEMPLATE.sub("", _MARKER.sub("", _HEADING.sub("", text)))
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
+        text = _SPACE.sub(" ", text).strip()
+        if len(text) <= max_chars:
+            return text
+        return text[: max(0, max_chars - 1)].rstrip() + "…"
+
+
+class ResultBuilder:
+    """Accumulates the events of one image; :meth:`build` gives the :class:`Result`."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._sections: dict[Section, list[str]] = {}
+        self._boxes: list[RegionBox] = []
+        self._scores: list[Score] = []
+        self._heatmaps: list[Heatmap] = []
+        self._started: Optional[Started] = None
+        self._done: Optional[Done] = None
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self._started = event
+        elif isinstance(event, TextDelta):
+            self._text.append(event.text)
+            self._sections.setdefault(event.section, []).append(event.text)
+        elif isinstance(event, RegionBox):
+            self._boxes.append(event)
+        elif isinstance(event, Heatmap):
+            self._heatmaps.append(event)
+        elif isinstance(event, Score):
+            self._scores.append(event)
+        elif isinstance(event, Done):
+            self._done = event
+
+    def text(self) -> str:
+        """The explanation so far."""
+        return "".join(self._text)
+
+    def build(self) -> Result:
+        primary = self._scores[0] if self._scores else None
+        maps = self._primary_heatmaps()
+        value_map = next((h for h in maps if h.encoding in (HeatmapEncoding.RAW_F32_LE, HeatmapEncoding.PNG8)), None)
+        overlay = next((h for h in maps if h.encoding is HeatmapEncoding.OVERLAY_PNG), None)
+        if primary is not None:
+            mode = primary.mode
+        else:
+            mode = self._started.mode if self._started else HeadsMode.UNSPECIFIED
+        return Result(
+            score=primary.score if primary else None,
+            mode=mode,
+            heatmap=decode_heatmap(value_map) if value_map else None,
+            overlay=decode_overlay(overlay) if overlay else None,
+            overlay_png=overlay.data if overlay else None,
+            explanation=self.text(),
+            sections={s: "".join(parts) for s, parts in self._sections.items()},
+            boxes=tuple(self._boxes),
+            levels=primary.levels if primary else (),
+            scores=tuple(self._scores),
+            heatmaps=tuple(self._heatmaps),
+            started=self._started,
+            done=self._done,
+        )
+
+    def _primary_heatmaps(self) -> list[Heatmap]:
+        if not self._heatmaps:
+            return []
+        source = self._heatmaps[0].source
+        return [h for h in self._heatmaps if h.source == source]
+
+
+def require_score(result: Result) -> Result:
+    """Raises when a finished single evaluation has no score (the contract promises one)."""
+    if result.score is None:
+        reason = result.finish_reason.name
+        raise ProtocolError(f"the evaluation ended without a score (finish reason {reason})")
+    return result

@@ -1,0 +1,134 @@
+"""A cancellable iterator over one server-streaming call, with failover before the first message."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
+
+import grpc
+
+from .channels import Endpoint, EndpointPool
+from .errors import Cancelled, HeieError, Unavailable, from_rpc_error
+
+E = TypeVar("E")
+
+CancelCheck = Callable[[], bool]
+"""Polled while a call runs; returning True cancels it (e.g. a host application's interrupt flag)."""
+
+_NOTHING = object()
+
+
+class EventStream(Generic[E]):
+    """Iterates the typed events of one streaming call.
+
+    ``cancel()`` (or leaving a ``with`` block early, or ``cancel_when`` turning true) cancels the call,
+    which stops the server's work; iteration then raises :class:`~heie_client.errors.Cancelled`.
+    Servers answering UNAVAILABLE before their first message are skipped for the next address.
+    """
+
+    def __init__(
+        self,
+        pool: EndpointPool,
+        start: Callable[[Endpoint], Any],
+        convert: Callable[[Any], Optional[E]],
+        cancel_when: Optional[CancelCheck] = None,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self._pool = pool
+        self._start = start
+        self._convert = convert
+        self._lock = threading.Lock()
+        self._call: Any = None
+        self._address = ""
+        self._first: Any = _NOTHING
+        self._opened = False
+        self._finished = threading.Event()
+        self._cancelled = False
+        self._watcher: Optional[threading.Thread] = None
+        if cancel_when is not None:
+            self._watcher = threading.Thread(
+                target=self._watch, args=(cancel_when, poll_interval), name="heie-cancel-watch", daemon=True
+            )
+            self._watcher.start()
+
+    @property
+    def address(self) -> str:
+        """The server that answers this call ('' before it is opened)."""
+        return self._address
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            call = self._call
+        if call is not None:
+            call.cancel()
+
+    def __iter__(self) -> Iterator[E]:
+        return self
+
+    def __next__(self) -> E:
+        while True:
+            try:
+                if not self._opened:
+                    self._open()
+                if self._first is not _NOTHING:
+                    message, self._first = self._first, _NOTHING
+                else:
+                    message = next(self._call)
+            except StopIteration:
+                self._finished.set()
+                raise
+            except grpc.RpcError as err:
+                self._finished.set()
+                raise self._error(err) from None
+            except HeieError:
+                self._finished.set()
+                raise
+            event = self._convert(message)
+            if event is not None:
+                return event
+
+    def __enter__(self) -> "EventStream[E]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._finished.is_set():
+            self.cancel()
+        self._finished.set()
+
+    def _open(self) -> None:
+        last: Optional[HeieError] = None
+        for endpoint in self._pool.rotation():
+            with self._lock:
+                if self._cancelled:
+                    raise Cancelled("cancelled before the call started", address=endpoint.address)
+                self._call = self._start(endpoint)
+                self._address = endpoint.address
+            try:
+                self._first = next(self._call)
+            except StopIteration:
+                self._first = _NOTHING
+                self._opened = True
+                raise
+            except grpc.RpcError as err:
+                error = self._error(err)
+                if isinstance(error, Unavailable) and not self._cancelled:
+                    last = error
+                    continue
+                raise error from None
+            self._opened = True
+            return
+        assert last is not None
+        raise last
+
+    def _error(self, err: grpc.RpcError) -> HeieError:
+        error = from_rpc_error(err, self._address)
+        if self._cancelled and not isinstance(error, Cancelled):
+            return Cancelled(f"cancelled by the client ({error.message})", address=self._address)
+        return error
+
+    def _watch(self, cancel_when: CancelCheck, interval: float) -> None:
+        while not self._finished.wait(interval):
+            if cancel_when():
+                self.cancel()
+                return

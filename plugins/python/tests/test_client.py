@@ -1,0 +1,141 @@
+"""Every kind of client call against a real ``heie serve`` on the fixture model."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from heie_client import (
+    BatchEvent, Cancelled, Client, DeadlineExceeded, Done, EvaluateOptions, FinishReason, HeadsMode, HealthStatus,
+    Heatmap, HeatmapEncoding, InvalidArgument, Ranking, Score, Section, Started, TextDelta, Unavailable,
+)
+
+FAST = EvaluateOptions(max_tokens_per_section=4)
+
+
+def _noise(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
+
+
+def test_info_and_health(client: Client) -> None:
+    info = client.info()
+    assert info.heads_mode is HeadsMode.ZERO_SHOT
+    assert info.tile_size > 0 and info.limits.max_batch >= 4 and info.version
+    assert client.health() is HealthStatus.SERVING
+
+
+def test_evaluate_stream_events_in_contract_order(client: Client) -> None:
+    options = EvaluateOptions(
+        max_tokens_per_section=4,
+        heatmap_encodings=(HeatmapEncoding.RAW_F32_LE, HeatmapEncoding.PNG8, HeatmapEncoding.OVERLAY_PNG),
+    )
+    events = list(client.evaluate_stream(_noise(24, 40, 1), options, prompt="a red car"))
+    kinds = [type(e).__name__ for e in events]
+    assert isinstance(events[0], Started) and isinstance(events[-1], Done)
+    assert events[0].image_width == 40 and events[0].image_height == 24
+    first_map = kinds.index("Heatmap")
+    assert all(k in ("TextDelta", "RegionBox") for k in kinds[1:first_map])
+    sections = [e.section for e in events if isinstance(e, TextDelta)]
+    assert sections == sorted(sections) and Section.DESCRIPTION in sections
+    maps = [e for e in events if isinstance(e, Heatmap)]
+    assert [m.encoding for m in maps][:3] == list(options.heatmap_encodings)
+    assert all((m.width, m.height) == (40, 24) for m in maps)
+    assert isinstance(events[-2], Score) and 0.0 <= events[-2].score <= 1.0
+    assert events[-1].finish_reason in (FinishReason.COMPLETED, FinishReason.LENGTH)
+
+
+def test_evaluate_returns_a_result(client: Client) -> None:
+    image = Image.fromarray((_noise(20, 28, 2) * 255).astype(np.uint8))
+    options = EvaluateOptions(max_tokens_per_section=4, heatmap_size=(16, 8),
+                              heatmap_encodings=(HeatmapEncoding.PNG8, HeatmapEncoding.OVERLAY_PNG))
+    seen: list[object] = []
+    result = client.evaluate(image, options, on_event=seen.append)
+    assert result.score is not None and 0.0 <= result.score <= 1.0
+    assert result.mode is HeadsMode.ZERO_SHOT and result.ok
+    assert result.heatmap is not None and result.heatmap.shape == (8, 16) and result.heatmap.dtype == np.float32
+    assert 0.0 <= float(result.heatmap.min()) and float(result.heatmap.max()) <= 1.0
+    assert result.overlay is not None and result.overlay.shape == (8, 16, 3)
+    assert "### Image Description" in result.explanation
+    assert set(result.sections) >= {Section.DESCRIPTION, Section.REGIONS, Section.ANALYSIS}
+    assert result.explanation == "".join(e.text for e in seen if isinstance(e, TextDelta))
+    assert result.levels and abs(sum(lv.probability for lv in result.levels) - 1.0) < 1e-3
+    assert result.done is not None and result.started is not None
+
+
+def test_evaluate_batch_with_every_input_kind(client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    buffer = io.BytesIO()
+    Image.fromarray((_noise(16, 16, 3) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    path = tmp_path / "img.png"
+    path.write_bytes(buffer.getvalue())
+    images = [buffer.getvalue(), path, (_noise(16, 20, 4) * 255).astype(np.uint8), Image.new("RGB", (12, 18), "red")]
+    events: list[BatchEvent] = []
+    results = client.evaluate_batch(images, FAST, on_event=events.append)
+    assert len(results) == 4 and all(r.ok for r in results)
+    assert {e.index for e in events} == {0, 1, 2, 3}
+    assert results[3].heatmap is not None and results[3].heatmap.shape == (18, 12)
+    assert results[0].score == pytest.approx(results[1].score, abs=1e-4)  # same pixels, two transports
+
+
+def test_batch_stream_ends_with_a_consistent_ranking(client: Client) -> None:
+    items = list(client.evaluate_batch_stream([_noise(16, 16, 5), _noise(16, 16, 6)], EvaluateOptions(explanation=False, max_tokens_per_section=2)))
+    ranking = items[-1]
+    assert isinstance(ranking, Ranking) and len(ranking.entries) == 2
+    scores = {i.index: i.event.score for i in items if isinstance(i, BatchEvent) and isinstance(i.event, Score)}
+    assert [e.index for e in ranking.entries] == sorted(scores, key=lambda i: (-scores[i], i))
+
+
+def test_rerank_orders_best_first(client: Client) -> None:
+    images = [_noise(16, 16, s) for s in (7, 8, 9)]
+    reply = client.rerank(images, top_k=2, fast=True, options=EvaluateOptions(max_tokens_per_section=2, heatmap_encodings=()))
+    assert len(reply.scores) == 3 and sorted(reply.order) == [0, 1, 2]
+    assert reply.top_k == reply.order[:2]
+    ordered = [reply.scores[i] for i in reply.order]
+    assert ordered == sorted(ordered, reverse=True)
+
+
+def test_server_errors_are_typed(client: Client) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        client.evaluate(b"definitely not an image")
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT and "image" in info.value.message
+
+
+def test_round_robin_fails_over_past_a_dead_server(heie_server, dead_address: str) -> None:  # type: ignore[no-untyped-def]
+    with Client([dead_address, heie_server.address], timeout=30, token="secret") as both:
+        for _ in range(3):  # the rotation starts at the dead server at least once
+            assert both.info().tile_size > 0
+        with pytest.raises(InvalidArgument):  # a stream reaches the live server too
+            list(both.evaluate_stream(b"garbage"))
+    with Client([dead_address], timeout=5) as dead:
+        with pytest.raises(Unavailable) as info:
+            dead.info()
+        assert info.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_cancel_mid_stream_stops_the_server_work(client: Client, heie_server) -> None:  # type: ignore[no-untyped-def]
+    cancelled_before = heie_server.metric('heie_sequences_total{outcome="cancelled"}')
+    stream = client.evaluate_stream(_noise(16, 16, 10), EvaluateOptions(max_tokens_per_section=200))
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        for event in stream:
+            if isinstance(event, TextDelta):
+                stream.cancel()
+    assert time.monotonic() - started < 60
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if heie_server.metric("heie_active_sequences") == 0 and heie_server.metric('heie_sequences_total{outcome="cancelled"}') > cancelled_before:
+            break
+        time.sleep(0.2)
+    assert heie_server.metric("heie_active_sequences") == 0
+    assert heie_server.metric('heie_sequences_total{outcome="cancelled"}') > cancelled_before
+    assert client.health() is HealthStatus.SERVING
+
+
+def test_deadline_is_typed(heie_server) -> None:  # type: ignore[no-untyped-def]
+    with Client(heie_server.address, timeout=0.3) as hurried:
+        with pytest.raises(DeadlineExceeded):
+            hurried.evaluate(_noise(16, 16, 11), EvaluateOptions(max_tokens_per_section=200))
