@@ -175,3 +175,35 @@ fn trained_heads_give_the_primary_heatmap_and_score_with_zero_shot_extras() {
     let err = TrainedHeads::load(&wrong, engine.info()).unwrap_err().to_string();
     assert!(err.contains("96") && err.contains("64"), "{err}");
 }
+
+/// Runs only when `HEIE_TEST_MODEL` and `HEIE_TEST_MMPROJ` point at a real InternVL3 GGUF pair.
+#[test]
+fn real_model_when_configured() {
+    let (Ok(model), Ok(mmproj)) = (std::env::var("HEIE_TEST_MODEL"), std::env::var("HEIE_TEST_MMPROJ")) else {
+        eprintln!("skipped: set HEIE_TEST_MODEL and HEIE_TEST_MMPROJ to run on a real model");
+        return;
+    };
+    let config = heie_server::engine::EngineConfig {
+        model: model.into(),
+        mmproj: mmproj.into(),
+        n_gpu_layers: -1,
+        threads: std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4),
+        ctx_per_sequence: 8192,
+        slots: 1,
+        n_batch: 512,
+        max_queue: 4,
+    };
+    let engine = std::sync::Arc::new(heie_server::engine::Engine::start(&config).expect("real model loads"));
+    assert_eq!(engine.info().tile_size, 448);
+    assert_eq!(engine.info().tokens_per_tile, 256);
+    let evaluator = Evaluator::new(engine).unwrap();
+    let image = image::open(common::fixture("images/example.png")).unwrap().to_rgb8();
+    let (_, events) = evaluator.evaluate(&image, EvalOptions::default()).unwrap();
+    let result = EvalResult::collect(events, |_| {});
+    assert_eq!(result.error, None);
+    assert!(result.explanation.description.len() > HEADING_DESCRIPTION.len() + 20, "{}", result.explanation.description);
+    assert_eq!(result.heatmap().unwrap().map.dim(), (480, 640));
+    let score = result.score().unwrap();
+    assert!((0.0..=1.0).contains(&score));
+    eprintln!("real model: score {score:.3}, boxes {:?}\n{}", result.boxes, result.explanation.chain_of_thought());
+}

@@ -71,6 +71,21 @@ fn path_cstring(path: &Path) -> Result<CString, EngineError> {
         .map_err(|_| EngineError::Load(format!("path {} contains a NUL byte", path.display())))
 }
 
+/// Calls a llama.cpp function that writes into a buffer and returns the count written, or minus the
+/// size it needs; retries once with that size.
+fn fill_sized<T: Copy + Default>(initial: usize, mut call: impl FnMut(&mut [T]) -> i32) -> Vec<T> {
+    let mut buf = vec![T::default(); initial];
+    for _ in 0..2 {
+        let n = call(&mut buf);
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return buf;
+        }
+        buf.resize((-n) as usize, T::default());
+    }
+    Vec::new()
+}
+
 /// A loaded text model. Read-only after loading, so it is shared across threads for tokenising.
 pub struct Model {
     raw: NonNull<sys::llama_model>,
@@ -135,52 +150,37 @@ impl Model {
 
     /// Tokenises text; `parse_special` lets control tokens like `<|im_start|>` be written as text.
     pub fn tokenize(&self, text: &str, parse_special: bool) -> Vec<Token> {
-        let mut tokens: Vec<Token> = vec![0; text.len() + 8];
-        for _ in 0..2 {
-            // SAFETY: `text` is valid for its length; `tokens` is writable for its length.
-            let n = unsafe {
+        fill_sized(text.len() + 8, |out: &mut [Token]| {
+            // SAFETY: `text` is valid for its length; `out` is writable for its length.
+            unsafe {
                 sys::llama_tokenize(
                     self.vocab.as_ptr(),
                     text.as_ptr() as *const c_char,
                     text.len() as i32,
-                    tokens.as_mut_ptr(),
-                    tokens.len() as i32,
+                    out.as_mut_ptr(),
+                    out.len() as i32,
                     false,
                     parse_special,
                 )
-            };
-            if n >= 0 {
-                tokens.truncate(n as usize);
-                return tokens;
             }
-            // A negative count is the size needed.
-            tokens.resize((-n) as usize, 0);
-        }
-        Vec::new()
+        })
     }
 
     /// The bytes a token stands for (may be part of a multi-byte character); specials rendered as text.
     pub fn token_bytes(&self, token: Token) -> Vec<u8> {
-        let mut buf = vec![0u8; 64];
-        for _ in 0..2 {
-            // SAFETY: buf is writable for its length.
-            let n = unsafe {
+        fill_sized(64, |out: &mut [u8]| {
+            // SAFETY: `out` is writable for its length.
+            unsafe {
                 sys::llama_token_to_piece(
                     self.vocab.as_ptr(),
                     token,
-                    buf.as_mut_ptr() as *mut c_char,
-                    buf.len() as i32,
+                    out.as_mut_ptr() as *mut c_char,
+                    out.len() as i32,
                     0,
                     true,
                 )
-            };
-            if n >= 0 {
-                buf.truncate(n as usize);
-                return buf;
             }
-            buf.resize((-n) as usize, 0);
-        }
-        Vec::new()
+        })
     }
 
     /// End-of-generation tokens (`<|im_end|>`, `<|endoftext|>`, ...).
