@@ -1,0 +1,55 @@
+"""The only place that touches ComfyUI. Every import of the host happens inside a method, i.e. only
+while ComfyUI is running one of our nodes; outside ComfyUI the methods fall back to doing nothing."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+
+def _module(name: str) -> Optional[Any]:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+class ComfyHost:
+    """Progress, progress text, interrupt and execution blocking for one node execution."""
+
+    def __init__(self, node_id: Optional[str] = None) -> None:
+        self.node_id = node_id
+        self._bar: Any = None
+
+    def interrupted(self) -> bool:
+        """True once the user pressed Cancel in ComfyUI (polled while a call runs)."""
+        mm = _module("comfy.model_management")
+        return bool(mm is not None and mm.processing_interrupted())
+
+    def raise_if_interrupted(self) -> None:
+        """Raises ComfyUI's own interrupt exception, which ComfyUI reports as an interruption."""
+        mm = _module("comfy.model_management")
+        if mm is not None:
+            mm.throw_exception_if_processing_interrupted()
+
+    def progress(self, value: int, total: int) -> None:
+        utils = _module("comfy.utils")
+        if utils is None or not hasattr(utils, "ProgressBar"):
+            return
+        if self._bar is None:
+            self._bar = utils.ProgressBar(total)
+        self._bar.update_absolute(value, total)
+
+    def text(self, text: str) -> None:
+        """Shows ``text`` on the node while it runs (ComfyUI's progress text)."""
+        server = _module("server")
+        instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+        send = getattr(instance, "send_progress_text", None)
+        if send is not None and self.node_id is not None:
+            send(text, self.node_id)
+
+    def blocker(self) -> Optional[Any]:
+        """ComfyUI's ExecutionBlocker, which silently skips the nodes fed by an output; None outside."""
+        graph = _module("comfy_execution.graph")
+        blocker = getattr(graph, "ExecutionBlocker", None)
+        return blocker(None) if blocker is not None else None
