@@ -2,5 +2,6 @@
 pub mod engine;
 pub mod pipeline;
 pub mod cli;
+pub mod service;
 pub mod data;
 pub mod training;

@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Eval(args) => heie_server::cli::eval::run(args),
         Command::Heads(args) => heie_server::cli::heads::run(args),
+        Command::Serve(args) => heie_server::cli::serve::run(args),
     };
     match outcome {
         Ok(0) => std::process::ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod heads;
 pub mod model_args;
 pub mod report;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,4 +24,6 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Manage trained heads files.
     Heads(heads::HeadsArgs),
+    /// Serve the gRPC API (heie.v1.Evaluator, health, reflection) and optional Prometheus metrics.
+    Serve(serve::ServeArgs),
 }

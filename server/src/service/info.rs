@@ -1,0 +1,31 @@
+//! GetInfo: what the server runs and the limits it enforces. Cheap; never touches the engine thread.
+
+use heie_proto::v1 as pb;
+
+use super::events::{heads_mode, prompt_mode};
+use super::{ServiceError, Shared};
+
+pub(crate) fn server_info(shared: &Shared) -> Result<pb::ServerInfo, ServiceError> {
+    let evaluator = shared.evaluator()?;
+    let info = evaluator.engine().info();
+    let limits = &shared.limits;
+    Ok(pb::ServerInfo {
+        llm_model: info.llm_name.clone(),
+        mmproj_model: info.mmproj_name.clone(),
+        llm_width: info.n_embd as u32,
+        tile_size: info.tile_size,
+        tokens_per_tile: info.tokens_per_tile as u32,
+        heads_mode: heads_mode(evaluator.output_mode()) as i32,
+        prompt_mode: prompt_mode(evaluator.prompt_mode()) as i32,
+        limits: Some(pb::Limits {
+            max_pixels: limits.max_pixels,
+            max_batch: limits.max_batch,
+            parallel_slots: info.slots,
+            max_message_bytes: limits.max_message_bytes as u64,
+            max_tiles: limits.max_tiles,
+            max_queue: limits.max_queue,
+        }),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        device: info.device.clone(),
+    })
+}
