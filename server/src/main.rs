@@ -15,6 +15,10 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Eval(args) => heie_server::cli::eval::run(args),
         Command::Heads(args) => heie_server::cli::heads::run(args),
+        Command::Synth(args) => heie_server::cli::synth::run(args),
+        Command::Extract(args) => heie_server::cli::extract::run(args),
+        Command::Train(args) => heie_server::cli::train::run(args),
+        Command::Evaluate(args) => heie_server::cli::evaluate::run(args),
         Command::Serve(args) => heie_server::cli::serve::run(args),
     };
     match outcome {

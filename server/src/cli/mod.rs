@@ -1,10 +1,15 @@
 //! The `heie` command line: one file per subcommand.
 
+pub mod data_args;
 pub mod default_model;
+pub mod evaluate;
+pub mod extract;
 pub mod eval;
 pub mod heads;
 pub mod model_args;
 pub mod report;
+pub mod synth;
+pub mod train;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -26,4 +31,12 @@ pub enum Command {
     Heads(heads::HeadsArgs),
     /// Serve the gRPC API (heie.v1.Evaluator, health, reflection) and optional Prometheus metrics.
     Serve(serve::ServeArgs),
+    /// Write a synthetic data set with exact defect masks (train/dev/test plain folders).
+    Synth(synth::SynthArgs),
+    /// Run the engine on a labelled split and store features and labels in shards for training.
+    Extract(extract::ExtractArgs),
+    /// Fit heads on extracted shards (paper losses, AdamW, warm-up + cosine, best checkpoint on dev).
+    Train(train::TrainArgs),
+    /// Print and write the paper's metrics for zero-shot, heads files, or another system's outputs.
+    Evaluate(evaluate::EvaluateArgs),
 }
