@@ -196,6 +196,11 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Spawns `heie serve ARGS` on the fixture models and waits for its `serving on` line.
     pub fn spawn(extra: &[&str]) -> ServeProcess {
+        ServeProcess::spawn_with_env(extra, &[])
+    }
+
+    /// [`ServeProcess::spawn`] with extra environment variables for the child.
+    pub fn spawn_with_env(extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
         let mut cmd = Command::new(heie_bin());
         cmd.arg("serve")
             .args(["--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
@@ -203,6 +208,7 @@ impl ServeProcess {
             .args(extra)
             .env_remove("HEIE_CONFIG")
             .env("HEIE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("heie serve starts");

@@ -78,11 +78,15 @@ pub async fn start(
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(heie_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
+    // Reflection v1, plus v1alpha for the many clients (grpcio's descriptor database, older grpcurl)
+    // that still only speak it; both describe the same files.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(heie_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("building the reflection service")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("building the reflection service")?;
     let limit = options.limits.max_message_bytes;
     let evaluator = EvaluatorServer::new(EvaluatorService { shared: shared.clone() })
         .max_decoding_message_size(limit)
@@ -91,7 +95,8 @@ pub async fn start(
     let (graceful, graceful_rx) = oneshot::channel::<()>();
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(evaluator)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = graceful_rx.await;
