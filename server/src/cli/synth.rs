@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::synth::{generate, SynthConfig};
+use crate::data::synth::{generate, DefectKind, SynthConfig};
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -30,6 +30,9 @@ pub struct SynthArgs {
     /// Share of images without any defect (score 1, empty heatmap).
     #[arg(long, default_value_t = 0.2)]
     pub clean_share: f32,
+    /// Defect kinds to draw from (comma-separated); default all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub kinds: Vec<DefectKind>,
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<usize> {
@@ -52,6 +55,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<usize> {
         dev_fraction: args.dev_fraction,
         test_fraction: args.test_fraction,
         clean_share: args.clean_share,
+        kinds: if args.kinds.is_empty() { DefectKind::ALL.to_vec() } else { args.kinds.clone() },
     };
     let bar = ProgressBar::new(args.count as u64);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} images {per_sec}").expect("static template"));

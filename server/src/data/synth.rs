@@ -63,7 +63,7 @@ impl Rng {
 }
 
 /// The kinds of injected defects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DefectKind {
     DuplicatedPatch,
@@ -74,7 +74,7 @@ pub enum DefectKind {
 }
 
 impl DefectKind {
-    const ALL: [DefectKind; 5] =
+    pub const ALL: [DefectKind; 5] =
         [DefectKind::DuplicatedPatch, DefectKind::ElasticWarp, DefectKind::ColourBlotch, DefectKind::Smear, DefectKind::Noise];
 
     fn describe(self) -> &'static str {
@@ -310,8 +310,9 @@ fn apply(kind: DefectKind, c: &mut Canvas, region: Region, strength: f32, rng: &
     }
 }
 
-/// Injects 0–3 defects (none with probability `clean_share`) into `base`.
-pub fn corrupt(base: &RgbImage, rng: &mut Rng, clean_share: f32) -> SynthImage {
+/// Injects 0–3 defects of the given kinds (none with probability `clean_share`) into `base`.
+pub fn corrupt(base: &RgbImage, rng: &mut Rng, clean_share: f32, kinds: &[DefectKind]) -> SynthImage {
+    assert!(!kinds.is_empty(), "at least one defect kind");
     let (w, h) = (base.width() as usize, base.height() as usize);
     let mut canvas = Canvas::from_image(base);
     let mut mask = Array2::<f32>::zeros((h, w));
@@ -319,7 +320,7 @@ pub fn corrupt(base: &RgbImage, rng: &mut Rng, clean_share: f32) -> SynthImage {
     let mut defects = Vec::with_capacity(n);
     let mut keep = 1.0f32;
     for _ in 0..n {
-        let kind = DefectKind::ALL[rng.below(DefectKind::ALL.len())];
+        let kind = kinds[rng.below(kinds.len())];
         let region = Region::random(rng, w, h);
         let strength = rng.range(0.5, 1.0);
         apply(kind, &mut canvas, region, strength, rng);
@@ -374,6 +375,8 @@ pub struct SynthConfig {
     pub test_fraction: f32,
     /// Share of images left without defects.
     pub clean_share: f32,
+    /// The defect kinds drawn from (all by default).
+    pub kinds: Vec<DefectKind>,
 }
 
 /// Split sizes (train, dev, test) for `count` images.
@@ -409,7 +412,7 @@ pub fn generate(config: &SynthConfig, out: &Path, mut on_image: impl FnMut()) ->
                 Some((_, path)) => load_source(path, config.size)?,
                 None => draw_scene(&mut rng, config.size, config.size),
             };
-            let s = corrupt(&base, &mut rng, config.clean_share);
+            let s = corrupt(&base, &mut rng, config.clean_share, &config.kinds);
             let id = format!("{split}-{index:05}");
             let write = |name: String, bytes: &[u8]| -> Result<(), DataError> {
                 let path = dir.join(name);
