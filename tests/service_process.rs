@@ -64,3 +64,30 @@ fn serve_reports_a_bad_config_in_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("heie: error: config") && stderr.contains("max-queue"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_every_parallel_setting_and_prints_json() {
+    let _serial = serial().await;
+    let out = std::process::Command::new(heie_bin())
+        .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
+        .args(["--threads", "1", "--parallel", "1,2", "--clients", "3", "--requests", "4", "--max-tokens", "2"])
+        .args(["--width", "96", "--height", "64", "--json"])
+        .env("HEIE_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, parallel) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["parallel"], parallel);
+        assert_eq!(row["requests"], 4);
+        assert_eq!(row["clients"], 3);
+        assert!(row["images_per_s"].as_f64().unwrap() > 0.0);
+        let (p50, p95) = (row["ttft_p50_ms"].as_f64().unwrap(), row["ttft_p95_ms"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p95 >= p50, "{row}");
+        assert!(row["mean_decode_batch"].as_f64().unwrap() >= 1.0);
+    }
+    assert_eq!(rows[0]["speedup"], 1.0);
+    assert_eq!(rows[0]["mean_decode_batch"], 1.0, "one slot decodes one sequence per step");
+}

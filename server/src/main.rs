@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => heie_server::cli::train::run(args),
         Command::Evaluate(args) => heie_server::cli::evaluate::run(args),
         Command::Serve(args) => heie_server::cli::serve::run(args),
+        Command::Bench(args) => heie_server::cli::bench::run(args),
     };
     match outcome {
         Ok(0) => std::process::ExitCode::SUCCESS,

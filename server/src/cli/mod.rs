@@ -1,6 +1,7 @@
 //! The `heie` command line: one file per subcommand.
 
 pub mod data_args;
+pub mod bench;
 pub mod default_model;
 pub mod evaluate;
 pub mod extract;
@@ -31,6 +32,8 @@ pub enum Command {
     Heads(heads::HeadsArgs),
     /// Serve the gRPC API (heie.v1.Evaluator, health, reflection) and optional Prometheus metrics.
     Serve(serve::ServeArgs),
+    /// Measure the service: images/s and time to first token under concurrent clients at several --parallel.
+    Bench(bench::BenchArgs),
     /// Write a synthetic data set with exact defect masks (train/dev/test plain folders).
     Synth(synth::SynthArgs),
     /// Run the engine on a labelled split and store features and labels in shards for training.

@@ -21,7 +21,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request<pb::RerankReque
     let result = async {
         let receivers = start(&shared, request.into_inner()).await?;
         tokio::select! {
-            scores = collect(receivers) => scores,
+            scores = collect(receivers, &shared) => scores,
             _ = deadline::expired(deadline) => Err(ServiceError::DeadlineExceeded),
             _ = shared.stopping() => Err(ServiceError::ShuttingDown),
         }
@@ -68,15 +68,17 @@ async fn start(shared: &Arc<Shared>, request: pb::RerankRequest) -> Result<(Vec<
 
 /// Waits for every image's primary score; any failure fails the call (the rest are cancelled when
 /// the join set drops their receivers).
-async fn collect((receivers, top_k): (Vec<EventReceiver>, u32)) -> Result<(Vec<f32>, u32), ServiceError> {
+async fn collect((receivers, top_k): (Vec<EventReceiver>, u32), shared: &Arc<Shared>) -> Result<(Vec<f32>, u32), ServiceError> {
     let mut tasks = JoinSet::new();
     for (index, mut events) in receivers.into_iter().enumerate() {
+        let shared = shared.clone();
         tasks.spawn(async move {
             let mut score = None;
             while let Some(event) = events.recv().await {
                 match event {
                     EvalEvent::Score(s) if score.is_none() => score = Some(s.score),
                     EvalEvent::Error(message) => return (index, Err(message)),
+                    EvalEvent::Done { timings, tokens, .. } => shared.metrics.record_evaluation(&timings, &tokens),
                     _ => {}
                 }
             }
