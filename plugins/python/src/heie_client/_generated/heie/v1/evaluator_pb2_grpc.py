@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class EvaluatorStub:
     """Judges images for implausibility. Also serves the standard grpc.health.v1.Health service (NOT_SERVING
-    until the model is loaded and warmed up) and server reflection v1.
+    until the model is loaded and warmed up) and server reflection (v1, and v1alpha for older clients).
 
     Errors are gRPC status codes: INVALID_ARGUMENT (bad image or options; the message names the field, e.g.
     `images[3].raw.pixels`), RESOURCE_EXHAUSTED (queue full; retry later), UNAVAILABLE (model not ready),
@@ -64,7 +64,7 @@ class EvaluatorStub:
 
 class EvaluatorServicer:
     """Judges images for implausibility. Also serves the standard grpc.health.v1.Health service (NOT_SERVING
-    until the model is loaded and warmed up) and server reflection v1.
+    until the model is loaded and warmed up) and server reflection (v1, and v1alpha for older clients).
 
     Errors are gRPC status codes: INVALID_ARGUMENT (bad image or options; the message names the field, e.g.
     `images[3].raw.pixels`), RESOURCE_EXHAUSTED (queue full; retry later), UNAVAILABLE (model not ready),
@@ -74,9 +74,12 @@ class EvaluatorServicer:
     def Evaluate(self, request, context):
         """Evaluates one image. Events arrive in this order: one Started; then TextDelta events (sections in
         order DESCRIPTION, REGIONS, ANALYSIS, RATING) with RegionBox events interleaved as boxes are parsed
-        from the REGIONS section; then zero or more Heatmap events (one per requested encoding); then one
-        Score; then one Done, after which the stream closes with status OK. Dropping the call cancels the
-        work on the server within one decode step.
+        from the REGIONS section; then the Heatmap events; then the Score events; then one Done, after which
+        the stream closes with status OK. Heatmaps and scores come primary first: with zero-shot heads one
+        heatmap (one Heatmap event per requested encoding, source ZERO_SHOT) and one Score (mode
+        ZERO_SHOT); with trained heads the trained ones (source FUSED, mode TRAINED) followed by the
+        zero-shot ones as extras. The first Score is the verdict. Dropping the call cancels the work on
+        the server within one decode step.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,7 +144,7 @@ def add_EvaluatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Evaluator:
     """Judges images for implausibility. Also serves the standard grpc.health.v1.Health service (NOT_SERVING
-    until the model is loaded and warmed up) and server reflection v1.
+    until the model is loaded and warmed up) and server reflection (v1, and v1alpha for older clients).
 
     Errors are gRPC status codes: INVALID_ARGUMENT (bad image or options; the message names the field, e.g.
     `images[3].raw.pixels`), RESOURCE_EXHAUSTED (queue full; retry later), UNAVAILABLE (model not ready),
