@@ -1,6 +1,6 @@
 """Shared pytest fixtures: one real ``heie serve`` process on the tiny fixture model per test session.
 
-The binary is $HEIE_BIN, else ``target/debug/heie`` of this repository (built with ``cargo build`` when
+The binary is $HEIE_BIN, else ``debug/heie`` under $CARGO_TARGET_DIR or this repository's ``target/`` (built with ``cargo build`` when
 missing). The fixture model writes noise, but the whole protocol (events, heatmaps, scores) is real.
 """
 
@@ -51,7 +51,8 @@ def _binary() -> Path:
     env = os.environ.get("HEIE_BIN")
     if env:
         return Path(env)
-    binary = REPO / "target" / "debug" / "heie"
+    # cargo honours CARGO_TARGET_DIR, so the binary it built lives there when it is set.
+    binary = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "heie"
     if not binary.exists():
         subprocess.run(["cargo", "build", "--locked", "--bin", "heie"], cwd=REPO, check=True)
     return binary
