@@ -59,7 +59,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<usize> {
-    if args.epochs == 0 || args.batch_size == 0 || !(args.lr > 0.0) || !(0.0..1.0).contains(&args.warmup) {
+    if args.epochs == 0 || args.batch_size == 0 || args.lr.is_nan() || args.lr <= 0.0 || !(0.0..1.0).contains(&args.warmup) {
         anyhow::bail!("--epochs and --batch-size must be positive, --lr > 0 and --warmup in [0, 1)");
     }
     let train_set = ShardSet::load(&args.shards)?;

@@ -258,7 +258,7 @@ fn apply(kind: DefectKind, c: &mut Canvas, region: Region, strength: f32, rng: &
         DefectKind::ElasticWarp => {
             let amp = 2.0 + 6.0 * strength;
             let freq = rng.range(0.15, 0.4);
-            let phase = rng.range(0.0, 6.28);
+            let phase = rng.range(0.0, std::f32::consts::TAU);
             for &(x, y) in &pixels {
                 let (xf, yf) = (x as f32, y as f32);
                 let sx = xf + amp * (yf * freq + phase).sin();

@@ -52,6 +52,7 @@ pub(super) struct DecodeLoop {
 }
 
 impl DecodeLoop {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Arc<Model>,
         ctx: Context,

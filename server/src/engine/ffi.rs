@@ -196,7 +196,7 @@ impl Model {
                 // SAFETY: `single` came from this vocabulary.
                 let attr = unsafe { sys::llama_vocab_get_attr(self.vocab.as_ptr(), *single) };
                 let special = sys::LLAMA_TOKEN_ATTR_CONTROL | sys::LLAMA_TOKEN_ATTR_USER_DEFINED;
-                ((attr as u32) & (special as u32) != 0).then_some(*single)
+                ((attr as u32) & special != 0).then_some(*single)
             }
             _ => None,
         }

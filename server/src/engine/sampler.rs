@@ -32,7 +32,7 @@ impl Sampler {
         let max = logits.iter().copied().filter(|v| v.is_finite()).fold(f32::NEG_INFINITY, f32::max) as f64;
         let weight = |v: f32| if v.is_finite() { ((v as f64 - max) / t).exp() } else { 0.0 };
         let total: f64 = logits.iter().map(|&v| weight(v)).sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return argmax(logits);
         }
         let mut target = self.next_unit() * total;

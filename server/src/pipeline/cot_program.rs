@@ -111,7 +111,7 @@ impl CotProgram {
             plan.push(Item::ScoreMarker);
         }
         plan.push(Item::Rating);
-        let captured = Captured::new(request_id, tiling.clone(), options, preprocess, started);
+        let captured = Captured::new(request_id, tiling, options, preprocess, started);
         CotProgram {
             tokens,
             plan,
