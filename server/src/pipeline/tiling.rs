@@ -5,7 +5,7 @@
 //! the heatmap mapper. The geometry helpers map between original-image pixels and tile pixels,
 //! which is what stitching tile heatmaps back together needs.
 
-use image::imageops::{self, FilterType};
+use image::imageops;
 use image::RgbImage;
 use serde::Serialize;
 
@@ -145,6 +145,19 @@ impl Tiling {
 ///
 /// Resampling is Catmull-Rom (bicubic, a = -0.5), the kernel of PIL's `BICUBIC` that HF uses;
 /// both widen the kernel when shrinking, so values match closely though not bit-for-bit.
+/// Bicubic resize with PIL's BICUBIC kernel (Catmull-Rom, support widened when shrinking, as HF's
+/// preprocessing does) through fast_image_resize's SIMD convolution: `image`'s generic resizer took
+/// ~70 ms per resize of a 1024×768 image here, fast_image_resize a few.
+fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    use fast_image_resize as fr;
+    let src = fr::images::ImageRef::new(image.width(), image.height(), image.as_raw(), fr::PixelType::U8x3)
+        .expect("an RgbImage's buffer holds width × height × 3 bytes");
+    let mut dst = fr::images::Image::new(width, height, fr::PixelType::U8x3);
+    let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom));
+    fr::Resizer::new().resize(&src, &mut dst, &options).expect("same pixel type on both sides, non-empty sizes");
+    RgbImage::from_raw(width, height, dst.into_vec()).expect("the resized buffer holds width × height × 3 bytes")
+}
+
 pub fn split(
     image: &RgbImage,
     min_tiles: u32,
@@ -153,12 +166,7 @@ pub fn split(
 ) -> (Tiling, Vec<RgbImage>, Option<RgbImage>) {
     let (width, height) = image.dimensions();
     let grid = choose_grid(width, height, min_tiles, max_tiles, tile_size);
-    let resized = imageops::resize(
-        image,
-        grid.cols * tile_size,
-        grid.rows * tile_size,
-        FilterType::CatmullRom,
-    );
+    let resized = resize_bicubic(image, grid.cols * tile_size, grid.rows * tile_size);
     let tiles: Vec<RgbImage> = (0..grid.n_tiles())
         .map(|i| {
             let (x, y) = ((i % grid.cols) * tile_size, (i / grid.cols) * tile_size);
@@ -166,7 +174,7 @@ pub fn split(
         })
         .collect();
     let thumbnail = (tiles.len() != 1)
-        .then(|| imageops::resize(image, tile_size, tile_size, FilterType::CatmullRom));
+        .then(|| resize_bicubic(image, tile_size, tile_size));
     let tiling = Tiling {
         grid,
         tile_size,
