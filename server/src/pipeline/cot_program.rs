@@ -170,8 +170,13 @@ impl CotProgram {
         Step::Feed { tokens, capture, logits: false }
     }
 
-    /// Parses the regions text into boxes and reports them (once, when the section is complete).
+    /// Parses the regions text into boxes and reports them, once: both the end of the regions section
+    /// and the marker step (reached without it when the explanation is skipped) call this.
     fn report_regions(&mut self) {
+        if self.captured.boxes_reported {
+            return;
+        }
+        self.captured.boxes_reported = true;
         let boxes: Vec<RegionBox> = parse_boxes(self.captured.sections.get(Section::Regions));
         for b in &boxes {
             self.emit(EvalEvent::Region(b.clone()));
@@ -220,10 +225,7 @@ impl SequenceProgram for CotProgram {
                 }
                 Item::MapMarkers => {
                     self.at += 1;
-                    if !self.captured.boxes_reported {
-                        self.report_regions();
-                        self.captured.boxes_reported = true;
-                    }
+                    self.report_regions();
                     let n = self.n_map_markers();
                     self.show(Section::Regions, format!("{}{}", prompt::map_sentence(), MAP_MARKER.repeat(n)));
                     let prefix = self.tokens.map_sentence.clone();
@@ -366,5 +368,80 @@ impl SequenceProgram for CotProgram {
         let (closed, _) = super::events::event_channel();
         let events = std::mem::replace(&mut self.events, closed);
         self.finalizer.submit(captured, end, stats.clone(), events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::events::event_channel;
+    use crate::pipeline::tiling::TileGrid;
+
+    fn tokens() -> PromptTokens {
+        PromptTokens {
+            before_image: vec![1],
+            opening: vec![2],
+            regions_heading: vec![3],
+            map_sentence: vec![4],
+            analysis_heading: vec![5],
+            score_sentence: vec![6],
+            period: vec![7],
+            rating_turn: vec![8],
+            map_marker: vec![9, 10],
+            score_marker: vec![11, 12],
+            level_tokens: [20, 21, 22, 23, 24],
+            native: false,
+        }
+    }
+
+    #[test]
+    fn boxes_of_the_regions_section_are_reported_once() {
+        let tiling = Tiling {
+            grid: TileGrid { cols: 1, rows: 1 },
+            tile_size: 56,
+            original_width: 56,
+            original_height: 56,
+            has_thumbnail: false,
+        };
+        let (events, mut receiver) = event_channel();
+        let options = EvalOptions::default();
+        let mut program = CotProgram::new(
+            Arc::new(tokens()),
+            vec![0],
+            tiling,
+            Vec::new(),
+            &options,
+            events,
+            1,
+            Instant::now(),
+            Default::default(),
+            Finalizer::start(None),
+        );
+        // Drive the plan up to the [MAP] markers, writing one grounded box in the regions section.
+        let mut saw_markers = false;
+        for _ in 0..20 {
+            match program.next_step() {
+                Step::Generate { .. } => {
+                    let regions = program.section == Some(Section::Regions);
+                    if regions {
+                        program.on_token(0, b"<ref>hand</ref><box>[[10,20,300,400]]</box>");
+                    }
+                    program.on_generation_end(GenerationEnd::Length);
+                }
+                Step::Feed { capture, .. } if !capture.is_empty() => {
+                    saw_markers = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(saw_markers);
+        let mut regions = 0;
+        while let Ok(event) = receiver.try_recv() {
+            if matches!(event, EvalEvent::Region(_)) {
+                regions += 1;
+            }
+        }
+        assert_eq!(regions, 1);
     }
 }
