@@ -6,7 +6,7 @@ use clap::Args;
 
 use std::sync::Arc;
 
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, SpeedUps};
 use crate::pipeline::trained::TrainedHeads;
 use crate::pipeline::Evaluator;
 use crate::pipeline::image_input::DEFAULT_MAX_PIXELS;
@@ -44,6 +44,10 @@ pub struct ModelArgs {
     /// come from them (mode `trained`); without, zero-shot.
     #[arg(long, env = "HEIE_HEADS")]
     pub heads: Option<PathBuf>,
+    /// Switch engine optimisations off, to measure them (`heie bench` does this itself): any of
+    /// batched-text, prefix-cache, batched-vision, batched-image-prefill, or `all`.
+    #[arg(long = "disable-speedup", value_delimiter = ',', value_name = "NAME")]
+    pub disable_speedups: Vec<String>,
 }
 
 impl ModelArgs {
@@ -83,6 +87,19 @@ impl ModelArgs {
             slots,
             n_batch: self.batch_size,
             max_queue,
+            speedups: self.speedups()?,
         })
+    }
+
+    /// The engine optimisations left on by `--disable-speedup`.
+    pub fn speedups(&self) -> anyhow::Result<SpeedUps> {
+        let mut speedups = SpeedUps::ALL;
+        for name in &self.disable_speedups {
+            speedups = match name.as_str() {
+                "all" => SpeedUps::NONE,
+                name => speedups.without(name).map_err(|e| anyhow::anyhow!("--disable-speedup: {e}"))?,
+            };
+        }
+        Ok(speedups)
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::ffi::{Batch, Context, Model, Token, Vision};
 use super::metrics::EngineMetrics;
 use super::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
+use super::speedups::SpeedUps;
 use super::sampler::Sampler;
 use super::stats::SequenceStats;
 use super::{Command, EngineError, Job};
@@ -17,7 +18,8 @@ use super::{Command, EngineError, Job};
 enum SlotState {
     /// Needs `next_step`.
     Ready,
-    Feeding { tokens: Vec<Token>, capture: Vec<usize>, logits: bool, done: usize },
+    /// `publish`: these tokens are the shared prefix; once fed, the prefix cache takes their cells.
+    Feeding { tokens: Vec<Token>, capture: Vec<usize>, logits: bool, done: usize, publish: bool },
     Generating { remaining: u32, sampler: Sampler, next: Option<(Token, bool)> },
 }
 
@@ -49,7 +51,15 @@ pub(super) struct DecodeLoop {
     pub embd_batch: Batch,
     slots: Vec<Slot>,
     free_seqs: Vec<i32>,
+    speedups: SpeedUps,
+    /// The shared prefix whose cells the sequence `prefix_seq` holds, once a sequence has computed it.
+    prefix: Option<Vec<Token>>,
+    prefix_seq: i32,
 }
+
+/// KV cells kept for the cached prefix (InternVL's is about 60 tokens; a byte-level vocabulary's a few
+/// hundred). Longer prefixes are simply not cached.
+pub(super) const PREFIX_CELLS: u32 = 1024;
 
 impl DecodeLoop {
     #[allow(clippy::too_many_arguments)]
@@ -62,6 +72,7 @@ impl DecodeLoop {
         n_slots: usize,
         ctx_per_seq: i32,
         n_batch: usize,
+        speedups: SpeedUps,
     ) -> DecodeLoop {
         let width = model.n_embd();
         DecodeLoop {
@@ -75,6 +86,10 @@ impl DecodeLoop {
             embd_batch: Batch::embeddings(n_batch, width),
             slots: Vec::new(),
             free_seqs: (0..n_slots as i32).rev().collect(),
+            speedups,
+            prefix: None,
+            // The sequence id after the slots' ids; the context is created with one more sequence.
+            prefix_seq: n_slots as i32,
         }
     }
 
@@ -185,7 +200,28 @@ impl DecodeLoop {
                         continue;
                     }
                     slot.stats.prompt_tokens += tokens.len() as u32;
-                    slot.state = SlotState::Feeding { tokens, capture, logits, done: 0 };
+                    slot.state = SlotState::Feeding { tokens, capture, logits, done: 0, publish: false };
+                }
+                Step::Prefix(tokens) => {
+                    if slot.pos != 0 {
+                        slot.end = Some(SequenceEnd::Failed(EngineError::Decode(
+                            "a shared prefix must be the first step of a sequence".into(),
+                        )));
+                        return;
+                    }
+                    if tokens.is_empty() {
+                        continue;
+                    }
+                    slot.stats.prompt_tokens += tokens.len() as u32;
+                    if self.speedups.prefix_cache && self.prefix.as_ref() == Some(&tokens) {
+                        self.ctx.share_prefix(self.prefix_seq, slot.seq, tokens.len() as i32);
+                        slot.pos = tokens.len() as i32;
+                        slot.stats.cached_prompt_tokens += tokens.len() as u32;
+                        self.metrics.prefix_cache_hits.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let publish = self.speedups.prefix_cache && tokens.len() <= PREFIX_CELLS as usize;
+                    slot.state = SlotState::Feeding { tokens, capture: Vec::new(), logits: false, done: 0, publish };
                 }
                 Step::Generate { max_tokens, sampling } => {
                     slot.state = SlotState::Generating { remaining: max_tokens, sampler: Sampler::new(sampling), next: None };
@@ -247,10 +283,12 @@ impl DecodeLoop {
     fn run_images(&mut self, i: usize, tiles: &[TileBitmap]) -> Result<(), EngineError> {
         let width = self.model.n_embd();
         let t0 = Instant::now();
-        let mut features = Vec::with_capacity(tiles.len());
-        for tile in tiles {
-            features.push(self.vision.encode_tile(&tile.rgb, tile.width, tile.height)?);
-        }
+        let features = if self.speedups.batched_vision {
+            let views: Vec<(&[u8], u32, u32)> = tiles.iter().map(|t| (t.rgb.as_slice(), t.width, t.height)).collect();
+            self.vision.encode_tiles(&views)?
+        } else {
+            tiles.iter().map(|t| self.vision.encode_tile(&t.rgb, t.width, t.height)).collect::<Result<Vec<_>, _>>()?
+        };
         let encode = t0.elapsed();
         self.metrics.record_image_encode(encode);
         let n_tokens: usize = features.iter().map(|f| f.len() / width).sum();
@@ -265,10 +303,17 @@ impl DecodeLoop {
         let t1 = Instant::now();
         self.ctx.set_embeddings(false);
         self.embd_batch.clear();
-        let rows = features.iter().flat_map(|f| f.chunks_exact(width));
-        for (t, row) in rows.enumerate() {
-            self.embd_batch.push_embedding(row, slot.pos + t as i32, slot.seq, false);
-            if self.embd_batch.len() == self.embd_batch.capacity() {
+        let mut t = 0;
+        for tile in &features {
+            for row in tile.chunks_exact(width) {
+                self.embd_batch.push_embedding(row, slot.pos + t, slot.seq, false);
+                t += 1;
+                if self.embd_batch.len() == self.embd_batch.capacity() {
+                    self.ctx.decode(&self.embd_batch)?;
+                    self.embd_batch.clear();
+                }
+            }
+            if !self.speedups.batched_image_prefill {
                 self.ctx.decode(&self.embd_batch)?;
                 self.embd_batch.clear();
             }
@@ -316,7 +361,7 @@ impl DecodeLoop {
             if slot.end.is_some() {
                 continue;
             }
-            let SlotState::Feeding { tokens, capture, logits: _, done } = &slot.state else { continue };
+            let SlotState::Feeding { tokens, capture, done, .. } = &slot.state else { continue };
             let has_capture = capture.iter().any(|&c| c >= *done);
             if capturing && !has_capture {
                 continue;
@@ -325,7 +370,8 @@ impl DecodeLoop {
             if room == 0 {
                 break;
             }
-            let take = (tokens.len() - done).min(room);
+            let per_step = if self.speedups.batched_text { room } else { 1 };
+            let take = (tokens.len() - done).min(per_step);
             if slot.pos + (tokens.len() - done) as i32 > self.ctx_per_seq {
                 slot.end = Some(SequenceEnd::Failed(EngineError::ContextFull(format!(
                     "{} more tokens at position {} of {}",
@@ -403,7 +449,7 @@ impl DecodeLoop {
                 }
                 Row::Fed { slot: i, index } => {
                     let slot = &mut self.slots[i];
-                    let SlotState::Feeding { tokens, capture, logits, done } = &mut slot.state else { continue };
+                    let SlotState::Feeding { tokens, capture, logits, done, publish } = &mut slot.state else { continue };
                     slot.pos += 1;
                     *done = index + 1;
                     if capture.contains(&index) {
@@ -420,6 +466,12 @@ impl DecodeLoop {
                             }
                         }
                         slot.pending_logits = row_logits;
+                        if *publish {
+                            // Later sequences share these cells instead of computing them again.
+                            self.ctx.remove_from(self.prefix_seq, 0);
+                            self.ctx.share_prefix(slot.seq, self.prefix_seq, tokens.len() as i32);
+                            self.prefix = Some(std::mem::take(tokens));
+                        }
                         slot.state = SlotState::Ready;
                     }
                 }

@@ -313,6 +313,13 @@ impl Context {
         }
     }
 
+    /// Makes sequence `dst` share `src`'s cells at positions `0..len` (no recompute: with the unified
+    /// KV cache the cells gain a second owner, they are not duplicated).
+    pub fn share_prefix(&mut self, src: i32, dst: i32, len: i32) {
+        // SAFETY: valid memory handle; llama.cpp ignores positions without cells.
+        unsafe { sys::llama_memory_seq_cp(self.memory, src, dst, 0, len) }
+    }
+
     /// Removes a sequence's cells at positions `from..` (all of them with `from = 0`).
     pub fn remove_from(&mut self, seq: i32, from: i32) {
         // SAFETY: valid memory handle; out-of-range positions are a no-op in llama.cpp.
@@ -414,7 +421,14 @@ pub struct Vision {
 }
 
 impl Vision {
-    pub fn load(path: &Path, model: std::sync::Arc<Model>, use_gpu: bool, threads: i32) -> Result<Vision, EngineError> {
+    /// `batch_tokens`: most output tokens one batched vision encode may produce (several tiles).
+    pub fn load(
+        path: &Path,
+        model: std::sync::Arc<Model>,
+        use_gpu: bool,
+        threads: i32,
+        batch_tokens: usize,
+    ) -> Result<Vision, EngineError> {
         let c_path = path_cstring(path)?;
         // SAFETY: default params are plain data; the text model outlives this context via the Arc.
         let raw = unsafe {
@@ -423,6 +437,7 @@ impl Vision {
             params.n_threads = threads;
             params.print_timings = false;
             params.warmup = false;
+            params.batch_max_tokens = batch_tokens.min(i32::MAX as usize) as i32;
             sys::mtmd_init_from_file(c_path.as_ptr(), model.raw.as_ptr(), params)
         };
         let raw = NonNull::new(raw).ok_or_else(|| {
@@ -438,10 +453,12 @@ impl Vision {
         Ok(Vision { raw, n_embd, _model: model, _not_send: std::marker::PhantomData })
     }
 
-    /// Encodes one RGB bitmap that is exactly one tile (so mtmd does no tiling of its own) and returns
-    /// its post-projector embeddings, `n_tokens × n_embd` row-major.
-    pub fn encode_tile(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, EngineError> {
-        assert_eq!(rgb.len(), (width * height * 3) as usize, "tile buffer size");
+    /// Turns one RGB bitmap that is exactly one tile (so mtmd does no tiling of its own) into an image
+    /// chunk ready to encode. The chunk lives as long as the returned [`TileChunk`].
+    fn tile_chunk(&self, rgb: &[u8], width: u32, height: u32) -> Result<TileChunk, EngineError> {
+        if rgb.len() != (width as usize) * (height as usize) * 3 {
+            return Err(EngineError::Encode(format!("tile buffer holds {} bytes, not {width}×{height}×3", rgb.len())));
+        }
         // SAFETY: rgb holds width×height×3 bytes; mtmd copies it into the bitmap.
         let bitmap = unsafe { sys::mtmd_bitmap_init(width, height, rgb.as_ptr()) };
         let bitmap = OwnedBitmap(NonNull::new(bitmap).ok_or_else(|| EngineError::Encode("bitmap allocation failed".into()))?);
@@ -463,16 +480,22 @@ impl Vision {
             return Err(EngineError::Encode(format!("mtmd_tokenize returned {rc}{}", take_last_error())));
         }
         // SAFETY: chunks is valid; indices are below its size.
-        let image_chunk = unsafe {
+        let image = unsafe {
             (0..sys::mtmd_input_chunks_size(chunks.0.as_ptr()))
                 .map(|i| sys::mtmd_input_chunks_get(chunks.0.as_ptr(), i))
                 .find(|&c| sys::mtmd_input_chunk_get_type(c) == sys::MTMD_INPUT_CHUNK_TYPE_IMAGE)
         }
         .ok_or_else(|| EngineError::Encode("mtmd produced no image chunk".into()))?;
-        // SAFETY: image_chunk belongs to `chunks`, alive here.
-        let n_tokens = unsafe { sys::mtmd_input_chunk_get_n_tokens(image_chunk) };
-        // SAFETY: as above.
-        let rc = unsafe { sys::mtmd_encode_chunk(self.raw.as_ptr(), image_chunk) };
+        // SAFETY: the chunk belongs to `chunks`, alive here.
+        let n_tokens = unsafe { sys::mtmd_input_chunk_get_n_tokens(image) };
+        Ok(TileChunk { _chunks: chunks, image, n_tokens })
+    }
+
+    /// Encodes one tile and returns its post-projector embeddings, `n_tokens × n_embd` row-major.
+    pub fn encode_tile(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, EngineError> {
+        let tile = self.tile_chunk(rgb, width, height)?;
+        // SAFETY: the chunk is alive (owned by `tile`).
+        let rc = unsafe { sys::mtmd_encode_chunk(self.raw.as_ptr(), tile.image) };
         if rc != 0 {
             return Err(EngineError::Encode(format!("mtmd_encode_chunk returned {rc}{}", take_last_error())));
         }
@@ -482,7 +505,68 @@ impl Vision {
             return Err(EngineError::Encode("mtmd returned no embeddings".into()));
         }
         // SAFETY: see above.
-        Ok(unsafe { std::slice::from_raw_parts(out, n_tokens * self.n_embd) }.to_vec())
+        Ok(unsafe { std::slice::from_raw_parts(out, tile.n_tokens * self.n_embd) }.to_vec())
+    }
+
+    /// Encodes several tiles through the vision tower together (one graph per group of up to the
+    /// context's batch limit), which keeps a GPU busy where one tile at a time would not. Returns each
+    /// tile's embeddings in order, exactly as [`Vision::encode_tile`] would.
+    pub fn encode_tiles(&mut self, tiles: &[(&[u8], u32, u32)]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let chunks = tiles.iter().map(|&(rgb, w, h)| self.tile_chunk(rgb, w, h)).collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut next = 0;
+        while next < chunks.len() {
+            let batch = OwnedVisionBatch::new(self.raw)?;
+            let mut end = next;
+            while end < chunks.len() {
+                // SAFETY: batch and chunk are alive; the batch does not own the chunk.
+                match unsafe { sys::mtmd_batch_add_chunk(batch.0.as_ptr(), chunks[end].image) } {
+                    0 => end += 1,
+                    // Full (or tiles that cannot share a graph): encode what we have, start a new batch.
+                    2 | 3 if end > next => break,
+                    rc => return Err(EngineError::Encode(format!("mtmd_batch_add_chunk returned {rc}{}", take_last_error()))),
+                }
+            }
+            // SAFETY: the batch holds `end - next` live chunks.
+            let rc = unsafe { sys::mtmd_batch_encode(batch.0.as_ptr()) };
+            if rc != 0 {
+                return Err(EngineError::Encode(format!("mtmd_batch_encode returned {rc}{}", take_last_error())));
+            }
+            for tile in &chunks[next..end] {
+                // SAFETY: the chunk was encoded in this batch; the pointer is valid until the batch is freed.
+                let p = unsafe { sys::mtmd_batch_get_output_embd(batch.0.as_ptr(), tile.image) };
+                if p.is_null() {
+                    return Err(EngineError::Encode("mtmd returned no embeddings for a batched tile".into()));
+                }
+                // SAFETY: n_tokens × n_embd floats at p (mtmd's documented layout), copied before the batch drops.
+                out.push(unsafe { std::slice::from_raw_parts(p, tile.n_tokens * self.n_embd) }.to_vec());
+            }
+            next = end;
+        }
+        Ok(out)
+    }
+}
+
+/// One tile's image chunk and the list that owns it.
+struct TileChunk {
+    _chunks: OwnedChunks,
+    image: *const sys::mtmd_input_chunk,
+    n_tokens: usize,
+}
+
+/// An mtmd encoding batch (it borrows its chunks, it does not own them).
+struct OwnedVisionBatch(NonNull<sys::mtmd_batch>);
+impl OwnedVisionBatch {
+    fn new(ctx: NonNull<sys::mtmd_context>) -> Result<Self, EngineError> {
+        // SAFETY: valid mtmd context.
+        let raw = unsafe { sys::mtmd_batch_init(ctx.as_ptr()) };
+        NonNull::new(raw).map(Self).ok_or_else(|| EngineError::Encode("mtmd batch allocation failed".into()))
+    }
+}
+impl Drop for OwnedVisionBatch {
+    fn drop(&mut self) {
+        // SAFETY: allocated by mtmd_batch_init, freed once.
+        unsafe { sys::mtmd_batch_free(self.0.as_ptr()) }
     }
 }
 

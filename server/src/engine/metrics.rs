@@ -18,6 +18,8 @@ pub struct EngineMetrics {
     pub multi_sequence_steps: AtomicU64,
     pub max_sequences_in_step: AtomicUsize,
     pub image_encodes: AtomicU64,
+    /// Sequences that started from the cached shared prefix instead of computing it.
+    pub prefix_cache_hits: AtomicU64,
     pub image_encode_micros: AtomicU64,
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,

@@ -7,6 +7,7 @@ mod ffi;
 mod metrics;
 mod program;
 mod sampler;
+mod speedups;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use ffi::{supports_gpu_offload, Model, Token};
 pub use metrics::EngineMetrics;
 pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
 pub use sampler::argmax;
+pub use speedups::SpeedUps;
 pub use stats::SequenceStats;
 
 use decode_loop::DecodeLoop;
@@ -42,6 +44,8 @@ pub struct EngineConfig {
     pub n_batch: u32,
     /// Requests waiting for a slot before new ones are refused.
     pub max_queue: usize,
+    /// Throughput optimisations (all on unless a benchmark measures the naive path).
+    pub speedups: SpeedUps,
 }
 
 /// Facts about the loaded models that the pipeline and clients need.
@@ -83,6 +87,9 @@ pub struct Engine {
     max_queue: usize,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Tiles one batched vision encode may take: an image at the default `--max-tiles 6` plus its thumbnail.
+const VISION_BATCH_TILES: usize = 7;
 
 fn require_file(path: &Path, what: &str) -> Result<(), EngineError> {
     match std::fs::metadata(path) {
@@ -169,14 +176,17 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("heie-engine".into())
             .spawn(move || {
+                // One more sequence, and room for its cells, holds the cached shared prefix.
                 let params = ContextParams {
-                    n_ctx: cfg.ctx_per_sequence * cfg.slots,
+                    n_ctx: cfg.ctx_per_sequence * cfg.slots + decode_loop::PREFIX_CELLS,
                     n_batch: cfg.n_batch,
-                    n_seq_max: cfg.slots,
+                    n_seq_max: cfg.slots + 1,
                     threads: cfg.threads,
                 };
+                // A vision batch as large as one image's tiles (the default 6 + thumbnail).
+                let vision_batch_tokens = tokens_per_tile * VISION_BATCH_TILES;
                 let built = Context::new(thread_model.clone(), &params).and_then(|ctx| {
-                    Vision::load(&cfg.mmproj, thread_model.clone(), gpu, cfg.threads).map(|v| (ctx, v))
+                    Vision::load(&cfg.mmproj, thread_model.clone(), gpu, cfg.threads, vision_batch_tokens).map(|v| (ctx, v))
                 });
                 let (ctx, vision) = match built {
                     Ok(parts) => parts,
@@ -195,6 +205,7 @@ impl Engine {
                     cfg.slots as usize,
                     cfg.ctx_per_sequence as i32,
                     cfg.n_batch as usize,
+                    cfg.speedups,
                 )
                 .run();
             })

@@ -37,6 +37,10 @@ pub enum Step {
     /// through [`SequenceProgram::on_hidden`]; `logits` asks for the logits after the last token
     /// through [`SequenceProgram::on_logits`].
     Feed { tokens: Vec<Token>, capture: Vec<usize>, logits: bool },
+    /// Append these tokens at the very start of the sequence. Every sequence of a kind starts with the
+    /// same ones (the system prompt), so the engine may give the sequence a shared copy of cells
+    /// computed once instead of computing them; the result is the same. Only valid as the first step.
+    Prefix(Vec<Token>),
     /// Encode tiles through the vision tower (one by one, so each tile's features are kept) and
     /// append all their embeddings with batched decodes; features are reported per tile, in order,
     /// through [`SequenceProgram::on_image_features`].

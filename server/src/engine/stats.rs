@@ -17,6 +17,8 @@ pub struct SequenceStats {
     /// Time spent in the admission queue before a slot was free.
     pub queued: Duration,
     pub prompt_tokens: u32,
+    /// The part of `prompt_tokens` taken from the shared-prefix cache instead of being computed.
+    pub cached_prompt_tokens: u32,
     pub image_tokens: u32,
     pub generated_tokens: u32,
     /// When the first generated token was sampled, relative to admission.

@@ -23,6 +23,8 @@ use super::tiling::Tiling;
 /// One item of the program's plan.
 #[derive(Debug, Clone)]
 enum Item {
+    /// The system prompt up to `<img>`: the same for every request, so the engine may reuse it.
+    SharedPrefix(Vec<Token>),
     /// Forced text, shown as part of `section` (None = hidden chat scaffolding).
     Text { tokens: Vec<Token>, shown: Option<(Section, String)> },
     /// Every tile, then the thumbnail.
@@ -88,7 +90,7 @@ impl CotProgram {
         let shown = |s: Section, text: String| Some((s, text));
         let text = |tokens: &[Token], s: Option<(Section, String)>| Item::Text { tokens: tokens.to_vec(), shown: s };
         let mut plan = vec![
-            text(&tokens.before_image, None),
+            Item::SharedPrefix(tokens.before_image.clone()),
             Item::Tiles,
             Item::Text { tokens: after_image, shown: None },
         ];
@@ -198,6 +200,10 @@ impl SequenceProgram for CotProgram {
         loop {
             let Some(item) = self.plan.get(self.at).cloned() else { return Step::Finish };
             match item {
+                Item::SharedPrefix(tokens) => {
+                    self.at += 1;
+                    return Step::Prefix(tokens);
+                }
                 Item::Tiles => {
                     self.at += 1;
                     return Step::Images(std::mem::take(&mut self.tiles));

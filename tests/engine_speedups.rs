@@ -1,0 +1,90 @@
+//! The engine's throughput optimisations (issue 7) change how many llama.cpp calls a sequence takes,
+//! never what it computes: the same image through the optimised and the naive engine gives the same
+//! features, hidden states, explanation and score, on the real llama.cpp with the fixture models.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use heie_server::engine::{Engine, SpeedUps};
+use heie_server::pipeline::{EvalOptions, EvalResult, Evaluator};
+
+use common::{config, test_image};
+
+fn evaluator(speedups: SpeedUps) -> Evaluator {
+    let mut cfg = config("tiny-llm.gguf", "tiny-mmproj.gguf", 2);
+    cfg.speedups = speedups;
+    Evaluator::new(Arc::new(Engine::start(&cfg).expect("fixture engine starts"))).unwrap()
+}
+
+fn run(evaluator: &Evaluator) -> EvalResult {
+    let options = EvalOptions { max_tokens_per_section: 10, emit_captures: true, ..Default::default() };
+    let (_, events) = evaluator.evaluate(&test_image(1024, 768), options).expect("evaluation starts");
+    let result = EvalResult::collect(events, |_| {});
+    assert_eq!(result.error, None);
+    result
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Batched and one-at-a-time matrix products round differently, so states are compared with a
+/// tolerance far below the differences between distinct tokens or tiles.
+fn assert_same_computation(fast: &EvalResult, naive: &EvalResult, what: &str) {
+    let (f, n) = (fast.captures.as_ref().unwrap(), naive.captures.as_ref().unwrap());
+    assert_eq!(f.features.len(), n.features.len(), "{what}: tiles");
+    for (a, b) in f.features.iter().zip(&n.features) {
+        assert!(max_abs_diff(a, b) < 1e-3, "{what}: tile features differ by {}", max_abs_diff(a, b));
+    }
+    assert_eq!(f.map_hidden.len(), n.map_hidden.len(), "{what}: [MAP] states");
+    for (a, b) in f.map_hidden.iter().zip(&n.map_hidden) {
+        assert!(max_abs_diff(a, b) < 1e-2, "{what}: [MAP] states differ by {}", max_abs_diff(a, b));
+    }
+    let (fs, ns) = (f.score_hidden.as_ref().unwrap(), n.score_hidden.as_ref().unwrap());
+    assert!(max_abs_diff(fs, ns) < 1e-2, "{what}: [SCORE] state differs by {}", max_abs_diff(fs, ns));
+    assert_eq!(fast.explanation.chain_of_thought(), naive.explanation.chain_of_thought(), "{what}: explanation");
+    let (a, b) = (fast.score().unwrap(), naive.score().unwrap());
+    assert!((a - b).abs() < 1e-3, "{what}: score {a} vs {b}");
+    assert_eq!(fast.tokens.prompt, naive.tokens.prompt, "{what}: prompt tokens");
+    assert_eq!(fast.tokens.image, naive.tokens.image, "{what}: image tokens");
+}
+
+#[test]
+fn every_speed_up_leaves_the_result_unchanged() {
+    let naive = evaluator(SpeedUps::NONE);
+    let reference = run(&naive);
+    let fast = evaluator(SpeedUps::ALL);
+    // The second request through the optimised engine starts from the cached prefix.
+    let first = run(&fast);
+    let second = run(&fast);
+    assert_same_computation(&first, &reference, "all speed-ups, prefix computed");
+    assert_same_computation(&second, &reference, "all speed-ups, prefix reused");
+    assert_eq!(fast.engine().metrics().prefix_cache_hits.load(Ordering::Relaxed), 1);
+    assert_eq!(naive.engine().metrics().prefix_cache_hits.load(Ordering::Relaxed), 0);
+    drop((fast, naive));
+    // Each optimisation alone switched off (so each is checked on its own).
+    for name in SpeedUps::NAMES {
+        let result = run(&evaluator(SpeedUps::ALL.without(name).unwrap()));
+        assert_same_computation(&result, &reference, name);
+    }
+}
+
+#[test]
+fn concurrent_sequences_share_the_cached_prefix_and_finish_correctly() {
+    let fast = evaluator(SpeedUps::ALL);
+    let alone = run(&fast);
+    // Two at once, both from the cache: their results equal the lone run's.
+    let options = EvalOptions { max_tokens_per_section: 10, emit_captures: true, ..Default::default() };
+    let streams: Vec<_> = (0..2)
+        .map(|_| fast.evaluate(&test_image(1024, 768), options.clone()).expect("starts").1)
+        .collect();
+    for events in streams {
+        let result = EvalResult::collect(events, |_| {});
+        assert_eq!(result.error, None);
+        assert_same_computation(&result, &alone, "concurrent");
+    }
+    assert_eq!(fast.engine().metrics().prefix_cache_hits.load(Ordering::Relaxed), 2);
+}
