@@ -66,28 +66,40 @@ fn serve_reports_a_bad_config_in_one_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_measures_every_parallel_setting_and_prints_json() {
+async fn bench_measures_heie_and_the_naive_path_side_by_side_and_prints_json() {
     let _serial = serial().await;
     let out = std::process::Command::new(heie_bin())
         .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
-        .args(["--threads", "1", "--parallel", "1,2", "--clients", "3", "--requests", "4", "--max-tokens", "2"])
-        .args(["--width", "96", "--height", "64", "--json"])
+        .args(["--threads", "1", "--parallel", "1,2", "--paths", "heie,naive,no-prefix-cache", "--requests", "4"])
+        .args(["--max-tokens", "2", "--width", "96", "--height", "64", "--json"])
         .env("HEIE_LOG", "error")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 2);
-    for (row, parallel) in rows.iter().zip([1, 2]) {
-        assert_eq!(row["parallel"], parallel);
+    let settings: Vec<(String, u64)> =
+        rows.iter().map(|r| (r["path"].as_str().unwrap().to_string(), r["in_flight"].as_u64().unwrap())).collect();
+    let expected: Vec<(String, u64)> = [1, 2]
+        .into_iter()
+        .flat_map(|n| ["heie", "naive", "no-prefix-cache"].map(|p| (p.to_string(), n)))
+        .collect();
+    assert_eq!(settings, expected);
+    for row in rows {
         assert_eq!(row["requests"], 4);
-        assert_eq!(row["clients"], 3);
         assert!(row["images_per_s"].as_f64().unwrap() > 0.0);
-        let (p50, p95) = (row["ttft_p50_ms"].as_f64().unwrap(), row["ttft_p95_ms"].as_f64().unwrap());
+        let (p50, p95) = (row["latency_p50_ms"].as_f64().unwrap(), row["latency_p95_ms"].as_f64().unwrap());
         assert!(p50 > 0.0 && p95 >= p50, "{row}");
+        let (t50, t95) = (row["ttft_p50_ms"].as_f64().unwrap(), row["ttft_p95_ms"].as_f64().unwrap());
+        assert!(t50 > 0.0 && t95 >= t50 && t50 <= p50, "{row}");
+        assert!(row["image_encode_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["sequence_decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        let share = row["pre_post_share"].as_f64().unwrap();
+        assert!(share > 0.0 && share < 1.0, "{row}");
         assert!(row["mean_decode_batch"].as_f64().unwrap() >= 1.0);
+        // Each row is compared with the naive row of the same in-flight count.
+        assert!(row["vs_naive"].as_f64().unwrap() > 0.0, "{row}");
     }
-    assert_eq!(rows[0]["speedup"], 1.0);
+    assert_eq!(rows[1]["vs_naive"], 1.0);
     assert_eq!(rows[0]["mean_decode_batch"], 1.0, "one slot decodes one sequence per step");
 }

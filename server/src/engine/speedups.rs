@@ -33,6 +33,12 @@ impl SpeedUps {
     /// The names accepted by [`SpeedUps::without`], as used on the command line.
     pub const NAMES: [&'static str; 4] = ["batched-text", "prefix-cache", "batched-vision", "batched-image-prefill"];
 
+    /// The names of the optimisations that are off, in [`SpeedUps::NAMES`] order.
+    pub fn disabled_names(&self) -> Vec<&'static str> {
+        let on = [self.batched_text, self.prefix_cache, self.batched_vision, self.batched_image_prefill];
+        Self::NAMES.iter().zip(on).filter(|(_, on)| !on).map(|(n, _)| *n).collect()
+    }
+
     /// A copy with the named optimisation switched off.
     pub fn without(mut self, name: &str) -> Result<SpeedUps, String> {
         match name {
@@ -57,6 +63,8 @@ mod tests {
             let on = [s.batched_text, s.prefix_cache, s.batched_vision, s.batched_image_prefill];
             assert_eq!(on.iter().filter(|b| !**b).count(), 1, "{name}");
         }
+        assert_eq!(SpeedUps::NONE.disabled_names(), SpeedUps::NAMES.to_vec());
+        assert!(SpeedUps::ALL.disabled_names().is_empty());
         assert!(SpeedUps::ALL.without("warp-drive").unwrap_err().contains("prefix-cache"));
     }
 }

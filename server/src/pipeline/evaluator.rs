@@ -75,6 +75,17 @@ impl Evaluator {
     /// Tiles the image (on the caller's thread), queues its program and returns the event stream.
     /// Fails at once with `QueueFull` when the engine's queue is full.
     pub fn evaluate(&self, image: &RgbImage, options: EvalOptions) -> Result<(u64, EventReceiver), PipelineError> {
+        self.evaluate_decoded(image, options, std::time::Duration::ZERO)
+    }
+
+    /// As [`Evaluator::evaluate`], for an image that took `decode_time` to decode: that time counts as
+    /// preprocessing in the reported timings.
+    pub fn evaluate_decoded(
+        &self,
+        image: &RgbImage,
+        options: EvalOptions,
+        decode_time: std::time::Duration,
+    ) -> Result<(u64, EventReceiver), PipelineError> {
         let started = Instant::now();
         let options = options.validated()?;
         let info = self.engine.info();
@@ -100,7 +111,7 @@ impl Evaluator {
             events,
             request_id,
             started,
-            started.elapsed(),
+            decode_time + started.elapsed(),
             self.finalizer.clone(),
         );
         self.engine.submit(Box::new(program))?;

@@ -63,7 +63,7 @@ async fn start(
             .into_iter()
             .zip(per_image)
             .map(|(image, eval)| {
-                submit(&evaluator, Arc::new(image.rgb), eval, options.encodings.clone()).map(|(_, rx, enc)| (rx, enc))
+                submit(&evaluator, Arc::new(image.rgb), image.decode_time, eval, options.encodings.clone()).map(|(_, rx, enc)| (rx, enc))
             })
             .collect()
     });

@@ -31,6 +31,8 @@ pub struct RequestDefaults {
 pub struct ValidImage {
     pub rgb: RgbImage,
     pub generation_prompt: Option<String>,
+    /// Time spent decoding it, reported as part of the evaluation's preprocessing.
+    pub decode_time: std::time::Duration,
 }
 
 /// Options shared by every image of a request, before the image fixes the heatmap size.
@@ -86,6 +88,7 @@ pub fn images(images: &[pb::Image], field: &str, defaults: &RequestDefaults) -> 
 /// Converts one image; `field` is its path in the request (`image`, `images[3]`).
 pub fn image(image: Option<&pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<ValidImage, ServiceError> {
     let image = image.ok_or_else(|| ServiceError::invalid(field, "an image is required"))?;
+    let started = std::time::Instant::now();
     let rgb = match &image.source {
         None => return Err(ServiceError::invalid(format!("{field}.source"), "set either encoded or raw")),
         Some(pb::image::Source::Encoded(bytes)) => {
@@ -115,7 +118,7 @@ pub fn image(image: Option<&pb::Image>, field: &str, defaults: &RequestDefaults)
         }
     };
     let generation_prompt = image.generation_prompt.clone().filter(|p| !p.trim().is_empty());
-    Ok(ValidImage { rgb, generation_prompt })
+    Ok(ValidImage { rgb, generation_prompt, decode_time: started.elapsed() })
 }
 
 /// Converts the options message (absent = all defaults).

@@ -39,11 +39,12 @@ pub(crate) enum ImageEnd {
 pub(crate) fn submit(
     evaluator: &Evaluator,
     image: Arc<RgbImage>,
+    decode_time: std::time::Duration,
     options: EvalOptions,
     encodings: Vec<pb::HeatmapEncoding>,
 ) -> Result<(u64, EventReceiver, Arc<EventEncoder>), ServiceError> {
     let heatmap_size = options.heatmap_size;
-    let (id, events) = evaluator.evaluate(&image, options)?;
+    let (id, events) = evaluator.evaluate_decoded(&image, options, decode_time)?;
     let device = evaluator.engine().info().device.clone();
     Ok((id, events, Arc::new(EventEncoder::new(image, encodings, heatmap_size, device))))
 }
@@ -133,7 +134,7 @@ async fn start(
         let image = convert::image(request.image.as_ref(), "image", &defaults)?;
         let options = convert::options(request.options.as_ref(), &defaults)?;
         let eval = options.for_image(&image, "image")?;
-        submit(&evaluator, Arc::new(image.rgb), eval, options.encodings)
+        submit(&evaluator, Arc::new(image.rgb), image.decode_time, eval, options.encodings)
     });
     let joined = tokio::select! {
         joined = setup => joined,

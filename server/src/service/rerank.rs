@@ -58,7 +58,7 @@ async fn start(shared: &Arc<Shared>, request: pb::RerankRequest) -> Result<(Vec<
         let receivers = images
             .iter()
             .zip(per_image)
-            .map(|(image, eval)| evaluator.evaluate(&image.rgb, eval).map(|(_, rx)| rx).map_err(ServiceError::from))
+            .map(|(image, eval)| evaluator.evaluate_decoded(&image.rgb, eval, image.decode_time).map(|(_, rx)| rx).map_err(ServiceError::from))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((receivers, top_k))
     })

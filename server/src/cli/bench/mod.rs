@@ -1,0 +1,147 @@
+//! `heie bench`: images/s, latency percentiles, time to first token, decode rate and image encode time
+//! of the gRPC service at several in-flight counts, for HEIE's engine and the naive llama.cpp path
+//! (speed-ups off) side by side in one run — an in-process server per setting, driven by real gRPC
+//! clients — or against a running server (`--addr`).
+
+mod client;
+mod path;
+mod report;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use heie_proto::v1 as pb;
+
+use crate::service::{self, ServeOptions, ServiceLimits};
+
+use super::model_args::ModelArgs;
+use super::serve::{DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES};
+use client::{connect, generated_images, measure, request_options};
+use path::BenchPath;
+pub use report::percentile;
+use report::{compare_with_naive, table, BenchRow};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Drive this running server instead of starting one (one row, at its own --parallel).
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+    /// Requests in flight at once; each setting gets a fresh in-process server with as many slots.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 4, 16])]
+    pub parallel: Vec<usize>,
+    /// Engine configurations to compare: heie (all speed-ups), naive (none), or no-<speed-up> to
+    /// measure one speed-up on its own (no-batched-text, no-prefix-cache, no-batched-vision,
+    /// no-batched-image-prefill).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["heie".to_string(), "naive".to_string()])]
+    pub paths: Vec<String>,
+    /// Evaluations per setting (default: 3 per request in flight, at least 8), after one warm-up.
+    #[arg(long)]
+    pub requests: Option<usize>,
+    /// Images to send (cycled); default: generated pictures of --width × --height.
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    #[arg(long, default_value_t = 480)]
+    pub height: u32,
+    /// Token cap per section of each request.
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: u32,
+    /// Score only (short analysis), as Rerank's fast mode.
+    #[arg(long)]
+    pub no_explanation: bool,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Runs the command.
+pub fn run(args: BenchArgs) -> anyhow::Result<usize> {
+    anyhow::ensure!(args.parallel.iter().all(|p| (1..=64).contains(p)), "--parallel values must be 1..=64");
+    anyhow::ensure!(args.requests != Some(0), "--requests must be at least 1");
+    let paths = args.paths.iter().map(|p| BenchPath::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--paths: {e}"))?;
+    anyhow::ensure!(args.model.disable_speedups.is_empty(), "use --paths to choose speed-ups in heie bench, not --disable-speedup");
+    let images = Arc::new(if args.images.is_empty() {
+        generated_images(args.width, args.height)?
+    } else {
+        args.images.iter().map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))).collect::<Result<_, _>>()?
+    });
+    let options = request_options(args.max_tokens, !args.no_explanation);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rows = runtime.block_on(async {
+        let mut rows = Vec::new();
+        if let Some(addr) = args.addr {
+            let mut client = connect(addr).await?;
+            let info = client.get_info(pb::GetInfoRequest {}).await.context("GetInfo")?.into_inner();
+            let parallel = info.limits.map(|l| l.parallel_slots as usize).unwrap_or(1).max(1);
+            rows.push(measure(addr, "remote", parallel, requests_for(&args, parallel), &images, &options).await?);
+        } else {
+            for &parallel in &args.parallel {
+                for path in &paths {
+                    let row = measure_in_process(&args, path, parallel, &images, &options).await?;
+                    if !args.json {
+                        eprintln!("heie bench: {} × {parallel}: {:.2} images/s", path.name, row.images_per_s);
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+        anyhow::Ok(rows)
+    })?;
+    compare_with_naive(&mut rows);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(0)
+}
+
+fn requests_for(args: &BenchArgs, parallel: usize) -> usize {
+    args.requests.unwrap_or((3 * parallel).max(8))
+}
+
+/// Starts a server with `path`'s engine configuration and `parallel` slots, warms it up with one
+/// request (load-time and first-call costs are not what is measured), and measures.
+async fn measure_in_process(
+    args: &BenchArgs,
+    path: &BenchPath,
+    parallel: usize,
+    images: &Arc<Vec<Vec<u8>>>,
+    options: &pb::Options,
+) -> anyhow::Result<BenchRow> {
+    let requests = requests_for(args, parallel);
+    let limits = ServiceLimits {
+        max_pixels: args.model.max_pixels,
+        max_batch: DEFAULT_MAX_BATCH,
+        parallel: parallel as u32,
+        max_queue: (requests as u32).max(64),
+        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        max_tiles: args.model.max_tiles,
+        default_max_tokens: args.max_tokens,
+    };
+    let serve = ServeOptions { addr: "127.0.0.1:0".parse()?, metrics_addr: None, limits };
+    let mut model = args.model.clone();
+    model.disable_speedups = path.speedups.disabled_names().iter().map(|n| n.to_string()).collect();
+    let queue = requests.max(64);
+    let mut server = service::start(serve, move || model.start_evaluator(parallel as u32, queue)).await?;
+    server.ready().await?;
+    measure(server.addr, &path.name, 1, 1, images, options).await.context("warm-up request")?;
+    let engine = server.evaluator().context("server ready")?.engine().clone();
+    let metrics = engine.metrics();
+    let before = (metrics.decode_steps.load(Ordering::Relaxed), metrics.decode_sequences.load(Ordering::Relaxed));
+    let mut row = measure(server.addr, &path.name, parallel, requests, images, options).await?;
+    let steps = metrics.decode_steps.load(Ordering::Relaxed) - before.0;
+    let seqs = metrics.decode_sequences.load(Ordering::Relaxed) - before.1;
+    row.mean_decode_batch = (steps > 0).then(|| seqs as f64 / steps as f64);
+    drop(engine);
+    server.shutdown(Duration::from_secs(5)).await?;
+    Ok(row)
+}
