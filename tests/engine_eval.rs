@@ -176,6 +176,46 @@ fn trained_heads_give_the_primary_heatmap_and_score_with_zero_shot_extras() {
     assert!(err.contains("96") && err.contains("64"), "{err}");
 }
 
+#[test]
+fn score_only_skips_the_steps_that_cannot_change_the_primary_score() {
+    use heie_heads::{Heads, HeadsConfig};
+    use heie_server::pipeline::trained::TrainedHeads;
+    use std::sync::Arc;
+
+    let short = EvalOptions { explanation: false, max_tokens_per_section: 8, ..Default::default() };
+    let fast = EvalOptions { score_only: true, ..short.clone() };
+
+    // Zero-shot: the rating turn gives the score, so the [MAP]/[SCORE] markers are skipped.
+    let zero_shot = Evaluator::new(engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1)).unwrap();
+    let full = evaluate(&zero_shot, 640, 480, short.clone());
+    let quick = evaluate(&zero_shot, 640, 480, fast.clone());
+    assert_eq!(quick.error, None);
+    assert!(full.explanation.regions.contains("[MAP]"));
+    assert!(!quick.explanation.chain_of_thought().contains("[MAP]"), "{:?}", quick.explanation);
+    assert!(!quick.explanation.rating.is_empty());
+    assert!(quick.tokens.prompt < full.tokens.prompt, "{} vs {}", quick.tokens.prompt, full.tokens.prompt);
+    assert_eq!(quick.scores.len(), 1);
+    assert!((0.0..=1.0).contains(&quick.scores[0].score));
+
+    // Trained: the heads give the score from the [SCORE] state, which comes before the rating turn, so
+    // skipping the turn leaves the score exactly as it was.
+    let engine = engine("tiny-llm.gguf", "tiny-mmproj.gguf", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heads.safetensors");
+    Heads::init(HeadsConfig::new(64, 2), 3).unwrap().save(&path).unwrap();
+    let heads = Arc::new(TrainedHeads::load(&path, engine.info()).unwrap());
+    let trained = Evaluator::with_heads(engine, Some(heads)).unwrap();
+    let full = evaluate(&trained, 640, 480, short);
+    let quick = evaluate(&trained, 640, 480, fast);
+    assert_eq!(quick.error, None);
+    assert!(quick.explanation.rating.is_empty(), "no rating turn: {:?}", quick.explanation.rating);
+    assert!(quick.explanation.analysis.contains("[SCORE]"));
+    assert!(quick.tokens.prompt < full.tokens.prompt);
+    let (a, b) = (quick.score().unwrap(), full.score().unwrap());
+    assert_eq!(quick.scores[0].mode, OutputMode::Trained);
+    assert!((a - b).abs() < 1e-5, "fast {a} vs full {b}");
+}
+
 /// Runs only when `HEIE_TEST_MODEL` and `HEIE_TEST_MMPROJ` point at a real InternVL3 GGUF pair.
 #[test]
 fn real_model_when_configured() {

@@ -72,10 +72,12 @@ pub struct CotProgram {
 }
 
 impl CotProgram {
-    /// Builds the program for one image. `tiles` are the tile bitmaps then the thumbnail, in order.
+    /// Builds the program for one image. `tiles` are the tile bitmaps then the thumbnail, in order;
+    /// `trained`: trained heads give the primary score (else the rating turn does).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         tokens: Arc<PromptTokens>,
+        trained: bool,
         after_image: Vec<Token>,
         tiling: Tiling,
         tiles: Vec<TileBitmap>,
@@ -87,6 +89,11 @@ impl CotProgram {
         finalizer: Finalizer,
     ) -> CotProgram {
         let cap = options.max_tokens_per_section;
+        // What the primary score needs, when only the score is wanted (extraction needs everything).
+        let score_only = options.score_only && !options.emit_captures;
+        let explanation = options.explanation && !score_only;
+        let markers = !score_only || trained;
+        let rating = !score_only || !trained;
         let shown = |s: Section, text: String| Some((s, text));
         let text = |tokens: &[Token], s: Option<(Section, String)>| Item::Text { tokens: tokens.to_vec(), shown: s };
         let mut plan = vec![
@@ -95,24 +102,33 @@ impl CotProgram {
             Item::Text { tokens: after_image, shown: None },
         ];
         if tokens.native {
-            plan.push(Item::NativeAnswer { max_tokens: cap.saturating_mul(3) });
-            plan.push(Item::CompleteNativeMarkers);
+            let answer_cap = if explanation { cap.saturating_mul(3) } else { cap.min(SHORT_ANALYSIS_TOKENS) };
+            plan.push(Item::NativeAnswer { max_tokens: answer_cap });
+            if markers {
+                plan.push(Item::CompleteNativeMarkers);
+            }
         } else {
             plan.push(text(&tokens.opening, shown(Section::Description, prompt::opening())));
-            if options.explanation {
+            if explanation {
                 plan.push(Item::Generate { section: Section::Description, max_tokens: cap, stops: DESCRIPTION_STOPS });
             }
-            plan.push(text(&tokens.regions_heading, shown(Section::Regions, prompt::regions_heading())));
-            if options.explanation {
-                plan.push(Item::Generate { section: Section::Regions, max_tokens: cap, stops: REGIONS_STOPS });
+            if markers {
+                plan.push(text(&tokens.regions_heading, shown(Section::Regions, prompt::regions_heading())));
+                if explanation {
+                    plan.push(Item::Generate { section: Section::Regions, max_tokens: cap, stops: REGIONS_STOPS });
+                }
+                plan.push(Item::MapMarkers);
             }
-            plan.push(Item::MapMarkers);
             plan.push(text(&tokens.analysis_heading, shown(Section::Analysis, prompt::analysis_heading())));
-            let analysis_cap = if options.explanation { cap } else { cap.min(SHORT_ANALYSIS_TOKENS) };
+            let analysis_cap = if explanation { cap } else { cap.min(SHORT_ANALYSIS_TOKENS) };
             plan.push(Item::Generate { section: Section::Analysis, max_tokens: analysis_cap, stops: ANALYSIS_STOPS });
-            plan.push(Item::ScoreMarker);
+            if markers {
+                plan.push(Item::ScoreMarker);
+            }
         }
-        plan.push(Item::Rating);
+        if rating {
+            plan.push(Item::Rating);
+        }
         let captured = Captured::new(request_id, tiling, options, preprocess, started);
         CotProgram {
             tokens,
@@ -413,6 +429,7 @@ mod tests {
         let options = EvalOptions::default();
         let mut program = CotProgram::new(
             Arc::new(tokens()),
+            false,
             vec![0],
             tiling,
             Vec::new(),

@@ -104,6 +104,7 @@ impl Evaluator {
         events.send(EvalEvent::Started { request_id, tiling, mode: self.output_mode(), prompt_mode: self.prompt_mode() });
         let program = CotProgram::new(
             self.tokens.clone(),
+            self.trained,
             after_image,
             tiling,
             bitmaps,

@@ -24,6 +24,10 @@ pub struct EvalOptions {
     /// Emit [`super::EvalEvent::Captures`] with the tile features and marker hidden states (for
     /// feature extraction and tests; they are large).
     pub emit_captures: bool,
+    /// Only the primary score is wanted (Rerank's fast path): implies no long explanation, and the
+    /// steps that cannot change the primary score are skipped — the rating turn when trained heads
+    /// give the score, the `[MAP]`/`[SCORE]` markers when the rating turn does.
+    pub score_only: bool,
 }
 
 impl Default for EvalOptions {
@@ -36,6 +40,7 @@ impl Default for EvalOptions {
             max_tiles: 6,
             generation_prompt: None,
             emit_captures: false,
+            score_only: false,
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct ValidImage {
     pub decode_time: std::time::Duration,
 }
 
+/// Side of the heatmaps Rerank's fast path renders and throws away.
+const RERANK_HEATMAP_SIDE: u32 = 32;
+
 /// Options shared by every image of a request, before the image fixes the heatmap size.
 #[derive(Debug, Clone)]
 pub struct RequestOptions {
@@ -64,9 +67,13 @@ impl RequestOptions {
         self.base.explanation
     }
 
-    /// Overrides `Options.explanation` (Rerank's `fast`).
-    pub fn with_explanation(mut self, on: bool) -> Self {
-        self.base.explanation = on;
+    /// Rerank's `fast`: the score only, through the pipeline's fast path. Rerank returns no heatmaps, so
+    /// they are rendered small (the score does not depend on their size).
+    pub fn score_only(mut self) -> Self {
+        self.base.explanation = false;
+        self.base.score_only = true;
+        self.heatmap_width = Some(RERANK_HEATMAP_SIDE);
+        self.heatmap_height = Some(RERANK_HEATMAP_SIDE);
         self
     }
 }
@@ -173,8 +180,7 @@ pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Res
         heatmap_size: None,
         sampling: Sampling { temperature: o.temperature, seed },
         max_tiles,
-        generation_prompt: None,
-        emit_captures: false,
+        ..Default::default()
     };
     Ok(RequestOptions { base, heatmap_width, heatmap_height, encodings })
 }

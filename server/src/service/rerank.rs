@@ -1,5 +1,6 @@
 //! Rerank: scores N images concurrently and answers once with their order ("generate 16, keep 4").
-//! `fast` skips the long explanation (a short analysis and the score only).
+//! `fast` takes the pipeline's score-only path: no long explanation, a short analysis, and no step that
+//! cannot change the score.
 
 use std::sync::Arc;
 
@@ -48,7 +49,7 @@ async fn start(shared: &Arc<Shared>, request: pb::RerankRequest) -> Result<(Vec<
         let images = convert::images(&request.images, "images", &defaults)?;
         let mut options = convert::options(request.options.as_ref(), &defaults)?;
         if request.fast {
-            options = options.with_explanation(false);
+            options = options.score_only();
         }
         let per_image = images
             .iter()
