@@ -202,9 +202,9 @@ fn feature_sample(id: &str, cols: usize, rows: usize, w: usize, t: usize, with_m
             score: with_map.then_some(0.5),
             has_heatmap: with_map,
         },
-        features: ramp(views * t * w, 1.0),
-        map_hidden: ramp(views * w, 2.0),
-        score_hidden: ramp(w, 3.0),
+        features: shards::to_f16(&ramp(views * t * w, 1.0)),
+        map_hidden: shards::to_f16(&ramp(views * w, 2.0)),
+        score_hidden: shards::to_f16(&ramp(w, 3.0)),
         heatmap: with_map.then(|| Array2::from_shape_fn((5, 10), |(y, x)| if x > y { 1.0 } else { 0.25 })),
     }
 }

@@ -24,7 +24,7 @@ fn extract_train_evaluate_beats_untrained_heads_and_a_constant_on_held_out_image
     // The random-weight vision tower sees low-level defects (noise, colour, blur), not semantic ones
     // such as a duplicated patch; the data set uses the kinds it can see.
     heie(&["synth", "--out", "data", "--count", "240", "--size", "112", "--seed", "7", "--kinds", "noise,colour-blotch,smear"], d);
-    let engine = ["--model", llm, "--mmproj", mmproj, "--threads", "2", "--ctx-size", "1024", "--max-tokens", "4", "--no-explanation"];
+    let engine = ["--model", llm, "--mmproj", mmproj, "--threads", "1", "--ctx-size", "1024", "--max-tokens", "4", "--no-explanation"];
     for split in ["train", "dev"] {
         let data = format!("data/{split}");
         let out = format!("shards/{split}");

@@ -6,6 +6,7 @@
 //! are candle modules in one [`model::HeadsModel`], so training ([`losses`]) and serving share them.
 //! This crate knows nothing of llama.cpp: callers hand in plain `f32` slices.
 
+pub mod adamw;
 pub mod calibration;
 pub mod config;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod mapper;
 pub mod model;
 pub mod render;
 pub mod scorer;
+pub mod standardize;
 pub mod stitch;
 pub mod weights;
 
@@ -151,6 +153,11 @@ impl Heads {
                 var.set(&tensors[name])?;
             }
         }
+        // A zero scale would turn every score into NaN; finite but non-positive means a corrupt file.
+        let scale = tensors["token_scorer.input.scale"].to_vec1::<f32>()?;
+        if scale.iter().any(|&s| s <= 0.0) {
+            return Err(HeadsError::Format { path: path.to_path_buf(), reason: "token_scorer.input.scale has non-positive values".into() });
+        }
         Ok(heads)
     }
 
@@ -171,9 +178,32 @@ impl Heads {
         &self.model
     }
 
-    /// The trainable variables (e.g. `varmap().all_vars()` for an optimiser).
+    /// Every parameter, fitted statistics included (see [`Heads::trainable`] for an optimiser).
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    /// The variables an optimiser may change, by name (sorted): every parameter except the fitted input
+    /// statistics (`standardize::is_statistic`).
+    pub fn trainable(&self) -> Vec<(String, candle_core::Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock poisoned");
+        let mut vars: Vec<_> =
+            data.iter().filter(|(name, _)| !standardize::is_statistic(name)).map(|(n, v)| (n.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// Fits the `[SCORE]` standardisation on `score_hidden` rows (the training set's), see
+    /// `standardize.rs`.
+    pub fn fit_score_statistics<'a>(&self, score_hidden: impl IntoIterator<Item = &'a [f32]>) -> Result<()> {
+        let w = self.config.llm_width;
+        let (mean, scale) = standardize::statistics(score_hidden, w)?;
+        let data = self.varmap.data().lock().expect("varmap lock poisoned");
+        for (name, values) in [("token_scorer.input.mean", mean), ("token_scorer.input.scale", scale)] {
+            let var = data.get(name).expect("the token scorer creates its statistics");
+            var.set(&Tensor::from_vec(values, w, &Device::Cpu)?)?;
+        }
+        Ok(())
     }
 
     /// Validates `input` against the config and packs it into tensors (tiles, then the thumbnail).

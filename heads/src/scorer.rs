@@ -7,19 +7,23 @@ use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use crate::config::HeadsConfig;
 use crate::error::Result;
 use crate::layers::Linear;
+use crate::standardize::Standardize;
 use crate::stitch::resize;
 
-/// `S_token = FFN([SCORE] hidden)`: `W → D → 1` with GELU.
+/// `S_token = FFN(standardise([SCORE] hidden))`: `W → D → 1` with GELU. The standardisation (see
+/// `standardize.rs`) is fitted on the training set's `[SCORE]` states before training.
 #[derive(Debug, Clone)]
 pub struct TokenScorer {
+    input: Standardize,
     fc1: Linear,
     fc2: Linear,
 }
 
 impl TokenScorer {
-    /// Creates `fc1` `[D, W]` and `fc2` `[1, D]`.
+    /// Creates `input.{mean,scale}` `[W]`, `fc1` `[D, W]` and `fc2` `[1, D]`.
     pub fn new(cfg: &HeadsConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
+            input: Standardize::new(cfg.llm_width, vb.clone())?,
             fc1: Linear::new(cfg.llm_width, cfg.hidden_width, vb.pp("fc1"))?,
             fc2: Linear::new(cfg.hidden_width, 1, vb.pp("fc2"))?,
         })
@@ -27,7 +31,7 @@ impl TokenScorer {
 
     /// `hidden` `[W]` → `[1]`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        let x = crate::kernels::gelu(&self.fc1.forward(&hidden.unsqueeze(0)?)?)?;
+        let x = crate::kernels::gelu(&self.fc1.forward(&self.input.forward(&hidden.unsqueeze(0)?)?)?)?;
         Ok(self.fc2.forward(&x)?.reshape(1)?)
     }
 }

@@ -16,8 +16,8 @@ use crate::error::{HeadsError, Result};
 
 /// Metadata key of the format version.
 pub const FORMAT_KEY: &str = "heie.heads.format";
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: &str = "1";
+/// The format version this crate writes and reads (2: the token scorer's fitted input statistics).
+pub const FORMAT_VERSION: &str = "2";
 /// Metadata key of the JSON config.
 pub const CONFIG_KEY: &str = "heie.heads.config";
 

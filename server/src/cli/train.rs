@@ -96,6 +96,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<usize> {
         calibration_steps: args.calibration_steps,
         ..TrainConfig::default()
     };
+    if args.resume && !crate::training::checkpoint::exists(&args.out) {
+        tracing::warn!(out = %args.out.display(), "--resume: no checkpoint next to the output yet, starting from the beginning");
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg}").expect("static template"));
     let report = train(
@@ -122,7 +125,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<usize> {
                     f(e.dev_plcc),
                     e.mean_step_ms
                 )
-            })
+            });
+            std::ops::ControlFlow::Continue(())
         },
     )?;
     bar.finish_and_clear();

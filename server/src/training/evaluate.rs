@@ -141,8 +141,10 @@ pub fn evaluate_pipeline(
                     continue;
                 }
             };
+            // Through the shards' f16 rounding, so evaluation sees what training saw.
+            let dense = fs.dense();
             for (name, heads) in &systems.heads {
-                let input = heads_input(&fs, info.n_embd, info.tokens_per_tile, resolution, resolution);
+                let input = heads_input(&fs, &dense, info.n_embd, info.tokens_per_tile, resolution, resolution);
                 match heads.forward(&input) {
                     Ok(out) => preds.push(Prediction { map: Some(out.heatmap), score: Some(out.score) }),
                     Err(e) => {

@@ -92,9 +92,9 @@ pub fn feature_sample(captured: &Captured, sample: &Sample, gt_side: usize) -> R
             score: sample.score,
             has_heatmap: heatmap.is_some(),
         },
-        features: captured.features.concat(),
-        map_hidden: captured.map_hidden.concat(),
-        score_hidden,
+        features: shards::to_f16(&captured.features.concat()),
+        map_hidden: shards::to_f16(&captured.map_hidden.concat()),
+        score_hidden: shards::to_f16(&score_hidden),
         heatmap,
     })
 }

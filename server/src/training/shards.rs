@@ -50,17 +50,38 @@ pub struct ShardMeta {
     pub samples: Vec<SampleMeta>,
 }
 
-/// One extracted sample, in f32 (stored as f16).
+/// One extracted sample. The vectors stay f16, as stored: a training set of InternVL3-2B features is
+/// 5.5 MB per image in f16 and would be twice that in f32, so only the batch being trained is widened
+/// (see [`FeatureSample::dense`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureSample {
     pub meta: SampleMeta,
     /// `V × T × W`, row-major.
-    pub features: Vec<f32>,
+    pub features: Vec<f16>,
     /// `V × W`.
-    pub map_hidden: Vec<f32>,
+    pub map_hidden: Vec<f16>,
     /// `W`.
-    pub score_hidden: Vec<f32>,
+    pub score_hidden: Vec<f16>,
+    /// The ground truth (small: at most `gt_side`²), kept in f32.
     pub heatmap: Option<Array2<f32>>,
+}
+
+/// The f32 copy of a sample's vectors, made for the moment it is trained or evaluated on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseFeatures {
+    pub features: Vec<f32>,
+    pub map_hidden: Vec<f32>,
+    pub score_hidden: Vec<f32>,
+}
+
+/// Rounds f32 values to the f16 the shards store.
+pub fn to_f16(values: &[f32]) -> Vec<f16> {
+    values.iter().map(|&v| f16::from_f32(v)).collect()
+}
+
+/// Widens f16 values to f32.
+pub fn to_f32(values: &[f16]) -> Vec<f32> {
+    values.iter().map(|v| v.to_f32()).collect()
 }
 
 impl FeatureSample {
@@ -68,14 +89,19 @@ impl FeatureSample {
     pub fn n_views(&self) -> usize {
         self.meta.grid_cols * self.meta.grid_rows + usize::from(self.meta.has_thumbnail)
     }
+
+    /// The vectors in f32.
+    pub fn dense(&self) -> DenseFeatures {
+        DenseFeatures { features: to_f32(&self.features), map_hidden: to_f32(&self.map_hidden), score_hidden: to_f32(&self.score_hidden) }
+    }
 }
 
-fn f16_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+fn f16_bytes(values: &[f16]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn f16_values(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+fn f16_values(bytes: &[u8]) -> Vec<f16> {
+    bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()
 }
 
 /// The name of shard `index`.
@@ -110,7 +136,7 @@ pub fn write_shard(path: &Path, llm_width: usize, tokens_per_tile: usize, sample
         buffers.insert(format!("{k}.score_hidden"), (vec![llm_width], f16_bytes(&s.score_hidden)));
         if let Some(h) = &s.heatmap {
             let values: Vec<f32> = h.iter().copied().collect();
-            buffers.insert(format!("{k}.heatmap"), (vec![h.nrows(), h.ncols()], f16_bytes(&values)));
+            buffers.insert(format!("{k}.heatmap"), (vec![h.nrows(), h.ncols()], f16_bytes(&to_f16(&values))));
         }
     }
     let views = buffers
@@ -175,7 +201,7 @@ pub fn read_shard(path: &Path) -> Result<(ShardMeta, Vec<FeatureSample>), ShardE
     let mut samples = Vec::with_capacity(meta.samples.len());
     for (k, m) in meta.samples.iter().enumerate() {
         let v = m.grid_cols * m.grid_rows + usize::from(m.has_thumbnail);
-        let get = |name: &str, shape: Option<&[usize]>| -> Result<(Vec<usize>, Vec<f32>), ShardError> {
+        let get = |name: &str, shape: Option<&[usize]>| -> Result<(Vec<usize>, Vec<f16>), ShardError> {
             let view = st.tensor(&format!("{k}.{name}")).map_err(|e| fmt(format!("sample {k} ({}): {e}", m.id)))?;
             if view.dtype() != Dtype::F16 {
                 return Err(fmt(format!("{k}.{name} is {:?}, expected F16", view.dtype())));
@@ -195,7 +221,7 @@ pub fn read_shard(path: &Path) -> Result<(ShardMeta, Vec<FeatureSample>), ShardE
             if shape.len() != 2 {
                 return Err(fmt(format!("{k}.heatmap has shape {shape:?}, expected [h, w]")));
             }
-            Some(Array2::from_shape_vec((shape[0], shape[1]), values).expect("shape checked by safetensors"))
+            Some(Array2::from_shape_vec((shape[0], shape[1]), to_f32(&values)).expect("shape checked by safetensors"))
         } else {
             None
         };

@@ -5,13 +5,17 @@
 //! AdamW (lr 3e-4, weight decay 0.01), linear warm-up over the first 3% of steps, cosine decay to 0,
 //! batch 16. After every epoch the dev split is scored; the best epoch (lowest dev loss) is written to
 //! `--out`. Finally the calibration `(a, b, c)` is refitted on dev (score MSE, other weights frozen).
-//! Shuffling is seeded per epoch, so a run resumed from `OUT.state.json` sees the same order.
+//! Before the first step the token scorer's input standardisation is fitted on the training set's
+//! `[SCORE]` states (see `heie_heads::standardize`). Shuffling is seeded per epoch and the checkpoint
+//! holds the optimiser's moments and step (`checkpoint.rs`), so a resumed run continues exactly as the
+//! uninterrupted one would have. Shards stay f16 in memory; each sample is widened to f32 when used.
 
-use std::path::{Path, PathBuf};
+use std::ops::ControlFlow;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use heie_heads::adamw::{AdamW, AdamWParams};
 use heie_heads::losses::{focal_loss, laplace_nll, score_mse};
 use heie_heads::metrics::MetricsAccumulator;
 use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures, TensorInput};
@@ -19,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::synth::Rng;
 
-use super::shards::{self, FeatureSample};
+use super::checkpoint;
+use super::shards::{self, DenseFeatures, FeatureSample};
 
 /// Hyper-parameters of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,7 +109,7 @@ pub enum TrainError {
 
 type Result<T> = std::result::Result<T, TrainError>;
 
-/// The samples of one or more shard folders, held in memory.
+/// The samples of one or more shard folders, held in memory as f16.
 pub struct ShardSet {
     pub samples: Vec<FeatureSample>,
     pub llm_width: usize,
@@ -133,19 +138,20 @@ impl ShardSet {
     }
 }
 
-/// The slices of a sample as the heads' input, with maps rendered at `out_w × out_h`.
-pub fn heads_input(s: &FeatureSample, llm_width: usize, tokens_per_tile: usize, out_w: usize, out_h: usize) -> HeadsInput<'_> {
+/// The slices of a sample (`d` = its [`FeatureSample::dense`] copy) as the heads' input, with maps
+/// rendered at `out_w × out_h`.
+pub fn heads_input<'a>(s: &FeatureSample, d: &'a DenseFeatures, llm_width: usize, tokens_per_tile: usize, out_w: usize, out_h: usize) -> HeadsInput<'a> {
     let n_tiles = s.meta.grid_cols * s.meta.grid_rows;
     let view = |i: usize| TileFeatures {
-        map_hidden: &s.map_hidden[i * llm_width..(i + 1) * llm_width],
-        features: &s.features[i * tokens_per_tile * llm_width..(i + 1) * tokens_per_tile * llm_width],
+        map_hidden: &d.map_hidden[i * llm_width..(i + 1) * llm_width],
+        features: &d.features[i * tokens_per_tile * llm_width..(i + 1) * tokens_per_tile * llm_width],
     };
     HeadsInput {
         grid_cols: s.meta.grid_cols,
         grid_rows: s.meta.grid_rows,
         tiles: (0..n_tiles).map(view).collect(),
         thumbnail: s.meta.has_thumbnail.then(|| view(n_tiles)),
-        score_hidden: &s.score_hidden,
+        score_hidden: &d.score_hidden,
         out_width: out_w,
         out_height: out_h,
     }
@@ -167,7 +173,8 @@ struct Losses {
 
 fn sample_loss(heads: &Heads, s: &FeatureSample, set: (usize, usize), cfg: &TrainConfig) -> Result<Losses> {
     let (w, h) = loss_size(s);
-    let input: TensorInput = heads.input_tensors(&heads_input(s, set.0, set.1, w, h))?;
+    // The f32 copy lives only until the input tensors are built.
+    let input: TensorInput = heads.input_tensors(&heads_input(s, &s.dense(), set.0, set.1, w, h))?;
     let out = heads.forward_tensors(&input)?;
     let dev = Device::Cpu;
     let mut total = Tensor::zeros((), candle_core::DType::F32, &dev)?;
@@ -216,17 +223,10 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
     cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
 }
 
-fn state_path(out: &Path) -> PathBuf {
-    out.with_extension("state.json")
-}
-
-fn last_path(out: &Path) -> PathBuf {
-    out.with_extension("last.safetensors")
-}
-
 #[allow(clippy::too_many_arguments)]
 /// Trains `heads_config` (or resumes) and writes the best heads to `out`. `on_step(epoch, step, total,
-/// loss)` reports progress.
+/// loss)` reports progress; `on_epoch` sees each epoch's stats after its checkpoint is written and may
+/// stop the run there (`Break`), as an interruption would: `--resume` continues it.
 pub fn train(
     train_set: &ShardSet,
     dev_set: Option<&ShardSet>,
@@ -235,7 +235,7 @@ pub fn train(
     out: &Path,
     resume: bool,
     mut on_step: impl FnMut(usize, usize, usize, f64),
-    mut on_epoch: impl FnMut(&EpochStats),
+    mut on_epoch: impl FnMut(&EpochStats) -> ControlFlow<()>,
 ) -> Result<TrainReport> {
     let (w, t) = (train_set.llm_width, train_set.tokens_per_tile);
     if heads_config.llm_width != w || heads_config.tokens_per_tile() != t {
@@ -253,20 +253,20 @@ pub fn train(
     let n = train_set.samples.len();
     let steps_per_epoch = n.div_ceil(cfg.batch_size.max(1));
     let total_steps = steps_per_epoch * cfg.epochs;
-    let (heads, mut state) = match (resume, std::fs::read_to_string(state_path(out))) {
-        (true, Ok(json)) => {
-            let state: TrainState = serde_json::from_str(&json).map_err(|e| TrainError::Setup(format!("bad state file: {e}")))?;
-            let heads = Heads::load(last_path(out), w, t)?;
-            tracing::info!(epochs_done = state.epochs_done, "resuming");
-            (heads, state)
-        }
-        _ => (
-            Heads::init(heads_config.clone(), cfg.seed)?,
-            TrainState { epochs_done: 0, step: 0, best_dev_loss: None, config: cfg.clone(), heads: heads_config },
-        ),
+    let params = AdamWParams { lr: cfg.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.weight_decay };
+    let (heads, mut state, mut opt) = if resume && checkpoint::exists(out) {
+        let (heads, state, moments, step) = checkpoint::load(out, cfg, w, t)?;
+        let mut opt = AdamW::new(heads.trainable(), params)?;
+        opt.restore(step, &moments)?;
+        tracing::info!(epochs_done = state.epochs_done, step, "resuming");
+        (heads, state, opt)
+    } else {
+        let heads = Heads::init(heads_config.clone(), cfg.seed)?;
+        let rows: Vec<Vec<f32>> = train_set.samples.iter().map(|s| shards::to_f32(&s.score_hidden)).collect();
+        heads.fit_score_statistics(rows.iter().map(Vec::as_slice))?;
+        let opt = AdamW::new(heads.trainable(), params)?;
+        (heads, TrainState { epochs_done: 0, step: 0, best_dev_loss: None, config: cfg.clone(), heads: heads_config }, opt)
     };
-    let params = ParamsAdamW { lr: cfg.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.weight_decay };
-    let mut opt = AdamW::new(heads.varmap().all_vars(), params)?;
     let mut report = TrainReport { train_samples: n, dev_samples: dev_set.map_or(0, |d| d.samples.len()), ..Default::default() };
     let mut step_time = Duration::ZERO;
     let mut steps_timed = 0usize;
@@ -315,15 +315,17 @@ pub fn train(
             report.best_epoch = Some(epoch);
         }
         state.epochs_done = epoch + 1;
-        heads.save(last_path(out))?;
-        let json = serde_json::to_string_pretty(&state).expect("state serialises");
-        std::fs::write(state_path(out), json).map_err(|e| TrainError::Setup(format!("{}: {e}", state_path(out).display())))?;
-        on_epoch(&stats);
+        checkpoint::save(out, &heads, &opt, &state)?;
+        let flow = on_epoch(&stats);
         report.epochs.push(stats);
+        if flow.is_break() {
+            break;
+        }
     }
     report.steps = state.step;
     report.mean_step_ms = step_time.as_secs_f64() * 1e3 / steps_timed.max(1) as f64;
-    if let (Some(dev), true) = (dev_set, cfg.calibration_steps > 0 && out.exists()) {
+    let finished = state.epochs_done == cfg.epochs;
+    if let (Some(dev), true) = (dev_set, finished && cfg.calibration_steps > 0 && out.exists()) {
         let best = Heads::load(out, w, t)?;
         fit_calibration(&best, dev, cfg.calibration_steps)?;
         best.save(out)?;
@@ -337,7 +339,7 @@ pub fn fit_calibration(heads: &Heads, dev: &ShardSet, steps: usize) -> Result<()
     let (mut tokens, mut maps, mut targets) = (Vec::new(), Vec::new(), Vec::new());
     for s in dev.samples.iter().filter(|s| s.meta.score.is_some()) {
         let (ow, oh) = loss_size(s);
-        let out = heads.forward_tensors(&heads.input_tensors(&heads_input(s, w, t, ow, oh))?)?;
+        let out = heads.forward_tensors(&heads.input_tensors(&heads_input(s, &s.dense(), w, t, ow, oh))?)?;
         tokens.push(out.s_token.flatten_all()?.to_vec1::<f32>()?[0]);
         maps.push(out.s_map.flatten_all()?.to_vec1::<f32>()?[0]);
         targets.push(s.meta.score.expect("filtered"));
@@ -347,11 +349,8 @@ pub fn fit_calibration(heads: &Heads, dev: &ShardSet, steps: usize) -> Result<()
     }
     let dev_cpu = Device::Cpu;
     let (tok, map, tgt) = (Tensor::new(tokens, &dev_cpu)?, Tensor::new(maps, &dev_cpu)?, Tensor::new(targets, &dev_cpu)?);
-    let vars: Vec<_> = {
-        let data = heads.varmap().data().lock().expect("varmap lock");
-        data.iter().filter(|(name, _)| name.starts_with("calibration.")).map(|(_, v)| v.clone()).collect()
-    };
-    let mut opt = AdamW::new(vars, ParamsAdamW { lr: 0.05, weight_decay: 0.0, ..Default::default() })?;
+    let vars: Vec<_> = heads.trainable().into_iter().filter(|(name, _)| name.starts_with("calibration.")).collect();
+    let mut opt = AdamW::new(vars, AdamWParams { lr: 0.05, weight_decay: 0.0, ..Default::default() })?;
     for _ in 0..steps {
         let pred = heads.model().calibration.forward(&tok, &map)?;
         opt.backward_step(&score_mse(&pred, &tgt)?)?;
