@@ -232,6 +232,7 @@ fn real_model_when_configured() {
         slots: 1,
         n_batch: 512,
         max_queue: 4,
+        vision_batch_tiles: 7,
         speedups: Default::default(),
     };
     let engine = std::sync::Arc::new(heie_server::engine::Engine::start(&config).expect("real model loads"));

@@ -31,7 +31,7 @@ async fn evaluate_streams_every_event_in_order_with_every_field() {
     let limits = info.limits.unwrap();
     assert_eq!((limits.parallel_slots, limits.max_queue, limits.max_batch, limits.max_tiles), (2, 8, 16, 6));
     assert_eq!(limits.max_message_bytes, 64 << 20);
-    assert_eq!(info.device, "cpu");
+    assert_eq!(info.device, "CPU");
 
     let opts = pb::Options {
         max_tokens_per_section: 8,
@@ -135,7 +135,7 @@ async fn evaluate_streams_every_event_in_order_with_every_field() {
     let done = got.done().unwrap();
     let reason = pb::FinishReason::try_from(done.finish_reason).unwrap();
     assert!(matches!(reason, pb::FinishReason::Completed | pb::FinishReason::Length), "{reason:?}");
-    assert_eq!(done.device, "cpu");
+    assert_eq!(done.device, "CPU");
     assert!(done.message.is_empty());
     let t = done.timings.unwrap();
     assert!(t.preprocess_ms >= 0.0 && t.image_encode_ms > 0.0 && t.prefill_ms > 0.0 && t.decode_ms > 0.0);

@@ -25,6 +25,7 @@ pub fn config(llm: &str, mmproj: &str, slots: u32) -> EngineConfig {
         slots,
         n_batch: 512,
         max_queue: 64,
+        vision_batch_tiles: 7,
         speedups: Default::default(),
     }
 }

@@ -87,6 +87,8 @@ impl ModelArgs {
             slots,
             n_batch: self.batch_size,
             max_queue,
+            // One image's tiles and thumbnail in one vision encode.
+            vision_batch_tiles: self.max_tiles as usize + 1,
             speedups: self.speedups()?,
         })
     }

@@ -217,6 +217,23 @@ pub fn supports_gpu_offload() -> bool {
     unsafe { sys::llama_supports_gpu_offload() }
 }
 
+/// The GPUs llama.cpp can offload to, as "NAME (description)", e.g. "CUDA0 (NVIDIA H100 80GB HBM3)".
+pub fn gpu_devices() -> Vec<String> {
+    init_backend();
+    let text = |p: *const c_char| {
+        // SAFETY: ggml returns static NUL-terminated strings (or NULL) for registered devices.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()).unwrap_or_default()
+    };
+    // SAFETY: plain queries of the backend registry; indices are below the count.
+    unsafe {
+        (0..sys::ggml_backend_dev_count())
+            .map(|i| sys::ggml_backend_dev_get(i))
+            .filter(|&d| !d.is_null() && sys::ggml_backend_dev_type(d) == sys::GGML_BACKEND_DEVICE_TYPE_GPU)
+            .map(|d| format!("{} ({})", text(sys::ggml_backend_dev_name(d)), text(sys::ggml_backend_dev_description(d))))
+            .collect()
+    }
+}
+
 /// Parameters of a llama context.
 pub struct ContextParams {
     pub n_ctx: u32,

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 pub use error::EngineError;
-pub use ffi::{supports_gpu_offload, Model, Token};
+pub use ffi::{gpu_devices, supports_gpu_offload, Model, Token};
 pub use metrics::EngineMetrics;
 pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
 pub use sampler::argmax;
@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub n_batch: u32,
     /// Requests waiting for a slot before new ones are refused.
     pub max_queue: usize,
+    /// Tiles one batched vision encode takes at most (an image's tiles plus its thumbnail).
+    pub vision_batch_tiles: usize,
     /// Throughput optimisations (all on unless a benchmark measures the naive path).
     pub speedups: SpeedUps,
 }
@@ -62,7 +64,7 @@ pub struct ModelInfo {
     pub tokens_per_tile: usize,
     /// `[MAP]` and `[SCORE]` token ids when the vocabulary has them as single special tokens.
     pub native_markers: Option<(Token, Token)>,
-    /// Where the model runs, e.g. "cpu" or "gpu (99 layers)".
+    /// Where the model runs: "CPU", or e.g. "CUDA0 (NVIDIA H100 80GB HBM3), 29 of 29 layers offloaded".
     pub device: String,
     pub slots: u32,
     pub ctx_per_sequence: u32,
@@ -87,9 +89,6 @@ pub struct Engine {
     max_queue: usize,
     thread: Option<JoinHandle<()>>,
 }
-
-/// Tiles one batched vision encode may take: an image at the default `--max-tiles 6` plus its thumbnail.
-const VISION_BATCH_TILES: usize = 7;
 
 fn require_file(path: &Path, what: &str) -> Result<(), EngineError> {
     match std::fs::metadata(path) {
@@ -149,7 +148,8 @@ impl Engine {
             )));
         }
         let native_markers = model.special_token("[MAP]").zip(model.special_token("[SCORE]"));
-        let gpu = supports_gpu_offload() && config.n_gpu_layers != 0;
+        let gpus = gpu_devices();
+        let gpu = supports_gpu_offload() && !gpus.is_empty() && config.n_gpu_layers != 0;
         let info = ModelInfo {
             llm_name: model.meta("general.name").unwrap_or_else(|| file_name(&config.model)),
             mmproj_name,
@@ -160,9 +160,10 @@ impl Engine {
             native_markers,
             device: if gpu {
                 let layers = if config.n_gpu_layers < 0 { model.n_layers() as i32 } else { config.n_gpu_layers };
-                format!("gpu ({} of {} layers)", layers.min(model.n_layers() as i32), model.n_layers())
+                let layers = layers.min(model.n_layers() as i32);
+                format!("{}, {layers} of {} layers offloaded", gpus.join(", "), model.n_layers())
             } else {
-                "cpu".to_string()
+                "CPU".to_string()
             },
             slots: config.slots,
             ctx_per_sequence: config.ctx_per_sequence,
@@ -183,8 +184,7 @@ impl Engine {
                     n_seq_max: cfg.slots + 1,
                     threads: cfg.threads,
                 };
-                // A vision batch as large as one image's tiles (the default 6 + thumbnail).
-                let vision_batch_tokens = tokens_per_tile * VISION_BATCH_TILES;
+                let vision_batch_tokens = tokens_per_tile * cfg.vision_batch_tiles.max(1);
                 let built = Context::new(thread_model.clone(), &params).and_then(|ctx| {
                     Vision::load(&cfg.mmproj, thread_model.clone(), gpu, cfg.threads, vision_batch_tokens).map(|v| (ctx, v))
                 });

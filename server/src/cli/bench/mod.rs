@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the results as JSON to this file (with the device and model names).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -75,17 +78,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<usize> {
     });
     let options = request_options(args.max_tokens, !args.no_explanation);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut device = String::new();
     let mut rows = runtime.block_on(async {
         let mut rows = Vec::new();
         if let Some(addr) = args.addr {
             let mut client = connect(addr).await?;
             let info = client.get_info(pb::GetInfoRequest {}).await.context("GetInfo")?.into_inner();
             let parallel = info.limits.map(|l| l.parallel_slots as usize).unwrap_or(1).max(1);
+            device = info.device.clone();
             rows.push(measure(addr, "remote", parallel, requests_for(&args, parallel), &images, &options).await?);
         } else {
             for &parallel in &args.parallel {
                 for path in &paths {
-                    let row = measure_in_process(&args, path, parallel, &images, &options).await?;
+                    let (row, on) = measure_in_process(&args, path, parallel, &images, &options).await?;
+                    device = on;
                     if !args.json {
                         eprintln!("heie bench: {} × {parallel}: {:.2} images/s", path.name, row.images_per_s);
                     }
@@ -96,6 +102,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<usize> {
         anyhow::Ok(rows)
     })?;
     compare_with_naive(&mut rows);
+    if let Some(path) = &args.out {
+        let report = serde_json::json!({ "device": device, "model": args.model.model, "mmproj": args.model.mmproj, "rows": rows });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !args.json {
+        eprintln!("heie bench: device {device}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -116,7 +129,7 @@ async fn measure_in_process(
     parallel: usize,
     images: &Arc<Vec<Vec<u8>>>,
     options: &pb::Options,
-) -> anyhow::Result<BenchRow> {
+) -> anyhow::Result<(BenchRow, String)> {
     let requests = requests_for(args, parallel);
     let limits = ServiceLimits {
         max_pixels: args.model.max_pixels,
@@ -135,6 +148,7 @@ async fn measure_in_process(
     server.ready().await?;
     measure(server.addr, &path.name, 1, 1, images, options).await.context("warm-up request")?;
     let engine = server.evaluator().context("server ready")?.engine().clone();
+    let device = engine.info().device.clone();
     let metrics = engine.metrics();
     let before = (metrics.decode_steps.load(Ordering::Relaxed), metrics.decode_sequences.load(Ordering::Relaxed));
     let mut row = measure(server.addr, &path.name, parallel, requests, images, options).await?;
@@ -143,5 +157,5 @@ async fn measure_in_process(
     row.mean_decode_batch = (steps > 0).then(|| seqs as f64 / steps as f64);
     drop(engine);
     server.shutdown(Duration::from_secs(5)).await?;
-    Ok(row)
+    Ok((row, device))
 }
