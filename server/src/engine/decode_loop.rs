@@ -398,6 +398,8 @@ impl DecodeLoop {
         let t0 = Instant::now();
         let result = self.ctx.decode(&self.batch);
         let elapsed = t0.elapsed();
+        // Per-step cost, for profiling (`HEIE_LOG=heie_server::engine=trace`).
+        tracing::trace!(rows = rows.len(), embeddings = self.ctx.embeddings_on(), ms = elapsed.as_secs_f64() * 1000.0, "decode step");
         let mut in_batch = vec![false; self.slots.len()];
         for row in &rows {
             let (Row::Generated { slot, .. } | Row::Fed { slot, .. }) = row;

@@ -286,6 +286,10 @@ impl Context {
 
     /// Switches hidden-state output. llama.cpp then outputs every token of the batch, so it is turned on
     /// only for the decodes that carry `[MAP]`/`[SCORE]` markers.
+    pub fn embeddings_on(&self) -> bool {
+        self.embeddings_on
+    }
+
     pub fn set_embeddings(&mut self, on: bool) {
         if self.embeddings_on != on {
             // SAFETY: valid context; takes effect on the next decode.
