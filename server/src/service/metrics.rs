@@ -157,6 +157,13 @@ impl ServiceMetrics {
             line(&mut out, "heie_image_encodes_total", "counter", "Tiles run through the vision tower.", get(&e.image_encodes).to_string());
             line(
                 &mut out,
+                "heie_prefix_cache_hits_total",
+                "counter",
+                "Sequences that started from the cached system prompt instead of computing it.",
+                get(&e.prefix_cache_hits).to_string(),
+            );
+            line(
+                &mut out,
                 "heie_image_encode_seconds_total",
                 "counter",
                 "Time spent in the vision tower.",
@@ -206,6 +213,7 @@ mod tests {
         m.record_evaluation(&timings, &TokenCounts { prompt: 1, image: 2, generated: 4 });
         let engine = EngineMetrics::default();
         engine.multi_sequence_steps.store(7, Ordering::Relaxed);
+        engine.prefix_cache_hits.store(3, Ordering::Relaxed);
         let text = m.render(Some(&engine), true);
         assert!(text.contains("heie_requests_total{method=\"Evaluate\",code=\"OK\"} 2"), "{text}");
         assert!(text.contains("heie_requests_total{method=\"Rerank\",code=\"RESOURCE_EXHAUSTED\"} 1"));
@@ -214,6 +222,7 @@ mod tests {
         assert!(text.contains("heie_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1"));
         assert!(text.contains("heie_generated_tokens_total 4"));
         assert!(text.contains("heie_multi_sequence_decode_steps_total 7"));
+        assert!(text.contains("heie_prefix_cache_hits_total 3"));
         assert!(text.contains("heie_ready 1"));
     }
 }
