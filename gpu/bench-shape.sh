@@ -39,8 +39,10 @@ vit=300m; [ "$shape" = tiny ] && vit=tiny
 [ -f "$mmproj" ] || { step "generate the $shape mmproj"; python3 $D/gen_shapes.py mmproj "$shape" "$mmproj" $vit; }
 
 step "raw llama.cpp: prompt, decode at 1 and 16 streams, 1024x1024 image encode + prefill"
-/tmp/anchor-bench "$llm" --mmproj "$mmproj" --ngl 99 --par 16 --img 1024 1024 --threads "$THREADS" 2>/dev/null \
-    | tee "$OUT/anchor-$shape.txt"
+# A failure here must not cost the rest of a scarce device run: it is logged and the script goes on.
+/tmp/anchor-bench "$llm" --mmproj "$mmproj" --ngl 99 --par 16 --img 1024 1024 --threads "$THREADS" \
+    > "$OUT/anchor-$shape.txt" 2> "$OUT/anchor-$shape.log" || step "anchor benchmark failed (exit $?), see anchor-$shape.log"
+cat "$OUT/anchor-$shape.txt"
 
 # Heads with the model's shape (256 image tokens per tile = a 16×16 grid), so the heads' and the
 # pre/post-processing share of end-to-end time is measured too.
