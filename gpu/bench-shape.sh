@@ -20,6 +20,7 @@ THREADS=${THREADS:-$(nproc)}
 # tokens) and ~300 generated tokens (3 sections × 100; the shape models' test vocabulary never writes a
 # stop string, so every section runs to its cap).
 MAX_TOKENS=${MAX_TOKENS:-100}
+# 2048-token decode chunks: an image's 2,560 embeddings in two decodes (the anchor uses n_batch 2048).
 PARALLEL=${PARALLEL:-1,4,16}
 export PYTHONPATH=$D/py${PYTHONPATH:+:$PYTHONPATH}
 step() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps-$shape.log"; }
@@ -53,7 +54,7 @@ $D/heie heads init --config /tmp/heads-$shape.json --seed 1 -o /tmp/heads-$shape
 
 step "heie bench: heie vs naive at $PARALLEL in flight"
 HEIE_LOG=warn $D/heie bench --model "$llm" --mmproj "$mmproj" --heads /tmp/heads-$shape.safetensors \
-    --n-gpu-layers -1 --threads "$THREADS" --ctx-size 4096 --max-tiles 12 --width 1024 --height 1024 \
+    --n-gpu-layers -1 --threads "$THREADS" --batch-size "${BATCH:-2048}" --ctx-size 4096 --max-tiles 12 --width 1024 --height 1024 \
     --max-tokens "$MAX_TOKENS" --parallel "$PARALLEL" --paths "${PATHS:-heie,naive}" \
     --out "$OUT/bench-$shape.json" 2>&1 | tee "$OUT/bench-$shape.txt"
 step "done"
