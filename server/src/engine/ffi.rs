@@ -51,6 +51,11 @@ extern "C" fn log_to_tracing(level: sys::ggml_log_level, text: *const c_char, _u
             // Shown through the error it causes (see `take_last_error`), so one line reaches the user.
             tracing::info!(target: "llama.cpp", "{message}");
         }
+        // With the unified KV cache llama.cpp compares the whole cache (every slot's cells) with the
+        // model's training context; each sequence is capped at its own `--ctx-size`, so this is noise.
+        sys::GGML_LOG_LEVEL_WARN if message.contains("possible training context overflow") => {
+            tracing::debug!(target: "llama.cpp", "{message}")
+        }
         sys::GGML_LOG_LEVEL_WARN => tracing::warn!(target: "llama.cpp", "{message}"),
         sys::GGML_LOG_LEVEL_INFO => tracing::debug!(target: "llama.cpp", "{message}"),
         _ => tracing::trace!(target: "llama.cpp", "{message}"),
