@@ -13,15 +13,15 @@ pub const MAX_REFERENCE_BYTES: usize = 8192;
 /// Why a text cannot be fed as a reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
-    #[error("is {0} bytes, at most {MAX_REFERENCE_BYTES} are accepted")]
+    #[error("{0} bytes, more than the {MAX_REFERENCE_BYTES} accepted")]
     TooLong(usize),
     #[error(transparent)]
     Format(#[from] ExplanationError),
     /// The markers show the text is a HEIE chain of thought whose sections end where the engine's
     /// marker sentences go; without them the bodies would run into the forced sentences.
-    #[error("has no {0} marker")]
+    #[error("no {0} marker")]
     MissingMarker(&'static str),
-    #[error("contains chat control text {0:?}")]
+    #[error("chat control text {0:?} inside")]
     ChatControl(&'static str),
 }
 
