@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -11,6 +12,7 @@ use heie_server::pipeline::explanation::{render_explanation, MAP_MARKER};
 use heie_server::pipeline::prompt;
 use heie_server::pipeline::reference::ReferenceCot;
 use heie_server::pipeline::{EvalOptions, EvalResult, Evaluator, PromptMode};
+use heie_server::training::shards::{read_shard, shard_name, to_f32};
 
 use common::{engine, fixture, heie_bin, model, test_image};
 
@@ -102,15 +104,31 @@ fn extract_with_teacher_forcing_feeds_references_and_counts_the_samples_without_
     let (llm, mmproj) = (model("tiny-llm.gguf"), model("tiny-mmproj.gguf"));
     let engine = ["--model", llm.to_str().unwrap(), "--mmproj", mmproj.to_str().unwrap(), "--threads", "1", "--max-tokens", "4"];
     heie(&["synth", "--out", "data", "--count", "4", "--size", "112", "--seed", "3", "--dev-fraction", "0", "--test-fraction", "0"], d);
-    let extract = |data: &str, out: &str| {
-        let mut args = vec!["extract", "--data", data, "--out", out, "--gt-side", "32", "--parallel", "2", "--teacher-forcing"];
+    let extract_with = |data: &str, out: &str, forcing: bool| {
+        let mut args = vec!["extract", "--data", data, "--out", out, "--gt-side", "32", "--parallel", "2"];
+        if forcing {
+            args.push("--teacher-forcing");
+        }
         args.extend(engine);
         heie(&args, d)
     };
+    let extract = |data: &str, out: &str| extract_with(data, out, true);
     // `heie synth` writes a reference for every image.
     let log = extract("data/train", "shards");
     assert!(log.contains("4 extracted") && log.contains("0 skipped"), "{log}");
     assert!(log.contains("4 teacher-forced, 0 generated (no reference)"), "{log}");
+    // The shards hold the states of the fed text: without the flag the same images give other ones.
+    let log = extract_with("data/train", "shards-generated", false);
+    assert!(log.contains("4 extracted") && !log.contains("teacher-forced"), "{log}");
+    let score_states = |dir: &str| -> BTreeMap<String, Vec<f32>> {
+        let (_, samples) = read_shard(&d.join(dir).join(shard_name(0))).unwrap();
+        samples.into_iter().map(|s| (s.meta.id, to_f32(&s.score_hidden))).collect()
+    };
+    let (forced, generated) = (score_states("shards"), score_states("shards-generated"));
+    assert_eq!(forced.len(), 4);
+    for (id, state) in &forced {
+        assert_ne!(Some(state), generated.get(id), "{id}: the [SCORE] state ignores the reference");
+    }
 
     // Expl-AIGI-Eval lines: one with a reference, one without (generated), one whose reference lacks the
     // [SCORE] marker and one over the size limit (both skipped, named in the log).
