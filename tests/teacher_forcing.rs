@@ -163,3 +163,31 @@ fn extract_with_teacher_forcing_feeds_references_and_counts_the_samples_without_
     assert!(skipped.contains("long-ref\treference chain of thought:") && skipped.contains("bytes"), "{skipped}");
     assert!(log.contains("bad-ref") && log.contains("long-ref"), "the log names the samples: {log}");
 }
+
+#[test]
+fn extract_with_long_generations_in_flight_does_not_stall() {
+    // Regression: extraction read the oldest evaluation's stream only, while the finalizer waited on a
+    // younger one's full channel; with full-length sections in flight the run stalled for good.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (llm, mmproj) = (model("tiny-llm.gguf"), model("tiny-mmproj.gguf"));
+    heie(&["synth", "--out", "data", "--count", "16", "--size", "224", "--seed", "1", "--dev-fraction", "0", "--test-fraction", "0"], d);
+    let mut child = Command::new(heie_bin())
+        .args(["extract", "--data", "data/train", "--out", "shards", "--parallel", "4", "--threads", "1", "--max-tokens", "192"])
+        .args(["--model", llm.to_str().unwrap(), "--mmproj", mmproj.to_str().unwrap()])
+        .current_dir(d)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("heie extract stalled");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && log.contains("16 extracted"), "{log}");
+}
