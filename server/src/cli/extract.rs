@@ -37,6 +37,11 @@ pub struct ExtractArgs {
     /// Skip the description and regions sections (faster; the [MAP] states then follow less text).
     #[arg(long)]
     pub no_explanation: bool,
+    /// Feed each sample's reference chain of thought (Expl-AIGI-Eval's answer, `ID.cot.txt` of a
+    /// folder) instead of generating one, as HEIE trains with the ground-truth CoT in context; samples
+    /// without one are generated. A reference that is not in the HEIE format skips its sample.
+    #[arg(long, env = "HEIE_TEACHER_FORCING")]
+    pub teacher_forcing: bool,
 }
 
 pub fn run(args: ExtractArgs) -> anyhow::Result<usize> {
@@ -64,6 +69,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<usize> {
         parallel: args.parallel as usize,
         max_pixels: args.model.max_pixels,
         options,
+        teacher_forcing: args.teacher_forcing,
     };
     let samples = data::open(&spec)?.take(args.data.limit.unwrap_or(usize::MAX));
     let bar = ProgressBar::new_spinner();
@@ -73,8 +79,16 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<usize> {
         bar.inc(1);
     })?;
     bar.finish_and_clear();
+    let forcing = if args.teacher_forcing {
+        format!(
+            "; {} teacher-forced, {} generated (no reference)",
+            report.teacher_forced, report.generated_without_reference
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "heie extract: {} extracted ({:.2} images/s), {} already in {}, {} skipped{}",
+        "heie extract: {} extracted ({:.2} images/s), {} already in {}, {} skipped{}{forcing}",
         report.extracted,
         report.images_per_second(),
         report.already_done,

@@ -16,6 +16,7 @@ use super::finalize::Finalizer;
 use super::options::{EvalOptions, SHORT_ANALYSIS_TOKENS};
 use super::prompt;
 use super::prompt_tokens::PromptTokens;
+use super::reference::ReferenceTokens;
 use super::rating::{rating_from_logits, Rating, LEVELS};
 use super::section_text::{Progress, SectionText};
 use super::tiling::Tiling;
@@ -73,7 +74,8 @@ pub struct CotProgram {
 
 impl CotProgram {
     /// Builds the program for one image. `tiles` are the tile bitmaps then the thumbnail, in order;
-    /// `trained`: trained heads give the primary score (else the rating turn does).
+    /// `trained`: trained heads give the primary score (else the rating turn does); `reference`: the
+    /// sections to feed instead of generating them (teacher forcing).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         tokens: Arc<PromptTokens>,
@@ -82,6 +84,7 @@ impl CotProgram {
         tiling: Tiling,
         tiles: Vec<TileBitmap>,
         options: &EvalOptions,
+        reference: Option<ReferenceTokens>,
         events: EventSender,
         request_id: u64,
         started: Instant,
@@ -101,27 +104,45 @@ impl CotProgram {
             Item::Tiles,
             Item::Text { tokens: after_image, shown: None },
         ];
-        if tokens.native {
+        // Teacher forcing feeds the reference where the model would write, in native mode too: the
+        // forced plan writes the markers with the vocabulary's own [MAP]/[SCORE] tokens there.
+        let reference = reference.as_ref();
+        if tokens.native && reference.is_none() {
             let answer_cap = if explanation { cap.saturating_mul(3) } else { cap.min(SHORT_ANALYSIS_TOKENS) };
             plan.push(Item::NativeAnswer { max_tokens: answer_cap });
             if markers {
                 plan.push(Item::CompleteNativeMarkers);
             }
         } else {
+            // A reference is fed whole whatever `explanation` says: it costs prefill only, and the
+            // markers' states should follow the text the heads are trained with.
+            let explanation = explanation || (reference.is_some() && !score_only);
+            let body = |section: Section, max_tokens: u32, stops: &'static [&'static str]| {
+                let fed = reference.map(|r| match section {
+                    Section::Description => &r.description,
+                    Section::Regions => &r.regions,
+                    _ => &r.analysis,
+                });
+                match fed {
+                    Some(r) if r.tokens.is_empty() => None,
+                    Some(r) => Some(Item::Text { tokens: r.tokens.clone(), shown: shown(section, r.text.clone()) }),
+                    None => Some(Item::Generate { section, max_tokens, stops }),
+                }
+            };
             plan.push(text(&tokens.opening, shown(Section::Description, prompt::opening())));
             if explanation {
-                plan.push(Item::Generate { section: Section::Description, max_tokens: cap, stops: DESCRIPTION_STOPS });
+                plan.extend(body(Section::Description, cap, DESCRIPTION_STOPS));
             }
             if markers {
                 plan.push(text(&tokens.regions_heading, shown(Section::Regions, prompt::regions_heading())));
                 if explanation {
-                    plan.push(Item::Generate { section: Section::Regions, max_tokens: cap, stops: REGIONS_STOPS });
+                    plan.extend(body(Section::Regions, cap, REGIONS_STOPS));
                 }
                 plan.push(Item::MapMarkers);
             }
             plan.push(text(&tokens.analysis_heading, shown(Section::Analysis, prompt::analysis_heading())));
             let analysis_cap = if explanation { cap } else { cap.min(SHORT_ANALYSIS_TOKENS) };
-            plan.push(Item::Generate { section: Section::Analysis, max_tokens: analysis_cap, stops: ANALYSIS_STOPS });
+            plan.extend(body(Section::Analysis, analysis_cap, ANALYSIS_STOPS));
             if markers {
                 plan.push(Item::ScoreMarker);
             }
@@ -397,6 +418,7 @@ impl SequenceProgram for CotProgram {
 mod tests {
     use super::*;
     use crate::pipeline::events::event_channel;
+    use crate::pipeline::reference::ReferenceSection;
     use crate::pipeline::tiling::TileGrid;
 
     fn tokens() -> PromptTokens {
@@ -414,6 +436,83 @@ mod tests {
             level_tokens: [20, 21, 22, 23, 24],
             native: false,
         }
+    }
+
+    fn one_tile() -> Tiling {
+        Tiling {
+            grid: TileGrid { cols: 1, rows: 1 },
+            tile_size: 56,
+            original_width: 56,
+            original_height: 56,
+            has_thumbnail: false,
+        }
+    }
+
+    fn section(text: &str, tokens: Vec<Token>) -> ReferenceSection {
+        ReferenceSection { text: text.to_string(), tokens }
+    }
+
+    #[test]
+    fn a_reference_is_fed_in_place_of_every_generated_section() {
+        let reference = ReferenceTokens {
+            description: section("A cat.", vec![30]),
+            regions: section("<ref>paw</ref><box>[[10,20,300,400]]</box>", vec![31, 32]),
+            analysis: section("- Paw: six toes.", vec![33]),
+        };
+        let (events, mut receiver) = event_channel();
+        // Even with the explanation off: the reference is the context the heads train with.
+        let options = EvalOptions { explanation: false, ..EvalOptions::default() };
+        let mut program = CotProgram::new(
+            Arc::new(tokens()),
+            false,
+            vec![0],
+            one_tile(),
+            Vec::new(),
+            &options,
+            Some(reference),
+            events,
+            1,
+            Instant::now(),
+            Default::default(),
+            Finalizer::start(None),
+        );
+        let mut fed = Vec::new();
+        let mut captures = Vec::new();
+        for _ in 0..30 {
+            match program.next_step() {
+                Step::Generate { .. } => panic!("a teacher-forced program generated"),
+                Step::Feed { tokens, capture, logits } => {
+                    captures.extend(capture.iter().map(|&i| tokens[i]));
+                    fed.extend(tokens);
+                    if logits {
+                        program.on_logits(&[0.0; 32]);
+                    }
+                }
+                Step::Finish => break,
+                _ => {}
+            }
+        }
+        // Opening, description, regions heading, regions, map sentence + marker, analysis heading,
+        // analysis, score sentence + marker + period, rating turn.
+        assert_eq!(fed, [0, 2, 30, 3, 31, 32, 4, 9, 10, 5, 33, 6, 11, 12, 7, 8]);
+        assert_eq!(captures, [10, 12], "the last token of each marker is captured");
+        let mut regions = 0;
+        let mut shown = String::new();
+        while let Ok(event) = receiver.try_recv() {
+            match event {
+                EvalEvent::Region(_) => regions += 1,
+                EvalEvent::TextDelta { section, text } if section != Section::Rating => shown.push_str(&text),
+                _ => {}
+            }
+        }
+        assert_eq!(regions, 1);
+        let expected = crate::pipeline::explanation::render_explanation(
+            "A cat.",
+            "<ref>paw</ref><box>[[10,20,300,400]]</box>",
+            1,
+            "- Paw: six toes.",
+        );
+        assert_eq!(shown, expected, "clients see the reference in the dataset's layout");
     }
 
     #[test]
@@ -434,6 +533,7 @@ mod tests {
             tiling,
             Vec::new(),
             &options,
+            None,
             events,
             1,
             Instant::now(),

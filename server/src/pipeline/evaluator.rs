@@ -99,6 +99,8 @@ impl Evaluator {
             .engine
             .model()
             .tokenize(&prompt::after_image(options.generation_prompt.as_deref(), self.tokens.native), true);
+        // Tokenised here, on the caller's thread, like the rest of the request's text.
+        let reference = options.reference.as_ref().map(|r| r.tokenize(self.engine.model()));
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (mut events, receiver) = event_channel();
         events.send(EvalEvent::Started { request_id, tiling, mode: self.output_mode(), prompt_mode: self.prompt_mode() });
@@ -109,6 +111,7 @@ impl Evaluator {
             tiling,
             bitmaps,
             &options,
+            reference,
             events,
             request_id,
             started,

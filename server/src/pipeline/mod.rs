@@ -17,6 +17,7 @@ pub mod finalize;
 pub mod options;
 pub mod prompt;
 pub mod prompt_tokens;
+pub mod reference;
 pub mod section_text;
 
 pub use evaluator::{Evaluator, PipelineError};

@@ -2,6 +2,8 @@
 
 use crate::engine::Sampling;
 
+use super::reference::ReferenceCot;
+
 /// Largest per-section token cap a request may ask for.
 pub const MAX_TOKENS_PER_SECTION: u32 = 2048;
 /// Largest heatmap side a request may ask for.
@@ -28,6 +30,9 @@ pub struct EvalOptions {
     /// steps that cannot change the primary score are skipped — the rating turn when trained heads
     /// give the score, the `[MAP]`/`[SCORE]` markers when the rating turn does.
     pub score_only: bool,
+    /// Teacher forcing: the reference chain of thought is fed in place of every generated section
+    /// (parsed, so it is known to fit the format); the markers and the rating are as usual.
+    pub reference: Option<ReferenceCot>,
 }
 
 impl Default for EvalOptions {
@@ -41,6 +46,7 @@ impl Default for EvalOptions {
             generation_prompt: None,
             emit_captures: false,
             score_only: false,
+            reference: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::data::{DataError, Sample};
 use crate::pipeline::captured::Captured;
 use crate::pipeline::heatmap::resize;
 use crate::pipeline::image_input::load_path;
+use crate::pipeline::reference::ReferenceCot;
 use crate::pipeline::{EvalOptions, EvalResult, Evaluator};
 
 use super::shards::{self, FeatureSample, SampleMeta, ShardError};
@@ -29,6 +30,9 @@ pub struct ExtractConfig {
     pub parallel: usize,
     pub max_pixels: u64,
     pub options: EvalOptions,
+    /// Feed each sample's reference chain of thought instead of generating one (samples without a
+    /// reference are generated).
+    pub teacher_forcing: bool,
 }
 
 /// What a run did.
@@ -39,6 +43,10 @@ pub struct ExtractReport {
     pub already_done: usize,
     /// `(id, reason)` of every sample that could not be used.
     pub skipped: Vec<(String, String)>,
+    /// Of `extracted`: with the reference fed (teacher forcing) and with a generated chain of thought
+    /// although teacher forcing was asked for (the sample has no reference).
+    pub teacher_forced: usize,
+    pub generated_without_reference: usize,
     pub elapsed: Duration,
 }
 
@@ -153,7 +161,8 @@ pub fn extract(
 
     let mut options = config.options.clone();
     options.emit_captures = true;
-    let mut in_flight: VecDeque<(Sample, crate::pipeline::events::EventReceiver)> = VecDeque::new();
+    // Each evaluation in flight (its stream drained on its own thread), with whether its reference was fed.
+    let mut in_flight: VecDeque<(Sample, std::thread::JoinHandle<EvalResult>, bool)> = VecDeque::new();
     let mut samples = samples.peekable();
     loop {
         // Keep `parallel` evaluations queued so the engine can batch their decode steps.
@@ -173,19 +182,36 @@ pub fn extract(
                 on_done(&sample.id, true);
                 continue;
             }
+            let reference = match (config.teacher_forcing, &sample.reference_cot) {
+                (true, Some(text)) => match ReferenceCot::parse(text) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        skip(&mut report, sample.id.clone(), format!("reference chain of thought: {e}"));
+                        on_done(&sample.id, false);
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let forced = reference.is_some();
+            let options = EvalOptions { reference, ..options.clone() };
             let started = load_path(&sample.image, config.max_pixels)
                 .map_err(|e| e.to_string())
-                .and_then(|image| evaluator.evaluate(&image, options.clone()).map_err(|e| e.to_string()));
+                .and_then(|image| evaluator.evaluate(&image, options).map_err(|e| e.to_string()));
             match started {
-                Ok((_, events)) => in_flight.push_back((sample, events)),
+                Ok((_, events)) => in_flight.push_back((sample, EvalResult::collect_in_background(events), forced)),
                 Err(reason) => {
                     skip(&mut report, sample.id.clone(), format!("{}: {reason}", sample.image.display()));
                     on_done(&sample.id, false);
                 }
             }
         }
-        let Some((sample, events)) = in_flight.pop_front() else { break };
-        let result = EvalResult::collect(events, |_| {});
+        let Some((sample, collector, forced)) = in_flight.pop_front() else { break };
+        let Ok(result) = collector.join() else {
+            skip(&mut report, sample.id.clone(), "collecting the evaluation's events failed".into());
+            on_done(&sample.id, false);
+            continue;
+        };
         let entry = match (&result.error, &result.captures) {
             (Some(e), _) => Err(format!("evaluation failed: {e}")),
             (None, None) => Err("no captures were emitted".to_string()),
@@ -195,6 +221,11 @@ pub fn extract(
             Ok(fs) => {
                 buffer.push(fs);
                 report.extracted += 1;
+                match (config.teacher_forcing, forced) {
+                    (true, true) => report.teacher_forced += 1,
+                    (true, false) => report.generated_without_reference += 1,
+                    (false, _) => {}
+                }
                 on_done(&sample.id, true);
                 if buffer.len() >= config.shard_size {
                     flush(&mut buffer, &mut next_shard)?;
