@@ -77,7 +77,8 @@ fn extract_train_evaluate_beats_untrained_heads_and_a_constant_on_held_out_image
     // The score: PLCC is 0 for the constant row by definition. Measured with these settings (trained vs
     // init): 0.16 vs −0.09 here; synth seeds 11, 3, 5: 0.15 vs 0.00, 0.43 vs 0.30 (an untrained mapper's
     // defect mass can already follow the noise), 0.18 vs −0.21; train seed 2: 0.10 vs −0.09. The signal is
-    // the map scorer's monotone mass term (`heie_heads::scorer`); before it, trained was −0.13.
+    // the map scorer's monotone mass term (`heie_heads::scorer`); without it S_map rose with the predicted
+    // defect mass after training and the trained row was at or below 0.
     let (plcc, plcc_init, plcc_const) = (metric("trained", "plcc"), metric("init", "plcc"), metric("constant", "plcc"));
     assert!(plcc > plcc_init + 0.08 && plcc > plcc_const + 0.08, "PLCC trained {plcc}, init {plcc_init}, constant {plcc_const}");
     for system in ["zero-shot", "trained", "init", "constant"] {
