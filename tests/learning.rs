@@ -21,9 +21,16 @@ fn extract_train_evaluate_beats_untrained_heads_and_a_constant_on_held_out_image
     let d = dir.path();
     let (llm, mmproj) = (model("tiny-llm.gguf"), model("tiny-mmproj-t8.gguf"));
     let (llm, mmproj) = (llm.to_str().unwrap(), mmproj.to_str().unwrap());
-    // The random-weight vision tower sees low-level defects (noise, colour, blur), not semantic ones
-    // such as a duplicated patch; the data set uses the kinds it can see.
-    heie(&["synth", "--out", "data", "--count", "240", "--size", "112", "--seed", "7", "--kinds", "noise,colour-blotch,smear"], d);
+    // Only defect kinds the fixture's random-weight vision tower can see: a linear probe on its image
+    // tokens (defect-covered vs clean tokens, trained on the train split, scored on dev) separates noise
+    // with AUC 0.72, but colour blotches (0.52) and smears (0.44) not at all; with them in the data two
+    // thirds of the defects are invisible and the held-out score signal drowns. A dev split of 30% (90
+    // images) for the calibration fit: with 24, the `[SCORE]` branch, which carries almost no image signal on
+    // a random LLM, correlated with the dev scores by chance (up to 0.5) and was given the weight.
+    heie(
+        &["synth", "--out", "data", "--count", "300", "--size", "112", "--seed", "7", "--kinds", "noise", "--dev-fraction", "0.3"],
+        d,
+    );
     let engine = ["--model", llm, "--mmproj", mmproj, "--threads", "1", "--ctx-size", "1024", "--max-tokens", "4", "--no-explanation"];
     for split in ["train", "dev"] {
         let data = format!("data/{split}");
@@ -61,12 +68,19 @@ fn extract_train_evaluate_beats_untrained_heads_and_a_constant_on_held_out_image
         let row = rows.iter().find(|r| r["system"] == system).unwrap_or_else(|| panic!("no row {system}"));
         row["metrics"][name].as_f64().unwrap_or_else(|| panic!("{system} has no {name}"))
     };
-    assert_eq!(report["images"], 48);
+    assert_eq!(report["images"], 60);
     let (cc, cc_init, cc_const) = (metric("trained", "cc"), metric("init", "cc"), metric("constant", "cc"));
     assert!(cc > 0.12 && cc > cc_init + 0.1 && cc > cc_const + 0.1, "CC trained {cc}, init {cc_init}, constant {cc_const}");
     let (auc, auc_init) = (metric("trained", "auc_judd"), metric("init", "auc_judd"));
     assert!(auc > 0.6 && auc > auc_init + 0.08, "AUC-Judd trained {auc}, init {auc_init}");
     assert!(metric("trained", "mse_all") < metric("init", "mse_all"));
+    // The score: PLCC is 0 for the constant row by definition. Measured with these settings (trained vs
+    // init): 0.16 vs −0.09 here; synth seeds 11, 3, 5: 0.15 vs 0.00, 0.43 vs 0.30 (an untrained mapper's
+    // defect mass can already follow the noise), 0.18 vs −0.21; train seed 2: 0.10 vs −0.09. The signal is
+    // the map scorer's monotone mass term (`heie_heads::scorer`); without it S_map rose with the predicted
+    // defect mass after training and the trained row was at or below 0.
+    let (plcc, plcc_init, plcc_const) = (metric("trained", "plcc"), metric("init", "plcc"), metric("constant", "plcc"));
+    assert!(plcc > plcc_init + 0.08 && plcc > plcc_const + 0.08, "PLCC trained {plcc}, init {plcc_init}, constant {plcc_const}");
     for system in ["zero-shot", "trained", "init", "constant"] {
         for name in ["plcc", "srcc", "kld", "sim", "nss", "mse_all"] {
             assert!(metric(system, name).is_finite(), "{system} {name}");

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::layers::softplus;
 
 /// Inverse of softplus, `ln(eʸ − 1)`, for initialising the raw parameters from positive weights.
-fn softplus_inverse(y: f32) -> f64 {
+pub(crate) fn softplus_inverse(y: f32) -> f64 {
     let y = y as f64;
     // For large y, ln(e^y − 1) = y + ln(1 − e^{−y}) avoids overflow.
     y + (-(-y).exp()).ln_1p()

@@ -1,6 +1,6 @@
 //! The weights file: one safetensors file holding every parameter (f32, named by module path) and, in
 //! the safetensors header metadata, the JSON config (`heie.heads.config`) and a format version
-//! (`heie.heads.format` = `1`). One file means weights and config cannot drift apart on disk.
+//! (`heie.heads.format`, see [`FORMAT_VERSION`]). One file means weights and config cannot drift apart on disk.
 //!
 //! Loading trusts nothing: every tensor name, shape, dtype and value is checked against the shapes the
 //! configuration implies, and the configuration against the running LLM.
@@ -16,8 +16,11 @@ use crate::error::{HeadsError, Result};
 
 /// Metadata key of the format version.
 pub const FORMAT_KEY: &str = "heie.heads.format";
-/// The format version this crate writes and reads (2: the token scorer's fitted input statistics).
-pub const FORMAT_VERSION: &str = "2";
+/// The format version this crate writes and reads (2: the token scorer's fitted input statistics;
+/// 3: the map scorer's monotone mass term `map_scorer.mass_weight_raw`). Older files are refused with
+/// the version in the message rather than loaded with a guessed default: a format-2 map scorer was
+/// trained without the term, and adding one would change its scores.
+pub const FORMAT_VERSION: &str = "3";
 /// Metadata key of the JSON config.
 pub const CONFIG_KEY: &str = "heie.heads.config";
 

@@ -1,11 +1,13 @@
-//! Exact values of modules on hand-set weights: fusion, calibration, attention, transposed conv, losses.
+//! Exact values of modules on hand-set weights: fusion, calibration, map scorer, attention, transposed
+//! conv, losses.
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use heie_heads::calibration::Calibration;
 use heie_heads::fusion::Fusion;
 use heie_heads::layers::{Attention, ConvTranspose2x2, Linear};
+use heie_heads::scorer::MapScorer;
 use heie_heads::losses::{focal_loss, laplace_nll, score_mse};
-use heie_heads::{CalibrationConfig, FusionVariant};
+use heie_heads::{CalibrationConfig, FusionVariant, HeadsConfig};
 
 fn dev() -> Device {
     Device::Cpu
@@ -102,6 +104,24 @@ fn calibration_exact_and_monotone() {
     // Large weights (softplus inverse path for big values) are reproduced too.
     let eff = calib(60.0, 1e-3, 0.0).effective().unwrap();
     assert!((eff.token_weight - 60.0).abs() < 1e-3 && (eff.map_weight - 1e-3).abs() < 1e-6);
+}
+
+#[test]
+fn fresh_map_scorer_is_minus_ten_times_the_mean_and_falls_as_the_map_grows() {
+    let vm = candle_nn::VarMap::new();
+    let mut cfg = HeadsConfig::new(64, 2);
+    cfg.score_map_size = 16;
+    let scorer = MapScorer::new(&cfg, VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev())).unwrap();
+    assert!((scorer.mass_weight().unwrap() - 1.0).abs() < 1e-6);
+    // A fresh conv branch outputs exactly 0 (zero output layer): S_map = −1·10·mean(H).
+    let blob = Tensor::from_vec((0..6 * 9).map(|i| if i % 9 < 3 { 0.9f32 } else { 0.0 }).collect(), (6, 9), &dev()).unwrap();
+    assert!((scalar(&scorer.forward(&blob).unwrap()) + 3.0).abs() < 1e-5);
+    let mut prev = f32::INFINITY;
+    for i in 0..=10 {
+        let s = scalar(&scorer.forward(&Tensor::full(i as f32 / 10.0, (6, 9), &dev()).unwrap()).unwrap());
+        assert!(s < prev, "{i}: {s} after {prev}");
+        prev = s;
+    }
 }
 
 fn lin(w: &[[f32; 2]; 2], b: [f32; 2]) -> Linear {

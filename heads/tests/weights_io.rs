@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 use common::{tiny_config, Buffers};
-use heie_heads::weights::{CONFIG_KEY, FORMAT_KEY};
+use heie_heads::weights::{CONFIG_KEY, FORMAT_KEY, FORMAT_VERSION};
 use heie_heads::{FusionVariant, Heads, HeadsError};
 
 fn outputs_equal(a: &heie_heads::HeadsOutput, b: &heie_heads::HeadsOutput) -> bool {
@@ -155,6 +155,15 @@ fn load_rejects_truncated_files_and_foreign_metadata() {
     s.rewrite(&s.tensors, meta);
     let (e, msg) = err_text(Heads::load(&s.path, 64, 4));
     assert!(matches!(e, HeadsError::Config { field: "hidden_width", .. }), "{msg}");
+
+    // A format-2 file (before the map scorer's mass term): refused, naming both versions.
+    let mut t = s.tensors.clone();
+    t.remove("map_scorer.mass_weight_raw");
+    let mut meta = s.meta.clone();
+    meta.insert(FORMAT_KEY.into(), "2".into());
+    s.rewrite(&t, meta);
+    let (e, msg) = err_text(Heads::load(&s.path, 64, 4));
+    assert!(matches!(e, HeadsError::Format { .. }) && msg.contains("format version 2") && msg.contains(FORMAT_VERSION), "{msg}");
 
     let missing = s.path.with_file_name("absent.safetensors");
     assert!(matches!(Heads::load(&missing, 64, 4), Err(HeadsError::Io { .. })));
