@@ -160,16 +160,59 @@ impl EventSender {
         true
     }
 
-    /// Sends everything still held, waiting for room: only for the end of a request, off the engine thread.
-    pub fn flush_blocking(&mut self) {
-        while let Some(event) = self.backlog.pop_front() {
-            if self.tx.blocking_send(event).is_err() {
-                return;
+    /// Hands over everything still held, at the end of a request. The caller (the finalizer, which
+    /// serves every evaluation in turn) must not wait on one client that has stopped reading: what
+    /// does not fit now is delivered by a thread of its own, which ends once the client has taken it
+    /// or has gone away.
+    pub fn deliver_rest(mut self) {
+        if !self.flush() || self.backlog.is_empty() {
+            return;
+        }
+        let delivery = move || {
+            while let Some(event) = self.backlog.pop_front() {
+                if self.tx.blocking_send(event).is_err() {
+                    return;
+                }
             }
+        };
+        if let Err(e) = std::thread::Builder::new().name("heie-deliver".into()).spawn(delivery) {
+            tracing::error!("could not start a thread for the last events of a request (they are lost): {e}");
         }
     }
 
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn stage(n: u8) -> EvalEvent {
+        // Stage events never merge, so each takes a place in the channel.
+        EvalEvent::StageStarted(if n % 2 == 0 { Section::Description } else { Section::Analysis })
+    }
+
+    #[test]
+    fn the_last_events_of_a_stalled_client_do_not_hold_up_the_caller_and_all_arrive_in_order() {
+        let (mut events, mut receiver) = event_channel();
+        let n = EVENT_CHANNEL_CAPACITY + 40;
+        for i in 0..n {
+            assert!(events.send(stage(i as u8)));
+        }
+        // Nobody reads: the channel is full and 40 events are held.
+        let t0 = Instant::now();
+        events.deliver_rest();
+        assert!(t0.elapsed() < Duration::from_secs(1), "deliver_rest waited for the client");
+        let mut received = Vec::new();
+        while received.len() < n {
+            received.push(receiver.blocking_recv().expect("every event arrives"));
+        }
+        for (i, e) in received.iter().enumerate() {
+            assert!(matches!((e, i % 2), (EvalEvent::StageStarted(Section::Description), 0) | (EvalEvent::StageStarted(Section::Analysis), 1)), "event {i} out of order");
+        }
+        assert!(receiver.blocking_recv().is_none(), "the delivery thread ends and closes the channel");
     }
 }

@@ -57,7 +57,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         SequenceEnd::Cancelled => FinishReason::Cancelled,
         SequenceEnd::Failed(e) => {
             events.send(EvalEvent::Error(e.to_string()));
-            events.flush_blocking();
+            events.deliver_rest();
             return;
         }
     };
@@ -71,7 +71,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
                 }
                 Err(e) => {
                     events.send(EvalEvent::Error(format!("trained heads failed: {e}")));
-                    events.flush_blocking();
+                    events.deliver_rest();
                     return;
                 }
             }
@@ -104,5 +104,5 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         events.send(EvalEvent::Captures(std::sync::Arc::new(captured)));
     }
     events.send(EvalEvent::Done { finish_reason, timings, tokens });
-    events.flush_blocking();
+    events.deliver_rest();
 }
