@@ -41,8 +41,8 @@ fn tfrecords_written_by_the_test_read_back() {
     let records: [&[u8]; 3] = [b"first", b"", &[7u8; 1000]];
     std::fs::write(&path, write_records(&records)).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    // 16 bytes of framing per record.
-    assert_eq!(bytes.len(), 5 + 0 + 1000 + 3 * 16);
+    // Payloads of 5, 0 and 1000 bytes, and 16 bytes of framing per record.
+    assert_eq!(bytes.len(), 5 + 1000 + 3 * 16);
     let read: Vec<Vec<u8>> = TfRecordReader::new(std::fs::File::open(&path).unwrap()).map(|r| r.unwrap()).collect();
     assert_eq!(read, records.iter().map(|r| r.to_vec()).collect::<Vec<_>>());
 }

@@ -312,7 +312,7 @@ async fn full_queue_answers_resource_exhausted_and_the_server_recovers() {
     let b = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
     assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 1);
     // C finds the queue full.
-    let status = c.evaluate(request(image_of(120, 90), options(8))).await.err().expect("C is refused");
+    let status = refused(c.evaluate(request(image_of(120, 90), options(8))).await, "C is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("busy"), "{}", status.message());
     // Rerank and batches are refused the same way.
@@ -411,11 +411,11 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_the_server_keeps_ser
         assert!(status.message().starts_with(&format!("{field}:")), "{what}: {:?} should name {field}", status.message());
     }
     let over = pb::EvaluateBatchRequest { images: vec![image_of(64, 64); 4], options: Some(options(4)) };
-    let status = c.evaluate_batch(over).await.err().expect("batch over the max is refused");
+    let status = refused(c.evaluate_batch(over).await, "batch over the max is refused");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("images:") && status.message().contains("max batch of 3"), "{}", status.message());
     let one_bad = pb::EvaluateBatchRequest { images: vec![image_of(64, 64), encoded(truncated_png())], options: None };
-    let status = c.evaluate_batch(one_bad).await.err().expect("a bad image fails the batch");
+    let status = refused(c.evaluate_batch(one_bad).await, "a bad image fails the batch");
     assert!(status.message().starts_with("images[1].encoded:"), "{}", status.message());
     let status = c
         .rerank(pb::RerankRequest { images: vec![raw(3, 3, 4, vec![0; 35])], top_k: 0, fast: true, options: None })

@@ -36,7 +36,7 @@ async fn serve_process_merges_config_answers_rpcs_exports_metrics_and_stops_on_s
     assert!(tiles.cols * tiles.rows <= 2, "max-tiles from the file");
     assert!(got.done().unwrap().tokens.unwrap().generated_tokens <= 3 * 4 + 1);
     let batch = pb::EvaluateBatchRequest { images: vec![image_of(64, 64); 3], options: None };
-    let status = c.evaluate_batch(batch).await.err().expect("over max-batch");
+    let status = refused(c.evaluate_batch(batch).await, "over max-batch");
     assert_eq!(status.code(), Code::InvalidArgument);
 
     let text = tokio::task::spawn_blocking(move || scrape(metrics_addr)).await.unwrap();

@@ -49,3 +49,12 @@ pub fn test_image(width: u32, height: u32) -> RgbImage {
 pub fn heie_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_heie"))
 }
+
+/// The error of a call that must fail (tonic's streaming responses are not `Debug`, so `expect_err`
+/// cannot be used on them).
+pub fn refused<T>(result: Result<T, tonic::Status>, what: &str) -> tonic::Status {
+    match result {
+        Ok(_) => panic!("{what}: the call succeeded"),
+        Err(status) => status,
+    }
+}

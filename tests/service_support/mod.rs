@@ -20,7 +20,9 @@ use tonic::transport::Channel;
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{config, heie_bin, model, test_image};
+// Each test binary uses its own subset of these.
+#[allow(unused_imports)]
+pub use common::{config, heie_bin, model, refused, test_image};
 
 pub const LLM: &str = "tiny-llm.gguf";
 pub const MMPROJ: &str = "tiny-mmproj.gguf";

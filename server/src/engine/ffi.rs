@@ -226,8 +226,12 @@ pub fn supports_gpu_offload() -> bool {
 pub fn gpu_devices() -> Vec<String> {
     init_backend();
     let text = |p: *const c_char| {
-        // SAFETY: ggml returns static NUL-terminated strings (or NULL) for registered devices.
-        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()).unwrap_or_default()
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: ggml returns static NUL-terminated strings for registered devices.
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
     };
     // SAFETY: plain queries of the backend registry; indices are below the count.
     unsafe {

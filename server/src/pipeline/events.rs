@@ -192,7 +192,7 @@ mod tests {
 
     fn stage(n: u8) -> EvalEvent {
         // Stage events never merge, so each takes a place in the channel.
-        EvalEvent::StageStarted(if n % 2 == 0 { Section::Description } else { Section::Analysis })
+        EvalEvent::StageStarted(if n.is_multiple_of(2) { Section::Description } else { Section::Analysis })
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn generated_images(width: u32, height: u32) -> anyhow::Result<Vec<Vec<u8>>>
     (0..8u32)
         .map(|k| {
             let img = RgbImage::from_fn(width, height, |x, y| {
-                let block = (x / (width / 8 + 1) + y / (height / 6 + 1) + k) % 3 == 0;
+                let block = (x / (width / 8 + 1) + y / (height / 6 + 1) + k).is_multiple_of(3);
                 if block {
                     Rgb([(200 + k * 7) as u8, 40, (30 * k) as u8])
                 } else {
