@@ -233,6 +233,7 @@ fn real_model_when_configured() {
         n_batch: 512,
         max_queue: 4,
         vision_batch_tiles: 7,
+        flash_attention: None,
         speedups: Default::default(),
     };
     let engine = std::sync::Arc::new(heie_server::engine::Engine::start(&config).expect("real model loads"));

@@ -26,6 +26,7 @@ pub fn config(llm: &str, mmproj: &str, slots: u32) -> EngineConfig {
         n_batch: 512,
         max_queue: 64,
         vision_batch_tiles: 7,
+        flash_attention: None,
         speedups: Default::default(),
     }
 }

@@ -249,6 +249,8 @@ pub struct ContextParams {
     pub n_batch: u32,
     pub n_seq_max: u32,
     pub threads: i32,
+    /// Flash attention: `None` = llama.cpp decides (it turns it on where the backend supports it).
+    pub flash_attention: Option<bool>,
 }
 
 /// A llama context: the KV cache and the compute state. Owned by exactly one thread (not Send).
@@ -274,6 +276,11 @@ impl Context {
             params.n_threads = p.threads;
             params.n_threads_batch = p.threads;
             params.kv_unified = true;
+            params.flash_attn_type = match p.flash_attention {
+                None => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+                Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                Some(true) => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            };
             params.embeddings = false;
             params.no_perf = true;
             sys::llama_init_from_model(model.raw.as_ptr(), params)

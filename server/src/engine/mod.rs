@@ -46,6 +46,13 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Tiles one batched vision encode takes at most (an image's tiles plus its thumbnail).
     pub vision_batch_tiles: usize,
+    /// Flash attention: `None` = llama.cpp's choice (on where the backend has it, the CPU included).
+    /// On the CPU neither setting wins everywhere: llama.cpp's CPU kernel takes a per-row path for 2–63
+    /// query rows (decode steps of a few sequences, short forced text), ~0.8 ms per row on the fixture
+    /// where plain attention costs ~0.07, but plain attention loses on long prefills and when many
+    /// sequences fill the shared cache (fixture, `heie bench`: off is 1.3–1.5× faster at 1 and 4 in
+    /// flight, 2× slower at 16).
+    pub flash_attention: Option<bool>,
     /// Throughput optimisations (all on unless a benchmark measures the naive path).
     pub speedups: SpeedUps,
 }
@@ -183,6 +190,7 @@ impl Engine {
                     n_batch: cfg.n_batch,
                     n_seq_max: cfg.slots + 1,
                     threads: cfg.threads,
+                    flash_attention: cfg.flash_attention,
                 };
                 let vision_batch_tokens = tokens_per_tile * cfg.vision_batch_tiles.max(1);
                 let built = Context::new(thread_model.clone(), &params).and_then(|ctx| {
