@@ -166,8 +166,9 @@ fn extract_with_teacher_forcing_feeds_references_and_counts_the_samples_without_
 
 #[test]
 fn extract_with_long_generations_in_flight_does_not_stall() {
-    // Regression: extraction read the oldest evaluation's stream only, while the finalizer waited on a
-    // younger one's full channel; with full-length sections in flight the run stalled for good.
+    // Regression: extraction reads the oldest evaluation's stream only; when the finalizer waited on a
+    // younger one's full channel, full-length sections in flight stalled the run for good. The
+    // finalizer now hands what does not fit to a delivery thread (`EventSender::deliver_rest`).
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (llm, mmproj) = (model("tiny-llm.gguf"), model("tiny-mmproj.gguf"));

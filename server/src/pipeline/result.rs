@@ -69,17 +69,6 @@ impl EvalResult {
         result
     }
 
-    /// [`EvalResult::collect`] on a thread of its own. Callers with several evaluations in flight must
-    /// drain them all at once: the finalizer delivers one evaluation at a time and waits while its
-    /// channel is full, so reading only the oldest stream can wait forever behind a younger one that
-    /// finished first and that nobody reads.
-    pub fn collect_in_background(receiver: EventReceiver) -> std::thread::JoinHandle<EvalResult> {
-        std::thread::Builder::new()
-            .name("heie-collect".into())
-            .spawn(move || EvalResult::collect(receiver, |_| {}))
-            .expect("a thread can be spawned")
-    }
-
     /// Folds one event into the result.
     pub fn absorb(&mut self, event: EvalEvent) {
         self.event_order.push(event_kind(&event));

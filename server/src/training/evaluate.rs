@@ -109,7 +109,7 @@ pub fn evaluate_pipeline(
             match next.map_err(|e| (format!("#{k}"), e.to_string())).and_then(|s| {
                 let image = load_path(&s.image, max_pixels).map_err(|e| (s.id.clone(), format!("{}: {e}", s.image.display())))?;
                 let (_, events) = evaluator.evaluate(&image, options.clone()).map_err(|e| (s.id.clone(), e.to_string()))?;
-                Ok((s, EvalResult::collect_in_background(events)))
+                Ok((s, events))
             }) {
                 Ok(pair) => in_flight.push_back(pair),
                 Err((id, reason)) => {
@@ -118,12 +118,8 @@ pub fn evaluate_pipeline(
                 }
             }
         }
-        let Some((sample, collector)) = in_flight.pop_front() else { break };
-        let Ok(result) = collector.join() else {
-            on_done(&sample.id, false);
-            skipped.push((sample.id, "collecting the evaluation's events failed".into()));
-            continue;
-        };
+        let Some((sample, events)) = in_flight.pop_front() else { break };
+        let result = EvalResult::collect(events, |_| {});
         if let Some(e) = result.error {
             on_done(&sample.id, false);
             skipped.push((sample.id, e));

@@ -161,8 +161,8 @@ pub fn extract(
 
     let mut options = config.options.clone();
     options.emit_captures = true;
-    // Each evaluation in flight (its stream drained on its own thread), with whether its reference was fed.
-    let mut in_flight: VecDeque<(Sample, std::thread::JoinHandle<EvalResult>, bool)> = VecDeque::new();
+    // Each evaluation in flight, with whether its reference was fed.
+    let mut in_flight: VecDeque<(Sample, crate::pipeline::events::EventReceiver, bool)> = VecDeque::new();
     let mut samples = samples.peekable();
     loop {
         // Keep `parallel` evaluations queued so the engine can batch their decode steps.
@@ -199,19 +199,15 @@ pub fn extract(
                 .map_err(|e| e.to_string())
                 .and_then(|image| evaluator.evaluate(&image, options).map_err(|e| e.to_string()));
             match started {
-                Ok((_, events)) => in_flight.push_back((sample, EvalResult::collect_in_background(events), forced)),
+                Ok((_, events)) => in_flight.push_back((sample, events, forced)),
                 Err(reason) => {
                     skip(&mut report, sample.id.clone(), format!("{}: {reason}", sample.image.display()));
                     on_done(&sample.id, false);
                 }
             }
         }
-        let Some((sample, collector, forced)) = in_flight.pop_front() else { break };
-        let Ok(result) = collector.join() else {
-            skip(&mut report, sample.id.clone(), "collecting the evaluation's events failed".into());
-            on_done(&sample.id, false);
-            continue;
-        };
+        let Some((sample, events, forced)) = in_flight.pop_front() else { break };
+        let result = EvalResult::collect(events, |_| {});
         let entry = match (&result.error, &result.captures) {
             (Some(e), _) => Err(format!("evaluation failed: {e}")),
             (None, None) => Err("no captures were emitted".to_string()),
