@@ -5,15 +5,13 @@
 //! runs), rendered directly at the comparison resolution; the engine runs once, zero-shot.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use heie_heads::Heads;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data;
-use crate::engine::{Engine, Sampling};
-use crate::pipeline::{EvalOptions, Evaluator};
+use crate::pipeline::Evaluator;
 use crate::training::evaluate::{evaluate_pipeline, evaluate_predictions, markdown, write_report, Systems};
 
 use super::data_args::DataArgs;
@@ -66,15 +64,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<usize> {
             evaluate_predictions(samples, dir, &name, args.resolution)?
         }
         None => {
-            let options = EvalOptions {
-                explanation: !args.no_explanation,
-                max_tokens_per_section: args.max_tokens,
-                sampling: Sampling { temperature: 0.0, seed: 0 },
-                max_tiles: args.model.max_tiles,
-                ..EvalOptions::default()
-            }
-            .validated()?;
-            let engine = Arc::new(Engine::start(&args.model.engine_config(args.parallel, args.parallel as usize * 2)?)?);
+            let options = args.model.greedy_options(!args.no_explanation, args.max_tokens)?;
+            let engine = args.model.start_engine(args.parallel, args.parallel as usize * 2)?;
             let info = engine.info().clone();
             let mut heads = Vec::new();
             let primary = args.model.heads.as_ref().map(|p| p.to_string_lossy().into_owned());

@@ -1,14 +1,12 @@
 //! `heie extract --data … --out SHARDS`: engine captures and labels into feature shards (resumable).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data;
-use crate::engine::{Engine, Sampling};
-use crate::pipeline::{EvalOptions, Evaluator};
+use crate::pipeline::Evaluator;
 use crate::training::extract::{extract, ExtractConfig};
 
 use super::data_args::DataArgs;
@@ -52,15 +50,8 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<usize> {
     if args.shard_size == 0 || !(8..=4096).contains(&args.gt_side) || args.parallel == 0 {
         anyhow::bail!("--shard-size and --parallel must be positive and --gt-side in 8..=4096");
     }
-    let options = EvalOptions {
-        explanation: !args.no_explanation,
-        max_tokens_per_section: args.max_tokens,
-        sampling: Sampling { temperature: 0.0, seed: 0 },
-        max_tiles: args.model.max_tiles,
-        ..EvalOptions::default()
-    }
-    .validated()?;
-    let engine = Arc::new(Engine::start(&args.model.engine_config(args.parallel, args.parallel as usize * 2)?)?);
+    let options = args.model.greedy_options(!args.no_explanation, args.max_tokens)?;
+    let engine = args.model.start_engine(args.parallel, args.parallel as usize * 2)?;
     let evaluator = Evaluator::new(engine)?;
     let config = ExtractConfig {
         out: args.out.clone(),

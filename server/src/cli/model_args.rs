@@ -6,9 +6,9 @@ use clap::Args;
 
 use std::sync::Arc;
 
-use crate::engine::{Engine, EngineConfig, SpeedUps};
+use crate::engine::{Engine, EngineConfig, Sampling, SpeedUps};
 use crate::pipeline::trained::TrainedHeads;
-use crate::pipeline::Evaluator;
+use crate::pipeline::{EvalOptions, Evaluator};
 use crate::pipeline::image_input::DEFAULT_MAX_PIXELS;
 
 use super::default_model;
@@ -62,9 +62,27 @@ pub enum FlashAttn {
 }
 
 impl ModelArgs {
+    /// Starts the engine alone (callers that pair it with several heads, or none).
+    pub fn start_engine(&self, slots: u32, max_queue: usize) -> anyhow::Result<Arc<Engine>> {
+        Ok(Arc::new(Engine::start(&self.engine_config(slots, max_queue)?)?))
+    }
+
+    /// Greedy options for batch jobs (extraction, evaluation): the same image always gives the same
+    /// features, explanation and scores.
+    pub fn greedy_options(&self, explanation: bool, max_tokens_per_section: u32) -> anyhow::Result<EvalOptions> {
+        Ok(EvalOptions {
+            explanation,
+            max_tokens_per_section,
+            sampling: Sampling { temperature: 0.0, seed: 0 },
+            max_tiles: self.max_tiles,
+            ..EvalOptions::default()
+        }
+        .validated()?)
+    }
+
     /// Starts the engine and the evaluator (with the heads, when given): what every command needs.
     pub fn start_evaluator(&self, slots: u32, max_queue: usize) -> anyhow::Result<Evaluator> {
-        let engine = Arc::new(Engine::start(&self.engine_config(slots, max_queue)?)?);
+        let engine = self.start_engine(slots, max_queue)?;
         let heads = match &self.heads {
             Some(path) => Some(Arc::new(
                 TrainedHeads::load(path, engine.info())

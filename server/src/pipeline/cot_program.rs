@@ -517,13 +517,7 @@ mod tests {
 
     #[test]
     fn boxes_of_the_regions_section_are_reported_once() {
-        let tiling = Tiling {
-            grid: TileGrid { cols: 1, rows: 1 },
-            tile_size: 56,
-            original_width: 56,
-            original_height: 56,
-            has_thumbnail: false,
-        };
+        let tiling = one_tile();
         let (events, mut receiver) = event_channel();
         let options = EvalOptions::default();
         let mut program = CotProgram::new(
