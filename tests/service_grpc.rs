@@ -444,7 +444,9 @@ async fn health_is_not_serving_until_warm_and_shutdown_cancels_after_the_grace_p
     let serve = heie_server::service::ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: None,
+        http_addr: None,
         limits: limits(1, 4),
+        network: Default::default(),
     };
     let mut server = heie_server::service::start(serve, move || {
         wait.recv()?;

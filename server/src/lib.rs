@@ -3,5 +3,6 @@ pub mod engine;
 pub mod pipeline;
 pub mod cli;
 pub mod service;
+pub(crate) mod http;
 pub mod data;
 pub mod training;

@@ -1,17 +1,18 @@
 //! The `heie` binary: parses the command line and runs one subcommand. Errors print as one line.
 
 use clap::Parser;
-use heie_server::cli::{Cli, Command};
+use heie_server::cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEIE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEIE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => log.init(),
+        // One JSON object per line, the span fields (request id, method) included.
+        LogFormat::Json => log.json().with_current_span(true).with_span_list(false).init(),
+    }
     let outcome = match cli.command {
         Command::Eval(args) => heie_server::cli::eval::run(args),
         Command::Heads(args) => heie_server::cli::heads::run(args),

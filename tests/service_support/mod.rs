@@ -43,6 +43,8 @@ pub fn limits(parallel: u32, max_queue: u32) -> ServiceLimits {
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         max_tiles: 6,
         default_max_tokens: 8,
+        image_workers: 2,
+        stall_timeout: Duration::from_secs(30),
     }
 }
 
@@ -51,7 +53,9 @@ pub async fn start_server(limits: ServiceLimits, metrics: bool) -> RunningServer
     let options = ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: metrics.then(|| "127.0.0.1:0".parse().unwrap()),
+        http_addr: None,
         limits: limits.clone(),
+        network: Default::default(),
     };
     let mut server = service::start(options, move || {
         let mut cfg = config(LLM, MMPROJ, limits.parallel);
@@ -93,10 +97,14 @@ pub fn options(max_tokens: u32) -> pb::Options {
     pb::Options { max_tokens_per_section: max_tokens, ..Default::default() }
 }
 
+/// The largest per-section cap whose worst case (three sections) still fits the fixture's 4096-token
+/// context next to the prompt and a few tiles: larger requests are refused before they start.
+pub const LONG_TOKENS: u32 = 1100;
+
 /// Options for a request that holds its slot for seconds: hot sampling rarely hits end-of-sequence,
 /// so it runs until its large token caps (tests cancel it long before).
 pub fn long_options() -> pb::Options {
-    pb::Options { max_tokens_per_section: 2048, temperature: 5.0, seed: Some(7), ..Default::default() }
+    pb::Options { max_tokens_per_section: LONG_TOKENS, temperature: 5.0, seed: Some(7), ..Default::default() }
 }
 
 pub fn request(image: pb::Image, options: pb::Options) -> pb::EvaluateRequest {
@@ -203,10 +211,24 @@ impl ServeProcess {
 
     /// [`ServeProcess::spawn`] with extra environment variables for the child.
     pub fn spawn_with_env(extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
-        let mut cmd = Command::new(heie_bin());
+        ServeProcess::spawn_threads(2, extra, env)
+    }
+
+    /// [`ServeProcess::spawn_with_env`] with `threads` llama.cpp threads.
+    pub fn spawn_threads(threads: u32, extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        ServeProcess::spawn_full(&heie_bin(), threads, extra, env)
+    }
+
+    /// [`ServeProcess::spawn_with_env`] with another `heie` binary (to measure another build).
+    pub fn spawn_bin(bin: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        ServeProcess::spawn_full(bin, 2, extra, env)
+    }
+
+    fn spawn_full(bin: &std::path::Path, threads: u32, extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .args(["--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
-            .args(["--threads", "2", "--n-gpu-layers", "0"])
+            .args(["--threads", &threads.to_string(), "--n-gpu-layers", "0"])
             .args(extra)
             .env_remove("HEIE_CONFIG")
             .env("HEIE_LOG", "warn")
@@ -262,6 +284,24 @@ impl ServeProcess {
 
     pub fn stderr(&self) -> Vec<String> {
         self.stderr_lines.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (`-HUP`, `-TERM`, …) by name.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([name, &pid]).status().expect("kill runs");
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "heie serve did not exit; stderr: {:?}", self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -20,8 +20,19 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "heie", version, about)]
 pub struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log collectors.
+    /// The level comes from HEIE_LOG (e.g. `info`, `heie_server=debug`) [default: text].
+    #[arg(long, global = true, env = "HEIE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the process log is written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

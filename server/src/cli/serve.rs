@@ -1,4 +1,5 @@
-//! `heie serve`: the gRPC service. Flags fall back to `HEIE_*` environment variables, then to an
+//! `heie serve`: the gRPC service (and, with `--http`, the HTTP API and page beside it). Flags fall
+//! back to `HEIE_*` environment variables, then to an
 //! optional TOML file (`--config`, keys spelled like the flags: `max-queue = 8`), then to defaults.
 
 use std::ffi::OsString;
@@ -12,7 +13,8 @@ use clap::{ArgMatches, Args, CommandFactory};
 use serde::Deserialize;
 
 use crate::pipeline::options::MAX_TOKENS_PER_SECTION;
-use crate::service::{self, ServeOptions, ServiceLimits};
+use crate::service::server::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS};
+use crate::service::{self, ApiKey, ApiKeys, NetworkOptions, ServeOptions, ServiceLimits, TlsFiles};
 
 use super::model_args::ModelArgs;
 
@@ -23,6 +25,8 @@ pub const DEFAULT_MAX_BATCH: u32 = 16;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub const DEFAULT_SHUTDOWN_GRACE_S: f64 = 10.0;
 pub const DEFAULT_MAX_TOKENS: u32 = 192;
+pub const DEFAULT_STALL_TIMEOUT_S: u64 = 30;
+pub const DEFAULT_DRAIN_DELAY_S: f64 = 0.0;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -48,12 +52,49 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics.
     #[arg(long, env = "HEIE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Also serve the HTTP/JSON API (SSE streams) and the web page on http://ADDR/.
+    #[arg(long, env = "HEIE_HTTP")]
+    pub http: Option<SocketAddr>,
     /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM before they are cancelled [default: 10].
     #[arg(long, env = "HEIE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<f64>,
     /// Token cap per section when a request leaves it at 0 [default: 192].
     #[arg(long, env = "HEIE_MAX_TOKENS")]
     pub max_tokens: Option<u32>,
+    /// Seconds a stream may have events waiting without its client reading any before it is cancelled and its slot freed; 0 = never [default: 30].
+    #[arg(long, env = "HEIE_STALL_TIMEOUT")]
+    pub stall_timeout: Option<f64>,
+    /// Images decoded, tiled or heatmap-encoded at once; bounds the memory of pixel work [default: cores, at most 4].
+    #[arg(long, env = "HEIE_IMAGE_WORKERS")]
+    pub image_workers: Option<u32>,
+    /// Seconds between SIGTERM turning health NOT_SERVING and the server refusing new work, so load
+    /// balancers polling health move away first [default: 0].
+    #[arg(long, env = "HEIE_DRAIN_DELAY")]
+    pub drain_delay: Option<f64>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "HEIE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "HEIE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS; needs --tls-cert).
+    #[arg(long, env = "HEIE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// An API key clients must send as `authorization: Bearer KEY` (repeatable; the variable holds one).
+    #[arg(long, env = "HEIE_API_KEY", hide_env_values = true)]
+    pub api_key: Vec<ApiKey>,
+    /// File of API keys, one per line (# comments); re-read on SIGHUP.
+    #[arg(long, env = "HEIE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Seconds between HTTP/2 keepalive pings on a connection; 0 turns them off [default: 30].
+    #[arg(long, env = "HEIE_HTTP2_KEEPALIVE_INTERVAL")]
+    pub http2_keepalive_interval: Option<f64>,
+    /// Seconds a keepalive ping may go unanswered before the connection is closed [default: 20].
+    #[arg(long, env = "HEIE_HTTP2_KEEPALIVE_TIMEOUT")]
+    pub http2_keepalive_timeout: Option<f64>,
+    /// Calls one connection may have open at once; more wait in the client [default: 64].
+    #[arg(long, env = "HEIE_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -68,8 +109,20 @@ struct ConfigFile {
     max_batch: Option<u32>,
     max_message_bytes: Option<usize>,
     metrics_addr: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     shutdown_grace: Option<f64>,
     max_tokens: Option<u32>,
+    stall_timeout: Option<f64>,
+    image_workers: Option<u32>,
+    drain_delay: Option<f64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    api_key: Option<KeyList>,
+    api_key_file: Option<PathBuf>,
+    http2_keepalive_interval: Option<f64>,
+    http2_keepalive_timeout: Option<f64>,
+    max_concurrent_streams: Option<u32>,
     model: Option<PathBuf>,
     mmproj: Option<PathBuf>,
     heads: Option<PathBuf>,
@@ -79,6 +132,24 @@ struct ConfigFile {
     max_tiles: Option<u32>,
     max_pixels: Option<u64>,
     batch_size: Option<u32>,
+}
+
+/// `api-key = "k"` or `api-key = ["k1", "k2"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KeyList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl KeyList {
+    fn parse(self) -> anyhow::Result<Vec<ApiKey>> {
+        let keys = match self {
+            KeyList::One(k) => vec![k],
+            KeyList::Many(ks) => ks,
+        };
+        keys.iter().enumerate().map(|(i, k)| k.parse().with_context(|| format!("api-key #{} in the config file", i + 1))).collect()
+    }
 }
 
 fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
@@ -91,16 +162,18 @@ fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
 pub struct ServeSettings {
     pub options: ServeOptions,
     pub shutdown_grace: Duration,
+    pub drain_delay: Duration,
     pub model: ModelArgs,
 }
 
 /// Merges `args` (flags and environment), the config file and the defaults. `matches` tells which
 /// model flags were given explicitly (their clap defaults must not hide the file's values).
 pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Result<ServeSettings> {
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => read_config(path)?,
         None => ConfigFile::default(),
     };
+    let network = network_options(args, &mut file)?;
     let explicit = |id: &str| {
         matches
             .and_then(|m| m.value_source(id))
@@ -128,6 +201,10 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
     let max_message_bytes = args.max_message_bytes.or(file.max_message_bytes).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
     let grace = args.shutdown_grace.or(file.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE_S);
     let max_tokens = args.max_tokens.or(file.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
+    let stall = args.stall_timeout.or(file.stall_timeout).unwrap_or(DEFAULT_STALL_TIMEOUT_S as f64);
+    let image_workers = args.image_workers.or(file.image_workers).unwrap_or_else(service::admission::default_image_workers);
+    anyhow::ensure!(stall.is_finite() && stall >= 0.0, "--stall-timeout must be a number of seconds >= 0");
+    anyhow::ensure!((1..=256).contains(&image_workers), "--image-workers must be 1..=256, got {image_workers}");
     anyhow::ensure!((1..=64).contains(&parallel), "--parallel must be 1..=64, got {parallel}");
     anyhow::ensure!(max_queue >= 1, "--max-queue must be at least 1");
     anyhow::ensure!((1..=1024).contains(&max_batch), "--max-batch must be 1..=1024, got {max_batch}");
@@ -138,6 +215,8 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         "--max-tokens must be 1..={MAX_TOKENS_PER_SECTION}, got {max_tokens}"
     );
     anyhow::ensure!((1..=40).contains(&model.max_tiles), "--max-tiles must be 1..=40, got {}", model.max_tiles);
+    let drain = args.drain_delay.or(file.drain_delay).unwrap_or(DEFAULT_DRAIN_DELAY_S);
+    anyhow::ensure!(drain.is_finite() && (0.0..=3600.0).contains(&drain), "--drain-delay must be 0..=3600 seconds");
     let addr = match args.addr.or(file.addr) {
         Some(a) => a,
         None => DEFAULT_ADDR.parse().expect("the default address parses"),
@@ -146,6 +225,7 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         options: ServeOptions {
             addr,
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
+            http_addr: args.http.or(file.http),
             limits: ServiceLimits {
                 max_pixels: model.max_pixels,
                 max_batch,
@@ -154,11 +234,54 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
                 max_message_bytes,
                 max_tiles: model.max_tiles,
                 default_max_tokens: max_tokens,
+                image_workers,
+                // Zero turns the check off: a stall that never ends is never reached.
+                stall_timeout: if stall == 0.0 { Duration::MAX } else { Duration::from_secs_f64(stall) },
             },
+            network,
         },
         shutdown_grace: Duration::from_secs_f64(grace),
+        drain_delay: Duration::from_secs_f64(drain),
         model,
     })
+}
+
+/// TLS, keys, keepalive and stream limits from the flags and the file.
+fn network_options(args: &ServeArgs, file: &mut ConfigFile) -> anyhow::Result<NetworkOptions> {
+    let cert = args.tls_cert.clone().or(file.tls_cert.take());
+    let key = args.tls_key.clone().or(file.tls_key.take());
+    let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca.take());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca }),
+        (None, None) if client_ca.is_some() => anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key"),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
+    };
+    let mut keys = args.api_key.clone();
+    if keys.is_empty() {
+        if let Some(list) = file.api_key.take() {
+            keys = list.parse()?;
+        }
+    }
+    let key_file = args.api_key_file.clone().or(file.api_key_file.take());
+    let api_keys = ApiKeys::new(&keys, key_file.as_deref())?;
+    let seconds = |flag: &str, v: f64| -> anyhow::Result<Duration> {
+        anyhow::ensure!(v.is_finite() && (0.0..=86_400.0).contains(&v), "--{flag} must be 0..=86400 seconds, got {v}");
+        Ok(Duration::from_secs_f64(v))
+    };
+    let interval = match args.http2_keepalive_interval.or(file.http2_keepalive_interval) {
+        Some(v) => Some(seconds("http2-keepalive-interval", v)?).filter(|d| !d.is_zero()),
+        None => Some(DEFAULT_KEEPALIVE_INTERVAL),
+    };
+    let timeout = match args.http2_keepalive_timeout.or(file.http2_keepalive_timeout) {
+        Some(v) => seconds("http2-keepalive-timeout", v)?,
+        None => DEFAULT_KEEPALIVE_TIMEOUT,
+    };
+    anyhow::ensure!(!timeout.is_zero(), "--http2-keepalive-timeout must be more than 0 seconds");
+    let streams = args.max_concurrent_streams.or(file.max_concurrent_streams).unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS);
+    anyhow::ensure!(streams >= 1, "--max-concurrent-streams must be at least 1");
+    Ok(NetworkOptions { tls, api_keys, keepalive_interval: interval, keepalive_timeout: timeout, max_concurrent_streams: streams })
 }
 
 /// The `serve` subcommand's matches, re-parsed from the process arguments, to learn which model
@@ -178,12 +301,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<usize> {
 }
 
 async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
-    let ServeSettings { options, shutdown_grace, model } = settings;
+    let ServeSettings { options, shutdown_grace, drain_delay, model } = settings;
     let (slots, queue) = (options.limits.parallel, options.limits.max_queue as usize);
-    let mut server = service::start(options, move || model.start_evaluator(slots, queue)).await?;
+    let max_tokens = options.limits.default_max_tokens;
+    let network = describe_network(&options.network);
+    let mut server = service::start(options, move || {
+        let evaluator = model.start_evaluator(slots, queue)?;
+        check_context(&evaluator, model.max_tiles, max_tokens)?;
+        Ok(evaluator)
+    })
+    .await?;
     eprintln!("heie: listening on {} (loading the model; health NOT_SERVING)", server.addr);
+    eprintln!("heie: {network}");
     if let Some(m) = server.metrics_addr {
         eprintln!("heie: metrics on http://{m}/metrics");
+    }
+    let reload = tokio::spawn(reload_keys_on_sighup(server.api_keys().clone()));
+    if let Some(h) = server.http_addr {
+        eprintln!("heie: HTTP API and page on http://{h}/");
     }
     let mut signal = std::pin::pin!(shutdown_signal());
     tokio::select! {
@@ -194,11 +329,82 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         }
     }
     eprintln!("heie: serving on {}", server.addr);
-    signal.await;
-    eprintln!("heie: shutting down (grace {:.1} s)", shutdown_grace.as_secs_f64());
-    server.shutdown(shutdown_grace).await?;
+    let died = tokio::select! {
+        _ = signal => None,
+        cause = server.died() => Some(cause),
+    };
+    reload.abort();
+    if let Some(cause) = died {
+        // Health is NOT_SERVING and in-flight requests have been told (UNAVAILABLE); exit non-zero
+        // so that a supervisor (systemd, Kubernetes) starts a fresh process.
+        tracing::error!(%cause, "exiting: the server cannot evaluate any more");
+        let _ = server.shutdown(Duration::from_secs(1)).await;
+        anyhow::bail!("{cause}; exiting so that a supervisor restarts the server");
+    }
+    eprintln!(
+        "heie: shutting down (health NOT_SERVING; drain delay {:.1} s, grace {:.1} s)",
+        drain_delay.as_secs_f64(),
+        shutdown_grace.as_secs_f64()
+    );
+    server.drain(drain_delay, shutdown_grace).await?;
     eprintln!("heie: stopped");
     Ok(())
+}
+
+/// Start-up check: a request at the server's own defaults — the most tiles `--max-tiles` allows, each
+/// section at `--max-tokens` — must fit the context each request gets, or every such request would
+/// be refused; the message names the flag to raise.
+fn check_context(evaluator: &crate::pipeline::Evaluator, max_tiles: u32, max_tokens: u32) -> anyhow::Result<()> {
+    let options = crate::pipeline::EvalOptions { max_tiles, max_tokens_per_section: max_tokens, ..Default::default() };
+    let needed = evaluator.worst_case_context(&options);
+    let ctx = evaluator.engine().info().ctx_per_sequence as usize;
+    anyhow::ensure!(
+        needed <= ctx,
+        "--max-tiles {max_tiles} with --max-tokens {max_tokens} needs up to {needed} context tokens per request but --ctx-size is {ctx}: \
+         raise --ctx-size to at least {needed} (or lower --max-tiles / --max-tokens)"
+    );
+    Ok(())
+}
+
+/// One line on how the port is protected and limited (never the keys themselves).
+fn describe_network(n: &NetworkOptions) -> String {
+    let transport = n.tls.as_ref().map(TlsFiles::describe).unwrap_or_else(|| "plaintext (no TLS)".to_string());
+    let keys = if n.api_keys.is_enabled() {
+        match n.api_keys.file() {
+            Some(f) => format!("{} API key(s) required (file {}, reloaded on SIGHUP)", n.api_keys.len(), f.display()),
+            None => format!("{} API key(s) required", n.api_keys.len()),
+        }
+    } else {
+        "no API key required".to_string()
+    };
+    let keepalive = match n.keepalive_interval {
+        Some(i) => format!("keepalive every {:.0} s (timeout {:.0} s)", i.as_secs_f64(), n.keepalive_timeout.as_secs_f64()),
+        None => "no keepalive pings".to_string(),
+    };
+    format!("{transport}; {keys}; HTTP/2 {keepalive}, at most {} streams per connection", n.max_concurrent_streams)
+}
+
+/// Re-reads the API key file on each SIGHUP; a failed reload keeps the keys in use.
+async fn reload_keys_on_sighup(keys: ApiKeys) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the API key file will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let Some(file) = keys.file() else {
+                tracing::info!("SIGHUP: there is no --api-key-file to reload");
+                continue;
+            };
+            match keys.reload() {
+                Ok(n) => tracing::info!(file = %file.display(), keys = n, "SIGHUP: API keys reloaded"),
+                Err(e) => tracing::error!(error = %e, keys_in_use = keys.len(), "SIGHUP: reloading the API keys failed; the keys in use stay"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = keys;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
@@ -251,9 +457,38 @@ mod tests {
         assert_eq!(s.model.ctx_size, 1024, "an explicit model flag beats the file");
         assert_eq!(s.options.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
 
+        std::fs::write(&config, "api-key = [\"k-one\", \"k-two\"]\nmax-concurrent-streams = 8\nhttp2-keepalive-interval = 0\ndrain-delay = 1.5\n").unwrap();
+        let (args, m) = parse(&["serve", "--config", path]);
+        let s = settings(&args, Some(&m)).unwrap();
+        let n = &s.options.network;
+        assert_eq!((n.api_keys.len(), n.max_concurrent_streams, n.keepalive_interval), (2, 8, None));
+        assert!(n.api_keys.check(Some("Bearer k-two")).is_ok() && n.tls.is_none());
+        assert_eq!(s.drain_delay, Duration::from_millis(1500));
+        assert!(!format!("{s:?}").contains("k-one"), "settings never print a key");
+        let (args, m) = parse(&["serve", "--config", path, "--api-key", "from-flag"]);
+        let keys = settings(&args, Some(&m)).unwrap().options.network.api_keys;
+        assert!(keys.len() == 1 && keys.check(Some("Bearer from-flag")).is_ok(), "flag keys replace the file's list");
+        std::fs::write(&config, "tls-cert = \"/x/cert.pem\"\n").unwrap();
+        let (args, m) = parse(&["serve", "--config", path]);
+        assert!(format!("{:#}", settings(&args, Some(&m)).unwrap_err()).contains("--tls-cert needs --tls-key"));
+
         std::fs::write(&config, "paralel = 2\n").unwrap();
         let (args, m) = parse(&["serve", "--config", path]);
         let e = settings(&args, Some(&m)).unwrap_err();
         assert!(format!("{e:#}").contains("paralel"), "{e:#}");
+    }
+
+    #[test]
+    fn the_http_address_comes_from_the_flag_or_the_file_and_is_off_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("heie.toml");
+        std::fs::write(&config, "http = \"127.0.0.1:8080\"\n").unwrap();
+        let path = config.to_str().unwrap();
+        let (args, m) = parse(&["serve", "--config", path]);
+        assert_eq!(settings(&args, Some(&m)).unwrap().options.http_addr, Some("127.0.0.1:8080".parse().unwrap()));
+        let (args, m) = parse(&["serve", "--config", path, "--http", "0.0.0.0:9000"]);
+        assert_eq!(settings(&args, Some(&m)).unwrap().options.http_addr, Some("0.0.0.0:9000".parse().unwrap()));
+        let (args, m) = parse(&["serve"]);
+        assert_eq!(settings(&args, Some(&m)).unwrap().options.http_addr, None);
     }
 }

@@ -1,12 +1,13 @@
 //! The engine thread: owns the llama context and the vision tower, and runs every active sequence's
 //! next tokens through one `llama_decode` per step (continuous batching).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::ffi::{Batch, Context, Model, Token, Vision};
+use super::liveness::{injected_fault, injected_step_delay};
 use super::metrics::EngineMetrics;
 use super::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
 use super::speedups::SpeedUps;
@@ -55,6 +56,20 @@ pub(super) struct DecodeLoop {
     /// The shared prefix whose cells the sequence `prefix_seq` holds, once a sequence has computed it.
     prefix: Option<Vec<Token>>,
     prefix_seq: i32,
+    /// Shutdown has begun: queued jobs are refused, not started.
+    closing: Arc<AtomicBool>,
+    /// Jobs taken from the queue so far (counts fault-injection points in test builds).
+    jobs_taken: u64,
+}
+
+/// What `admit` decided.
+enum Admission {
+    /// Keep running.
+    Continue,
+    /// Stop: asked to (Shutdown, or every sender gone).
+    Stop,
+    /// Stop although nobody asked (a test-only injected fault).
+    Exit,
 }
 
 /// KV cells kept for the cached prefix (InternVL's is about 60 tokens; a byte-level vocabulary's a few
@@ -73,6 +88,7 @@ impl DecodeLoop {
         ctx_per_seq: i32,
         n_batch: usize,
         speedups: SpeedUps,
+        closing: Arc<AtomicBool>,
     ) -> DecodeLoop {
         let width = model.n_embd();
         DecodeLoop {
@@ -90,50 +106,80 @@ impl DecodeLoop {
             prefix: None,
             // The sequence id after the slots' ids; the context is created with one more sequence.
             prefix_seq: n_slots as i32,
+            closing,
+            jobs_taken: 0,
         }
     }
 
-    /// Runs until shutdown or until every sender is gone.
-    pub fn run(mut self) {
-        loop {
-            if !self.admit() {
-                break;
+    /// Runs until shutdown or until every sender is gone (true), or until an injected fault makes it
+    /// return unasked (false).
+    pub fn run(mut self) -> bool {
+        let requested = loop {
+            match self.admit() {
+                Admission::Continue => {}
+                Admission::Stop => break true,
+                Admission::Exit => break false,
             }
             if self.slots.is_empty() {
                 continue;
             }
             self.step();
-        }
+        };
         for slot in &mut self.slots {
             slot.end = Some(SequenceEnd::Cancelled);
         }
         self.reap();
+        requested
     }
 
-    /// Takes queued jobs into free slots; blocks when nothing is running. False means shut down.
-    fn admit(&mut self) -> bool {
-        while !self.free_seqs.is_empty() {
-            let command = if self.slots.is_empty() {
+    /// Takes queued jobs into free slots; blocks when nothing is running. Once shutdown has begun,
+    /// every queued job is refused instead, free slots or not.
+    fn admit(&mut self) -> Admission {
+        let flag = self.closing.clone();
+        let closing = || flag.load(Ordering::Acquire);
+        while !self.free_seqs.is_empty() || closing() {
+            let command = if self.slots.is_empty() && !closing() {
                 match self.commands.recv() {
                     Ok(c) => c,
-                    Err(_) => return false,
+                    Err(_) => return Admission::Stop,
                 }
             } else {
                 match self.commands.try_recv() {
                     Ok(c) => c,
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return false,
+                    Err(TryRecvError::Disconnected) => return Admission::Stop,
                 }
             };
             match command {
-                Command::Shutdown => return false,
-                Command::Run(job) => self.start(job),
+                Command::Shutdown => return Admission::Stop,
+                Command::Wake => {}
+                Command::Run(job) if closing() => self.refuse(job),
+                Command::Run(job) => {
+                    if !self.start(job) {
+                        return Admission::Exit;
+                    }
+                }
             }
         }
-        true
+        Admission::Continue
     }
 
-    fn start(&mut self, job: Job) {
+    /// Ends a queued job that never started (shutdown has begun).
+    fn refuse(&mut self, mut job: Job) {
+        self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        let stats = SequenceStats { queued: job.enqueued_at.elapsed(), ..Default::default() };
+        self.metrics.record_end(&SequenceEnd::Refused);
+        job.program.finish(SequenceEnd::Refused, &stats);
+    }
+
+    /// Puts a job into a free slot. False only when a test-injected fault asks the loop to exit.
+    fn start(&mut self, job: Job) -> bool {
+        self.jobs_taken += 1;
+        match injected_fault("engine", self.jobs_taken) {
+            Some("exit") => return false,
+            Some(_) => panic!("injected fault: the engine thread panics at job {}", self.jobs_taken),
+            None => {}
+        }
         self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
         let seq = self.free_seqs.pop().expect("admit checks for a free slot");
         let now = Instant::now();
@@ -149,10 +195,14 @@ impl DecodeLoop {
             end: None,
         });
         self.metrics.active.store(self.slots.len(), Ordering::Relaxed);
+        true
     }
 
     /// One scheduling step: advance every slot to work it can batch, decode once, dispatch outputs.
     fn step(&mut self) {
+        if let Some(delay) = injected_step_delay() {
+            std::thread::sleep(delay);
+        }
         for i in 0..self.slots.len() {
             self.advance(i);
         }

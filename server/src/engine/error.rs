@@ -18,6 +18,9 @@ pub enum EngineError {
     /// The engine thread has stopped (shutdown or a fatal error).
     #[error("the engine is not running")]
     Stopped,
+    /// The engine stopped admitting work (the server is shutting down); queued sequences are refused.
+    #[error("the engine is shutting down and takes no new work")]
+    ShuttingDown,
     /// The admission queue is full.
     #[error("the queue is full ({0} waiting)")]
     QueueFull(usize),

@@ -194,6 +194,17 @@ impl Model {
         unsafe { sys::llama_vocab_is_eog(self.vocab.as_ptr(), token) }
     }
 
+    /// Whether a token is special (control or user-defined): text that spells it is matched even with
+    /// special-token parsing off when it is user-defined, so client text must be checked for it.
+    pub fn is_special(&self, token: Token) -> bool {
+        if token < 0 || token as usize >= self.n_vocab() {
+            return false;
+        }
+        // SAFETY: valid vocab handle; the id was checked to be in range.
+        let attr = unsafe { sys::llama_vocab_get_attr(self.vocab.as_ptr(), token) };
+        (attr as u32) & (sys::LLAMA_TOKEN_ATTR_CONTROL | sys::LLAMA_TOKEN_ATTR_USER_DEFINED) != 0
+    }
+
     /// The id of a text that the vocabulary holds as one special (control or user-defined) token.
     pub fn special_token(&self, text: &str) -> Option<Token> {
         match self.tokenize(text, true).as_slice() {
@@ -630,54 +641,13 @@ impl Drop for OwnedChunks {
     }
 }
 
-/// Reads a few metadata values from a GGUF file without loading its tensors (gguf's own reader).
-pub struct GgufMeta {
-    raw: NonNull<sys::gguf_context>,
-}
-
-impl GgufMeta {
-    pub fn open(path: &Path) -> Result<GgufMeta, EngineError> {
-        init_backend();
-        let c_path = path_cstring(path)?;
-        // SAFETY: no_alloc = true reads only the header and metadata; ctx out-pointer may be null.
-        let raw = unsafe {
-            sys::gguf_init_from_file(c_path.as_ptr(), sys::gguf_init_params { no_alloc: true, ctx: std::ptr::null_mut() })
-        };
-        NonNull::new(raw)
-            .map(|raw| GgufMeta { raw })
-            .ok_or_else(|| EngineError::Load(format!("{} is not a valid GGUF file{}", path.display(), take_last_error())))
+/// `(elements per block, bytes per block)` of a ggml tensor type, from the linked ggml's own table;
+/// `None` for ids out of range or retired (block size 0), which no loadable file may use.
+pub fn ggml_type_layout(ggml_type: u32) -> Option<(u64, u64)> {
+    if ggml_type >= sys::GGML_TYPE_COUNT as u32 {
+        return None;
     }
-
-    fn key(&self, key: &str) -> Option<i64> {
-        let c_key = CString::new(key).ok()?;
-        // SAFETY: valid context and NUL-terminated key.
-        let id = unsafe { sys::gguf_find_key(self.raw.as_ptr(), c_key.as_ptr()) };
-        (id >= 0).then_some(id)
-    }
-
-    pub fn u32(&self, key: &str) -> Option<u32> {
-        let id = self.key(key)?;
-        // SAFETY: id is a valid key index; the type is checked before reading.
-        unsafe {
-            (sys::gguf_get_kv_type(self.raw.as_ptr(), id) == sys::GGUF_TYPE_UINT32)
-                .then(|| sys::gguf_get_val_u32(self.raw.as_ptr(), id))
-        }
-    }
-
-    pub fn string(&self, key: &str) -> Option<String> {
-        let id = self.key(key)?;
-        // SAFETY: id is a valid key index; the type is checked; the string lives with the context.
-        unsafe {
-            (sys::gguf_get_kv_type(self.raw.as_ptr(), id) == sys::GGUF_TYPE_STRING).then(|| {
-                CStr::from_ptr(sys::gguf_get_val_str(self.raw.as_ptr(), id)).to_string_lossy().into_owned()
-            })
-        }
-    }
-}
-
-impl Drop for GgufMeta {
-    fn drop(&mut self) {
-        // SAFETY: we own the gguf context.
-        unsafe { sys::gguf_free(self.raw.as_ptr()) }
-    }
+    // SAFETY: the id is below GGML_TYPE_COUNT, so both lookups index ggml's type table in bounds.
+    let (block, size) = unsafe { (sys::ggml_blck_size(ggml_type as _), sys::ggml_type_size(ggml_type as _)) };
+    (block > 0 && size > 0).then_some((block as u64, size as u64))
 }

@@ -45,7 +45,8 @@ impl EngineMetrics {
     pub(crate) fn record_end(&self, end: &SequenceEnd) {
         let counter = match end {
             SequenceEnd::Completed => &self.completed,
-            SequenceEnd::Cancelled => &self.cancelled,
+            // A refused sequence never ran; it counts with those that were stopped early.
+            SequenceEnd::Cancelled | SequenceEnd::Refused => &self.cancelled,
             SequenceEnd::Failed(_) => &self.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);

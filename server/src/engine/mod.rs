@@ -4,6 +4,8 @@
 mod decode_loop;
 mod error;
 mod ffi;
+pub mod gguf_file;
+mod liveness;
 mod metrics;
 mod program;
 mod sampler;
@@ -11,7 +13,7 @@ mod speedups;
 mod stats;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,6 +21,9 @@ use std::time::Instant;
 
 pub use error::EngineError;
 pub use ffi::{gpu_devices, supports_gpu_offload, Model, Token};
+pub use liveness::Liveness;
+#[doc(hidden)]
+pub use liveness::injected_fault;
 pub use metrics::EngineMetrics;
 pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
 pub use sampler::argmax;
@@ -26,7 +31,8 @@ pub use speedups::SpeedUps;
 pub use stats::SequenceStats;
 
 use decode_loop::DecodeLoop;
-use ffi::{Context, ContextParams, GgufMeta, Vision};
+use ffi::{Context, ContextParams, Vision};
+use gguf_file::GgufFile;
 
 /// How to load and run the model.
 #[derive(Debug, Clone)]
@@ -84,6 +90,8 @@ struct Job {
 
 enum Command {
     Run(Job),
+    /// Nothing to do but look at the `closing` flag.
+    Wake,
     Shutdown,
 }
 
@@ -94,6 +102,9 @@ pub struct Engine {
     commands: SyncSender<Command>,
     metrics: Arc<EngineMetrics>,
     max_queue: usize,
+    /// Set by [`Engine::stop_admitting`]: new work is refused and queued work is turned away.
+    closing: Arc<AtomicBool>,
+    liveness: Liveness,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -106,8 +117,7 @@ fn require_file(path: &Path, what: &str) -> Result<(), EngineError> {
 }
 
 /// Reads the vision tower's geometry from the mmproj metadata and checks it is an InternVL projector.
-fn read_vision_geometry(mmproj: &Path) -> Result<(u32, usize, u32, String), EngineError> {
-    let meta = GgufMeta::open(mmproj)?;
+fn read_vision_geometry(mmproj: &Path, meta: &GgufFile) -> Result<(u32, usize, u32, String), EngineError> {
     let projector = meta.string("clip.projector_type").unwrap_or_default();
     if projector != "internvl" {
         return Err(EngineError::Load(format!(
@@ -144,7 +154,10 @@ impl Engine {
         if config.slots == 0 || config.ctx_per_sequence < 256 || config.n_batch == 0 {
             return Err(EngineError::Load("slots must be ≥ 1, ctx size ≥ 256 and batch ≥ 1".into()));
         }
-        let (tile_size, tokens_per_tile, projection, mmproj_name) = read_vision_geometry(&config.mmproj)?;
+        // Both files are checked in Rust first: llama.cpp may abort on a truncated or corrupt one.
+        gguf_file::check(&config.model, "model")?;
+        let mmproj_meta = gguf_file::check(&config.mmproj, "mmproj")?;
+        let (tile_size, tokens_per_tile, projection, mmproj_name) = read_vision_geometry(&config.mmproj, &mmproj_meta)?;
         let model = Arc::new(Model::load(&config.model, config.n_gpu_layers)?);
         if model.n_embd() != projection as usize {
             return Err(EngineError::Load(format!(
@@ -180,6 +193,9 @@ impl Engine {
         let (ready_tx, ready_rx) = sync_channel::<Result<(), EngineError>>(1);
         let thread_model = model.clone();
         let thread_metrics = metrics.clone();
+        let closing = Arc::new(AtomicBool::new(false));
+        let liveness = Liveness::default();
+        let (thread_closing, thread_liveness) = (closing.clone(), liveness.clone());
         let cfg = config.clone();
         let thread = std::thread::Builder::new()
             .name("heie-engine".into())
@@ -204,7 +220,7 @@ impl Engine {
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                DecodeLoop::new(
+                let decode_loop = DecodeLoop::new(
                     thread_model,
                     ctx,
                     vision,
@@ -214,16 +230,33 @@ impl Engine {
                     cfg.ctx_per_sequence as i32,
                     cfg.n_batch as usize,
                     cfg.speedups,
-                )
-                .run();
+                    thread_closing,
+                );
+                // A panic, or a return nobody asked for, is the engine's death: the server must
+                // not go on answering as if it could still evaluate.
+                if let Some(false) = thread_liveness.watch("engine", || decode_loop.run()) {
+                    thread_liveness.record_death("the engine thread exited unexpectedly".into());
+                }
             })
             .map_err(|e| EngineError::Load(format!("could not start the engine thread: {e}")))?;
         ready_rx.recv().map_err(|_| EngineError::Stopped)??;
-        Ok(Engine { model, info: Arc::new(info), commands, metrics, max_queue: config.max_queue.max(1), thread: Some(thread) })
+        Ok(Engine {
+            model,
+            info: Arc::new(info),
+            commands,
+            metrics,
+            max_queue: config.max_queue.max(1),
+            closing,
+            liveness,
+            thread: Some(thread),
+        })
     }
 
     /// Queues a program; fails at once with `QueueFull` when `max_queue` requests are already waiting.
     pub fn submit(&self, program: Box<dyn SequenceProgram>) -> Result<(), EngineError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
         let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
         if depth >= self.max_queue {
             self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -240,6 +273,21 @@ impl Engine {
                 Err(EngineError::Stopped)
             }
         }
+    }
+
+    /// Shutdown: from now on new work is refused with [`EngineError::ShuttingDown`], and every
+    /// sequence still waiting in the queue ends at once with [`SequenceEnd::Refused`] (it never
+    /// started). Sequences already in a slot run on.
+    pub fn stop_admitting(&self) {
+        self.closing.store(true, Ordering::Release);
+        // Wake the engine thread if it is idle, so it turns the queue away now. A full queue needs
+        // no wake-up (the thread is busy and checks the flag every step).
+        let _ = self.commands.try_send(Command::Wake);
+    }
+
+    /// Death notices of the engine thread (and of the finalizer, which reports here too).
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// The text model, for tokenising on the caller's thread.

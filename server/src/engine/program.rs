@@ -80,6 +80,8 @@ pub enum SequenceEnd {
     Completed,
     Cancelled,
     Failed(super::EngineError),
+    /// Never started: the engine stopped admitting work (shutdown) while the sequence was queued.
+    Refused,
 }
 
 /// Drives one sequence. Called on the engine thread; must not block.

@@ -8,13 +8,13 @@ use image::RgbImage;
 
 use crate::engine::{Engine, EngineError, TileBitmap};
 
-use super::cot_program::CotProgram;
+use super::cot_program::{context_budget, ContextBudget, CotProgram};
 use super::events::{event_channel, EvalEvent, EventReceiver, OutputMode, PromptMode};
 use super::finalize::Finalizer;
 use super::image_input::ImageInputError;
 use super::options::{EvalOptions, OptionError};
-use super::prompt;
-use super::prompt_tokens::PromptTokens;
+use super::reference::ReferenceTokens;
+use super::prompt_tokens::{after_image_tokens, PromptTokens};
 use super::tiling;
 use super::trained::TrainedHeads;
 
@@ -49,7 +49,8 @@ impl Evaluator {
     pub fn with_heads(engine: Arc<Engine>, heads: Option<Arc<TrainedHeads>>) -> Result<Evaluator, EngineError> {
         let tokens = Arc::new(PromptTokens::new(engine.model(), engine.info().native_markers)?);
         let trained = heads.is_some();
-        Ok(Evaluator { engine, tokens, finalizer: Finalizer::start(heads), next_id: AtomicU64::new(1), trained })
+        let finalizer = Finalizer::start_watched(heads, engine.liveness().clone());
+        Ok(Evaluator { engine, tokens, finalizer, next_id: AtomicU64::new(1), trained })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -72,6 +73,58 @@ impl Evaluator {
         }
     }
 
+    /// Checks options for an image of `width × height` before any pixel is decoded, and fills in
+    /// what the image decides: the default heatmap size is clamped (aspect kept) to the trained
+    /// heads' largest side, and the worst-case context the request can take must fit `--ctx-size`.
+    /// A failure names the option to change.
+    pub fn prepare(&self, width: u32, height: u32, options: EvalOptions) -> Result<EvalOptions, OptionError> {
+        let mut options = options.validated()?;
+        if self.trained && options.heatmap_size.is_none() {
+            options.heatmap_size = clamp_side(width, height, heie_heads::MAX_OUTPUT_SIDE as u32);
+        }
+        let info = self.engine.info();
+        let grid = tiling::choose_grid(width, height, 1, options.max_tiles, info.tile_size);
+        let n_views = grid.n_tiles() as usize + usize::from(grid.n_tiles() != 1);
+        let (after_image, user) = after_image_tokens(self.engine.model(), options.generation_prompt.as_deref(), self.tokens.native);
+        let reference = options.reference.as_ref().map(|r| r.tokenize(self.engine.model()));
+        let budget = self.budget(after_image, user, &options, reference.as_ref(), n_views);
+        let available = info.ctx_per_sequence as usize;
+        if budget.total() <= available {
+            return Ok(options);
+        }
+        let field = if budget.fixed_text + budget.image + budget.generated <= available {
+            "generation_prompt"
+        } else if budget.fixed_text + budget.image + budget.user_text >= available {
+            "max_tiles"
+        } else {
+            "max_tokens_per_section"
+        };
+        Err(OptionError {
+            field,
+            reason: format!(
+                "the request can take {} context tokens ({n_views} image views × {} + {} prompt + {} generated) but the \
+                 server's --ctx-size gives each request {available}; lower {field}",
+                budget.total(),
+                info.tokens_per_tile,
+                budget.fixed_text + budget.user_text,
+                budget.generated,
+            ),
+        })
+    }
+
+    /// The worst-case context of a request with `options` and the most tiles `max_tiles` allows,
+    /// without a client prompt: what start-up compares with `--ctx-size`.
+    pub fn worst_case_context(&self, options: &EvalOptions) -> usize {
+        let n_views = options.max_tiles as usize + usize::from(options.max_tiles > 1);
+        let (after_image, user) = after_image_tokens(self.engine.model(), None, self.tokens.native);
+        self.budget(after_image, user, options, None, n_views).total()
+    }
+
+    fn budget(&self, after_image: Vec<crate::engine::Token>, user: usize, options: &EvalOptions, reference: Option<&ReferenceTokens>, n_views: usize) -> ContextBudget {
+        let tokens_per_tile = self.engine.info().tokens_per_tile;
+        context_budget(&self.tokens, self.trained, after_image, user, options, reference, n_views, tokens_per_tile)
+    }
+
     /// Tiles the image (on the caller's thread), queues its program and returns the event stream.
     /// Fails at once with `QueueFull` when the engine's queue is full.
     pub fn evaluate(&self, image: &RgbImage, options: EvalOptions) -> Result<(u64, EventReceiver), PipelineError> {
@@ -87,7 +140,7 @@ impl Evaluator {
         decode_time: std::time::Duration,
     ) -> Result<(u64, EventReceiver), PipelineError> {
         let started = Instant::now();
-        let options = options.validated()?;
+        let options = self.prepare(image.width(), image.height(), options)?;
         let info = self.engine.info();
         let (tiling, tiles, thumbnail) = tiling::split(image, 1, options.max_tiles, info.tile_size);
         let bitmaps: Vec<TileBitmap> = tiles
@@ -95,10 +148,7 @@ impl Evaluator {
             .chain(thumbnail)
             .map(|t| TileBitmap { width: t.width(), height: t.height(), rgb: t.into_raw() })
             .collect();
-        let after_image = self
-            .engine
-            .model()
-            .tokenize(&prompt::after_image(options.generation_prompt.as_deref(), self.tokens.native), true);
+        let (after_image, _) = after_image_tokens(self.engine.model(), options.generation_prompt.as_deref(), self.tokens.native);
         // Tokenised here, on the caller's thread, like the rest of the request's text.
         let reference = options.reference.as_ref().map(|r| r.tokenize(self.engine.model()));
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -120,5 +170,28 @@ impl Evaluator {
         );
         self.engine.submit(Box::new(program))?;
         Ok((request_id, receiver))
+    }
+}
+
+/// `width × height` scaled down (aspect kept) so neither side exceeds `max_side`; `None` when it fits.
+pub fn clamp_side(width: u32, height: u32, max_side: u32) -> Option<(u32, u32)> {
+    let longest = width.max(height);
+    if longest <= max_side {
+        return None;
+    }
+    let scale = |v: u32| ((u64::from(v) * u64::from(max_side) + u64::from(longest) / 2) / u64::from(longest)).max(1) as u32;
+    Some((scale(width), scale(height)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamping_keeps_the_aspect_and_leaves_fitting_sizes_alone() {
+        assert_eq!(clamp_side(9000, 3000, 8192), Some((8192, 2731)));
+        assert_eq!(clamp_side(3000, 9000, 8192), Some((2731, 8192)));
+        assert_eq!(clamp_side(8192, 100, 8192), None);
+        assert_eq!(clamp_side(40_000, 1, 8192), Some((8192, 1)));
     }
 }

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use ndarray::Array2;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use super::boxes::RegionBox;
 use super::explanation::Section;
@@ -109,79 +112,145 @@ pub enum EvalEvent {
     Captures(std::sync::Arc<super::captured::Captured>),
     Done { finish_reason: FinishReason, timings: Timings, tokens: TokenCounts },
     Error(String),
+    /// The evaluation never started: the server began shutting down while it was queued (retrying
+    /// it elsewhere is safe). Replaces Done.
+    Refused,
 }
 
-/// The sending side of an evaluation's bounded event channel, used from the engine thread.
+/// The sending side of an evaluation's event queue, used from the engine and finalizer threads.
 ///
-/// The engine thread must never wait on a slow client, so sends never block: when the channel is
-/// full, text deltas are merged and held until there is room; other events wait in order behind them.
+/// The engine thread must never wait on a slow client, so sends never block: once
+/// [`EVENT_CHANNEL_CAPACITY`] events are waiting, text deltas merge into the last waiting one, so a
+/// client that stops reading holds a bounded amount (every other event kind comes a bounded number
+/// of times per request). When the sender is dropped, what is waiting stays for the receiver to
+/// take; nothing — no thread, no task — waits on the client's behalf.
 pub struct EventSender {
-    tx: mpsc::Sender<EvalEvent>,
-    backlog: std::collections::VecDeque<EvalEvent>,
+    shared: Arc<Queue>,
 }
 
-pub type EventReceiver = mpsc::Receiver<EvalEvent>;
+/// The receiving side. Dropping it is how a request is cancelled: the sender sees
+/// [`EventSender::is_closed`], and waiting events are freed at once.
+pub struct EventReceiver {
+    shared: Arc<Queue>,
+}
 
 /// Events a request may have waiting before text deltas start to merge.
 pub const EVENT_CHANNEL_CAPACITY: usize = 256;
 
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes an async receiver.
+    ready: Notify,
+    /// Wakes a blocking receiver.
+    ready_blocking: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    events: VecDeque<EvalEvent>,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue half-updated (push/pop are atomic),
+        // so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self) {
+        self.ready.notify_one();
+        self.ready_blocking.notify_all();
+    }
+}
+
 pub fn event_channel() -> (EventSender, EventReceiver) {
-    let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    (EventSender { tx, backlog: Default::default() }, rx)
+    let shared = Arc::new(Queue { state: Mutex::default(), ready: Notify::new(), ready_blocking: Condvar::new() });
+    (EventSender { shared: shared.clone() }, EventReceiver { shared })
 }
 
 impl EventSender {
     /// Queues an event; returns false when the receiver is gone (the client disconnected).
     pub fn send(&mut self, event: EvalEvent) -> bool {
-        if let (EvalEvent::TextDelta { section, text }, Some(EvalEvent::TextDelta { section: last, text: held })) =
-            (&event, self.backlog.back_mut())
-        {
-            if last == section {
-                held.push_str(text);
-                return self.flush();
-            }
+        let mut state = self.shared.lock();
+        if state.receiver_gone {
+            return false;
         }
-        self.backlog.push_back(event);
-        self.flush()
-    }
-
-    /// Moves held events into the channel as far as there is room.
-    pub fn flush(&mut self) -> bool {
-        while let Some(event) = self.backlog.pop_front() {
-            match self.tx.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(event)) => {
-                    self.backlog.push_front(event);
-                    return true;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        let full = state.events.len() >= EVENT_CHANNEL_CAPACITY;
+        match (&event, state.events.back_mut()) {
+            (EvalEvent::TextDelta { section, text }, Some(EvalEvent::TextDelta { section: last, text: held }))
+                if full && last == section =>
+            {
+                held.push_str(text)
             }
+            _ => state.events.push_back(event),
         }
+        drop(state);
+        self.shared.wake();
         true
     }
 
-    /// Hands over everything still held, at the end of a request. The caller (the finalizer, which
-    /// serves every evaluation in turn) must not wait on one client that has stopped reading: what
-    /// does not fit now is delivered by a thread of its own, which ends once the client has taken it
-    /// or has gone away.
-    pub fn deliver_rest(mut self) {
-        if !self.flush() || self.backlog.is_empty() {
-            return;
-        }
-        let delivery = move || {
-            while let Some(event) = self.backlog.pop_front() {
-                if self.tx.blocking_send(event).is_err() {
-                    return;
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().receiver_gone
+    }
+}
+
+impl Drop for EventSender {
+    fn drop(&mut self) {
+        self.shared.lock().sender_gone = true;
+        self.shared.wake();
+    }
+}
+
+impl EventReceiver {
+    /// The next event, waiting for it; `None` once the sender is gone and everything was taken.
+    pub async fn recv(&mut self) -> Option<EvalEvent> {
+        loop {
+            {
+                let mut state = self.shared.lock();
+                if let Some(event) = state.events.pop_front() {
+                    return Some(event);
+                }
+                if state.sender_gone {
+                    return None;
                 }
             }
-        };
-        if let Err(e) = std::thread::Builder::new().name("heie-deliver".into()).spawn(delivery) {
-            tracing::error!("could not start a thread for the last events of a request (they are lost): {e}");
+            // `notify_one` keeps a permit when nobody waits, so a send between the check above and
+            // this await is not missed.
+            self.shared.ready.notified().await;
         }
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+    /// [`EventReceiver::recv`] for a thread outside any async runtime.
+    pub fn blocking_recv(&mut self) -> Option<EvalEvent> {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(event) = state.events.pop_front() {
+                return Some(event);
+            }
+            if state.sender_gone {
+                return None;
+            }
+            state = self.shared.ready_blocking.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<EvalEvent> {
+        self.shared.lock().events.pop_front()
+    }
+}
+
+impl Drop for EventReceiver {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut state = self.shared.lock();
+            state.receiver_gone = true;
+            std::mem::take(&mut state.events)
+        };
+        // Heatmaps can be large: freed here, outside the lock.
+        drop(dropped);
     }
 }
 
@@ -196,23 +265,64 @@ mod tests {
     }
 
     #[test]
-    fn the_last_events_of_a_stalled_client_do_not_hold_up_the_caller_and_all_arrive_in_order() {
+    fn a_stalled_receiver_never_holds_up_the_sender_and_every_event_arrives_in_order() {
         let (mut events, mut receiver) = event_channel();
         let n = EVENT_CHANNEL_CAPACITY + 40;
+        let t0 = Instant::now();
         for i in 0..n {
             assert!(events.send(stage(i as u8)));
         }
-        // Nobody reads: the channel is full and 40 events are held.
-        let t0 = Instant::now();
-        events.deliver_rest();
-        assert!(t0.elapsed() < Duration::from_secs(1), "deliver_rest waited for the client");
+        // Nobody reads, and the sender finishes and goes away: nothing waits for the client.
+        drop(events);
+        assert!(t0.elapsed() < Duration::from_secs(1), "the sender waited for the client");
         let mut received = Vec::new();
-        while received.len() < n {
-            received.push(receiver.blocking_recv().expect("every event arrives"));
+        while let Some(e) = receiver.blocking_recv() {
+            received.push(e);
         }
+        assert_eq!(received.len(), n, "every event arrives, then the end");
         for (i, e) in received.iter().enumerate() {
             assert!(matches!((e, i % 2), (EvalEvent::StageStarted(Section::Description), 0) | (EvalEvent::StageStarted(Section::Analysis), 1)), "event {i} out of order");
         }
-        assert!(receiver.blocking_recv().is_none(), "the delivery thread ends and closes the channel");
+    }
+
+    #[test]
+    fn text_merges_only_when_the_queue_is_full_and_a_dropped_receiver_closes_the_sender() {
+        let (mut events, mut receiver) = event_channel();
+        let delta = |t: &str| EvalEvent::TextDelta { section: Section::Analysis, text: t.into() };
+        for _ in 0..EVENT_CHANNEL_CAPACITY {
+            events.send(delta("a"));
+        }
+        for _ in 0..1000 {
+            events.send(delta("b"));
+        }
+        let mut n = 0;
+        let mut text = String::new();
+        while let Some(EvalEvent::TextDelta { text: t, .. }) = receiver.try_recv() {
+            n += 1;
+            text.push_str(&t);
+        }
+        assert_eq!(n, EVENT_CHANNEL_CAPACITY, "the overflow merged into the last waiting delta");
+        assert_eq!(text.len(), EVENT_CHANNEL_CAPACITY + 1000, "no text lost");
+        assert!(!events.is_closed());
+        drop(receiver);
+        assert!(events.is_closed());
+        assert!(!events.send(delta("c")), "a send after the client left reports it");
+    }
+
+    #[tokio::test]
+    async fn an_async_receiver_wakes_for_events_sent_from_another_thread() {
+        let (mut events, mut receiver) = event_channel();
+        let sender = std::thread::spawn(move || {
+            for i in 0..50u8 {
+                events.send(stage(i));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let mut n = 0;
+        while receiver.recv().await.is_some() {
+            n += 1;
+        }
+        sender.join().unwrap();
+        assert_eq!(n, 50);
     }
 }

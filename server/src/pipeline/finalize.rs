@@ -4,13 +4,14 @@
 use std::sync::mpsc::{channel, Sender};
 use std::time::Instant;
 
-use crate::engine::{SequenceEnd, SequenceStats};
+use crate::engine::{Liveness, SequenceEnd, SequenceStats};
 
 use super::captured::Captured;
 use super::events::{
     ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
 };
 use super::heatmap::rasterize_boxes;
+use crate::engine::injected_fault;
 use super::trained::TrainedHeads;
 use std::sync::Arc;
 
@@ -30,13 +31,24 @@ pub struct Finalizer {
 impl Finalizer {
     /// Starts the finalizer thread; it ends when every handle is dropped.
     pub fn start(heads: Option<Arc<TrainedHeads>>) -> Finalizer {
+        Finalizer::start_watched(heads, Liveness::default())
+    }
+
+    /// As [`Finalizer::start`], reporting a panic of the thread to `liveness` (after a panic no
+    /// evaluation could ever finish again, so the server must know).
+    pub fn start_watched(heads: Option<Arc<TrainedHeads>>, liveness: Liveness) -> Finalizer {
         let (jobs, receiver) = channel::<FinalizeJob>();
         std::thread::Builder::new()
             .name("heie-finalize".into())
             .spawn(move || {
-                for job in receiver {
-                    finalize(job, heads.as_deref());
-                }
+                liveness.watch("finalizer", || {
+                    for (n, job) in receiver.into_iter().enumerate() {
+                        if injected_fault("finalizer", n as u64 + 1).is_some() {
+                            panic!("injected fault: the finalizer panics at job {}", n + 1);
+                        }
+                        finalize(job, heads.as_deref());
+                    }
+                });
             })
             .expect("spawning the finalizer thread");
         Finalizer { jobs }
@@ -55,9 +67,12 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         SequenceEnd::Completed if captured.hit_length => FinishReason::Length,
         SequenceEnd::Completed => FinishReason::Completed,
         SequenceEnd::Cancelled => FinishReason::Cancelled,
+        SequenceEnd::Refused => {
+            events.send(EvalEvent::Refused);
+            return;
+        }
         SequenceEnd::Failed(e) => {
             events.send(EvalEvent::Error(e.to_string()));
-            events.deliver_rest();
             return;
         }
     };
@@ -71,8 +86,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
                 }
                 Err(e) => {
                     events.send(EvalEvent::Error(format!("trained heads failed: {e}")));
-                    events.deliver_rest();
-                    return;
+                            return;
                 }
             }
         }
@@ -104,5 +118,4 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         events.send(EvalEvent::Captures(std::sync::Arc::new(captured)));
     }
     events.send(EvalEvent::Done { finish_reason, timings, tokens });
-    events.deliver_rest();
 }

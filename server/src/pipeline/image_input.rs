@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
 
+use super::image_container::{check_complete, ContainerError};
+
 /// Default pixel budget: 40 megapixels covers every common camera and generator output while
 /// keeping a decoded RGB frame (120 MB) well inside the server's memory.
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
@@ -37,6 +39,9 @@ pub enum ImageInputError {
         format: &'static str,
         reason: String,
     },
+    /// The file's structure is cut short or broken (checked before decoding, see `image_container`).
+    #[error(transparent)]
+    Incomplete(#[from] ContainerError),
     /// A raw pixel buffer has an unsupported channel count.
     #[error("raw pixels must have 3 (RGB) or 4 (RGBA) channels, got {channels}")]
     UnsupportedChannels { channels: u8 },
@@ -64,24 +69,38 @@ pub enum ImageInputError {
 /// Fails before decoding any pixel data when the header declares more than `max_pixels` pixels or
 /// a zero dimension. Transparent pixels are composited on white.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageInputError> {
+    let (width, height) = probe(bytes, max_pixels)?;
     let format = supported_format(bytes)?;
-    let name = format_name(format);
-
-    // Phase 1: header only. Decoders parse the header when constructed and allocate nothing
-    // proportional to the declared size, so this is safe for any input.
-    let mut header_reader = ImageReader::with_format(Cursor::new(bytes), format);
-    header_reader.limits(decoder_limits(max_pixels, None));
-    let (width, height) = header_reader
-        .into_dimensions()
-        .map_err(|e| decode_error(name, e))?;
-    check_dimensions(width, height, max_pixels)?;
-
     // Phase 2: the full decode, pinned to the dimensions we just approved and to a byte budget
     // derived from the pixel budget, so nothing later in the file can grow the allocation.
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(max_pixels, Some((width, height))));
-    let decoded = reader.decode().map_err(|e| decode_error(name, e))?;
+    let decoded = reader.decode().map_err(|e| decode_error(format_name(format), e))?;
     Ok(flatten_to_rgb(decoded))
+}
+
+/// The dimensions an encoded image declares, checked against the pixel budget, and its structure
+/// checked complete — everything [`decode_image`] checks before it decodes a pixel. Cheap: the
+/// header and the container's markers only.
+pub fn probe(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), ImageInputError> {
+    let format = supported_format(bytes)?;
+    let name = format_name(format);
+    // Header only. Decoders parse the header when constructed and allocate nothing proportional to
+    // the declared size, so this is safe for any input.
+    let mut header_reader = ImageReader::with_format(Cursor::new(bytes), format);
+    header_reader.limits(decoder_limits(max_pixels, None));
+    let (width, height) = match header_reader.into_dimensions() {
+        Ok(size) => size,
+        Err(e) => {
+            // A file cut inside its header is reported as cut, not as whatever the decoder tripped on.
+            check_complete(format, bytes)?;
+            return Err(decode_error(name, e));
+        }
+    };
+    check_dimensions(width, height, max_pixels)?;
+    // A cut-off file would decode "successfully" with the missing part grey.
+    check_complete(format, bytes)?;
+    Ok((width, height))
 }
 
 /// Wraps a raw, tightly packed RGB (3 channels) or RGBA (4 channels) buffer, row-major.
@@ -94,6 +113,19 @@ pub fn from_raw(
     channels: u8,
     max_pixels: u64,
 ) -> Result<RgbImage, ImageInputError> {
+    check_raw(pixels, width, height, channels, max_pixels)?;
+    let image = if channels == 3 {
+        RgbImage::from_raw(width, height, pixels.to_vec()).map(DynamicImage::ImageRgb8)
+    } else {
+        RgbaImage::from_raw(width, height, pixels.to_vec()).map(DynamicImage::ImageRgba8)
+    };
+    // The length was checked above, so the buffer always fits its declared shape.
+    let image = image.expect("buffer length matches width * height * channels");
+    Ok(flatten_to_rgb(image))
+}
+
+/// Everything [`from_raw`] checks, without copying the pixels.
+pub fn check_raw(pixels: &[u8], width: u32, height: u32, channels: u8, max_pixels: u64) -> Result<(), ImageInputError> {
     if channels != 3 && channels != 4 {
         return Err(ImageInputError::UnsupportedChannels { channels });
     }
@@ -106,22 +138,9 @@ pub fn from_raw(
         .unwrap_or(u64::MAX);
     let got = pixels.len() as u64;
     if got != expected {
-        return Err(ImageInputError::RawLength {
-            width,
-            height,
-            channels,
-            expected,
-            got,
-        });
+        return Err(ImageInputError::RawLength { width, height, channels, expected, got });
     }
-    let image = if channels == 3 {
-        RgbImage::from_raw(width, height, pixels.to_vec()).map(DynamicImage::ImageRgb8)
-    } else {
-        RgbaImage::from_raw(width, height, pixels.to_vec()).map(DynamicImage::ImageRgba8)
-    };
-    // The length was checked above, so the buffer always fits its declared shape.
-    let image = image.expect("buffer length matches width * height * channels");
-    Ok(flatten_to_rgb(image))
+    Ok(())
 }
 
 /// Reads and decodes an image file; see [`decode_image`].
@@ -359,34 +378,28 @@ mod tests {
 
     #[test]
     fn header_with_too_little_pixel_data_is_truncated() {
+        // The stub has no IEND chunk: refused from its structure before the decoder runs.
         let err = decode_image(&png_with_stub_data(4000, 4000), DEFAULT_MAX_PIXELS).unwrap_err();
-        assert!(
-            matches!(err, ImageInputError::Corrupt { format: "PNG", .. }),
-            "{err}"
-        );
-        assert!(err
-            .to_string()
-            .starts_with("corrupt or truncated PNG image"));
+        assert!(matches!(err, ImageInputError::Incomplete(ContainerError::Truncated(_))), "{err}");
+        assert!(err.to_string().starts_with("image data truncated"), "{err}");
     }
 
     #[test]
-    fn truncated_png_and_jpeg_are_corrupt() {
+    fn truncated_png_and_jpeg_are_refused() {
         let png = png_bytes(gradient(40, 40).as_raw(), 40, 40, ExtendedColorType::Rgb8);
         let err = decode_image(&png[..png.len() / 2], DEFAULT_MAX_PIXELS).unwrap_err();
-        assert!(
-            matches!(err, ImageInputError::Corrupt { format: "PNG", .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ImageInputError::Incomplete(ContainerError::Truncated(_))), "{err}");
 
         let mut jpeg = Vec::new();
         JpegEncoder::new(&mut jpeg)
             .write_image(gradient(40, 40).as_raw(), 40, 40, ExtendedColorType::Rgb8)
             .unwrap();
+        // Cut inside the header: the decoder cannot even read the size, and the cut is named.
         let err = decode_image(&jpeg[..20], DEFAULT_MAX_PIXELS).unwrap_err();
-        assert!(
-            matches!(err, ImageInputError::Corrupt { format: "JPEG", .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ImageInputError::Incomplete(ContainerError::Truncated(_))), "{err}");
+        // Cut inside the pixel data (a decoder would fill the rest with grey): truncated.
+        let err = decode_image(&jpeg[..jpeg.len() / 5 * 4], DEFAULT_MAX_PIXELS).unwrap_err();
+        assert!(err.to_string().starts_with("image data truncated"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod boxes;
 pub mod explanation;
 pub mod heatmap;
+pub mod image_container;
 pub mod image_input;
 pub mod rating;
 pub mod tiling;

@@ -8,6 +8,10 @@ use super::reference::ReferenceCot;
 pub const MAX_TOKENS_PER_SECTION: u32 = 2048;
 /// Largest heatmap side a request may ask for.
 pub const MAX_HEATMAP_SIDE: u32 = 8192;
+/// Largest client prompt (`generation_prompt`), in UTF-8 bytes.
+pub const MAX_GENERATION_PROMPT_BYTES: usize = 4096;
+/// Largest sampling temperature.
+pub const MAX_TEMPERATURE: f32 = 5.0;
 /// Tokens for the analysis when the long explanation is skipped (rerank fast path).
 pub const SHORT_ANALYSIS_TOKENS: u32 = 48;
 
@@ -66,8 +70,8 @@ impl EvalOptions {
         if self.max_tokens_per_section == 0 || self.max_tokens_per_section > MAX_TOKENS_PER_SECTION {
             return bad("max_tokens_per_section", format!("must be 1..={MAX_TOKENS_PER_SECTION}, got {}", self.max_tokens_per_section));
         }
-        if !(0.0..=5.0).contains(&self.sampling.temperature) || self.sampling.temperature.is_nan() {
-            return bad("temperature", format!("must be in [0, 5], got {}", self.sampling.temperature));
+        if !(0.0..=MAX_TEMPERATURE).contains(&self.sampling.temperature) || self.sampling.temperature.is_nan() {
+            return bad("temperature", format!("must be in [0, {MAX_TEMPERATURE}], got {}", self.sampling.temperature));
         }
         if self.max_tiles == 0 || self.max_tiles > 40 {
             return bad("max_tiles", format!("must be 1..=40, got {}", self.max_tiles));
@@ -78,8 +82,8 @@ impl EvalOptions {
             }
         }
         if let Some(p) = &self.generation_prompt {
-            if p.len() > 4096 {
-                return bad("generation_prompt", format!("at most 4096 bytes, got {}", p.len()));
+            if p.len() > MAX_GENERATION_PROMPT_BYTES {
+                return bad("generation_prompt", format!("at most {MAX_GENERATION_PROMPT_BYTES} bytes, got {}", p.len()));
             }
         }
         Ok(self)

@@ -19,13 +19,20 @@ pub fn before_image() -> String {
     format!("<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n<img>")
 }
 
-/// Chat text from `</img>` to the start of the assistant's answer and the first heading.
-pub fn after_image(generation_prompt: Option<&str>, native: bool) -> String {
-    let context = generation_prompt
-        .map(|p| format!(" The image was generated from the prompt: \"{}\".", p.replace('"', "'")))
-        .unwrap_or_default();
+/// Chat text from `</img>` to the start of the assistant's answer and the first heading, in three
+/// parts: the template before the client's prompt, the prompt itself (client text: it must be
+/// tokenised with special-token parsing off), and the template after it.
+pub fn after_image(generation_prompt: Option<&str>, native: bool) -> (String, Option<String>, String) {
     let hint = if native { String::new() } else { format!(" {GROUNDING_HINT}") };
-    format!("</img>\n{INSTRUCTION}{context}{hint}<|im_end|>\n<|im_start|>assistant\n")
+    let end = format!("{hint}<|im_end|>\n<|im_start|>assistant\n");
+    match generation_prompt {
+        Some(p) => (
+            format!("</img>\n{INSTRUCTION} The image was generated from the prompt: \""),
+            Some(p.replace('"', "'")),
+            format!("\".{end}"),
+        ),
+        None => (format!("</img>\n{INSTRUCTION}"), None, end),
+    }
 }
 
 /// The assistant's opening, as in the dataset.

@@ -64,3 +64,37 @@ impl PromptTokens {
         })
     }
 }
+
+/// The tokens of the chat text after the image, and how many of them are the client's prompt. The
+/// template is tokenised with special tokens parsed; the prompt with parsing off, so that
+/// `<|im_end|>`, `<|im_start|>` or `[SCORE]` written in it stay text and cannot end the turn or
+/// pose as a marker.
+pub fn after_image_tokens(model: &Model, generation_prompt: Option<&str>, native: bool) -> (Vec<Token>, usize) {
+    let (head, user, tail) = prompt::after_image(generation_prompt, native);
+    let mut tokens = model.tokenize(&head, true);
+    let user = user.map(|u| literal_tokens(model, &u)).unwrap_or_default();
+    let n_user = user.len();
+    tokens.extend(user);
+    tokens.extend(model.tokenize(&tail, true));
+    (tokens, n_user)
+}
+
+/// Client text as plain text. Special-token parsing off keeps control tokens (`<|im_end|>`) out, but
+/// llama.cpp still matches user-defined tokens (a fine-tuned vocabulary's `[MAP]`, `[SCORE]`) in
+/// the text; each such match is re-tokenised in two pieces, split after its first character, so
+/// the same bytes reach the model as ordinary tokens.
+fn literal_tokens(model: &Model, text: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    for token in model.tokenize(text, false) {
+        if !model.is_special(token) {
+            out.push(token);
+            continue;
+        }
+        let spelled = String::from_utf8_lossy(&model.token_bytes(token)).into_owned();
+        let split = spelled.char_indices().nth(1).map(|(i, _)| i).unwrap_or(spelled.len());
+        for piece in [&spelled[..split], &spelled[split..]] {
+            out.extend(model.tokenize(piece, false).into_iter().filter(|t| !model.is_special(*t)));
+        }
+    }
+    out
+}

@@ -94,6 +94,10 @@ impl EvalResult {
                 self.finish_reason = Some(FinishReason::Error);
                 self.error = Some(e);
             }
+            EvalEvent::Refused => {
+                self.finish_reason = Some(FinishReason::Error);
+                self.error = Some("the engine is shutting down; the evaluation was not started".into());
+            }
         }
     }
 }
@@ -110,5 +114,6 @@ pub fn event_kind(event: &EvalEvent) -> &'static str {
         EvalEvent::Captures(_) => "captures",
         EvalEvent::Done { .. } => "done",
         EvalEvent::Error(_) => "error",
+        EvalEvent::Refused => "refused",
     }
 }

@@ -10,9 +10,10 @@ use heie_proto::v1 as pb;
 use image::RgbImage;
 
 use crate::engine::Sampling;
-use crate::pipeline::image_input::{decode_image, from_raw, ImageInputError};
+use crate::pipeline::image_input::{check_raw, decode_image, from_raw, probe, ImageInputError};
 use crate::pipeline::options::{MAX_HEATMAP_SIDE, MAX_TOKENS_PER_SECTION};
-use crate::pipeline::EvalOptions;
+use crate::pipeline::options::OptionError;
+use crate::pipeline::{EvalOptions, Evaluator};
 
 use super::status::ServiceError;
 
@@ -24,6 +25,8 @@ pub struct RequestDefaults {
     pub max_tiles: u32,
     pub max_tokens_per_section: u32,
     pub max_batch: u32,
+    /// `--max-message-bytes`: a RAW_F32 heatmap larger than this could never be sent.
+    pub max_message_bytes: usize,
 }
 
 /// One image ready for the pipeline.
@@ -33,6 +36,107 @@ pub struct ValidImage {
     pub generation_prompt: Option<String>,
     /// Time spent decoding it, reported as part of the evaluation's preprocessing.
     pub decode_time: std::time::Duration,
+}
+
+/// One image of a request checked as far as it can be without decoding a pixel: a source is set,
+/// its declared size is within the pixel budget, an encoded file is complete. Decoding it is
+/// [`PendingImage::decode`], pixel work that runs on the service's bounded pool.
+#[derive(Debug)]
+pub struct PendingImage {
+    source: PendingSource,
+    pub width: u32,
+    pub height: u32,
+    /// Its path in the request (`image`, `images[3]`).
+    pub field: String,
+    pub generation_prompt: Option<String>,
+    max_pixels: u64,
+}
+
+#[derive(Debug)]
+enum PendingSource {
+    Encoded(Vec<u8>),
+    Raw { pixels: Vec<u8>, channels: u8 },
+}
+
+impl PendingImage {
+    /// Decodes (or wraps raw pixels) into RGB. CPU- and memory-heavy: call on the pixel pool.
+    pub fn decode(self) -> Result<ValidImage, ServiceError> {
+        let started = std::time::Instant::now();
+        let field = self.field;
+        let rgb = match self.source {
+            PendingSource::Encoded(bytes) => {
+                decode_image(&bytes, self.max_pixels).map_err(|e| ServiceError::invalid(format!("{field}.encoded"), e))?
+            }
+            PendingSource::Raw { pixels, channels } => from_raw(&pixels, self.width, self.height, channels, self.max_pixels)
+                .map_err(|e| ServiceError::invalid(format!("{field}.raw.pixels"), e))?,
+        };
+        Ok(ValidImage { rgb, generation_prompt: self.generation_prompt, decode_time: started.elapsed() })
+    }
+}
+
+/// Checks a request's images without decoding them, naming each `field[i]`.
+pub fn pending_images(images: Vec<pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<Vec<PendingImage>, ServiceError> {
+    check_count(images.len(), field, defaults)?;
+    images.into_iter().enumerate().map(|(i, img)| pending_image(Some(img), &format!("{field}[{i}]"), defaults)).collect()
+}
+
+/// An image count within 1..=max batch, or INVALID_ARGUMENT on `field`.
+pub fn check_count(n: usize, field: &str, defaults: &RequestDefaults) -> Result<(), ServiceError> {
+    if n == 0 {
+        return Err(ServiceError::invalid(field, "at least one image is required"));
+    }
+    if n > defaults.max_batch as usize {
+        return Err(ServiceError::invalid(field, format!("{n} images is more than the server's max batch of {}", defaults.max_batch)));
+    }
+    Ok(())
+}
+
+/// Checks one image without decoding it; `field` is its path in the request.
+pub fn pending_image(image: Option<pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<PendingImage, ServiceError> {
+    let image = image.ok_or_else(|| ServiceError::invalid(field, "an image is required"))?;
+    let generation_prompt = image.generation_prompt.filter(|p| !p.trim().is_empty());
+    let (source, width, height) = match image.source {
+        None => return Err(ServiceError::invalid(format!("{field}.source"), "set either encoded or raw")),
+        Some(pb::image::Source::Encoded(bytes)) => {
+            if bytes.is_empty() {
+                return Err(ServiceError::invalid(format!("{field}.encoded"), "is empty"));
+            }
+            let (w, h) = probe(&bytes, defaults.max_pixels).map_err(|e| ServiceError::invalid(format!("{field}.encoded"), e))?;
+            (PendingSource::Encoded(bytes), w, h)
+        }
+        Some(pb::image::Source::Raw(raw)) => {
+            let channels = u8::try_from(raw.channels).unwrap_or(0);
+            if channels != 3 && channels != 4 {
+                return Err(ServiceError::invalid(
+                    format!("{field}.raw.channels"),
+                    format!("must be 3 (RGB) or 4 (RGBA), got {}", raw.channels),
+                ));
+            }
+            check_raw(&raw.pixels, raw.width, raw.height, channels, defaults.max_pixels).map_err(|e| {
+                let sub = match &e {
+                    ImageInputError::Empty { width: 0, .. } => "raw.width",
+                    ImageInputError::Empty { .. } => "raw.height",
+                    ImageInputError::TooLarge { .. } => "raw",
+                    ImageInputError::UnsupportedChannels { .. } => "raw.channels",
+                    _ => "raw.pixels",
+                };
+                ServiceError::invalid(format!("{field}.{sub}"), e)
+            })?;
+            (PendingSource::Raw { pixels: raw.pixels, channels }, raw.width, raw.height)
+        }
+    };
+    Ok(PendingImage { source, width, height, field: field.to_string(), generation_prompt, max_pixels: defaults.max_pixels })
+}
+
+/// Converts a request's images, naming each by `field` (`image`) or `field[i]` (`images`).
+pub fn images(images: &[pb::Image], field: &str, defaults: &RequestDefaults) -> Result<Vec<ValidImage>, ServiceError> {
+    check_count(images.len(), field, defaults)?;
+    images.iter().enumerate().map(|(i, img)| image(Some(img), &format!("{field}[{i}]"), defaults)).collect()
+}
+
+/// Converts one image; `field` is its path in the request (`image`, `images[3]`).
+pub fn image(image: Option<&pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<ValidImage, ServiceError> {
+    pending_image(image.cloned(), field, defaults)?.decode()
 }
 
 /// Side of the heatmaps Rerank's fast path renders and throws away.
@@ -46,21 +150,56 @@ pub struct RequestOptions {
     heatmap_height: Option<u32>,
     /// Requested heatmap encodings, deduplicated, in request order; never empty.
     pub encodings: Vec<pb::HeatmapEncoding>,
+    max_message_bytes: usize,
+}
+
+/// An option error from the pipeline, named by its place in the request.
+fn option_error(e: OptionError, image_field: &str) -> ServiceError {
+    match e.field {
+        "generation_prompt" => ServiceError::invalid(format!("{image_field}.generation_prompt"), e.reason),
+        other => ServiceError::invalid(format!("options.{other}"), e.reason),
+    }
 }
 
 impl RequestOptions {
-    /// The pipeline options for one image: its prompt and, where the request left them at 0, its size.
-    pub fn for_image(&self, image: &ValidImage, field: &str) -> Result<EvalOptions, ServiceError> {
+    /// The pipeline options for one image of `width × height`: its prompt and, where the request left
+    /// them at 0, its size. `field` is the image's path in the request.
+    pub fn for_image(&self, width: u32, height: u32, generation_prompt: Option<String>, field: &str) -> Result<EvalOptions, ServiceError> {
         let heatmap_size = match (self.heatmap_width, self.heatmap_height) {
             (None, None) => None,
-            (w, h) => Some((w.unwrap_or(image.rgb.width()), h.unwrap_or(image.rgb.height()))),
+            (w, h) => Some((w.unwrap_or(width), h.unwrap_or(height))),
         };
-        EvalOptions { heatmap_size, generation_prompt: image.generation_prompt.clone(), ..self.base.clone() }
-            .validated()
-            .map_err(|e| match e.field {
-                "generation_prompt" => ServiceError::invalid(format!("{field}.generation_prompt"), e.reason),
-                other => ServiceError::invalid(format!("options.{other}"), e.reason),
-            })
+        EvalOptions { heatmap_size, generation_prompt, ..self.base.clone() }.validated().map_err(|e| option_error(e, field))
+    }
+
+    /// Everything about one image that can fail before it is decoded: its options, the pipeline's
+    /// checks for its size (the context budget, the heads' heatmap side) and the RAW_F32 payload.
+    pub fn admit(&self, image: &PendingImage, evaluator: &Evaluator) -> Result<EvalOptions, ServiceError> {
+        let eval = self.for_image(image.width, image.height, image.generation_prompt.clone(), &image.field)?;
+        let eval = evaluator.prepare(image.width, image.height, eval).map_err(|e| option_error(e, &image.field))?;
+        self.check_payload(&eval, image.width, image.height)?;
+        Ok(eval)
+    }
+
+    /// A RAW_F32_LE heatmap is exactly 4 bytes a pixel: one that cannot fit in a message is refused
+    /// now rather than after the whole evaluation.
+    pub fn check_payload(&self, eval: &EvalOptions, width: u32, height: u32) -> Result<(), ServiceError> {
+        let Some(i) = self.encodings.iter().position(|e| *e == pb::HeatmapEncoding::RawF32Le) else { return Ok(()) };
+        let (w, h) = eval.heatmap_size.unwrap_or((width, height));
+        let bytes = u64::from(w) * u64::from(h) * 4;
+        // Room for the event's other fields.
+        const ENVELOPE: u64 = 1024;
+        if bytes + ENVELOPE > self.max_message_bytes as u64 {
+            return Err(ServiceError::invalid(
+                format!("options.heatmap_encodings[{i}]"),
+                format!(
+                    "a RAW_F32_LE heatmap of {w}×{h} is {bytes} bytes, more than the server's --max-message-bytes {}; \
+                     ask for a smaller heatmap_width/heatmap_height or a PNG encoding",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn explanation(&self) -> bool {
@@ -76,56 +215,6 @@ impl RequestOptions {
         self.heatmap_height = Some(RERANK_HEATMAP_SIDE);
         self
     }
-}
-
-/// Converts a request's images, naming each by `field` (`image`) or `field[i]` (`images`).
-pub fn images(images: &[pb::Image], field: &str, defaults: &RequestDefaults) -> Result<Vec<ValidImage>, ServiceError> {
-    if images.is_empty() {
-        return Err(ServiceError::invalid(field, "at least one image is required"));
-    }
-    if images.len() > defaults.max_batch as usize {
-        return Err(ServiceError::invalid(
-            field,
-            format!("{} images is more than the server's max batch of {}", images.len(), defaults.max_batch),
-        ));
-    }
-    images.iter().enumerate().map(|(i, img)| image(Some(img), &format!("{field}[{i}]"), defaults)).collect()
-}
-
-/// Converts one image; `field` is its path in the request (`image`, `images[3]`).
-pub fn image(image: Option<&pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<ValidImage, ServiceError> {
-    let image = image.ok_or_else(|| ServiceError::invalid(field, "an image is required"))?;
-    let started = std::time::Instant::now();
-    let rgb = match &image.source {
-        None => return Err(ServiceError::invalid(format!("{field}.source"), "set either encoded or raw")),
-        Some(pb::image::Source::Encoded(bytes)) => {
-            if bytes.is_empty() {
-                return Err(ServiceError::invalid(format!("{field}.encoded"), "is empty"));
-            }
-            decode_image(bytes, defaults.max_pixels).map_err(|e| ServiceError::invalid(format!("{field}.encoded"), e))?
-        }
-        Some(pb::image::Source::Raw(raw)) => {
-            let channels = u8::try_from(raw.channels).unwrap_or(0);
-            if channels != 3 && channels != 4 {
-                return Err(ServiceError::invalid(
-                    format!("{field}.raw.channels"),
-                    format!("must be 3 (RGB) or 4 (RGBA), got {}", raw.channels),
-                ));
-            }
-            from_raw(&raw.pixels, raw.width, raw.height, channels, defaults.max_pixels).map_err(|e| {
-                let sub = match &e {
-                    ImageInputError::Empty { width: 0, .. } => "raw.width",
-                    ImageInputError::Empty { .. } => "raw.height",
-                    ImageInputError::TooLarge { .. } => "raw",
-                    ImageInputError::UnsupportedChannels { .. } => "raw.channels",
-                    _ => "raw.pixels",
-                };
-                ServiceError::invalid(format!("{field}.{sub}"), e)
-            })?
-        }
-    };
-    let generation_prompt = image.generation_prompt.clone().filter(|p| !p.trim().is_empty());
-    Ok(ValidImage { rgb, generation_prompt, decode_time: started.elapsed() })
 }
 
 /// Converts the options message (absent = all defaults).
@@ -182,7 +271,7 @@ pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Res
         max_tiles,
         ..Default::default()
     };
-    Ok(RequestOptions { base, heatmap_width, heatmap_height, encodings })
+    Ok(RequestOptions { base, heatmap_width, heatmap_height, encodings, max_message_bytes: defaults.max_message_bytes })
 }
 
 #[cfg(test)]
@@ -190,7 +279,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> RequestDefaults {
-        RequestDefaults { max_pixels: 10_000, max_tiles: 6, max_tokens_per_section: 192, max_batch: 2 }
+        RequestDefaults { max_pixels: 10_000, max_tiles: 6, max_tokens_per_section: 192, max_batch: 2, max_message_bytes: 1 << 20 }
     }
 
     fn raw(width: u32, height: u32, channels: u32, len: usize) -> pb::Image {
@@ -233,8 +322,7 @@ mod tests {
         let d = defaults();
         let o = options(None, &d).unwrap();
         assert_eq!(o.encodings, vec![pb::HeatmapEncoding::Png8]);
-        let img = image(Some(&raw(8, 6, 3, 144)), "image", &d).unwrap();
-        let eval = o.for_image(&img, "image").unwrap();
+        let eval = o.for_image(8, 6, None, "image").unwrap();
         assert_eq!(eval.heatmap_size, None);
         assert!(eval.explanation);
         assert_eq!(eval.max_tokens_per_section, 192);
@@ -242,7 +330,7 @@ mod tests {
         let half = pb::Options { heatmap_width: 32, max_tiles: 99, heatmap_encodings: vec![1, 3, 1], ..Default::default() };
         let o = options(Some(&half), &d).unwrap();
         assert_eq!(o.encodings, vec![pb::HeatmapEncoding::RawF32Le, pb::HeatmapEncoding::OverlayPng]);
-        let eval = o.for_image(&img, "image").unwrap();
+        let eval = o.for_image(8, 6, None, "image").unwrap();
         assert_eq!(eval.heatmap_size, Some((32, 6)), "unset side takes the image's");
         assert_eq!(eval.max_tiles, 6, "capped at the server's limit");
 
@@ -255,9 +343,31 @@ mod tests {
         assert_eq!(bad(pb::Options { heatmap_encodings: vec![2, 0], ..Default::default() }), "options.heatmap_encodings[1]");
         assert_eq!(bad(pb::Options { temperature: -1.0, ..Default::default() }), "options.temperature");
         let hot = options(Some(&pb::Options { temperature: 9.0, ..Default::default() }), &d).unwrap();
-        match hot.for_image(&img, "image").unwrap_err() {
+        match hot.for_image(8, 6, None, "image").unwrap_err() {
             ServiceError::InvalidArgument { field, .. } => assert_eq!(field, "options.temperature"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_raw_f32_heatmap_that_cannot_fit_a_message_is_refused_before_any_work() {
+        let d = defaults();
+        let raw_f32 = pb::Options { heatmap_encodings: vec![1], ..Default::default() };
+        let o = options(Some(&raw_f32), &d).unwrap();
+        // 512 × 512 × 4 = 1 MiB: over the 1 MiB limit once the envelope is counted.
+        let eval = o.for_image(512, 512, None, "image").unwrap();
+        match o.check_payload(&eval, 512, 512).unwrap_err() {
+            ServiceError::InvalidArgument { field, reason } => {
+                assert_eq!(field, "options.heatmap_encodings[0]");
+                assert!(reason.contains("512×512") && reason.contains("--max-message-bytes"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let small = pb::Options { heatmap_width: 256, heatmap_height: 256, heatmap_encodings: vec![3, 1], ..Default::default() };
+        let o = options(Some(&small), &d).unwrap();
+        let eval = o.for_image(512, 512, None, "image").unwrap();
+        assert!(o.check_payload(&eval, 512, 512).is_ok());
+        let png = options(None, &d).unwrap();
+        assert!(png.check_payload(&png.for_image(4000, 4000, None, "image").unwrap(), 4000, 4000).is_ok(), "PNG sizes are not known in advance");
     }
 }

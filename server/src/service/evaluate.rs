@@ -1,25 +1,28 @@
 //! Evaluate: one image, its events streamed as the engine produces them.
 //!
-//! The handler validates and submits on a blocking thread (decoding and tiling are CPU work), then
-//! a task forwards events to the client until Done, the client leaves, the deadline passes or the
-//! server stops. Whichever ends it, the request's event receiver is dropped, which is what cancels
-//! the sequence on the engine thread and frees its slot.
+//! The handler takes the request's place first (RESOURCE_EXHAUSTED when there is none, before a
+//! byte is decoded), then checks, decodes and submits it on the pixel pool; a task forwards events
+//! to the client until Done, the client leaves or stalls, the deadline passes or the server stops.
+//! Whichever ends it, the request's event receiver is dropped, which is what cancels the sequence
+//! on the engine thread and frees its slot; the place is freed with it.
 
 use std::sync::Arc;
 
 use heie_proto::v1 as pb;
-use image::RgbImage;
+use image::imageops::FilterType;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::pipeline::events::EventReceiver;
 use crate::pipeline::{EvalEvent, EvalOptions, Evaluator};
 
-use super::events::{EventEncoder, Outgoing};
-use super::metrics::ServiceMetrics;
+use super::admission::Places;
+use super::convert::ValidImage;
+use super::events::{EventEncoder, Outgoing as Encoded};
+use super::outgoing::{self, OutStream, Outgoing};
+use super::request_log::{self, RequestLog, SharedLog};
 use super::{convert, deadline, EventStream, ServiceError, Shared};
 
 /// Wire events a stream may buffer towards a slow client before forwarding waits.
@@ -33,20 +36,31 @@ pub(crate) enum ImageEnd {
     Failed(String),
     /// The client went away.
     ClientGone,
+    /// The evaluation never started: the server began shutting down while it was queued.
+    Refused,
 }
 
-/// Submits one validated image (tiling runs on the calling thread: call from a blocking thread).
+/// Submits one decoded image (tiling runs on the calling thread: call on the pixel pool). Only an
+/// overlay needs the picture later, and then only at the heatmap's size; otherwise the decoded image
+/// is freed here, once its tiles are cut.
 pub(crate) fn submit(
     evaluator: &Evaluator,
-    image: Arc<RgbImage>,
-    decode_time: std::time::Duration,
+    image: ValidImage,
     options: EvalOptions,
     encodings: Vec<pb::HeatmapEncoding>,
-) -> Result<(u64, EventReceiver, Arc<EventEncoder>), ServiceError> {
-    let heatmap_size = options.heatmap_size;
-    let (id, events) = evaluator.evaluate_decoded(&image, options, decode_time)?;
+) -> Result<(EventReceiver, Arc<EventEncoder>), ServiceError> {
+    let (width, height) = image.rgb.dimensions();
+    let heatmap_size = options.heatmap_size.unwrap_or((width, height));
+    let overlay_base = encodings.contains(&pb::HeatmapEncoding::OverlayPng).then(|| {
+        if heatmap_size == (width, height) {
+            Arc::new(image.rgb.clone())
+        } else {
+            Arc::new(image::imageops::resize(&image.rgb, heatmap_size.0, heatmap_size.1, FilterType::Triangle))
+        }
+    });
+    let (_, events) = evaluator.evaluate_decoded(&image.rgb, options, image.decode_time)?;
     let device = evaluator.engine().info().device.clone();
-    Ok((id, events, Arc::new(EventEncoder::new(image, encodings, heatmap_size, device))))
+    Ok((events, Arc::new(EventEncoder::new((width, height), overlay_base, encodings, heatmap_size, device))))
 }
 
 /// Forwards one image's events to `out` (each through `wrap`) until Done or failure.
@@ -55,47 +69,37 @@ pub(crate) async fn pump<T: Send + 'static>(
     encoder: &Arc<EventEncoder>,
     out: &mpsc::Sender<T>,
     wrap: impl Fn(pb::EvaluateEvent) -> T,
-    metrics: &ServiceMetrics,
+    shared: &Shared,
+    log: &SharedLog,
 ) -> ImageEnd {
     let mut score = None;
     while let Some(event) = events.recv().await {
         let last = matches!(event, EvalEvent::Done { .. });
+        request_log::event(log, &event);
         match &event {
             EvalEvent::Score(s) if score.is_none() => score = Some(s.score),
-            EvalEvent::Done { timings, tokens, .. } => {
-                metrics.record_evaluation(timings, tokens);
-                tracing::info!(
-                    total_ms = timings.total_ms,
-                    queued_ms = timings.queued_ms,
-                    ttft_ms = timings.time_to_first_token_ms,
-                    image_encode_ms = timings.image_encode_ms,
-                    prefill_ms = timings.prefill_ms,
-                    decode_ms = timings.decode_ms,
-                    tokens_per_s = timings.decode_tokens_per_s,
-                    generated = tokens.generated,
-                    "evaluation finished"
-                );
-            }
+            EvalEvent::Done { timings, tokens, .. } => shared.metrics.record_evaluation(timings, tokens),
             _ => {}
         }
         let outgoing = if EventEncoder::is_heavy(&event) {
             let encoder = encoder.clone();
-            match tokio::task::spawn_blocking(move || encoder.encode(event)).await {
+            match shared.admission.on_pixel_pool(move || encoder.encode(event)).await {
                 Ok(o) => o,
-                Err(e) => Outgoing::Failed(format!("encoding a heatmap failed: {e}")),
+                Err(e) => Encoded::Failed(format!("encoding a heatmap failed: {e}")),
             }
         } else {
             encoder.encode(event)
         };
         match outgoing {
-            Outgoing::Events(wire) => {
+            Encoded::Events(wire) => {
                 for e in wire {
                     if out.send(wrap(e)).await.is_err() {
                         return ImageEnd::ClientGone;
                     }
                 }
             }
-            Outgoing::Failed(message) => return ImageEnd::Failed(message),
+            Encoded::Failed(message) => return ImageEnd::Failed(message),
+            Encoded::Refused => return ImageEnd::Refused,
         }
         if last {
             return ImageEnd::Finished { score };
@@ -109,69 +113,111 @@ pub(crate) async fn handle(
     request: Request<pb::EvaluateRequest>,
 ) -> Result<Response<EventStream<pb::EvaluateEvent>>, Status> {
     let deadline = deadline::from_metadata(request.metadata());
+    let log = RequestLog::start("Evaluate", request.remote_addr());
+    let events = open(shared, request.into_inner(), deadline, log).await?;
+    Ok(Response::new(Box::pin(events)))
+}
+
+/// An evaluation's wire events as they come; the stream ends after Done or one error status.
+/// Dropping it cancels the evaluation.
+pub(crate) type Events = OutStream<pb::EvaluateEvent>;
+
+/// Validates and submits one evaluation, transport-neutral: the gRPC and HTTP edges both call this.
+/// Fails before anything streams (bad image, no free place, not ready); later failures end the stream.
+pub(crate) async fn open(shared: Arc<Shared>, request: pb::EvaluateRequest, deadline: Option<Instant>, log: SharedLog) -> Result<Events, ServiceError> {
     let span = tracing::info_span!("rpc", method = "Evaluate", request_id = tracing::field::Empty);
-    let started = start(&shared, request.into_inner(), deadline).instrument(span.clone()).await;
-    let (events, encoder) = match started {
+    let started = start(&shared, request, deadline, &log).instrument(span.clone()).await;
+    let (places, events, encoder) = match started {
         Ok(s) => s,
         Err(e) => {
             shared.metrics.record_request("Evaluate", e.code());
-            return Err(e.into());
+            request_log::finish(&log, "rejected", e.code());
+            return Err(e);
         }
     };
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(forward(shared, events, encoder, tx, deadline).instrument(span));
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    let (out, stream) = outgoing::channel(STREAM_BUFFER);
+    tokio::spawn(forward(shared, places, events, encoder, out, deadline, log).instrument(span));
+    Ok(stream)
 }
 
 async fn start(
     shared: &Arc<Shared>,
     request: pb::EvaluateRequest,
     deadline: Option<Instant>,
-) -> Result<(EventReceiver, Arc<EventEncoder>), ServiceError> {
+    log: &SharedLog,
+) -> Result<(Places, EventReceiver, Arc<EventEncoder>), ServiceError> {
     let evaluator = shared.evaluator()?;
+    // The place first: a request the server cannot take costs nothing more.
+    let places = shared.admission.admit(1, "image")?;
     let defaults = shared.defaults();
-    let setup = tokio::task::spawn_blocking(move || {
-        let image = convert::image(request.image.as_ref(), "image", &defaults)?;
+    let job_log = log.clone();
+    let setup = shared.admission.on_pixel_pool(move || {
+        let pending = convert::pending_image(request.image, "image", &defaults)?;
         let options = convert::options(request.options.as_ref(), &defaults)?;
-        let eval = options.for_image(&image, "image")?;
-        submit(&evaluator, Arc::new(image.rgb), image.decode_time, eval, options.encodings)
+        let eval = options.admit(&pending, &evaluator)?;
+        request_log::image(&job_log, pending.width, pending.height);
+        submit(&evaluator, pending.decode()?, eval, options.encodings)
     });
-    let joined = tokio::select! {
-        joined = setup => joined,
+    let (events, encoder) = tokio::select! {
+        joined = setup => joined??,
         _ = deadline::expired(deadline) => return Err(ServiceError::DeadlineExceeded),
     };
-    let (id, events, encoder) = joined.map_err(ServiceError::internal)??;
-    tracing::Span::current().record("request_id", id);
-    Ok((events, encoder))
+    Ok((places, events, encoder))
 }
 
 async fn forward(
     shared: Arc<Shared>,
+    places: Places,
     mut events: EventReceiver,
     encoder: Arc<EventEncoder>,
-    out: mpsc::Sender<Result<pb::EvaluateEvent, Status>>,
+    out: Outgoing<pb::EvaluateEvent>,
     deadline: Option<Instant>,
+    log: SharedLog,
 ) {
+    let stall = shared.limits.stall_timeout;
     let failure = tokio::select! {
-        end = pump(&mut events, &encoder, &out, Ok, &shared.metrics) => match end {
+        end = pump(&mut events, &encoder, &out.tx, Ok, &shared, &log) => match end {
             ImageEnd::Finished { .. } => None,
-            ImageEnd::Failed(message) => Some(ServiceError::internal(message)),
+            ImageEnd::Failed(message) => Some(shared.failure(message)),
             ImageEnd::ClientGone => Some(ServiceError::Cancelled),
+            ImageEnd::Refused => Some(ServiceError::NotStarted),
         },
-        _ = out.closed() => Some(ServiceError::Cancelled),
+        _ = out.tx.closed() => Some(ServiceError::Cancelled),
+        _ = out.stalled(stall) => Some(ServiceError::Stalled(stall.as_secs_f64())),
         _ = deadline::expired(deadline) => Some(ServiceError::DeadlineExceeded),
         _ = shared.stopping() => Some(ServiceError::ShuttingDown),
     };
-    // Dropping the receiver here (not later) cancels the sequence on the engine thread at once.
+    // Dropping the receiver and the places here (not later) cancels the sequence on the engine
+    // thread at once and lets the next request in.
     drop(events);
+    drop(places);
     let code = failure.as_ref().map(ServiceError::code).unwrap_or(Code::Ok);
-    if let Some(e) = failure {
-        if e.code() == Code::Cancelled {
-            tracing::info!("client went away; evaluation cancelled");
-        } else {
-            tracing::warn!(error = %e, "evaluation ended early");
-            let _ = out.send(Err(e.into())).await;
+    end_stream(&out, failure.as_ref());
+    shared.metrics.record_request("Evaluate", code);
+    request_log::finish(&log, outcome(failure.as_ref()), code);
+}
+
+/// Sends a failure's status, never waiting on the client; a client that left gets nothing.
+pub(crate) fn end_stream<T>(out: &Outgoing<T>, failure: Option<&ServiceError>) {
+    match failure {
+        None | Some(ServiceError::Cancelled) => {}
+        Some(e) => {
+            if !matches!(e, ServiceError::Stalled(_)) {
+                tracing::warn!(error = %e, "evaluation ended early");
+            }
+            out.fail(e.clone().into());
         }
     }
-    shared.metrics.record_request("Evaluate", code);
+}
+
+/// The request log's word for how a stream ended.
+pub(crate) fn outcome(failure: Option<&ServiceError>) -> &'static str {
+    match failure {
+        None => "completed",
+        Some(ServiceError::Cancelled) => "cancelled",
+        Some(ServiceError::Stalled(_)) => "stalled",
+        Some(ServiceError::DeadlineExceeded) => "deadline",
+        Some(ServiceError::ShuttingDown) => "shutdown",
+        Some(_) => "failed",
+    }
 }

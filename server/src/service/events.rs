@@ -25,21 +25,31 @@ pub enum Outgoing {
     Events(Vec<pb::EvaluateEvent>),
     /// The evaluation failed after it started; the detail to report.
     Failed(String),
+    /// The evaluation never started (the server began shutting down while it was queued).
+    Refused,
 }
 
 /// Encodes the events of one image's evaluation.
 pub struct EventEncoder {
-    /// Kept for the overlay encoding, which blends the map over the image.
-    image: Arc<RgbImage>,
+    /// The input image's size, for region boxes in pixels.
+    image_size: (u32, u32),
+    /// The picture the overlay encoding blends the map over (only when one was asked for), already
+    /// at the heatmap's size: the full decoded image is not kept for the length of an evaluation.
+    overlay_base: Option<Arc<RgbImage>>,
     encodings: Vec<pb::HeatmapEncoding>,
     heatmap_size: (u32, u32),
     device: String,
 }
 
 impl EventEncoder {
-    pub fn new(image: Arc<RgbImage>, encodings: Vec<pb::HeatmapEncoding>, heatmap_size: Option<(u32, u32)>, device: String) -> Self {
-        let heatmap_size = heatmap_size.unwrap_or(image.dimensions());
-        EventEncoder { image, encodings, heatmap_size, device }
+    pub fn new(
+        image_size: (u32, u32),
+        overlay_base: Option<Arc<RgbImage>>,
+        encodings: Vec<pb::HeatmapEncoding>,
+        heatmap_size: (u32, u32),
+        device: String,
+    ) -> Self {
+        EventEncoder { image_size, overlay_base, encodings, heatmap_size, device }
     }
 
     /// Whether this event needs CPU work worth moving off the async runtime.
@@ -56,13 +66,14 @@ impl EventEncoder {
             EvalEvent::TextDelta { section: s, text } => {
                 one(Event::TextDelta(pb::TextDelta { section: section(s) as i32, text }))
             }
-            EvalEvent::Region(b) => one(Event::RegionBox(region(&b, self.image.width(), self.image.height()))),
+            EvalEvent::Region(b) => one(Event::RegionBox(region(&b, self.image_size.0, self.image_size.1))),
             EvalEvent::Heatmap(h) => Outgoing::Events(self.heatmaps(h).into_iter().map(|h| wrap(Event::Heatmap(h))).collect()),
             EvalEvent::Score(s) => one(Event::Score(score(&s))),
             EvalEvent::Done { finish_reason, timings, tokens } => {
                 one(Event::Done(done(finish_reason, &timings, &tokens, &self.device, String::new())))
             }
             EvalEvent::Error(message) => Outgoing::Failed(message),
+            EvalEvent::Refused => Outgoing::Refused,
             EvalEvent::StageStarted(_) | EvalEvent::Captures(_) => Outgoing::Events(Vec::new()),
         }
     }
@@ -80,12 +91,20 @@ impl EventEncoder {
                 let data = match encoding {
                     pb::HeatmapEncoding::RawF32Le => to_f32_le(&map),
                     pb::HeatmapEncoding::OverlayPng => {
-                        let base = if self.image.dimensions() == (width, height) {
-                            self.image.as_ref().clone()
-                        } else {
-                            image::imageops::resize(self.image.as_ref(), width, height, FilterType::Triangle)
+                        let resized;
+                        let base = match &self.overlay_base {
+                            Some(b) if b.dimensions() == (width, height) => b.as_ref(),
+                            Some(b) => {
+                                resized = image::imageops::resize(b.as_ref(), width, height, FilterType::Triangle);
+                                &resized
+                            }
+                            // Not kept because not asked for: grey, never reached through the service.
+                            None => {
+                                resized = RgbImage::from_pixel(width, height, image::Rgb([128, 128, 128]));
+                                &resized
+                            }
                         };
-                        overlay_png(&base, &map, OVERLAY_ALPHA)
+                        overlay_png(base, &map, OVERLAY_ALPHA)
                     }
                     // Validated at the edge: only known encodings reach here; PNG8 is the default.
                     pb::HeatmapEncoding::Png8 | pb::HeatmapEncoding::Unspecified => to_gray_png(&map),
@@ -222,9 +241,9 @@ mod tests {
 
     #[test]
     fn heatmaps_come_at_the_requested_size_in_every_encoding() {
-        let image = Arc::new(RgbImage::from_pixel(40, 30, image::Rgb([10, 20, 30])));
+        let image = Arc::new(RgbImage::from_pixel(16, 8, image::Rgb([10, 20, 30])));
         let encodings = vec![pb::HeatmapEncoding::RawF32Le, pb::HeatmapEncoding::Png8, pb::HeatmapEncoding::OverlayPng];
-        let encoder = EventEncoder::new(image, encodings, Some((16, 8)), "cpu".into());
+        let encoder = EventEncoder::new((40, 30), Some(image), encodings, (16, 8), "cpu".into());
         let map = Array2::from_shape_fn((30, 40), |(r, c)| ((r + c) % 2) as f32);
         let Outgoing::Events(events) = encoder.encode(EvalEvent::Heatmap(HeatmapOutput { map, mode: OutputMode::ZeroShot, local_weight: None })) else {
             panic!("heatmaps are events")

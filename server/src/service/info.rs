@@ -2,8 +2,17 @@
 
 use heie_proto::v1 as pb;
 
+use crate::pipeline::options::{MAX_GENERATION_PROMPT_BYTES, MAX_HEATMAP_SIDE, MAX_TEMPERATURE, MAX_TOKENS_PER_SECTION};
+
 use super::events::{heads_mode, prompt_mode};
 use super::{ServiceError, Shared};
+
+/// GetInfo, transport-neutral and counted in the metrics: the gRPC and HTTP edges both call this.
+pub(crate) fn get(shared: &Shared) -> Result<pb::ServerInfo, ServiceError> {
+    let result = server_info(shared);
+    shared.metrics.record_request("GetInfo", result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code()));
+    result
+}
 
 pub(crate) fn server_info(shared: &Shared) -> Result<pb::ServerInfo, ServiceError> {
     let evaluator = shared.evaluator()?;
@@ -24,6 +33,13 @@ pub(crate) fn server_info(shared: &Shared) -> Result<pb::ServerInfo, ServiceErro
             max_message_bytes: limits.max_message_bytes as u64,
             max_tiles: limits.max_tiles,
             max_queue: limits.max_queue,
+            max_heatmap_side: MAX_HEATMAP_SIDE,
+            max_generation_prompt_bytes: MAX_GENERATION_PROMPT_BYTES as u32,
+            max_tokens_per_section: MAX_TOKENS_PER_SECTION,
+            default_max_tokens_per_section: limits.default_max_tokens,
+            context_tokens: info.ctx_per_sequence,
+            max_temperature: MAX_TEMPERATURE,
+            stall_timeout_ms: limits.stall_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
         }),
         version: env!("CARGO_PKG_VERSION").to_string(),
         device: info.device.clone(),

@@ -4,6 +4,8 @@
 //! Transport types stop here: [`convert`] turns requests into validated pipeline inputs, [`events`]
 //! turns pipeline events into wire events, and [`status`] maps every failure to a gRPC code.
 
+pub mod admission;
+pub mod auth;
 pub mod batch;
 pub mod convert;
 pub mod deadline;
@@ -11,11 +13,15 @@ pub mod evaluate;
 pub mod events;
 pub mod info;
 pub mod metrics;
+pub mod outgoing;
+pub mod request_log;
 pub mod rerank;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use heie_proto::v1 as pb;
@@ -26,7 +32,9 @@ use tonic::{Request, Response, Status};
 
 use crate::pipeline::Evaluator;
 
-pub use server::{start, RunningServer, ServeOptions};
+pub use auth::{ApiKey, ApiKeys};
+pub use server::{start, NetworkOptions, RunningServer, ServeOptions};
+pub use tls::TlsFiles;
 pub use status::ServiceError;
 
 /// Limits and defaults the service enforces; reported by GetInfo.
@@ -40,6 +48,10 @@ pub struct ServiceLimits {
     pub max_tiles: u32,
     /// Used where a request leaves `max_tokens_per_section` at 0.
     pub default_max_tokens: u32,
+    /// Pixel work (decoding, tiling, heatmap encoding) running at once.
+    pub image_workers: u32,
+    /// A stream whose client took nothing for this long while events waited is cancelled.
+    pub stall_timeout: std::time::Duration,
 }
 
 /// State every RPC shares.
@@ -47,17 +59,44 @@ pub(crate) struct Shared {
     /// Set once the model is loaded and warmed up; until then every RPC answers UNAVAILABLE.
     evaluator: OnceLock<Arc<Evaluator>>,
     limits: ServiceLimits,
+    /// Places (slots + queue) and the pixel pool: taken before a request's work starts.
+    admission: admission::Admission,
     metrics: metrics::ServiceMetrics,
     /// Turns true at the end of the shutdown grace period: in-flight work is cancelled.
     stop: watch::Receiver<bool>,
+    /// Turns true when shutdown starts refusing new work (after the drain delay).
+    draining: AtomicBool,
 }
 
 impl Shared {
     fn evaluator(&self) -> Result<Arc<Evaluator>, ServiceError> {
-        if *self.stop.borrow() {
+        if *self.stop.borrow() || self.draining.load(Ordering::Acquire) {
             return Err(ServiceError::ShuttingDown);
         }
-        self.evaluator.get().cloned().ok_or(ServiceError::NotReady)
+        let evaluator = self.evaluator.get().cloned().ok_or(ServiceError::NotReady)?;
+        if let Some(cause) = evaluator.engine().liveness().death() {
+            return Err(ServiceError::EngineDied(cause));
+        }
+        Ok(evaluator)
+    }
+
+    /// The error for an evaluation that failed after it started: UNAVAILABLE when a worker thread
+    /// died under it (the server is about to restart; retrying is right), INTERNAL otherwise.
+    fn failure(&self, message: String) -> ServiceError {
+        match self.evaluator.get().and_then(|e| e.engine().liveness().death()) {
+            Some(cause) => ServiceError::EngineDied(cause),
+            None => ServiceError::internal(message),
+        }
+    }
+
+    /// Whether requests are served now: the model is loaded and the server is not stopping.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.evaluator().is_ok()
+    }
+
+    /// The limits the service enforces (the HTTP edge sizes its body limit from them).
+    pub(crate) fn limits(&self) -> &ServiceLimits {
+        &self.limits
     }
 
     fn defaults(&self) -> convert::RequestDefaults {
@@ -66,6 +105,7 @@ impl Shared {
             max_tiles: self.limits.max_tiles,
             max_tokens_per_section: self.limits.default_max_tokens,
             max_batch: self.limits.max_batch,
+            max_message_bytes: self.limits.max_message_bytes,
         }
     }
 
@@ -115,10 +155,11 @@ impl EvaluatorRpc for EvaluatorService {
         rerank::handle(self.shared.clone(), request).await
     }
 
-    async fn get_info(&self, _request: Request<pb::GetInfoRequest>) -> Result<Response<pb::ServerInfo>, Status> {
-        let result = info::server_info(&self.shared);
+    async fn get_info(&self, request: Request<pb::GetInfoRequest>) -> Result<Response<pb::ServerInfo>, Status> {
+        let log = request_log::RequestLog::start("GetInfo", request.remote_addr());
+        let result = info::get(&self.shared);
         let code = result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code());
-        self.shared.metrics.record_request("GetInfo", code);
+        request_log::finish(&log, if result.is_ok() { "completed" } else { "rejected" }, code);
         result.map(Response::new).map_err(Status::from)
     }
 }

@@ -21,15 +21,29 @@ pub enum ServiceError {
     /// The model is still loading or warming up.
     #[error("the model is not ready yet (loading or warming up); retry later")]
     NotReady,
-    /// The server is shutting down and cancelled the request.
-    #[error("the server is shutting down")]
+    /// The server is shutting down: the request arrived after shutdown began, or was still running
+    /// when the grace period ended.
+    #[error("the server is shutting down; retry on another server")]
     ShuttingDown,
+    /// The request was still queued (never started) when the server began shutting down.
+    #[error("the server is shutting down and did not start this request; retry it on another server")]
+    NotStarted,
+    /// A thread the server cannot run without died; the process exits so a supervisor restarts it.
+    #[error("the server's engine stopped ({0}); it is restarting, retry shortly")]
+    EngineDied(String),
+    /// The call carries no valid API key (`authorization: Bearer KEY`).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The client's grpc-timeout passed before the request finished.
     #[error("the deadline passed before the evaluation finished")]
     DeadlineExceeded,
     /// The evaluation was cancelled before it finished.
     #[error("the evaluation was cancelled")]
     Cancelled,
+    /// The client took no event for `--stall-timeout` seconds while events waited: cancelled to
+    /// free its slot.
+    #[error("the client read nothing for {0} s while events waited; the evaluation was cancelled to free its slot")]
+    Stalled(f64),
     /// Anything else: a failed decode, a broken engine. The message is one clean line.
     #[error("internal error: {0}")]
     Internal(String),
@@ -51,9 +65,13 @@ impl ServiceError {
         match self {
             ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
             ServiceError::QueueFull(_) => Code::ResourceExhausted,
-            ServiceError::NotReady | ServiceError::ShuttingDown => Code::Unavailable,
+            ServiceError::NotReady
+            | ServiceError::ShuttingDown
+            | ServiceError::NotStarted
+            | ServiceError::EngineDied(_) => Code::Unavailable,
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::DeadlineExceeded => Code::DeadlineExceeded,
-            ServiceError::Cancelled => Code::Cancelled,
+            ServiceError::Cancelled | ServiceError::Stalled(_) => Code::Cancelled,
             ServiceError::Internal(_) => Code::Internal,
         }
     }
@@ -69,7 +87,7 @@ impl From<EngineError> for ServiceError {
     fn from(e: EngineError) -> ServiceError {
         match e {
             EngineError::QueueFull(_) => ServiceError::QueueFull(e.to_string()),
-            EngineError::Stopped => ServiceError::ShuttingDown,
+            EngineError::Stopped | EngineError::ShuttingDown => ServiceError::ShuttingDown,
             EngineError::ContextFull(_) => ServiceError::invalid("options.max_tiles", e),
             other => ServiceError::internal(other),
         }
@@ -138,6 +156,9 @@ mod tests {
         assert_eq!(Status::from(ServiceError::NotReady).code(), Code::Unavailable);
         assert_eq!(Status::from(ServiceError::DeadlineExceeded).code(), Code::DeadlineExceeded);
         assert_eq!(Status::from(ServiceError::Cancelled).code(), Code::Cancelled);
+        assert_eq!(Status::from(ServiceError::NotStarted).code(), Code::Unavailable);
+        assert_eq!(Status::from(ServiceError::EngineDied("panicked".into())).code(), Code::Unavailable);
+        assert_eq!(Status::from(ServiceError::Unauthenticated("no key".into())).code(), Code::Unauthenticated);
         let internal = Status::from(ServiceError::internal("decode failed\n  at frame 3\u{7}"));
         assert_eq!(internal.code(), Code::Internal);
         assert_eq!(internal.message(), "internal error: decode failed");

@@ -8,7 +8,7 @@
 
 from .client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
 from .errors import (
-    Cancelled, DeadlineExceeded, HeieError, Internal, InvalidArgument, InvalidImage, ProtocolError,
+    Cancelled, DeadlineExceeded, HeieError, InsecureTransport, Internal, InvalidArgument, InvalidImage, ProtocolError,
     ResourceExhausted, Unauthenticated, Unavailable,
 )
 from .events import (
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchEvent", "Cancelled", "Client", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DeadlineExceeded", "Done",
     "EvaluateOptions", "Event", "EventStream", "FinishReason", "HeadsMode", "HealthStatus", "Heatmap",
-    "HeatmapEncoding", "HeatmapSource", "HeieError", "Internal", "InvalidArgument", "InvalidImage",
+    "HeatmapEncoding", "HeatmapSource", "HeieError", "InsecureTransport", "Internal", "InvalidArgument", "InvalidImage",
     "LevelProbability", "Limits", "PromptMode", "ProtocolError", "RankedImage", "Ranking", "RegionBox",
     "Reranked", "ResourceExhausted", "Result", "Score", "Section", "ServerInfo", "Started", "TextDelta",
     "Unauthenticated", "Unavailable", "decode_heatmap", "decode_overlay", "to_pixels", "to_wire",

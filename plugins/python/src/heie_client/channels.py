@@ -28,10 +28,15 @@ class Endpoint:
 
 
 class EndpointPool:
-    """Owns one channel per address. :meth:`rotation` hands out all endpoints starting one further on
+    """Owns one channel per address (TLS when ``credentials`` are given). :meth:`rotation` hands out all endpoints starting one further on
     each call, so consecutive calls spread over the servers and a call can fail over to the next."""
 
-    def __init__(self, addresses: Sequence[str], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+    ) -> None:
         if not addresses:
             raise ValueError("at least one server address is needed")
         options = [
@@ -40,7 +45,11 @@ class EndpointPool:
         ]
         self._endpoints = []
         for address in addresses:
-            channel = grpc.insecure_channel(address, options=options)
+            channel = (
+                grpc.secure_channel(address, credentials, options=options)
+                if credentials is not None
+                else grpc.insecure_channel(address, options=options)
+            )
             self._endpoints.append(
                 Endpoint(address, channel, pb_grpc.EvaluatorStub(channel), health_pb2_grpc.HealthStub(channel))
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
@@ -82,7 +83,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--overlays", type=Path, help="folder for heatmap overlays (NAME.heie.png)")
     parser.add_argument("--address", action="append", help=f"server host:port, repeatable (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per batch call (default 600)")
-    parser.add_argument("--token", help="bearer token for a proxy in front of the server")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("HEIE_API_KEY") or None,
+        help="API key of the server (--api-key), sent as a bearer token (default: $HEIE_API_KEY)",
+    )
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (implied by the options below)")
+    parser.add_argument("--ca-cert", type=Path, help="PEM CA certificate that signed the server's certificate")
+    parser.add_argument("--client-cert", type=Path, help="PEM client certificate for mutual TLS (with --client-key)")
+    parser.add_argument("--client-key", type=Path, help="PEM private key of --client-cert")
     parser.add_argument("--fast", action="store_true", help="short analysis only (much faster)")
     parser.add_argument("--max-tokens", type=int, default=0, help="token cap per section (0 = server default)")
     parser.add_argument("--batch", type=int, default=0, help="images per call (0 = the server's max batch)")
@@ -92,7 +101,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"{args.folder} is not a folder")
     options = EvaluateOptions(explanation=not args.fast, max_tokens_per_section=args.max_tokens)
     try:
-        with Client(args.address or DEFAULT_ADDRESS, timeout=args.timeout, token=args.token) as client:
+        client = Client(
+            args.address or DEFAULT_ADDRESS,
+            timeout=args.timeout,
+            token=args.token,
+            tls=args.tls,
+            ca_cert=args.ca_cert,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+        )
+    except ValueError as err:  # bad certificate files, a token over plaintext (InsecureTransport)
+        print(f"heie-score: {err}", file=sys.stderr)
+        return 2
+    try:
+        with client:
             if args.out is None:
                 failed = score_folder(client, args.folder, sys.stdout, args.overlays, options, args.batch, args.recursive)
             else:

@@ -15,6 +15,7 @@ from .images import ImageLike, to_wire
 from .info import HealthStatus, Reranked, ServerInfo
 from .options import EvaluateOptions
 from .result import Result, ResultBuilder, require_score
+from .security import PemSource, channel_credentials, check_token_transport
 from .stream import CancelCheck, EventStream
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -26,7 +27,11 @@ class Client:
 
     ``address`` is ``host:port`` or a list of them (used round-robin; a server answering UNAVAILABLE
     is skipped for the next). ``timeout`` is the deadline of each call in seconds (None = none).
-    ``token``, when given, is sent as ``authorization: Bearer …`` for proxies that check it.
+    ``token`` (the server's ``--api-key``) is sent as ``authorization: Bearer …``; it is refused,
+    before connecting, over plaintext to an address that is not loopback.
+    ``tls=True`` connects with TLS; ``ca_cert`` (PEM bytes or file; default: the system's roots)
+    verifies the server; ``client_cert`` + ``client_key`` (PEM) identify this client to a server that
+    requires client certificates (mutual TLS). Any of the three implies ``tls``.
     """
 
     def __init__(
@@ -35,9 +40,16 @@ class Client:
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         token: Optional[str] = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: bool = False,
+        ca_cert: Optional[PemSource] = None,
+        client_cert: Optional[PemSource] = None,
+        client_key: Optional[PemSource] = None,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
-        self._pool = EndpointPool(addresses, max_message_bytes)
+        credentials = channel_credentials(tls, ca_cert, client_cert, client_key)
+        check_token_transport(addresses, token, credentials is not None)
+        self._pool = EndpointPool(addresses, max_message_bytes, credentials)
+        self.tls = credentials is not None
         self.timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 

@@ -74,6 +74,10 @@ class InvalidImage(HeieError, ValueError):
     """An image given to the client could not be turned into a request."""
 
 
+class InsecureTransport(HeieError, ValueError):
+    """The client refused to send a token in plaintext to another machine (use ``tls=True``)."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[HeieError]] = {
     cls.code: cls
     for cls in (InvalidArgument, ResourceExhausted, Unavailable, Cancelled, DeadlineExceeded, Unauthenticated, Internal)

@@ -11,12 +11,26 @@ from .events import HeadsMode, PromptMode
 
 @dataclass(frozen=True)
 class Limits:
+    """Every limit of the server a request can hit (``GetInfo.limits``); widgets take their ranges here."""
+
     max_pixels: int
     max_batch: int
     parallel_slots: int
     max_message_bytes: int
     max_tiles: int
     max_queue: int
+    #: Largest heatmap side a request may ask for (trained mode scales a default one down to it).
+    max_heatmap_side: int = 0
+    #: Largest ``generation_prompt``, in UTF-8 bytes (always read as plain text).
+    max_generation_prompt_bytes: int = 0
+    #: Largest ``max_tokens_per_section``, and what 0 (unset) means on this server.
+    max_tokens_per_section: int = 0
+    default_max_tokens_per_section: int = 0
+    #: Context tokens per request: (tiles + thumbnail) x tokens_per_tile + prompt + sections x max tokens must fit.
+    context_tokens: int = 0
+    max_temperature: float = 0.0
+    #: A stream whose client reads nothing for this long is cancelled (0 = never).
+    stall_timeout_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,8 +57,21 @@ class ServerInfo:
             tokens_per_tile=m.tokens_per_tile,
             heads_mode=HeadsMode(m.heads_mode),
             prompt_mode=PromptMode(m.prompt_mode),
-            limits=Limits(lim.max_pixels, lim.max_batch, lim.parallel_slots, lim.max_message_bytes,
-                          lim.max_tiles, lim.max_queue),
+            limits=Limits(
+                max_pixels=lim.max_pixels,
+                max_batch=lim.max_batch,
+                parallel_slots=lim.parallel_slots,
+                max_message_bytes=lim.max_message_bytes,
+                max_tiles=lim.max_tiles,
+                max_queue=lim.max_queue,
+                max_heatmap_side=lim.max_heatmap_side,
+                max_generation_prompt_bytes=lim.max_generation_prompt_bytes,
+                max_tokens_per_section=lim.max_tokens_per_section,
+                default_max_tokens_per_section=lim.default_max_tokens_per_section,
+                context_tokens=lim.context_tokens,
+                max_temperature=lim.max_temperature,
+                stall_timeout_ms=lim.stall_timeout_ms,
+            ),
             version=m.version,
             device=m.device,
         )

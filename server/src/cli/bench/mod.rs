@@ -139,8 +139,10 @@ async fn measure_in_process(
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         max_tiles: args.model.max_tiles,
         default_max_tokens: args.max_tokens,
+        image_workers: crate::service::admission::default_image_workers(),
+        stall_timeout: std::time::Duration::from_secs(crate::cli::serve::DEFAULT_STALL_TIMEOUT_S),
     };
-    let serve = ServeOptions { addr: "127.0.0.1:0".parse()?, metrics_addr: None, limits };
+    let serve = ServeOptions { addr: "127.0.0.1:0".parse()?, metrics_addr: None, http_addr: None, limits, network: Default::default() };
     let mut model = args.model.clone();
     model.disable_speedups = path.speedups.disabled_names().iter().map(|n| n.to_string()).collect();
     let queue = requests.max(64);

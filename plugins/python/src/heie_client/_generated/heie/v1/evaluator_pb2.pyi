@@ -338,20 +338,34 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_pixels", "max_batch", "parallel_slots", "max_message_bytes", "max_tiles", "max_queue")
+    __slots__ = ("max_pixels", "max_batch", "parallel_slots", "max_message_bytes", "max_tiles", "max_queue", "max_heatmap_side", "max_generation_prompt_bytes", "max_tokens_per_section", "default_max_tokens_per_section", "context_tokens", "max_temperature", "stall_timeout_ms")
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TILES_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_HEATMAP_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_GENERATION_PROMPT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_PER_SECTION_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MAX_TOKENS_PER_SECTION_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    STALL_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     max_pixels: int
     max_batch: int
     parallel_slots: int
     max_message_bytes: int
     max_tiles: int
     max_queue: int
-    def __init__(self, max_pixels: _Optional[int] = ..., max_batch: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_tiles: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
+    max_heatmap_side: int
+    max_generation_prompt_bytes: int
+    max_tokens_per_section: int
+    default_max_tokens_per_section: int
+    context_tokens: int
+    max_temperature: float
+    stall_timeout_ms: int
+    def __init__(self, max_pixels: _Optional[int] = ..., max_batch: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_tiles: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_heatmap_side: _Optional[int] = ..., max_generation_prompt_bytes: _Optional[int] = ..., max_tokens_per_section: _Optional[int] = ..., default_max_tokens_per_section: _Optional[int] = ..., context_tokens: _Optional[int] = ..., max_temperature: _Optional[float] = ..., stall_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("llm_model", "mmproj_model", "llm_width", "tile_size", "tokens_per_tile", "heads_mode", "prompt_mode", "limits", "version", "device")

@@ -1,0 +1,25 @@
+//! The one gate every `/v1/*` request passes before its handler, and the place API keys are checked.
+//!
+//! `/healthz` and the page's static files do not pass here: orchestrators and browsers load them
+//! without a key. Requests refused here get the same JSON error body as every other failure
+//! (UNAUTHENTICATED → 401, PERMISSION_DENIED → 403).
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::http::header::AUTHORIZATION;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+
+use super::AppState;
+
+/// Lets a `/v1/*` request through to its handler, or answers for it: with `--api-key`/`--api-key-file`
+/// set, the request must carry `Authorization: Bearer KEY`, checked by the same [`ApiKeys`] as the
+/// gRPC port (constant time, reloaded on SIGHUP), so both transports refuse alike.
+pub(super) async fn v1_access(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.keys.check(authorization) {
+        Ok(()) => next.run(request).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

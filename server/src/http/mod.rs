@@ -1,0 +1,108 @@
+//! The HTTP edge beside gRPC (`heie serve --http ADDR`): a JSON API whose bodies are the proto3 JSON
+//! of the same `heie.v1` messages, server-sent events for the evaluation stream, and the web page.
+//!
+//! A thin edge: each route turns its body into the `heie_proto::v1` request message and calls the
+//! same transport-neutral service functions as the gRPC methods, so validation, limits, the queue,
+//! cancellation, deadlines and metrics are theirs. This module adds only what HTTP needs: the body
+//! limit, JSON, SSE framing, status codes and the embedded page.
+//!
+//! | file | concept |
+//! | --- | --- |
+//! | `routes.rs` | the router and one handler per route |
+//! | `access.rs` | the one gate every `/v1/*` request passes (where API keys are checked) |
+//! | `json.rs` | reading a size-limited proto3 JSON body, writing JSON replies |
+//! | `error.rs` | errors as `{"error":{"code","message"}}` with the HTTP status of their gRPC code |
+//! | `deadline.rs` | the `X-Heie-Timeout-Ms` header |
+//! | `sse.rs` | an evaluation's events as server-sent events |
+//! | `page.rs` | the page's static files, embedded in the binary |
+
+mod access;
+mod deadline;
+mod error;
+mod json;
+mod page;
+mod routes;
+mod sse;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::service::{ApiKeys, Shared};
+
+/// What every handler sees.
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    /// The same API keys the gRPC port checks (a no-op set when the server has none).
+    keys: ApiKeys,
+    /// Set when shutdown begins: `/healthz` answers 503 from then on, like gRPC health.
+    draining: Arc<AtomicBool>,
+    /// Largest request body accepted, in bytes (see [`json::body_limit`]).
+    body_limit: usize,
+}
+
+/// The running HTTP server. Dropping it aborts it.
+pub(crate) struct HttpServer {
+    /// The address actually bound (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    draining: Arc<AtomicBool>,
+    graceful: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    /// Binds `addr` (so a bad address fails at start-up) and serves the API and the page.
+    pub(crate) async fn start(addr: SocketAddr, shared: Arc<Shared>, keys: ApiKeys) -> std::io::Result<HttpServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let body_limit = json::body_limit(shared.limits().max_message_bytes);
+        let app = routes::router(AppState { shared, keys, draining: draining.clone(), body_limit });
+        let (graceful, graceful_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            // The peer address goes into each request's log line, as on the gRPC port.
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async {
+                    let _ = graceful_rx.await;
+                })
+                .await
+        });
+        Ok(HttpServer { addr, draining, graceful: Some(graceful), task })
+    }
+
+    /// Starts a graceful shutdown: health turns 503, no new connections are accepted, open ones
+    /// finish what they are doing.
+    pub(crate) fn begin_shutdown(&mut self) {
+        self.draining.store(true, Ordering::Relaxed);
+        if let Some(g) = self.graceful.take() {
+            let _ = g.send(());
+        }
+    }
+
+    /// Waits until every connection has closed, at most `within`; aborts the server after that.
+    pub(crate) async fn finish(&mut self, within: Duration) -> bool {
+        match tokio::time::timeout(within, &mut self.task).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "the HTTP server failed");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the HTTP server task failed");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,62 @@
+//! The web page in a real browser: `heie serve --http` as a process, Debian's Chromium driven by
+//! playwright-core (`tests/browser/page.test.mjs`). It loads the page, submits the fixture image,
+//! checks that the explanation streams in before the score and that the heatmap overlay is drawn,
+//! then the opacity slider, dark mode, a refused image, progress while queued, a full server, a
+//! ranking and a phone-width layout.
+//! Screenshots land in `target/browser/` (their paths are printed).
+//!
+//! Needs `node`, `/usr/bin/chromium` (or `HEIE_CHROMIUM`) and `npm ci` in `tests/browser`; `.ci/setup`
+//! installs all three. Missing pieces fail the test with what to install.
+
+mod http_support;
+mod service_support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use http_support::*;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+#[test]
+fn the_page_streams_an_evaluation_in_chromium() {
+    let browser_dir = workspace().join("tests/browser");
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "node is missing: run .ci/setup (it installs nodejs, chromium and the npm packages of tests/browser)"
+    );
+    let chromium = std::env::var_os("HEIE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(chromium.exists(), "{} is missing: `apt-get install chromium` (.ci/setup does) or set HEIE_CHROMIUM", chromium.display());
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in {} (.ci/setup does)",
+        browser_dir.display()
+    );
+
+    let server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--parallel", "1", "--max-queue", "2", "--max-tokens", "24"], &[]);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    let out_dir = target.join("browser");
+    let run = Command::new("node")
+        .current_dir(&browser_dir)
+        .arg("page.test.mjs")
+        .arg(format!("http://{}/", server.http))
+        .arg(example_png_path())
+        .arg(&out_dir)
+        .env("HEIE_CHROMIUM", &chromium)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(run.status.success(), "the browser test failed ({:?}):\n{stdout}\n{stderr}\nserver: {:?}", run.status, server.stderr());
+    for shot in ["page.png", "page-dark.png", "page-full.png", "page-queued.png", "page-batch.png", "page-phone.png"] {
+        let path = out_dir.join(shot);
+        let image = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(image.width() >= 390 && image.height() > 300, "{}", path.display());
+    }
+    println!("screenshots in {}", out_dir.display());
+}

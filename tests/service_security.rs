@@ -1,0 +1,409 @@
+//! `heie serve` on a network, as a process with real tonic clients: TLS (plaintext refused), mutual
+//! TLS (no client certificate refused), API keys on every `heie.v1` call and on reflection (health
+//! open), the key file reloaded on SIGHUP, the per-connection stream limit, health turning
+//! NOT_SERVING before shutdown refuses anything, queued requests refused with UNAVAILABLE at
+//! shutdown, and the process exiting non-zero when its engine or finalizer thread dies.
+//! Certificates are generated here, at test time.
+
+mod service_support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use heie_proto::v1 as pb;
+use heie_proto::v1::evaluator_client::EvaluatorClient;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use service_support::*;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// A CA, and PEM files of a server and a client certificate it signed.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    client_cert: String,
+    client_key: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_pem, issuer) = ca("heie test CA");
+        let (server_cert, server_key) = leaf(&issuer, "localhost", &["localhost", "127.0.0.1"]);
+        let (client_cert, client_key) = leaf(&issuer, "heie test client", &[]);
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(dir.path().join("server.pem"), server_cert).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key).unwrap();
+        Pki { dir, ca_pem, client_cert, client_key }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), Issuer::new(params, key))
+}
+
+fn leaf(issuer: &Issuer<'static, KeyPair>, name: &str, sans: &[&str]) -> (String, String) {
+    let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn tls_flags(pki: &Pki) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        pki.path("server.pem").display().to_string(),
+        "--tls-key".into(),
+        pki.path("server.key").display().to_string(),
+    ]
+}
+
+fn spawn(args: &[String], env: &[(&str, &str)]) -> ServeProcess {
+    let mut all = vec!["--addr".to_string(), "127.0.0.1:0".into(), "--max-tokens".into(), "4".into()];
+    all.extend(args.iter().cloned());
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    ServeProcess::spawn_threads(1, &refs, env)
+}
+
+/// A TLS channel trusting `ca_pem`, with a client identity when given.
+async fn tls_channel(addr: std::net::SocketAddr, ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(format!("https://127.0.0.1:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+}
+
+fn with_key<T>(message: T, key: Option<&str>) -> Request<T> {
+    let mut r = Request::new(message);
+    if let Some(k) = key {
+        r.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {k}")).unwrap());
+    }
+    r
+}
+
+async fn info_code(channel: &Channel, key: Option<&str>) -> Code {
+    match EvaluatorClient::new(channel.clone()).get_info(with_key(pb::GetInfoRequest {}, key)).await {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+async fn health(channel: &Channel) -> Result<ServingStatus, tonic::Status> {
+    let reply = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await?;
+    Ok(reply.into_inner().status())
+}
+
+/// Lists services through reflection v1 or v1alpha; the status code of the call.
+async fn reflection_code(channel: &Channel, v1: bool, key: Option<&str>) -> Code {
+    use tonic_reflection::pb::{v1 as r1, v1alpha as r1a};
+    let result = if v1 {
+        let req = r1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(r1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        };
+        let mut c = r1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+        match c.server_reflection_info(with_key(tokio_stream::iter(vec![req]), key)).await {
+            Ok(r) => r.into_inner().message().await.map(|_| ()),
+            Err(s) => Err(s),
+        }
+    } else {
+        let req = r1a::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(r1a::server_reflection_request::MessageRequest::ListServices(String::new())),
+        };
+        let mut c = r1a::server_reflection_client::ServerReflectionClient::new(channel.clone());
+        match c.server_reflection_info(with_key(tokio_stream::iter(vec![req]), key)).await {
+            Ok(r) => r.into_inner().message().await.map(|_| ()),
+            Err(s) => Err(s),
+        }
+    };
+    result.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
+}
+
+/// Waits until `probe` says true (bounded), polling.
+async fn eventually(within: Duration, mut probe: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_api_keys_guard_every_call_but_health_and_the_key_file_reloads_on_sighup() {
+    let _serial = serial().await;
+    let pki = Pki::new();
+    let key_file = pki.path("keys.txt");
+    std::fs::write(&key_file, "# operators\nfile-key-one\n\n").unwrap();
+    let mut args = tls_flags(&pki);
+    args.extend(["--api-key".into(), "flag-key".into(), "--api-key-file".into(), key_file.display().to_string()]);
+    let mut server = spawn(&args, &[("HEIE_LOG", "info")]);
+    assert!(!server.stderr().iter().any(|l| l.contains("flag-key") || l.contains("file-key-one")), "keys are never logged");
+
+    // A plaintext client gets nowhere on the TLS port.
+    let plain = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect_timeout(Duration::from_secs(5));
+    let refused = match plain.connect().await {
+        Err(_) => true,
+        Ok(ch) => health(&ch).await.is_err(),
+    };
+    assert!(refused, "a plaintext client must not be served on a TLS port");
+
+    let ch = tls_channel(server.addr, &pki.ca_pem, None).await.expect("a TLS client connects");
+    assert_eq!(health(&ch).await.unwrap(), ServingStatus::Serving, "health needs no key");
+    assert_eq!(info_code(&ch, None).await, Code::Unauthenticated);
+    assert_eq!(info_code(&ch, Some("wrong-key")).await, Code::Unauthenticated);
+    assert_eq!(info_code(&ch, Some("flag-key")).await, Code::Ok);
+    assert_eq!(info_code(&ch, Some("file-key-one")).await, Code::Ok);
+    for v1 in [true, false] {
+        assert_eq!(reflection_code(&ch, v1, None).await, Code::Unauthenticated, "reflection v1={v1} without a key");
+        assert_eq!(reflection_code(&ch, v1, Some("flag-key")).await, Code::Ok, "reflection v1={v1} with a key");
+    }
+    let status = EvaluatorClient::new(ch.clone())
+        .evaluate(with_key(request(image_of(64, 48), options(2)), Some("nope")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(!status.message().contains("nope"), "{}", status.message());
+
+    // The right key runs a whole streamed evaluation over TLS.
+    let mut stream = EvaluatorClient::new(ch.clone())
+        .evaluate(with_key(request(image_of(64, 48), options(2)), Some("flag-key")))
+        .await
+        .expect("an authorised evaluation starts")
+        .into_inner();
+    let mut kinds = Vec::new();
+    while let Some(event) = stream.message().await.expect("no error status") {
+        kinds.push(kind(event.event.as_ref().unwrap()));
+    }
+    assert_eq!(kinds.first(), Some(&"started"));
+    assert_eq!(kinds.last(), Some(&"done"));
+
+    // SIGHUP swaps the file's keys in without a restart; flag keys stay.
+    std::fs::write(&key_file, "file-key-two\n").unwrap();
+    server.signal("-HUP");
+    let swapped = eventually(Duration::from_secs(10), async || info_code(&ch, Some("file-key-two")).await == Code::Ok).await;
+    assert!(swapped, "the reloaded key is accepted; stderr {:?}", server.stderr());
+    assert_eq!(info_code(&ch, Some("file-key-one")).await, Code::Unauthenticated, "the removed key is refused");
+    assert_eq!(info_code(&ch, Some("flag-key")).await, Code::Ok);
+
+    // A broken file keeps the keys in use and says so in the log.
+    std::fs::write(&key_file, "# nobody\n").unwrap();
+    server.signal("-HUP");
+    let logged = eventually(Duration::from_secs(10), async || {
+        server.stderr().iter().any(|l| l.contains("reloading the API keys failed"))
+    })
+    .await;
+    assert!(logged, "{:?}", server.stderr());
+    assert_eq!(info_code(&ch, Some("file-key-two")).await, Code::Ok);
+    assert!(!server.stderr().iter().any(|l| l.contains("file-key-two") || l.contains("flag-key")), "keys are never logged");
+
+    drop((ch, stream));
+    assert!(server.terminate(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
+    let _serial = serial().await;
+    let pki = Pki::new();
+    let mut args = tls_flags(&pki);
+    args.extend(["--tls-client-ca".into(), pki.path("ca.pem").display().to_string()]);
+    let mut server = spawn(&args, &[]);
+
+    // No client certificate: the handshake (or the first call) fails.
+    let anonymous = match tls_channel(server.addr, &pki.ca_pem, None).await {
+        Err(_) => true,
+        Ok(ch) => health(&ch).await.is_err(),
+    };
+    assert!(anonymous, "a client without a certificate must be refused");
+
+    // A certificate from another CA is refused too.
+    let (_, other) = ca("someone else's CA");
+    let (cert, key) = leaf(&other, "intruder", &[]);
+    let intruder = match tls_channel(server.addr, &pki.ca_pem, Some((&cert, &key))).await {
+        Err(_) => true,
+        Ok(ch) => health(&ch).await.is_err(),
+    };
+    assert!(intruder, "a certificate from another CA must be refused");
+
+    let ch = tls_channel(server.addr, &pki.ca_pem, Some((&pki.client_cert, &pki.client_key))).await.expect("mTLS connects");
+    assert_eq!(health(&ch).await.unwrap(), ServingStatus::Serving);
+    assert_eq!(info_code(&ch, None).await, Code::Ok, "no keys configured: the certificate is enough");
+    drop(ch);
+    assert!(server.terminate(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_holds_at_most_max_concurrent_streams_calls_at_once() {
+    let _serial = serial().await;
+    let args: Vec<String> =
+        ["--max-concurrent-streams", "2", "--parallel", "4", "--max-queue", "8", "--shutdown-grace", "1"].map(String::from).to_vec();
+    let mut server = spawn(&args, &[]);
+    let ch = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+
+    // Two long evaluations take both streams of this connection.
+    let mut long = Vec::new();
+    for _ in 0..2 {
+        let mut c = EvaluatorClient::new(ch.clone());
+        let mut s = c.evaluate(request(image_of(64, 48), long_options())).await.expect("starts").into_inner();
+        assert!(s.message().await.unwrap().is_some(), "streams its first event");
+        long.push(s);
+    }
+    // A third call on the same connection waits for a stream, although the server has free slots…
+    let mut third = EvaluatorClient::new(ch.clone());
+    let waited = tokio::time::timeout(Duration::from_secs(3), third.get_info(pb::GetInfoRequest {})).await;
+    assert!(waited.is_err(), "the third stream on one connection must wait: {waited:?}");
+    // …while another connection is served at once.
+    let mut other = client(server.addr).await;
+    let info = tokio::time::timeout(Duration::from_secs(10), other.get_info(pb::GetInfoRequest {})).await;
+    assert!(matches!(info, Ok(Ok(_))), "a second connection has its own streams: {info:?}");
+    // Ending one long call frees a stream for the waiting one.
+    drop(long.pop());
+    let freed = tokio::time::timeout(Duration::from_secs(10), third.get_info(pb::GetInfoRequest {})).await;
+    assert!(matches!(freed, Ok(Ok(_))), "a freed stream is reused: {freed:?}");
+    drop((long, ch, third, other));
+    assert!(server.terminate(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_health_not_serving_first_then_refuses_queued_requests_and_drains_the_running_one() {
+    let _serial = serial().await;
+    let args: Vec<String> =
+        ["--parallel", "1", "--max-queue", "4", "--drain-delay", "2", "--shutdown-grace", "30"].map(String::from).to_vec();
+    // Every decode step takes 25 ms longer (test-only HEIE_FAULT_STEP_DELAY_MS), so the running
+    // request holds the slot for seconds on any machine.
+    let mut server = spawn(&args, &[("HEIE_FAULT_STEP_DELAY_MS", "25")]);
+    let ch = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+
+    // One request in the only slot, two queued behind it.
+    let running_options = pb::Options { max_tokens_per_section: 40, ..Default::default() };
+    let mut running = EvaluatorClient::new(ch.clone()).evaluate(request(image_of(64, 48), running_options)).await.unwrap().into_inner();
+    assert!(running.message().await.unwrap().is_some());
+    let mut queued = Vec::new();
+    for _ in 0..2 {
+        let mut c = EvaluatorClient::new(ch.clone());
+        queued.push(tokio::spawn(async move { evaluate(&mut c, request(image_of(48, 48), options(2))).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    server.signal("-TERM");
+    let t0 = Instant::now();
+    // Health says NOT_SERVING during the drain delay, while calls are still answered.
+    let not_serving = eventually(Duration::from_secs(1), async || matches!(health(&ch).await, Ok(ServingStatus::NotServing))).await;
+    assert!(not_serving, "health turns NOT_SERVING at once");
+    let fresh = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await;
+    assert!(fresh.is_ok() && t0.elapsed() < Duration::from_secs(2), "the listener still accepts during the drain delay");
+    assert_eq!(info_code(&fresh.unwrap(), None).await, Code::Ok);
+
+    // After the delay the queued requests end with UNAVAILABLE, saying they never started…
+    for q in queued {
+        let got = q.await.unwrap();
+        assert!(got.done().is_none());
+        let status = got.status.expect("a queued request gets a status");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("did not start"), "{}", status.message());
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(2), "nothing is refused before the drain delay");
+    // …and the running one finishes normally within the grace period.
+    let mut kinds = Vec::new();
+    loop {
+        match running.message().await {
+            Ok(Some(e)) => kinds.push(kind(e.event.as_ref().unwrap())),
+            Ok(None) => break,
+            Err(s) => panic!("the running request must drain, not fail: {s:?}"),
+        }
+    }
+    assert_eq!(kinds.last(), Some(&"done"));
+    drop(ch);
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}; {:?}", server.stderr());
+}
+
+/// The engine thread panicking (a test-only fault: HEIE_FAULT, compiled in with the
+/// `fault-injection` feature that only the tests enable) turns health NOT_SERVING, fails the
+/// request with UNAVAILABLE and exits the process non-zero with the cause.
+async fn dies_with(fault: &str, cause: &str) {
+    let mut server = spawn(&[], &[("HEIE_FAULT", fault)]);
+    let mut c = client(server.addr).await;
+    let mut h = HealthClient::new(Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap());
+    let mut watch = h.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    // Job 1 was the warm-up; this request is job 2.
+    let got = evaluate(&mut c, request(image_of(64, 48), options(2))).await;
+    let status = got.status.expect("the request fails");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let flipped = watch.message().await;
+    assert!(
+        matches!(&flipped, Ok(Some(r)) if r.status() == ServingStatus::NotServing) || flipped.is_err(),
+        "health turns NOT_SERVING (or the process is already gone): {flipped:?}"
+    );
+    let exit = server.wait_exit(Duration::from_secs(20));
+    assert!(!exit.success(), "a dead engine exits non-zero");
+    let stderr = server.stderr().join("\n");
+    assert!(stderr.contains(cause) && stderr.contains("restart"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_thread_panic_makes_the_server_exit_non_zero() {
+    let _serial = serial().await;
+    dies_with("engine-panic:2", "the engine thread panicked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalizer_panic_makes_the_server_exit_non_zero() {
+    let _serial = serial().await;
+    dies_with("finalizer-panic:2", "the finalizer thread panicked").await;
+}
+
+#[test]
+fn bad_tls_and_key_settings_are_one_line_errors_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-keys");
+    std::fs::write(&empty, "# none yet\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--tls-cert".into(), "/nonexistent/cert.pem".into()], "--tls-cert needs --tls-key"),
+        (
+            vec!["--tls-cert".into(), "/nonexistent/cert.pem".into(), "--tls-key".into(), "/nonexistent/key.pem".into()],
+            "--tls-cert /nonexistent/cert.pem: cannot read it",
+        ),
+        (vec!["--tls-client-ca".into(), "/x/ca.pem".into()], "--tls-client-ca needs --tls-cert and --tls-key"),
+        (vec!["--api-key-file".into(), empty.display().to_string()], "has no keys"),
+    ];
+    for (args, expected) in cases {
+        let out = std::process::Command::new(heie_bin())
+            .arg("serve")
+            .args(&args)
+            .args(["--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap(), "--threads", "1"])
+            .env_remove("HEIE_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("heie: error: ") && stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
+}
