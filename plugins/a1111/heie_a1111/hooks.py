@@ -1,36 +1,54 @@
 """What the extension does at each WebUI hook, on duck-typed stand-ins of the WebUI's objects:
 
-- ``p`` (processing): ``extra_generation_params`` dict, ``prompts``/``prompt``, ``batch_index``;
+- ``p`` (processing): ``extra_generation_params`` dict, ``prompts``/``prompt``, ``iteration``,
+  ``batch_index``, ``batch_size``, ``outpath_grids``;
 - ``pp`` (PostprocessImageArgs): ``image`` (PIL);
-- ``processed`` (Processed): ``images`` and ``infotexts`` lists;
-- image-saved params: ``image``, ``p``, ``filename``.
+- ``processed`` (Processed): ``images``, ``infotexts``, ``index_of_first_image`` and the per-image
+  ``all_prompts``/``all_negative_prompts``/``all_seeds``/``all_subseeds``;
+- image-saved params: ``image``, ``p``, ``filename``, ``pnginfo``.
+
+Nothing here imports the WebUI; ``scripts/heie.py`` passes in what needs it (grid maker, progress text).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from heie_client import Client, HeieError
-
+from . import infotext
+from .http_client import HeieError, HttpClient
+from .run_state import Outcome, RunState
 from .settings import Settings
-from .verdict import RunState, Verdict, default_client, judge
+from .verdict import METADATA_KEY, Verdict, judge
 
 STATE_ATTR = "heie_state"
 REJECTED_DIR = "rejected"
 OVERLAY_SUFFIX = ".heie.png"
+_PER_IMAGE_LISTS = ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds")
 
 log = logging.getLogger("heie")
 
 
-def _state(p: Any, settings: Settings, client_factory: Callable[[Settings], Client]) -> RunState:
+def default_client(settings: Settings) -> HttpClient:
+    return HttpClient(settings.addresses, timeout=settings.timeout, api_key=settings.api_key)
+
+
+def _state(p: Any, settings: Settings, client_factory: Callable[[Settings], HttpClient]) -> RunState:
     state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, RunState):
         state = RunState(settings, client_factory)
         setattr(p, STATE_ATTR, state)
     return state
+
+
+def _lookup(p: Any, index: int) -> Optional[dict[str, str]]:
+    """The entries of the image at position ``index`` of the batch the WebUI is building infotexts for."""
+    state = getattr(p, STATE_ATTR, None)
+    if not isinstance(state, RunState):
+        return None
+    outcome = state.outcome_at((int(getattr(p, "iteration", 0) or 0), index))
+    return outcome.infotext() if outcome is not None else None
 
 
 def _prompt(p: Any) -> Optional[str]:
@@ -42,35 +60,81 @@ def _prompt(p: Any) -> Optional[str]:
     return prompt if isinstance(prompt, str) else None
 
 
+def _progress_reporter(progress: Callable[[str], None], number: int) -> Callable[[str, dict[str, Any]], None]:
+    def on_event(name: str, event: dict[str, Any]) -> None:
+        if name == "started":
+            progress(f"HEIE: judging image {number}")
+        elif name == "textDelta":
+            section = str(event.get("textDelta", {}).get("section", "")).removeprefix("SECTION_").lower()
+            progress(f"HEIE: judging image {number}: writing the {section}")
+        elif name == "score" and "score" in event:
+            progress(f"HEIE: image {number} scored {float(event['score'].get('score', 0.0)):.3f}")
+    return on_event
+
+
 def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional[Callable[[], bool]] = None,
-                      client_factory: Callable[[Settings], Client] = default_client) -> Optional[Verdict]:
-    """Judges ``pp.image`` and writes the verdict into ``p.extra_generation_params`` (the WebUI builds
-    this image's infotext right after this hook). A server failure is logged, never fatal."""
+                      progress: Optional[Callable[[str], None]] = None,
+                      client_factory: Callable[[Settings], HttpClient] = default_client) -> Optional[Verdict]:
+    """Judges ``pp.image``; its verdict (or its error) becomes this image's infotext entries, which the
+    WebUI builds right after this hook. A server failure is logged and noted, never fatal."""
     if not settings.enabled:
         return None
     state = _state(p, settings, client_factory)
+    infotext.install(p.extra_generation_params, _lookup)
+    iteration, position = int(getattr(p, "iteration", 0) or 0), int(getattr(p, "batch_index", 0) or 0)
+    job_index = iteration * int(getattr(p, "batch_size", 1) or 1) + position
+    report = progress or (lambda text: None)
+    report(f"HEIE: judging image {job_index + 1}")
     try:
-        verdict = judge(state.client, pp.image, settings, _prompt(p), cancel_when)
-    except HeieError as err:
-        log.warning("HEIE: image not judged: %s", err)
-        p.extra_generation_params["HEIE error"] = err.code.name if err.code is not None else "client"
+        verdict = judge(state.client, pp.image, settings, _prompt(p), cancel_when,
+                        on_event=_progress_reporter(report, job_index + 1))
+    except (HeieError, ValueError) as err:
+        code = err.code if isinstance(err, HeieError) else "INVALID_ARGUMENT"
+        log.warning("HEIE: image %d not judged: %s", job_index + 1, err)
+        report(f"HEIE: image {job_index + 1} not judged ({code})")
+        state.record((iteration, position), pp.image, Outcome(error=code), job_index)
         return None
-    for key in ("HEIE", "HEIE rejected", "HEIE error"):  # the previous image's entries
-        p.extra_generation_params.pop(key, None)
-    p.extra_generation_params.update(verdict.infotext())
-    state.record(pp.image, verdict)
+    state.record((iteration, position), pp.image, Outcome(verdict=verdict), job_index)
+    state.judged += 1
     return verdict
+
+
+def before_image_saved(image: Any, p: Any, pnginfo: dict[str, Any]) -> bool:
+    """Adds the ``heie`` JSON to a judged image's PNG text chunks (the same key ``heie eval
+    --write-metadata`` writes). Returns whether it did."""
+    state = getattr(p, STATE_ATTR, None)
+    verdict = state.verdict_for(image) if isinstance(state, RunState) else None
+    if verdict is None or pnginfo is None:
+        return False
+    pnginfo[METADATA_KEY] = verdict.metadata_json()
+    return True
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``NAME-1.ext``, ``NAME-2.ext``, … when taken (the WebUI restarts its numbering
+    in a folder whose images were moved away, so the same names come again)."""
+    if not path.exists():
+        return path
+    for n in range(1, 1_000_000):
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"no free name for {path}")
 
 
 def after_image_saved(image: Any, p: Any, filename: str) -> list[Path]:
     """Saves the overlay beside a judged image and moves or deletes it when rejected; returns the
-    files written or moved. Images this extension did not judge (grids, masks) are left alone."""
+    files written or moved. Images this extension did not judge are left alone; a grid's file is
+    remembered so a discard can rebuild it."""
     state = getattr(p, STATE_ATTR, None)
-    verdict = state.verdict_for(image) if isinstance(state, RunState) else None
-    if verdict is None or not filename:
+    if not isinstance(state, RunState) or not filename:
         return []
-    settings = state.settings  # type: ignore[union-attr]
     path = Path(filename)
+    verdict = state.verdict_for(image)
+    if verdict is None:
+        state.saved_unjudged.append((image, path))
+        return []
+    settings = state.settings
     touched: list[Path] = []
     if verdict.rejected and settings.reject_action == "discard":
         path.unlink(missing_ok=True)
@@ -78,34 +142,83 @@ def after_image_saved(image: Any, p: Any, filename: str) -> list[Path]:
     if verdict.rejected and settings.reject_action == "move":
         target_dir = path.parent / REJECTED_DIR
         target_dir.mkdir(parents=True, exist_ok=True)
-        moved = target_dir / path.name
-        shutil.move(str(path), moved)
+        moved = unique_path(target_dir / path.name)
+        path.replace(moved)
         path = moved
         touched.append(moved)
     if settings.save_overlay and verdict.overlay_png:
-        overlay = path.with_name(path.stem + OVERLAY_SUFFIX)
+        overlay = unique_path(path.with_name(path.stem + OVERLAY_SUFFIX))
         overlay.write_bytes(verdict.overlay_png)
         touched.append(overlay)
     return touched
 
 
-def postprocess(p: Any, processed: Any) -> int:
-    """End of a generation: drops discarded images from the gallery, removes the verdict entries from
-    the shared generation params (the grid's infotext) and closes the client. Returns images dropped."""
+def _grid_files(state: RunState, p: Any, grid_image: Any) -> list[Path]:
+    """The files the grid was saved to: the saved image that is the returned grid, else (grid not
+    returned to the gallery) unjudged images saved under ``p.outpath_grids`` as ``grid…``."""
+    saved = state.saved_unjudged
+    if grid_image is not None:
+        return [path for image, path in saved if image is grid_image]
+    grids = getattr(p, "outpath_grids", None)
+    if not grids:
+        return []
+    root = Path(grids).resolve()
+    return [path for _, path in saved if path.name.startswith("grid") and path.resolve().is_relative_to(root)]
+
+
+def postprocess(p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]], Any]] = None,
+                save_grid: Optional[Callable[[Any, Path, Optional[str]], None]] = None) -> int:
+    """End of a generation. With ``discard``: drops rejected images from the gallery (with their
+    infotexts, prompts and seeds) and rebuilds the grid from the images kept (``make_grid``), also on
+    disk (``save_grid(image, path, infotext)``; the grid file is deleted when nothing is left). Then
+    takes the HEIE entries out of the job's generation params. Returns the number of images dropped."""
     state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, RunState):
         return 0
     dropped = 0
-    if state.settings.reject_action == "discard":
-        images = list(getattr(processed, "images", []))
-        infotexts = list(getattr(processed, "infotexts", []))
-        keep = [i for i, image in enumerate(images) if not ((v := state.verdict_for(image)) and v.rejected)]
-        dropped = len(images) - len(keep)
-        if dropped:
-            processed.images = [images[i] for i in keep]
-            if len(infotexts) == len(images):
-                processed.infotexts = [infotexts[i] for i in keep]
-    for key in ("HEIE score", "HEIE mode", "HEIE", "HEIE rejected", "HEIE error"):
-        p.extra_generation_params.pop(key, None)
-    state.close()
+    try:
+        if state.settings.reject_action == "discard":
+            dropped = _discard(state, p, processed, make_grid, save_grid)
+    finally:
+        infotext.remove(p.extra_generation_params)
+        state.close()
     return dropped
+
+
+def _discard(state: RunState, p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]], Any]],
+             save_grid: Optional[Callable[[Any, Path, Optional[str]], None]]) -> int:
+    images = list(getattr(processed, "images", []))
+    infotexts = list(getattr(processed, "infotexts", []))
+    first = int(getattr(processed, "index_of_first_image", 0) or 0)
+    grid_image = images[0] if first == 1 and images else None
+    rejected = [i for i, image in enumerate(images) if (v := state.verdict_for(image)) is not None and v.rejected]
+    if not rejected:
+        return 0
+    drop = set(rejected)
+    job_dropped = {state.job_index_of(images[i]) for i in rejected}
+    kept_images = [image for i, image in enumerate(images) if i not in drop and image is not grid_image]
+    judged_kept = [image for image in kept_images if state.verdict_for(image) is not None]
+    grid_files = _grid_files(state, p, grid_image)
+    new_grid = make_grid(judged_kept) if make_grid is not None and judged_kept else None
+    grid_text = infotexts[0] if grid_image is not None and infotexts else None
+    for path in grid_files:
+        if new_grid is None:
+            path.unlink(missing_ok=True)
+        elif save_grid is not None:
+            save_grid(new_grid, path, grid_text)
+    if grid_image is not None:
+        if new_grid is not None:
+            kept_images.insert(0, new_grid)
+        else:  # no image left to make a grid of: the gallery starts with the images
+            processed.index_of_first_image = 0
+            drop.add(0)
+    processed.images = kept_images
+    if len(infotexts) == len(images):
+        processed.infotexts = [t for i, t in enumerate(infotexts) if i not in drop]
+        if processed.infotexts and hasattr(processed, "info"):
+            processed.info = processed.infotexts[0]
+    for name in _PER_IMAGE_LISTS:
+        values = getattr(processed, name, None)
+        if isinstance(values, list):
+            setattr(processed, name, [v for j, v in enumerate(values) if j not in job_dropped])
+    return len(rejected)

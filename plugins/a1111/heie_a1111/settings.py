@@ -1,24 +1,34 @@
-"""The extension's settings (WebUI Settings → HEIE) as one typed value."""
+"""The extension's settings (WebUI Settings → HEIE): one typed value, and the description of each
+option the adapter turns into the WebUI's ``OptionInfo``.
+
+The WebUI builds a settings widget from the option's component, or from the type of its default when it
+has none, and it knows only str (textbox), int (number) and bool (checkbox): any other default without a
+component stops the WebUI at start-up (``bad options item type``). Every float option here therefore
+names its component (:data:`OPTIONS`), and a test holds every option to that rule.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
-from typing import Any
-
-from heie_client import DEFAULT_ADDRESS
+from typing import Any, Optional
 
 REJECT_ACTIONS = ("keep", "move", "discard")
 """Below the threshold: keep the image (only marked), move it to ``rejected/``, or delete it."""
 
 OPTION_PREFIX = "heie_"
+API_KEY_ENV = "HEIE_API_KEY"
+"""The server's API key is read from this environment variable, never saved in the WebUI's config."""
+DEFAULT_ADDRESS = "127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
 class Settings:
     enabled: bool = True
     address: str = DEFAULT_ADDRESS
-    """host:port of heie serve; several separated by commas (round-robin with failover)."""
+    """host:port (or http(s)://host:port) of `heie serve --http`; several separated by commas."""
     timeout: float = 300.0
+    """Seconds one image may take on the server (0 = no limit)."""
     threshold: float = 0.0
     """Images scoring below it are rejected; 0 = never."""
     reject_action: str = "keep"
@@ -28,20 +38,67 @@ class Settings:
     """Full chain of thought (False = short analysis only, faster)."""
     summary_chars: int = 160
     max_tokens: int = 0
+    api_key: Optional[str] = None
+    """From $HEIE_API_KEY; not an option."""
 
     @property
     def addresses(self) -> list[str]:
         return [a.strip() for a in self.address.split(",") if a.strip()]
 
     @classmethod
-    def from_options(cls, opts: Any) -> "Settings":
-        """Reads ``heie_<field>`` attributes of the WebUI's ``shared.opts`` (missing ones keep defaults)."""
-        values = {}
-        for f in fields(cls):
-            value = getattr(opts, OPTION_PREFIX + f.name, None)
-            if value is not None:
-                values[f.name] = type(getattr(cls(), f.name))(value)
-        settings = cls(**values)
+    def from_options(cls, opts: Any, environ: Optional[dict[str, str]] = None) -> "Settings":
+        """Reads ``heie_<field>`` attributes of the WebUI's ``shared.opts`` (missing ones keep their
+        defaults) and the API key from the environment. A bad value is a ValueError naming the option."""
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            value = getattr(opts, OPTION_PREFIX + option.name, None)
+            if value is None:
+                continue
+            kind = type(getattr(defaults, option.name))
+            try:
+                values[option.name] = kind(value) if kind is not bool else bool(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{OPTION_PREFIX}{option.name}: expected {kind.__name__}, got {value!r}") from None
+        env = os.environ if environ is None else environ
+        settings = cls(**values, api_key=env.get(API_KEY_ENV) or None)
         if settings.reject_action not in REJECT_ACTIONS:
-            raise ValueError(f"heie_reject_action must be one of {REJECT_ACTIONS}, got {settings.reject_action!r}")
+            raise ValueError(f"{OPTION_PREFIX}reject_action must be one of {REJECT_ACTIONS}, got {settings.reject_action!r}")
+        if not 0.0 <= settings.threshold <= 1.0:
+            raise ValueError(f"{OPTION_PREFIX}threshold must be in 0..1, got {settings.threshold}")
+        if settings.timeout < 0 or settings.summary_chars < 0 or settings.max_tokens < 0:
+            raise ValueError(f"{OPTION_PREFIX}timeout, summary_chars and max_tokens must not be negative")
         return settings
+
+
+@dataclass(frozen=True)
+class Option:
+    """One WebUI setting: ``heie_<name>``, its label, and its widget: ``None`` (the WebUI picks one from
+    the default's type: only for str, int and bool), ``"slider"`` or ``"radio"`` with its arguments."""
+
+    name: str
+    label: str
+    component: Optional[str] = None
+    args: Optional[dict[str, Any]] = None
+
+    @property
+    def key(self) -> str:
+        return OPTION_PREFIX + self.name
+
+    @property
+    def default(self) -> Any:
+        return getattr(Settings(), self.name)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("enabled", "Judge every generated image"),
+    Option("address", "Server address: host:port of `heie serve --http` (several separated by commas); "
+                      f"API key from ${API_KEY_ENV}"),
+    Option("timeout", "Time limit per image, seconds (0 = none)", "slider", {"minimum": 0, "maximum": 3600, "step": 5}),
+    Option("threshold", "Reject images scoring below (0 = never)", "slider", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+    Option("reject_action", "Rejected images", "radio", {"choices": list(REJECT_ACTIONS)}),
+    Option("save_overlay", "Save the heatmap overlay beside the image (NAME.heie.png)"),
+    Option("explanation", "Full explanation (off = short analysis, faster)"),
+    Option("summary_chars", "Explanation characters written to the infotext", "slider", {"minimum": 0, "maximum": 1000, "step": 10}),
+    Option("max_tokens", "Tokens per explanation section (0 = server default)", "slider", {"minimum": 0, "maximum": 2048, "step": 8}),
+)

@@ -1,13 +1,21 @@
-"""One image's verdict and the per-generation state that carries it from judging to saving."""
+"""One image's verdict: judging it over HTTP, deciding against the threshold, and what it writes into
+the infotext and the PNG's ``heie`` text chunk."""
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from heie_client import Client, EvaluateOptions, HeatmapEncoding
-
+from .http_client import HeieError, HttpClient
 from .settings import Settings
+from .summary import one_line
+
+METADATA_KEY = "heie"
+"""Infotext entry and PNG text chunk holding the verdict as JSON: the key ``heie eval --write-metadata``
+and ``heie-score --write-metadata`` write, so image browsers filter every HEIE-judged file alike."""
+METADATA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -18,62 +26,51 @@ class Verdict:
     rejected: bool
     overlay_png: Optional[bytes] = field(default=None, repr=False)
 
+    def metadata_json(self) -> str:
+        """``{"score", "mode", "summary", "version"}``, compact, UTF-8 kept as is."""
+        return json.dumps({"score": round(self.score, 4), "mode": self.mode, "summary": self.summary,
+                           "version": METADATA_VERSION}, ensure_ascii=False, separators=(",", ":"))
+
     def infotext(self) -> dict[str, str]:
-        """Entries for the image's infotext (PNG ``parameters``)."""
-        params = {"HEIE score": f"{self.score:.3f}", "HEIE mode": self.mode}
-        if self.summary:
-            params["HEIE"] = self.summary
+        """Entries for the image's infotext (PNG ``parameters``): the score for people, ``rejected``
+        when it is, and the ``heie`` JSON for programs."""
+        params = {"HEIE score": f"{self.score:.3f}"}
         if self.rejected:
             params["HEIE rejected"] = "yes"
+        params[METADATA_KEY] = self.metadata_json()
         return params
 
 
-def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] = None,
-          cancel_when: Optional[Callable[[], bool]] = None) -> Verdict:
-    """Evaluates one image and decides against the threshold."""
-    encodings = (HeatmapEncoding.OVERLAY_PNG,) if settings.save_overlay else ()
-    options = EvaluateOptions(explanation=settings.explanation, max_tokens_per_section=settings.max_tokens,
-                              heatmap_encodings=encodings)
-    result = client.evaluate(image, options, prompt=prompt or None, cancel_when=cancel_when)
-    score = float(result.score if result.score is not None else 0.0)
+def encode_png(image: Any) -> bytes:
+    """The WebUI's PIL image as PNG bytes (fast compression: it only crosses a socket)."""
+    if image.mode not in ("RGB", "RGBA", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def options_of(settings: Settings) -> dict[str, Any]:
+    """The request's ``Options`` as proto3 JSON."""
+    options: dict[str, Any] = {"explanation": settings.explanation, "maxTokensPerSection": settings.max_tokens}
+    if settings.save_overlay:
+        options["heatmapEncodings"] = ["HEATMAP_ENCODING_OVERLAY_PNG"]
+    return options
+
+
+def judge(client: HttpClient, image: Any, settings: Settings, prompt: Optional[str] = None,
+          cancel_when: Optional[Callable[[], bool]] = None,
+          on_event: Optional[Callable[[str, dict[str, Any]], None]] = None) -> Verdict:
+    """Evaluates one image and decides against the threshold. Raises ``HeieError``."""
+    result = client.evaluate(encode_png(image), options_of(settings), prompt=prompt or None,
+                             cancel_when=cancel_when, on_event=on_event)
+    if result.score is None:  # cut before the heads ran: no verdict, never a silent 0 that rejects
+        raise HeieError("INTERNAL", f"the server sent no score (finish reason {result.finish_reason or 'none'})")
+    score = result.score
     return Verdict(
         score=score,
-        summary=result.summary(settings.summary_chars),
-        mode=result.mode.name.lower(),
+        summary=one_line(result.sections, settings.summary_chars),
+        mode=result.mode or "unknown",
         rejected=settings.threshold > 0 and score < settings.threshold,
         overlay_png=result.overlay_png,
     )
-
-
-class RunState:
-    """Lives on the WebUI's processing object for one generation: the client and the verdicts of the
-    images judged so far, keyed by the image object (the one the WebUI then saves and shows)."""
-
-    def __init__(self, settings: Settings, client_factory: Callable[[Settings], Client]) -> None:
-        self.settings = settings
-        self._factory = client_factory
-        self._client: Optional[Client] = None
-        self._verdicts: dict[int, tuple[Any, Verdict]] = {}
-
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            self._client = self._factory(self.settings)
-        return self._client
-
-    def record(self, image: Any, verdict: Verdict) -> None:
-        # The image itself is kept with its verdict so its id cannot be reused while we look it up.
-        self._verdicts[id(image)] = (image, verdict)
-
-    def verdict_for(self, image: Any) -> Optional[Verdict]:
-        entry = self._verdicts.get(id(image))
-        return entry[1] if entry is not None and entry[0] is image else None
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-
-def default_client(settings: Settings) -> Client:
-    return Client(settings.addresses, timeout=settings.timeout or None)

@@ -1,11 +1,12 @@
-"""HEIE for AUTOMATIC1111 / Forge: judges every generated image with a running ``heie serve``.
+"""HEIE for AUTOMATIC1111 / Forge: judges every generated image with a running ``heie serve --http``.
 
-This file is the WebUI adapter only (loaded by the WebUI, so it imports the WebUI's ``modules``); the
-logic is in ``heie_a1111`` and ``heie_client``.
+This file is the WebUI adapter only (loaded by the WebUI, so it imports the WebUI's ``modules`` and
+``gradio``); the logic is in ``heie_a1111``, which needs nothing beyond the standard library and PIL.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -14,31 +15,24 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import gradio as gr  # noqa: E402
-from modules import script_callbacks, scripts, shared  # noqa: E402
+from modules import images, script_callbacks, scripts, shared  # noqa: E402
 
-from heie_a1111 import REJECT_ACTIONS, Settings, after_image_saved, postprocess, postprocess_image  # noqa: E402
+from heie_a1111 import OPTIONS, Settings, after_image_saved, before_image_saved, postprocess, postprocess_image  # noqa: E402
 
 _SECTION = ("heie", "HEIE")
+_COMPONENTS = {"slider": gr.Slider, "radio": gr.Radio}
+log = logging.getLogger("heie")
 
 
 def _on_ui_settings() -> None:
-    defaults = Settings()
-    options = {
-        "heie_enabled": shared.OptionInfo(defaults.enabled, "Judge every generated image"),
-        "heie_address": shared.OptionInfo(defaults.address, "Server address (host:port; several separated by commas)"),
-        "heie_timeout": shared.OptionInfo(defaults.timeout, "Timeout per image, seconds (0 = none)"),
-        "heie_threshold": shared.OptionInfo(defaults.threshold, "Reject images scoring below (0 = never)",
-                                            gr.Slider, {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
-        "heie_reject_action": shared.OptionInfo(defaults.reject_action, "Rejected images", gr.Radio,
-                                                {"choices": list(REJECT_ACTIONS)}),
-        "heie_save_overlay": shared.OptionInfo(defaults.save_overlay, "Save the heatmap overlay beside the image (NAME.heie.png)"),
-        "heie_explanation": shared.OptionInfo(defaults.explanation, "Full explanation (off = short analysis, faster)"),
-        "heie_summary_chars": shared.OptionInfo(defaults.summary_chars, "Explanation characters written to the infotext"),
-        "heie_max_tokens": shared.OptionInfo(defaults.max_tokens, "Tokens per explanation section (0 = server default)"),
-    }
-    for key, info in options.items():
-        info.section = _SECTION
-        shared.opts.add_option(key, info)
+    for option in OPTIONS:
+        component = _COMPONENTS[option.component] if option.component else None
+        info = shared.OptionInfo(option.default, option.label, component, option.args, section=_SECTION)
+        shared.opts.add_option(option.key, info)
+
+
+def _on_before_image_saved(params) -> None:  # type: ignore[no-untyped-def]
+    before_image_saved(params.image, params.p, params.pnginfo)
 
 
 def _on_image_saved(params) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +44,20 @@ def _interrupted() -> bool:
     return bool(getattr(state, "interrupted", False) or getattr(state, "skipped", False))
 
 
+def _progress(text: str) -> None:
+    shared.state.textinfo = text
+
+
+def _settings() -> Settings | None:
+    try:
+        return Settings.from_options(shared.opts)
+    except ValueError as err:
+        log.warning("HEIE: settings: %s", err)
+        return None
+
+
 script_callbacks.on_ui_settings(_on_ui_settings)
+script_callbacks.on_before_image_saved(_on_before_image_saved)
 script_callbacks.on_image_saved(_on_image_saved)
 
 
@@ -63,13 +70,19 @@ class HeieScript(scripts.Script):
 
     def ui(self, is_img2img: bool):  # type: ignore[no-untyped-def]
         with gr.Accordion("HEIE implausibility judge", open=False):
-            enabled = gr.Checkbox(value=Settings.from_options(shared.opts).enabled, label="Judge generated images")
+            enabled = gr.Checkbox(value=bool(getattr(shared.opts, "heie_enabled", True)), label="Judge generated images")
         return [enabled]
 
     def postprocess_image(self, p, pp, enabled=True, *args):  # type: ignore[no-untyped-def]
-        settings = Settings.from_options(shared.opts)
-        if enabled and settings.enabled:
-            postprocess_image(p, pp, settings, cancel_when=_interrupted)
+        settings = _settings()
+        if enabled and settings is not None and settings.enabled:
+            postprocess_image(p, pp, settings, cancel_when=_interrupted, progress=_progress)
 
     def postprocess(self, p, processed, *args):  # type: ignore[no-untyped-def]
-        postprocess(p, processed)
+        def make_grid(kept):  # type: ignore[no-untyped-def]
+            return images.image_grid(kept, p.batch_size)
+
+        def save_grid(grid, path, text):  # type: ignore[no-untyped-def]
+            images.save_image_with_geninfo(grid, text, str(path))
+
+        postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
