@@ -86,7 +86,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     report = progress or (lambda text: None)
     report(f"HEIE: judging image {job_index + 1}")
     try:
-        verdict = judge(state.client, pp.image, settings, _prompt(p), cancel_when,
+        verdict = judge(state.client_for(settings), pp.image, settings, _prompt(p), cancel_when,
                         on_event=_progress_reporter(report, job_index + 1))
     except (HeieError, ValueError) as err:
         code = err.code if isinstance(err, HeieError) else "INVALID_ARGUMENT"

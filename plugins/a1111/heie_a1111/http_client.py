@@ -66,7 +66,8 @@ class Endpoint:
         return cls(parts.scheme, parts.hostname, port)
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
     def connect(self, timeout: float) -> http.client.HTTPConnection:
         if self.scheme == "https":

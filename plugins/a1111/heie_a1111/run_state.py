@@ -34,6 +34,7 @@ class RunState:
         self.settings = settings
         self._factory = client_factory
         self._client: Optional[HttpClient] = None
+        self._client_settings: Optional[Settings] = None
         self._by_slot: dict[Slot, Outcome] = {}
         # The image is kept with its verdict so its id() cannot be reused while it is looked up.
         self._by_image: dict[int, tuple[Any, Verdict, int]] = {}
@@ -41,10 +42,11 @@ class RunState:
         """Images saved this job that were not judged (grids, masks) and their files."""
         self.judged = 0
 
-    @property
-    def client(self) -> HttpClient:
-        if self._client is None:
-            self._client = self._factory(self.settings)
+    def client_for(self, settings: Settings) -> HttpClient:
+        """The job's client; a new one when the settings changed since (the WebUI reads them per image)."""
+        self.settings = settings
+        if self._client is None or self._client_settings != settings:
+            self._client, self._client_settings = self._factory(settings), settings
         return self._client
 
     def record(self, slot: Slot, image: Any, outcome: Outcome, job_index: int) -> None:

@@ -73,10 +73,17 @@ class HeieScript(scripts.Script):
             enabled = gr.Checkbox(value=bool(getattr(shared.opts, "heie_enabled", True)), label="Judge generated images")
         return [enabled]
 
-    def postprocess_image(self, p, pp, enabled=True, *args):  # type: ignore[no-untyped-def]
+    def _judge(self, p, pp, enabled=True, *args):  # type: ignore[no-untyped-def]
         settings = _settings()
         if enabled and settings is not None and settings.enabled:
             postprocess_image(p, pp, settings, cancel_when=_interrupted, progress=_progress)
+
+    # Judge the image the WebUI saves and shows: since v1.8 that is the one after inpainting overlays
+    # and colour correction (postprocess_image_after_composite); before, the only hook is earlier.
+    if hasattr(scripts.Script, "postprocess_image_after_composite"):
+        postprocess_image_after_composite = _judge
+    else:
+        postprocess_image = _judge
 
     def postprocess(self, p, processed, *args):  # type: ignore[no-untyped-def]
         def make_grid(kept):  # type: ignore[no-untyped-def]

@@ -1,4 +1,6 @@
 """Fixtures of the extension's tests: real ``heie serve --http`` processes on the tiny fixture model.
+Test modules import the fixtures they use from here (not a conftest.py: plugins/python's tests import
+the shared ``conftest`` module by name, and a second conftest.py would shadow it).
 
 The extension talks only HTTP/JSON, so these servers expose ``--http`` on a free port (gRPC on port 0,
 unused). The binary is $HEIE_BIN, else target/debug/heie (built when missing). One

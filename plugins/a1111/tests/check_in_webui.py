@@ -1,0 +1,347 @@
+"""Manual check of the extension inside a real AUTOMATIC1111 WebUI (not collected by pytest: no test_
+prefix). It needs a WebUI checkout with its venv and requirements installed; no SD model is needed.
+
+    python3 plugins/a1111/tests/check_in_webui.py --webui /work/a1111-webui --python /work/a1111-venv/bin/python \
+        --heie-bin /work/bin/heie
+
+What it does, printing PASS/FAIL per step:
+1. starts ``heie serve --http`` on the fixture model;
+2. exports the extension (tools/export_repo.py --commit) and ``git clone``s it into
+   ``extensions/heie`` as "Install from URL" does; adds a throw-away helper extension ``heie-check``
+   that exposes ``POST /heie-check/run``, which runs generation jobs through the REAL WebUI code
+   (``StableDiffusionProcessingTxt2Img``, ``create_infotext``, ``images.save_image`` with its
+   before/after image-saved callbacks, ``images.image_grid``, ``Processed``) with the HEIE script
+   object the WebUI loaded: everything of ``process_images_inner`` but the sampling, which needs a model;
+3. starts the WebUI (``launch.py --skip-prepare-environment --use-cpu all --no-half
+   --no-download-sd-model --api --skip-torch-cuda-test``) and checks: it serves, the settings page was
+   built (``/sdapi/v1/options`` has every ``heie_*`` option, the gradio config has their widgets), the
+   script is registered, the jobs give correct per-image/grid infotext, the ``heie`` PNG key, unique
+   reject names, a rebuilt grid on discard, progress text; and the log has no HEIE traceback;
+4. runs the WebUI's own requirements install (``pip install -r requirements_versions.txt``, what its
+   prepare step does) and starts it a second time: the extension still loads and judges.
+The WebUI's config.json is backed up and restored; extensions/heie and extensions/heie-check are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+EXTENSION = Path(__file__).resolve().parents[1]
+REPO = EXTENSION.parents[1]
+MODELS = REPO / "tests" / "fixtures" / "models"
+results: list[tuple[str, bool, str]] = []
+
+# The helper extension, run inside the WebUI. It drives the WebUI's real processing pieces in
+# process_images_inner's order and returns what came out, as JSON.
+HELPER = r'''
+import json, os
+from pathlib import Path
+from PIL import Image
+import numpy as np
+from modules import images, processing, script_callbacks, scripts, shared
+
+
+def _heie_script():
+    for script in scripts.scripts_txt2img.alwayson_scripts:
+        if type(script).__name__ == "HeieScript":
+            return script
+    raise RuntimeError("the HEIE script is not among the txt2img always-on scripts")
+
+
+def _job(body):
+    heie = _heie_script()
+    out = Path(body["folder"])
+    n_iter, batch_size = body["n_iter"], body["batch_size"]
+    for key, value in body.get("opts", {}).items():
+        shared.opts.set(key, value)
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat on a sofa", n_iter=n_iter, batch_size=batch_size,
+        width=16, height=16, steps=20, outpath_samples=str(out), outpath_grids=str(out / "grids"), do_not_save_grid=False)
+    p.setup_prompts()
+    p.all_seeds = [1000 + k for k in range(n_iter * batch_size)]
+    p.all_subseeds = list(p.all_seeds)
+    output, infotexts, saved, progress = [], [], [], []
+    shared.state.textinfo = None
+    rng = np.random.default_rng(body.get("seed", 0))
+    for n in range(n_iter):
+        p.iteration = n
+        p.prompts = p.all_prompts[n * batch_size:(n + 1) * batch_size]
+        p.negative_prompts = p.all_negative_prompts[n * batch_size:(n + 1) * batch_size]
+        p.seeds = p.all_seeds[n * batch_size:(n + 1) * batch_size]
+        p.subseeds = p.all_subseeds[n * batch_size:(n + 1) * batch_size]
+        def infotext(index=0, use_main_prompt=False):
+            return processing.create_infotext(p, p.prompts, p.seeds, p.subseeds, use_main_prompt=use_main_prompt,
+                                              index=index, all_negative_prompts=p.negative_prompts)
+        for i in range(batch_size):
+            p.batch_index = i
+            k = n * batch_size + i
+            if k in body.get("dead_for", []):
+                shared.opts.set("heie_address", body["dead_address"])
+            image = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+            pp = scripts.PostprocessImageArgs(image)
+            heie.postprocess_image(p, pp, True)  # both hooks, as the WebUI's ScriptRunner calls them
+            pp = scripts.PostprocessImageArgs(pp.image)
+            heie.postprocess_image_after_composite(p, pp, True)
+            progress.append(shared.state.textinfo)
+            shared.opts.set("heie_address", body["opts"]["heie_address"])
+            image = pp.image
+            fullfn, _ = images.save_image(image, p.outpath_samples, "", p.seeds[i], p.prompts[i], "png", info=infotext(i), p=p)
+            saved.append(fullfn)
+            text = infotext(i)
+            infotexts.append(text)
+            image.info["parameters"] = text
+            output.append(image)
+    grid = images.image_grid(output, p.batch_size)
+    text = infotext(use_main_prompt=True)
+    infotexts.insert(0, text)
+    grid.info["parameters"] = text
+    output.insert(0, grid)
+    grid_file, _ = images.save_image(grid, p.outpath_grids, "grid", p.all_seeds[0], p.all_prompts[0], "png",
+                                     info=text, short_filename=True, p=p, grid=True)
+    res = processing.Processed(p, images_list=output, seed=p.all_seeds[0], info=infotexts[0], subseed=p.all_subseeds[0],
+                               index_of_first_image=1, infotexts=infotexts)
+    heie.postprocess(p, res)
+    def text_chunks(path):
+        if not os.path.exists(path):
+            return None
+        with Image.open(path) as picture:
+            return dict(picture.text)
+    return {"infotexts": res.infotexts, "saved": saved, "saved_text": [text_chunks(f) for f in saved],
+            "grid_file": grid_file, "grid_text": text_chunks(grid_file), "grid_size": list(res.images[0].size) if res.images else None,
+            "n_images": len(res.images), "index_of_first_image": res.index_of_first_image, "all_seeds": res.all_seeds,
+            "progress": progress, "judged": getattr(getattr(p, "heie_state", None), "judged", None), "params_left": [k for k, v in p.extra_generation_params.items() if callable(v)],
+            "js_ok": bool(json.loads(res.js())), "overlays": sorted(str(f) for f in out.rglob("*.heie.png")),
+            "rejected": sorted(str(f) for f in (out / "rejected").glob("*")) if (out / "rejected").exists() else []}
+
+
+def _parsed(text):
+    from modules import infotext_utils
+    return infotext_utils.parse_generation_parameters(text)
+
+
+def _on_app_started(demo, app):
+    from fastapi import Body
+
+    def run(body: dict = Body(...)):
+        result = _job(body)
+        result["parsed"] = [_parsed(t) for t in result["infotexts"]]
+        return result
+
+    app.add_api_route("/heie-check/run", run, methods=["POST"])
+
+
+script_callbacks.on_app_started(_on_app_started)
+'''
+
+
+def check(name: str, ok: bool, detail: str = "") -> bool:
+    results.append((name, ok, detail))
+    print(f"{'PASS' if ok else 'FAIL'}  {name}{'  — ' + detail if detail else ''}", flush=True)
+    return ok
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                if reply.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    return False
+
+
+def get_json(url: str, body: object = None, timeout: float = 600) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=timeout) as reply:
+        return json.loads(reply.read())
+
+
+def start_webui(webui: Path, python: str, port: int, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
+    command = [python, "launch.py", "--skip-prepare-environment", "--use-cpu", "all", "--no-half",
+               "--no-download-sd-model", "--api", "--skip-torch-cuda-test", "--port", str(port)]
+    sink = log.open("ab")
+    return subprocess.Popen(command, cwd=webui, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> None:
+    options = get_json(f"{base}/sdapi/v1/options")
+    keys = sorted(k for k in options if k.startswith("heie_"))  # type: ignore[union-attr]
+    check(f"{label}: /sdapi/v1/options has the heie_* options", len(keys) == 9, ", ".join(keys))
+    check(f"{label}: heie_timeout is a float setting", isinstance(options.get("heie_timeout"), float), repr(options.get("heie_timeout")))  # type: ignore[union-attr]
+    config = get_json(f"{base}/config")
+    labels = {c.get("props", {}).get("label") for c in config.get("components", [])}  # type: ignore[union-attr]
+    check(f"{label}: the settings page has the HEIE widgets", "Time limit per image, seconds (0 = none)" in labels
+          and "Rejected images" in labels and "Reject images scoring below (0 = never)" in labels)
+    scripts = get_json(f"{base}/sdapi/v1/scripts")
+    check(f"{label}: the script is registered for txt2img and img2img",
+          "heie" in scripts["txt2img"] and "heie" in scripts["img2img"], str(scripts["txt2img"]))  # type: ignore[index]
+    common = {"heie_address": heie, "heie_explanation": False, "heie_max_tokens": 2, "heie_timeout": 120.0}
+
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-a"), "n_iter": 2, "batch_size": 2,
+                                             "opts": {**common, "heie_save_overlay": True, "heie_threshold": 0.0,
+                                                      "heie_reject_action": "keep"}, "seed": 1})
+    parsed = r["parsed"]  # type: ignore[index]
+    per_image = parsed[1:]
+    metas = [json.loads(p["heie"]) for p in per_image if "heie" in p]
+    check(f"{label}: each image's infotext has its score and heie JSON", len(metas) == 4
+          and all(set(m) == {"score", "mode", "summary", "version"} for m in metas)
+          and all(abs(float(p["HEIE score"]) - json.loads(p["heie"])["score"]) < 1e-3 for p in per_image),
+          json.dumps(per_image[0].get("heie")))
+    check(f"{label}: each image judged once", r["judged"] == 4, str(r["judged"]))  # type: ignore[index]
+    check(f"{label}: the grid's infotext carries no HEIE entry",
+          not any(k.startswith("HEIE") or k == "heie" for k in parsed[0]), r["infotexts"][0].splitlines()[-1][:200])  # type: ignore[index]
+    check(f"{label}: saved PNGs carry the heie text chunk = the infotext's",
+          all(t and json.loads(t["heie"]) == m for t, m in zip(r["saved_text"], metas)))  # type: ignore[index]
+    check(f"{label}: overlays saved beside the images", len(r["overlays"]) == 4, str(len(r["overlays"])))  # type: ignore[index]
+    check(f"{label}: progress text set while judging", all(t and t.startswith("HEIE: image ") for t in r["progress"]), str(r["progress"][:2]))  # type: ignore[index]
+    check(f"{label}: entries removed from the job after postprocess; Processed.js() works",
+          r["params_left"] == [] and r["js_ok"])  # type: ignore[index]
+
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-b"), "n_iter": 1, "batch_size": 3,
+                                             "opts": {**common, "heie_reject_action": "keep", "heie_threshold": 0.0,
+                                                      "heie_save_overlay": False}, "dead_for": [1], "dead_address": dead, "seed": 2})
+    a, failed, c = r["parsed"][1:]  # type: ignore[index]
+    check(f"{label}: an image the server failed has its error and no stale score",
+          failed.get("HEIE error") == "UNAVAILABLE" and "HEIE score" not in failed and "HEIE score" in a and "HEIE score" in c,
+          json.dumps({k: v for k, v in failed.items() if "HEIE" in k or k == "heie"}))
+
+    move = {**common, "heie_threshold": 1.0, "heie_reject_action": "move", "heie_save_overlay": False}
+    for run in range(2):
+        r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-c"), "n_iter": 1, "batch_size": 2,
+                                                 "opts": move, "seed": 3 + run})
+    rejected = r["rejected"]  # type: ignore[index]
+    check(f"{label}: two runs of rejects moved, none overwritten", len(rejected) == 4 and len(set(rejected)) == 4,
+          ", ".join(Path(f).name for f in rejected))
+
+    discard_all = {**common, "heie_threshold": 1.0, "heie_reject_action": "discard", "heie_save_overlay": False}
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-d"), "n_iter": 1, "batch_size": 3,
+                                             "opts": discard_all, "seed": 5})
+    check(f"{label}: discard of every image removes them and the grid", r["n_images"] == 0
+          and not any(Path(f).exists() for f in r["saved"]) and not Path(r["grid_file"]).exists(),  # type: ignore[index]
+          f"images left {r['n_images']}")  # type: ignore[index]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="check the HEIE extension in a real AUTOMATIC1111 WebUI")
+    parser.add_argument("--webui", type=Path, required=True)
+    parser.add_argument("--python", required=True, help="the WebUI venv's python")
+    parser.add_argument("--heie-bin", required=True)
+    parser.add_argument("--skip-reinstall", action="store_true")
+    args = parser.parse_args()
+    webui: Path = args.webui.resolve()
+    work = Path(tempfile.mkdtemp(prefix="heie-webui-check-"))
+    print(f"work folder {work}", flush=True)
+
+    heie_port = free_port()
+    heie_log = work / "heie-serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
+    server = subprocess.Popen([args.heie_bin, "serve", "--addr", "127.0.0.1:0", "--http", f"127.0.0.1:{heie_port}",
+                               "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
+                               "--threads", "1", "--max-tokens", "8", "--max-tiles", "1"],
+                              stdout=heie_log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    heie = f"127.0.0.1:{heie_port}"
+    extensions = webui / "extensions"
+    config = webui / "config.json"
+    backup = config.read_bytes() if config.exists() else None
+    webui_process = None
+    try:
+        check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
+        sys.path.insert(0, str(EXTENSION / "tools"))
+        import export_repo
+
+        export = work / "heie-a1111-export"
+        export_repo.export(export, commit=True)
+        for name in ("heie", "heie-check"):
+            shutil.rmtree(extensions / name, ignore_errors=True)
+        subprocess.run(["git", "clone", "-q", export.as_uri(), str(extensions / "heie")], check=True)
+        check("exported repository cloned into extensions/heie (Install from URL layout)",
+              (extensions / "heie" / "scripts" / "heie.py").is_file())
+        (extensions / "heie-check" / "scripts").mkdir(parents=True)
+        (extensions / "heie-check" / "scripts" / "heie_check.py").write_text(HELPER)
+
+        protobuf_before = subprocess.run([args.python, "-c", "import google.protobuf as p; print(p.__version__)"],
+                                         capture_output=True, text=True).stdout.strip()
+        for start in (1, 2):
+            if start == 2:
+                if not args.skip_reinstall:
+                    t0 = time.monotonic()
+                    done = subprocess.run([args.python, "-m", "pip", "install", "-q", "-r", "requirements_versions.txt"],
+                                          cwd=webui, capture_output=True, text=True)
+                    check("the WebUI's requirement install ran", done.returncode == 0,
+                          f"{time.monotonic() - t0:.0f} s {done.stderr[-300:]}")
+                met = subprocess.run([args.python, "-c", "from modules import launch_utils; "
+                                      "print(launch_utils.requirements_met('requirements_versions.txt'))"],
+                                     cwd=webui, capture_output=True, text=True).stdout.strip()
+                check("the WebUI sees its requirements met (it would reinstall nothing)", met.endswith("True"), met)
+            port = free_port()
+            log = work / f"webui-{start}.log"
+            t0 = time.monotonic()
+            webui_process = start_webui(webui, args.python, port, log)
+            up = wait_http(f"http://127.0.0.1:{port}/sdapi/v1/options", 600, webui_process)
+            if not check(f"start {start}: the WebUI serves with the extension", up, f"{time.monotonic() - t0:.0f} s"):
+                print(log.read_text(errors="replace")[-3000:])
+                break
+            try:
+                webui_checks(f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}")
+            except Exception as err:  # noqa: BLE001 - report and go on to the log check
+                check(f"start {start}: checks ran", False, repr(err)[:500])
+            stop(webui_process)
+            text = log.read_text(errors="replace")
+            bad = [line for line in text.splitlines() if "bad options item type" in line or "heie" in line.lower() and "Error" in line]
+            check(f"start {start}: the WebUI log has no HEIE error", not bad, " | ".join(bad[:3]))
+        protobuf_after = subprocess.run([args.python, "-c", "import google.protobuf as p; print(p.__version__)"],
+                                        capture_output=True, text=True).stdout.strip()
+        check("the WebUI's protobuf is untouched", protobuf_before == protobuf_after == "3.20.0", f"{protobuf_before} → {protobuf_after}")
+    finally:
+        if webui_process is not None:
+            stop(webui_process)
+        server.terminate()
+        server.wait(20)
+        for name in ("heie", "heie-check"):
+            shutil.rmtree(extensions / name, ignore_errors=True)
+        if backup is not None:
+            config.write_bytes(backup)
+        elif config.exists():
+            config.unlink()
+    failed = [r for r in results if not r[1]]
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The extension's hooks in the WebUI's order (tests/webui_loop.py) against a real ``heie serve --http``:
+per-image infotext, the grid's, the ``heie`` key, overlay, move, discard, progress text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from heie_a1111 import Settings
+from heie_a1111.hooks import STATE_ATTR, postprocess, postprocess_image, unique_path
+
+from a1111_servers import HttpServer, free_address, http_server  # noqa: F401 (fixtures)
+from webui_loop import generate, parse_infotext
+
+
+def _image(seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+
+
+def _settings(address: str, **kw: Any) -> Settings:
+    return Settings(address=address, timeout=120, explanation=False, max_tokens=2, **kw)
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    with Image.open(path) as picture:
+        return dict(picture.text)  # type: ignore[attr-defined]
+
+
+def test_each_image_carries_its_own_verdict_and_the_grid_none(http_server: HttpServer, tmp_path: Path) -> None:
+    progress: list[str] = []
+    run = generate([[_image(1), _image(2)], [_image(3), _image(4)]], _settings(http_server.address, save_overlay=True),
+                   tmp_path, progress=progress)
+    grid_text, *texts = run.processed.infotexts
+    assert len(texts) == 4
+    for path, text in zip(run.files, texts):
+        params = parse_infotext(text)
+        meta = json.loads(params["heie"])
+        assert set(meta) == {"score", "mode", "summary", "version"} and meta["mode"] == "zero_shot" and meta["version"] == 1
+        assert abs(float(params["HEIE score"]) - meta["score"]) < 1e-3 and "HEIE error" not in params
+        saved = _png_text(path)
+        assert saved["parameters"] == text and json.loads(saved["heie"]) == meta  # the PNG's own heie chunk
+        with Image.open(path.with_name(path.stem + ".heie.png")) as overlay:
+            assert overlay.size == (16, 16)
+    scores = [parse_infotext(t)["heie"] for t in texts]
+    assert len(set(scores)) > 1, "four different images, four verdicts"
+    grid = parse_infotext(grid_text)
+    assert not any(k.startswith("HEIE") or k == "heie" for k in grid), grid
+    assert "heie" not in _png_text(run.grid_file) and _png_text(run.grid_file)["parameters"] == grid_text
+    assert not any(callable(v) for v in run.p.extra_generation_params.values()), "entries removed after the job"
+    assert [t for t in progress if t.startswith("HEIE: judging image ")][:1] == ["HEIE: judging image 1"]
+    assert any("image 4 scored" in t for t in progress) and any("writing the" in t for t in progress)
+
+
+def test_an_image_the_server_failed_carries_its_error_and_no_stale_score(http_server: HttpServer, free_address: str,
+                                                                          tmp_path: Path) -> None:
+    live, dead = _settings(http_server.address), _settings(free_address)
+    run = generate([[_image(5), _image(6), _image(7)]], live, tmp_path,
+                   settings_for=lambda k: dead if k == 1 else live)
+    first, failed, third = (parse_infotext(t) for t in run.processed.infotexts[1:])
+    assert "HEIE score" in first and "heie" in first
+    assert failed.get("HEIE error") == "UNAVAILABLE" and "HEIE score" not in failed and "heie" not in failed
+    assert "heie" not in _png_text(run.files[1])
+    assert "HEIE score" in third and "HEIE error" not in third
+
+
+def test_rejects_move_under_names_never_reused_across_runs(http_server: HttpServer, tmp_path: Path) -> None:
+    settings = _settings(http_server.address, threshold=1.0, reject_action="move")
+    first = generate([[_image(8)]], settings, tmp_path, grid=False)
+    second = generate([[_image(9)]], settings, tmp_path, grid=False)  # the WebUI numbers 00000 again
+    assert first.files[0].name == second.files[0].name and not first.files[0].exists()
+    rejected = sorted((tmp_path / "rejected").iterdir())
+    assert [p.name for p in rejected] == [first.files[0].name, first.files[0].stem + "-1.png"]
+    texts = [parse_infotext(_png_text(p)["parameters"]) for p in rejected]
+    assert all(t["HEIE rejected"] == "yes" for t in texts) and texts[0]["heie"] != texts[1]["heie"]
+
+
+def test_discard_deletes_rejects_and_rebuilds_the_grid(http_server: HttpServer, tmp_path: Path) -> None:
+    keep, reject = _settings(http_server.address), _settings(http_server.address, threshold=1.0, reject_action="discard")
+    images = [_image(10), _image(11), _image(12)]
+    run = generate([images], reject, tmp_path, settings_for=lambda k: keep if k != 1 else reject)
+    # Image 2 is rejected and gone; discard is the job's action from then on, images 1 and 3 pass.
+    assert run.files[0].exists() and not run.files[1].exists() and run.files[2].exists()
+    processed = run.processed
+    assert len(processed.images) == 3 and processed.images[1] is images[0] and processed.images[2] is images[2]
+    assert processed.images[0].size == (32, 16), "grid of the two images kept"
+    assert len(processed.infotexts) == 3 and processed.all_seeds == [1000, 1002] and len(processed.all_prompts) == 2
+    with Image.open(run.grid_file) as grid:
+        assert grid.size == (32, 16) and "HEIE" not in grid.text["parameters"]  # type: ignore[attr-defined]
+
+
+def test_discarding_every_image_leaves_no_grid(http_server: HttpServer, tmp_path: Path) -> None:
+    run = generate([[_image(13), _image(14)]], _settings(http_server.address, threshold=1.0, reject_action="discard"), tmp_path)
+    assert run.processed.images == [] and run.processed.infotexts == [] and run.processed.index_of_first_image == 0
+    assert not run.grid_file.exists() and not any(f.exists() for f in run.files)
+
+
+def test_disabled_or_unjudged_leaves_everything_alone(tmp_path: Path) -> None:
+    p = type("P", (), {"extra_generation_params": {}})()
+    assert postprocess_image(p, type("PP", (), {"image": _image(15)})(), Settings(enabled=False)) is None
+    assert not hasattr(p, STATE_ATTR) and p.extra_generation_params == {}
+    assert postprocess(p, type("R", (), {"images": []})()) == 0
+
+
+def test_a_bad_address_setting_is_an_error_entry_not_a_crash(tmp_path: Path) -> None:
+    run = generate([[_image(16)]], Settings(address="ftp://nowhere"), tmp_path, grid=False)
+    assert parse_infotext(run.processed.infotexts[0])["HEIE error"] == "INVALID_ARGUMENT"
+    assert run.files[0].exists()
+
+
+def test_unique_path(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    assert unique_path(target) == target
+    target.write_bytes(b"x")
+    (tmp_path / "a-1.png").write_bytes(b"x")
+    assert unique_path(target) == tmp_path / "a-2.png"

@@ -1,0 +1,140 @@
+"""The standard-library HTTP client against a real ``heie serve --http`` on the fixture model."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+import time
+from typing import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from heie_a1111.http_client import Endpoint, HeieError, HttpClient
+from heie_a1111.verdict import encode_png
+
+from a1111_servers import API_KEY, HttpServer, free_address, http_server, keyed_server  # noqa: F401 (fixtures)
+
+
+def _png(seed: int = 0, size: int = 16) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return encode_png(Image.fromarray(pixels))
+
+
+def test_evaluate_streams_every_event_and_returns_score_mode_text_and_overlay(http_server: HttpServer) -> None:
+    seen: list[str] = []
+    result = HttpClient([http_server.address], timeout=120).evaluate(
+        _png(1), {"maxTokensPerSection": 2, "heatmapEncodings": ["HEATMAP_ENCODING_OVERLAY_PNG"]},
+        prompt="a cat", on_event=lambda name, _event: seen.append(name))
+    assert seen[0] == "started" and seen[-1] == "done" and "score" in seen and "textDelta" in seen
+    assert result.score is not None and 0.0 <= result.score <= 1.0
+    assert result.mode == "zero_shot" and result.finish_reason in ("LENGTH", "COMPLETED")
+    assert set(result.sections) <= {"DESCRIPTION", "REGIONS", "ANALYSIS", "RATING"} and result.explanation
+    assert result.overlay_png is not None
+    with Image.open(io.BytesIO(result.overlay_png)) as overlay:
+        assert overlay.size == (16, 16) and overlay.mode == "RGB"
+
+
+def test_info_and_rerank(http_server: HttpServer) -> None:
+    client = HttpClient([f"http://{http_server.address}/"], timeout=120)
+    info = client.info()
+    assert info["headsMode"] == "HEADS_MODE_ZERO_SHOT" and info["limits"]["maxBatch"] >= 2
+    ranking = client.rerank([_png(2), _png(3), _png(4)], top_k=1)
+    assert sorted(ranking["order"]) == [0, 1, 2] and len(ranking["scores"]) == 3 and len(ranking["topKIndices"]) == 1
+
+
+def test_a_bad_image_is_the_servers_invalid_argument(http_server: HttpServer) -> None:
+    with pytest.raises(HeieError) as caught:
+        HttpClient([http_server.address]).evaluate(b"not an image", {})
+    assert caught.value.code == "INVALID_ARGUMENT" and "not a recognised image" in caught.value.message
+
+
+def test_the_time_limit_is_sent_as_the_servers_deadline(http_server: HttpServer) -> None:
+    with pytest.raises(HeieError) as caught:
+        HttpClient([http_server.address], timeout=0.001).evaluate(_png(5), {})
+    assert caught.value.code == "DEADLINE_EXCEEDED"
+
+
+def test_nobody_listening_is_unavailable_with_a_hint(free_address: str) -> None:
+    with pytest.raises(HeieError) as caught:
+        HttpClient([free_address]).evaluate(_png(6), {})
+    assert caught.value.code == "UNAVAILABLE"
+    assert free_address in caught.value.message and "heie serve --http" in caught.value.message
+
+
+def test_fails_over_to_the_next_address_and_rotates(http_server: HttpServer, free_address: str) -> None:
+    client = HttpClient([free_address, http_server.address], timeout=120)
+    for _ in range(2):  # starting at either address, the call lands on the live one
+        assert client.evaluate(_png(7), {"explanation": False, "maxTokensPerSection": 1}).score is not None
+
+
+def test_the_api_key_goes_as_a_bearer_token(keyed_server: HttpServer) -> None:
+    with pytest.raises(HeieError) as caught:
+        HttpClient([keyed_server.address]).info()
+    assert caught.value.code == "UNAUTHENTICATED"
+    with pytest.raises(HeieError) as caught:
+        HttpClient([keyed_server.address], api_key="wrong").info()
+    assert caught.value.code in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+    assert HttpClient([keyed_server.address], api_key=API_KEY).info()["headsMode"] == "HEADS_MODE_ZERO_SHOT"
+
+
+def test_cancel_closes_the_stream_promptly(http_server: HttpServer) -> None:
+    client = HttpClient([http_server.address], timeout=120)
+    started = threading.Event()
+    seen: list[str] = []
+
+    def on_event(name: str, _event: dict) -> None:
+        seen.append(name)
+        if name == "started":
+            started.set()
+            time.sleep(0.5)  # let the watcher see the flag while the stream is still open
+
+    t0 = time.monotonic()
+    with pytest.raises(HeieError) as caught:
+        # Many tokens per section: without the cancel this would run for long on the fixture model.
+        client.evaluate(_png(8, 64), {"maxTokensPerSection": 2048}, cancel_when=started.is_set, on_event=on_event)
+    assert caught.value.code == "CANCELLED" and "done" not in seen
+    assert time.monotonic() - t0 < 10
+
+
+class _NotHeie(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>404 Not Found</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def not_heie() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotHeie)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_another_program_on_the_port_is_named_as_such(not_heie: str) -> None:
+    with pytest.raises(HeieError) as caught:
+        HttpClient([not_heie]).evaluate(_png(9), {})
+    assert "HTTP 404" in caught.value.message and "not a HEIE server?" in caught.value.message
+
+
+@pytest.mark.parametrize("address", ["", "ftp://h:1", "h:notaport", "http://h:1/path"])
+def test_bad_addresses_are_refused_clearly(address: str) -> None:
+    with pytest.raises(ValueError, match="HEIE server address"):
+        HttpClient([address])
+
+
+def test_endpoint_forms() -> None:
+    assert str(Endpoint.parse("h:1")) == "http://h:1"
+    assert str(Endpoint.parse("https://h")) == "https://h:443"
+    assert str(Endpoint.parse(" http://[::1]:8080/ ")) == "http://[::1]:8080"

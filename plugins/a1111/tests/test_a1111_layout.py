@@ -1,0 +1,78 @@
+"""The extension brings nothing into the WebUI's Python, and its export has the layout the WebUI's
+"Install from URL" clones."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXTENSION = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(EXTENSION / "tools"))
+
+import export_repo  # noqa: E402
+
+# What the WebUI's Python always has: the standard library, plus the WebUI's own modules and packages
+# that only scripts/heie.py (the adapter) and the tests touch. PIL comes with every WebUI.
+ALLOWED_OUTSIDE_STDLIB = {"PIL"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_logic_imports_only_the_standard_library() -> None:
+    for path in sorted((EXTENSION / "heie_a1111").glob("*.py")):
+        outside = {n for n in _imports(path) if n not in sys.stdlib_module_names and n != "heie_a1111"}
+        assert outside <= ALLOWED_OUTSIDE_STDLIB, f"{path.name} imports {outside}"
+    assert _imports(EXTENSION / "scripts" / "heie.py") - sys.stdlib_module_names == {"gradio", "modules", "heie_a1111"}
+
+
+def test_nothing_is_installed_into_the_webui() -> None:
+    # The WebUI runs install.py and reads requirements files of an extension at start; none must exist.
+    for name in ("install.py", "requirements.txt", "preload.py"):
+        assert not (EXTENSION / name).exists(), name
+
+
+def test_export_has_the_install_from_url_layout(tmp_path: Path) -> None:
+    files = export_repo.export(tmp_path / "heie-a1111")
+    names = {str(f) for f in files}
+    assert "scripts/heie.py" in names and "heie_a1111/__init__.py" in names and "README.md" in names
+    assert {p.parts[0] for p in files} <= {"scripts", "heie_a1111", "README.md", "LICENSE"}
+    assert not any("__pycache__" in p.parts or p.parts[0] in ("tests", "tools") for p in files)
+    for name in ("heie_a1111/hooks.py", "scripts/heie.py"):
+        assert (tmp_path / "heie-a1111" / name).read_bytes() == (EXTENSION / name).read_bytes()
+
+
+def test_export_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="not empty"):
+        export_repo.export(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_exported_repository_clones_like_install_from_url(tmp_path: Path) -> None:
+    source = tmp_path / "export"
+    export_repo.export(source, commit=True)
+    (source / "scripts" / "stale.py").write_text("")
+    export_repo.export(source, commit=True)  # a second export replaces the files, keeps history
+    assert not (source / "scripts" / "stale.py").exists()
+    log = subprocess.run(["git", "log", "--oneline"], cwd=source, capture_output=True, text=True, check=True).stdout
+    assert len(log.splitlines()) == 2
+    # modules/ui_extensions.py install_extension_from_url clones the URL (git.Repo.clone_from) into
+    # extensions/NAME and the WebUI then loads NAME/scripts/*.py.
+    target = tmp_path / "extensions" / "heie-a1111"
+    subprocess.run(["git", "clone", "-q", source.as_uri(), str(target)], check=True)
+    assert (target / "scripts" / "heie.py").is_file() and (target / "heie_a1111" / "hooks.py").is_file()
