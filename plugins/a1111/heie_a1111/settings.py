@@ -10,7 +10,7 @@ names its component (:data:`OPTIONS`), and a test holds every option to that rul
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Optional
 
 REJECT_ACTIONS = ("keep", "move", "discard")

@@ -72,17 +72,18 @@ def test_rejects_move_under_names_never_reused_across_runs(http_server: HttpServ
     first = generate([[_image(8)]], settings, tmp_path, grid=False)
     second = generate([[_image(9)]], settings, tmp_path, grid=False)  # the WebUI numbers 00000 again
     assert first.files[0].name == second.files[0].name and not first.files[0].exists()
-    rejected = sorted((tmp_path / "rejected").iterdir())
-    assert [p.name for p in rejected] == [first.files[0].name, first.files[0].stem + "-1.png"]
+    rejected = [tmp_path / "rejected" / first.files[0].name, tmp_path / "rejected" / (first.files[0].stem + "-1.png")]
+    assert sorted((tmp_path / "rejected").iterdir()) == sorted(rejected)
     texts = [parse_infotext(_png_text(p)["parameters"]) for p in rejected]
     assert all(t["HEIE rejected"] == "yes" for t in texts) and texts[0]["heie"] != texts[1]["heie"]
 
 
 def test_discard_deletes_rejects_and_rebuilds_the_grid(http_server: HttpServer, tmp_path: Path) -> None:
-    keep, reject = _settings(http_server.address), _settings(http_server.address, threshold=1.0, reject_action="discard")
+    # One job, action discard; the threshold read for image 2 rejects it, those of 1 and 3 reject nothing.
+    keep = _settings(http_server.address, threshold=0.0, reject_action="discard")
+    reject = _settings(http_server.address, threshold=1.0, reject_action="discard")
     images = [_image(10), _image(11), _image(12)]
     run = generate([images], reject, tmp_path, settings_for=lambda k: keep if k != 1 else reject)
-    # Image 2 is rejected and gone; discard is the job's action from then on, images 1 and 3 pass.
     assert run.files[0].exists() and not run.files[1].exists() and run.files[2].exists()
     processed = run.processed
     assert len(processed.images) == 3 and processed.images[1] is images[0] and processed.images[2] is images[2]
