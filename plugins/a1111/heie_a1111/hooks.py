@@ -219,6 +219,9 @@ def _discard(state: RunState, p: Any, processed: Any, make_grid: Optional[Callab
             processed.info = processed.infotexts[0]
     for name in _PER_IMAGE_LISTS:
         values = getattr(processed, name, None)
-        if isinstance(values, list):
-            setattr(processed, name, [v for j, v in enumerate(values) if j not in job_dropped])
+        kept = [v for j, v in enumerate(values) if j not in job_dropped] if isinstance(values, list) else None
+        # The WebUI's Processed.js() reads all_prompts[0] and all_negative_prompts[0] after this hook, so
+        # a job whose every image was discarded keeps its lists (they then describe no shown image).
+        if kept:
+            setattr(processed, name, kept)
     return len(rejected)

@@ -88,6 +88,8 @@ def _job(body):
             k = n * batch_size + i
             if k in body.get("dead_for", []):
                 shared.opts.set("heie_address", body["dead_address"])
+            if "reject_for" in body:
+                shared.opts.set("heie_threshold", 1.0 if k in body["reject_for"] else 0.0)
             image = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
             pp = scripts.PostprocessImageArgs(image)
             heie.postprocess_image(p, pp, True)  # both hooks, as the WebUI's ScriptRunner calls them
@@ -122,7 +124,7 @@ def _job(body):
             "n_images": len(res.images), "index_of_first_image": res.index_of_first_image, "all_seeds": res.all_seeds,
             "progress": progress, "judged": getattr(getattr(p, "heie_state", None), "judged", None), "params_left": [k for k, v in p.extra_generation_params.items() if callable(v)],
             "js_ok": bool(json.loads(res.js())), "overlays": sorted(str(f) for f in out.rglob("*.heie.png")),
-            "rejected": sorted(str(f) for f in (out / "rejected").glob("*")) if (out / "rejected").exists() else []}
+            "rejected": sorted(str(f) for f in out.rglob("*") if f.parent.name == "rejected")}
 
 
 def _parsed(text):
@@ -247,6 +249,16 @@ def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> Non
     rejected = r["rejected"]  # type: ignore[index]
     check(f"{label}: two runs of rejects moved, none overwritten", len(rejected) == 4 and len(set(rejected)) == 4,
           ", ".join(Path(f).name for f in rejected))
+
+    discard = {**common, "heie_reject_action": "discard", "heie_save_overlay": False}
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-e"), "n_iter": 1, "batch_size": 3,
+                                             "opts": discard, "reject_for": [1], "seed": 6})
+    grid_text = r["grid_text"] or {}  # type: ignore[index]
+    check(f"{label}: discard of one image drops it and rebuilds the grid (gallery and file)",
+          r["n_images"] == 3 and r["grid_size"] == [32, 16] and not Path(r["saved"][1]).exists()  # type: ignore[index]
+          and Path(r["saved"][0]).exists() and Path(r["saved"][2]).exists() and len(r["infotexts"]) == 3  # type: ignore[index]
+          and "HEIE" not in grid_text.get("parameters", "HEIE") and r["all_seeds"] == [1000, 1002],  # type: ignore[index]
+          f"images {r['n_images']}, grid {r['grid_size']}, seeds {r['all_seeds']}")  # type: ignore[index]
 
     discard_all = {**common, "heie_threshold": 1.0, "heie_reject_action": "discard", "heie_save_overlay": False}
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-d"), "n_iter": 1, "batch_size": 3,

@@ -96,6 +96,7 @@ def test_discard_deletes_rejects_and_rebuilds_the_grid(http_server: HttpServer, 
 def test_discarding_every_image_leaves_no_grid(http_server: HttpServer, tmp_path: Path) -> None:
     run = generate([[_image(13), _image(14)]], _settings(http_server.address, threshold=1.0, reject_action="discard"), tmp_path)
     assert run.processed.images == [] and run.processed.infotexts == [] and run.processed.index_of_first_image == 0
+    assert run.processed.all_prompts and run.processed.all_seeds, "the WebUI's Processed.js() reads [0] of these"
     assert not run.grid_file.exists() and not any(f.exists() for f in run.files)
 
 
