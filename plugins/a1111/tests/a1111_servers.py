@@ -37,10 +37,19 @@ class HttpServer:
     address: str
     """host:port of the HTTP API."""
     log: Path
+    metrics_address: str
 
     @property
     def url(self) -> str:
         return f"http://{self.address}"
+
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled Prometheus metric (0 when absent)."""
+        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=10) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
 
 def _free_port() -> int:
@@ -62,10 +71,12 @@ def _binary() -> Path:
 
 def _start(tmp: Path, api_key: Optional[str]) -> tuple[subprocess.Popen[bytes], HttpServer]:
     address = f"127.0.0.1:{_free_port()}"
+    metrics_address = f"127.0.0.1:{_free_port()}"
     command = [
         str(_binary()), "serve",
         "--addr", "127.0.0.1:0",
         "--http", address,
+        "--metrics-addr", metrics_address,
         "--model", str(MODELS / "tiny-llm.gguf"),
         "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
         "--threads", "1",
@@ -80,7 +91,7 @@ def _start(tmp: Path, api_key: Optional[str]) -> tuple[subprocess.Popen[bytes], 
     log = tmp / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    server = HttpServer(address, log)
+    server = HttpServer(address, log, metrics_address)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

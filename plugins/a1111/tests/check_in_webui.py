@@ -46,7 +46,7 @@ results: list[tuple[str, bool, str]] = []
 # The helper extension, run inside the WebUI. It drives the WebUI's real processing pieces in
 # process_images_inner's order and returns what came out, as JSON.
 HELPER = r'''
-import json, os
+import json, os, time
 from pathlib import Path
 from PIL import Image
 import numpy as np
@@ -73,6 +73,11 @@ def _job(body):
     p.all_subseeds = list(p.all_seeds)
     output, infotexts, saved, progress = [], [], [], []
     shared.state.textinfo = None
+    shared.state.interrupted = False
+    if body.get("interrupt_after"):  # the WebUI's Interrupt button, pressed while the image is judged
+        import threading
+        threading.Timer(body["interrupt_after"], shared.state.interrupt).start()
+    t0 = time.monotonic()
     rng = np.random.default_rng(body.get("seed", 0))
     for n in range(n_iter):
         p.iteration = n
@@ -104,6 +109,8 @@ def _job(body):
             infotexts.append(text)
             image.info["parameters"] = text
             output.append(image)
+    elapsed = time.monotonic() - t0
+    shared.state.interrupted = False
     grid = images.image_grid(output, p.batch_size)
     text = infotext(use_main_prompt=True)
     infotexts.insert(0, text)
@@ -122,7 +129,7 @@ def _job(body):
     return {"infotexts": res.infotexts, "saved": saved, "saved_text": [text_chunks(f) for f in saved],
             "grid_file": grid_file, "grid_text": text_chunks(grid_file), "grid_size": list(res.images[0].size) if res.images else None,
             "n_images": len(res.images), "index_of_first_image": res.index_of_first_image, "all_seeds": res.all_seeds,
-            "progress": progress, "judged": getattr(getattr(p, "heie_state", None), "judged", None), "params_left": [k for k, v in p.extra_generation_params.items() if callable(v)],
+            "progress": progress, "elapsed": elapsed, "judged": getattr(getattr(p, "heie_state", None), "judged", None), "params_left": [k for k, v in p.extra_generation_params.items() if callable(v)],
             "js_ok": bool(json.loads(res.js())), "overlays": sorted(str(f) for f in out.rglob("*.heie.png")),
             "rejected": sorted(str(f) for f in out.rglob("*") if f.parent.name == "rejected")}
 
@@ -249,6 +256,14 @@ def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> Non
     rejected = r["rejected"]  # type: ignore[index]
     check(f"{label}: two runs of rejects moved, none overwritten", len(rejected) == 4 and len(set(rejected)) == 4,
           ", ".join(Path(f).name for f in rejected))
+
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-f"), "n_iter": 1, "batch_size": 1,
+                                             "opts": {**common, "heie_max_tokens": 1000, "heie_explanation": True,
+                                                      "heie_threshold": 0.0, "heie_reject_action": "keep"},
+                                             "interrupt_after": 0.5, "seed": 7})
+    check(f"{label}: Interrupt while judging cancels the call (HEIE error: CANCELLED)",
+          r["parsed"][1].get("HEIE error") == "CANCELLED" and r["elapsed"] < 5,  # type: ignore[index]
+          f"{r['elapsed']:.2f} s, {json.dumps({k: v for k, v in r['parsed'][1].items() if 'HEIE' in k})}")  # type: ignore[index]
 
     discard = {**common, "heie_reject_action": "discard", "heie_save_overlay": False}
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-e"), "n_iter": 1, "batch_size": 3,

@@ -91,12 +91,22 @@ def test_cancel_closes_the_stream_promptly(http_server: HttpServer) -> None:
             started.set()
             time.sleep(0.5)  # let the watcher see the flag while the stream is still open
 
+    tokens_before = http_server.metric("heie_generated_tokens_total")
     t0 = time.monotonic()
     with pytest.raises(HeieError) as caught:
         # 1000 tokens per section (the most the fixture context holds): seconds without the cancel.
         client.evaluate(_png(8, 64), {"maxTokensPerSection": 1000}, cancel_when=started.is_set, on_event=on_event)
     assert caught.value.code == "CANCELLED" and "done" not in seen
     assert time.monotonic() - t0 < 10
+    # The server noticed the closed connection and stopped decoding: no sequence left running, and far
+    # fewer tokens than the whole request (1143 for this image and options when not cancelled).
+    deadline = time.monotonic() + 5
+    while http_server.metric("heie_active_sequences") > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert http_server.metric("heie_active_sequences") == 0
+    generated = http_server.metric("heie_generated_tokens_total") - tokens_before
+    time.sleep(0.5)
+    assert http_server.metric("heie_generated_tokens_total") - tokens_before == generated < 600, generated
 
 
 class _NotHeie(http.server.BaseHTTPRequestHandler):
