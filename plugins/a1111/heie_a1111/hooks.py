@@ -86,6 +86,8 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     report = progress or (lambda text: None)
     report(f"HEIE: judging image {job_index + 1}")
     try:
+        if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
+            raise HeieError("CANCELLED", "interrupted in the WebUI")
         verdict = judge(state.client_for(settings), pp.image, settings, _prompt(p), cancel_when,
                         on_event=_progress_reporter(report, job_index + 1))
     except (HeieError, ValueError) as err:

@@ -119,3 +119,13 @@ def test_unique_path(tmp_path: Path) -> None:
     target.write_bytes(b"x")
     (tmp_path / "a-1.png").write_bytes(b"x")
     assert unique_path(target) == tmp_path / "a-2.png"
+
+
+def test_an_interrupted_job_does_not_call_the_server_for_the_images_left(free_address: str) -> None:
+    from types import SimpleNamespace
+
+    p = SimpleNamespace(extra_generation_params={}, prompts=["x"], iteration=0, batch_index=0, batch_size=1)
+    pp = SimpleNamespace(image=_image(17))
+    # Nothing listens at free_address: a call would be UNAVAILABLE; CANCELLED shows none was made.
+    assert postprocess_image(p, pp, Settings(address=free_address), cancel_when=lambda: True) is None
+    assert p.extra_generation_params["HEIE error"](p=p, index=0) == "CANCELLED"
