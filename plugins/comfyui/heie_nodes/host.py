@@ -3,6 +3,7 @@ while ComfyUI is running one of our nodes; outside ComfyUI the methods fall back
 
 from __future__ import annotations
 
+import html
 import importlib
 from typing import Any, Optional
 
@@ -41,12 +42,15 @@ class ComfyHost:
         self._bar.update_absolute(value, total)
 
     def text(self, text: str) -> None:
-        """Shows ``text`` on the node while it runs (ComfyUI's progress text)."""
+        """Shows ``text`` on the node (ComfyUI's progress text; the last one stays after the run).
+
+        ComfyUI's frontend puts progress text into the page as HTML (line breaks and links added), and
+        the explanation is model output: it is escaped so that it shows as text and never runs as markup."""
         server = _module("server")
         instance = getattr(getattr(server, "PromptServer", None), "instance", None)
         send = getattr(instance, "send_progress_text", None)
         if send is not None and self.node_id is not None:
-            send(text, self.node_id)
+            send(html.escape(text, quote=False), self.node_id)
 
     def blocker(self) -> Optional[Any]:
         """ComfyUI's ExecutionBlocker, which silently skips the nodes fed by an output; None outside."""
