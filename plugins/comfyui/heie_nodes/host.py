@@ -21,6 +21,7 @@ class ComfyHost:
     def __init__(self, node_id: Optional[str] = None) -> None:
         self.node_id = node_id
         self._bar: Any = None
+        self._last_text: Optional[str] = None
 
     def interrupted(self) -> bool:
         """True once the user pressed Cancel in ComfyUI (polled while a call runs)."""
@@ -49,8 +50,10 @@ class ComfyHost:
         server = _module("server")
         instance = getattr(getattr(server, "PromptServer", None), "instance", None)
         send = getattr(instance, "send_progress_text", None)
-        if send is not None and self.node_id is not None:
-            send(html.escape(text, quote=False), self.node_id)
+        if send is None or self.node_id is None or not text or text == self._last_text:
+            return  # an empty frame blanks the node; a repeated one is wasted traffic
+        self._last_text = text
+        send(html.escape(text, quote=False), self.node_id)
 
     def blocker(self) -> Optional[Any]:
         """ComfyUI's ExecutionBlocker, which silently skips the nodes fed by an output; None outside."""

@@ -20,6 +20,8 @@ def for_people(raw: str, score: Optional[float]) -> str:
     none) and ``[MAP]`` by a reference to the heatmap output; other text untouched."""
     value = f"{score:.3f}" if score is not None else "not available"
     text = raw.replace(SCORE_MARKER, value).replace(MAP_MARKER, MAP_FOR_PEOPLE)
+    # Control characters (a small or broken model writes some) show as boxes or nothing: drop them.
+    text = "".join(c for c in text if c.isprintable() or c in "\n\t")
     # The markers are tokens of their own, so the model often writes a space before the full stop after them.
     text = text.replace(f"{value} .", f"{value}.").replace(f"{MAP_FOR_PEOPLE} .", f"{MAP_FOR_PEOPLE}.")
     return "\n".join(_SPACES.sub(" ", line).rstrip() for line in text.splitlines()).strip()

@@ -18,7 +18,7 @@ from heie_client import DEFAULT_ADDRESS, EvaluateOptions, HeatmapEncoding, Resul
 from .evaluation import Verdict, evaluate_images, scores_of
 from .host import ComfyHost
 from .markers import for_people
-from .report import results_json, ui_text
+from .report import node_text, results_json, ui_text
 from .tensors import batch_size, like, select, select_latent, select_mask, to_numpy
 
 CATEGORY = "HEIE"
@@ -56,7 +56,7 @@ def _node_result(host: ComfyHost, verdicts: list[Verdict], outputs: tuple[Any, .
     """The node's return value. The same report replaces the live text on the node, where ComfyUI's
     frontend keeps the last progress text after the run; ``ui`` keeps it in the history for the API."""
     text = ui_text(verdicts, notes) if verdicts else [empty_text]
-    host.text("\n\n".join(text))
+    host.text(node_text(text))
     return {"ui": {"text": text}, "result": outputs}
 
 

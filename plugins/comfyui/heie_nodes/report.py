@@ -30,6 +30,15 @@ def ui_text(verdicts: Sequence[Verdict], notes: Optional[Sequence[str]] = None) 
     return [image_text(i + 1, v, notes[i] if notes else "") for i, v in enumerate(verdicts)]
 
 
+def node_text(entries: Sequence[str]) -> str:
+    """The report left on the node after the run: first every image's header line (its score), which
+    is what shows in the node's text box without scrolling, then every image's whole entry."""
+    heads = [entry.split("\n", 1)[0] for entry in entries]
+    if all("\n" not in entry for entry in entries):
+        return "\n".join(heads)
+    return "\n".join(heads) + "\n\n" + "\n\n".join(entries)
+
+
 def results_json(verdicts: Sequence[Verdict]) -> str:
     """Everything per image as JSON (``image`` is the 1-based input position)."""
     return json.dumps([_entry(i + 1, v) for i, v in enumerate(verdicts)], ensure_ascii=False)

@@ -324,7 +324,10 @@ def test_live_text_is_escaped_for_the_page(comfy: FakeComfy) -> None:
     """ComfyUI's frontend inserts progress text as HTML; model output must arrive as text."""
     from heie_nodes.host import ComfyHost
 
-    ComfyHost("9").text('<img src=x onerror="alert(1)"> & more')
+    host = ComfyHost("9")
+    host.text('<img src=x onerror="alert(1)"> & more')
+    host.text('<img src=x onerror="alert(1)"> & more')  # the same frame again: not sent
+    host.text("")  # an empty frame would blank the node: not sent
     assert comfy.texts == [('&lt;img src=x onerror="alert(1)"&gt; &amp; more', "9")]
 
 

@@ -6,6 +6,7 @@ from heie_client import HeadsMode, Score, Section, TextDelta
 
 from heie_nodes.live_text import LiveText
 from heie_nodes.markers import for_people
+from heie_nodes.report import node_text
 
 
 def test_markers_become_the_score_and_a_pointer_to_the_heatmap() -> None:
@@ -16,6 +17,14 @@ def test_markers_become_the_score_and_a_pointer_to_the_heatmap() -> None:
     assert "the potential problematic regions in the image are shown in the heatmap." in shown
     assert shown.endswith("the plausibility score for this image is 0.735.")
     assert for_people("score [SCORE]", None) == "score not available"
+    assert for_people("a\x12b\n\tc\x00", 0.5) == "ab\n c"  # control characters dropped, lines kept
+
+
+def test_node_report_puts_every_score_first() -> None:
+    entries = ["#1: score 0.100 (zero-shot)\nfirst explanation", "#2: no score: cancelled"]
+    assert node_text(entries) == ("#1: score 0.100 (zero-shot)\n#2: no score: cancelled\n\n"
+                                  "#1: score 0.100 (zero-shot)\nfirst explanation\n\n#2: no score: cancelled")
+    assert node_text(["#1: score 0.5", "#2: score 0.6"]) == "#1: score 0.5\n#2: score 0.6"
 
 
 class Recorder:
