@@ -155,6 +155,12 @@ def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # typ
     parsed = json.loads(results)
     assert [e["image"] for e in parsed] == [1, 2] and [e["score"] for e in parsed] == pytest.approx(scores)
     assert all(e["error"] is None and "### Image Description" in e["explanation"] for e in parsed)
+    # The server writes the [MAP]/[SCORE] markers; people get the heatmap reference and the score.
+    assert all("[MAP]" in e["explanation"] and "[SCORE]" in e["explanation"] for e in parsed)
+    for text, explanation, score in zip(ui, explanations, scores):
+        for shown in (text, explanation):
+            assert "[MAP]" not in shown and "[SCORE]" not in shown
+            assert "shown in the heatmap" in shown and f"plausibility score for this image is {score:.3f}" in shown
     # Live text: never an empty frame, never the same frame twice in a row; the last one is the report.
     frames = [text for text, node in comfy.texts]
     assert frames and all(node == "7" for _, node in comfy.texts) and all(frames)
