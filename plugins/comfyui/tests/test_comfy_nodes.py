@@ -4,9 +4,10 @@ no torch, so ComfyUI itself cannot run here. real_comfyui_check.py runs the same
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
+import ipaddress
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,13 +18,17 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
 from heie_nodes.nodes import MAX_TOKENS_PER_SECTION, NothingPassed
 
 PACK = Path(__file__).resolve().parents[1]
-REPO = PACK.parents[1]
 
 
 class InterruptProcessingException(Exception):
@@ -337,55 +342,94 @@ def test_live_text_is_escaped_for_the_page(comfy: FakeComfy) -> None:
     assert comfy.texts == [('&lt;img src=x onerror="alert(1)"&gt; &amp; more', "9")]
 
 
-# -- the API key comes from the environment ---------------------------------------------------------
+# -- a server with TLS, an API key and one slot ---------------------------------------------------
+
+KEY = "comfy-test-key"
+
 
 @pytest.fixture(scope="module")
-def one_slot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second real server: one parallel slot (images are judged one after the other, so an image's
-    time does not depend on the others') and an API key (the session's server has none)."""
-    binary = os.environ.get("HEIE_BIN") or str(Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "heie")
-    models = REPO / "tests" / "fixtures" / "models"
-    log = tmp_path_factory.mktemp("keyed") / "serve.log"
+def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ca.pem and server.pem/.key (127.0.0.1) signed by it."""
+    folder = tmp_path_factory.mktemp("comfy-pki")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject: str, key, public_key, ca: bool, sans=()):  # type: ignore[no-untyped-def]
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "comfy test CA")]))
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    (folder / "ca.pem").write_bytes(certificate("comfy test CA", ca_key, ca_key.public_key(), True))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    (folder / "server.pem").write_bytes(certificate(
+        "localhost", ca_key, server_key.public_key(), False, (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),)))
+    (folder / "server.key").write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder / "ca.pem"
+
+
+@pytest.fixture(scope="module")
+def secure_server(ca_cert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second real server: TLS, an API key, and one parallel slot (images are judged one after the
+    other, so an image's time does not depend on the others')."""
+    log = tmp_path_factory.mktemp("comfy-secure") / "serve.log"
+    pki = ca_cert.parent
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [binary, "serve", "--addr", "127.0.0.1:0", "--model", str(models / "tiny-llm.gguf"),
-             "--mmproj", str(models / "tiny-mmproj.gguf"), "--max-tokens", "4", "--max-tiles", "1",
-             "--parallel", "1", "--threads", "1", "--shutdown-grace", "1", "--api-key", "comfy-test-key"],
+            [str(_binary()), "serve", "--addr", "127.0.0.1:0", "--model", str(MODELS / "tiny-llm.gguf"),
+             "--mmproj", str(MODELS / "tiny-mmproj.gguf"), "--max-tokens", "4", "--max-tiles", "1",
+             "--parallel", "1", "--threads", "1", "--shutdown-grace", "1", "--api-key", KEY,
+             "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")],
             stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            lines = [l for l in log.read_text(errors="replace").splitlines() if l.startswith("heie: serving on ")]
-            if lines:
-                yield lines[0][len("heie: serving on "):].strip()
-                break
-            assert process.poll() is None, log.read_text(errors="replace")
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(log.read_text(errors="replace"))
+        yield _wait_for_serving(process, log)
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def test_api_key_is_read_from_the_environment(one_slot_server: str, comfy: FakeComfy,
+def test_api_key_is_read_from_the_environment(secure_server: str, ca_cert: Path, comfy: FakeComfy,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEIE_API_KEY", raising=False)
     with pytest.raises(HeieNodeError) as caught:
-        HeieRerank().rerank(_images(1), top_k=1, fast=True, address=one_slot_server, timeout=30)
-    assert "HEIE_API_KEY" in str(caught.value) and one_slot_server in str(caught.value)
-    monkeypatch.setenv("HEIE_API_KEY", "comfy-test-key")
-    _, _, scores, order = _result(HeieRerank().rerank(_images(1), top_k=1, fast=True, address=one_slot_server, timeout=60))
+        HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30, ca_cert=str(ca_cert))
+    assert "HEIE_API_KEY" in str(caught.value) and secure_server in str(caught.value)
+    monkeypatch.setenv("HEIE_API_KEY", KEY)
+    _, _, scores, order = _result(HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server,
+                                                      timeout=60, ca_cert=str(ca_cert)))
     assert order == [1] and len(scores) == 1
 
 
-def test_timeout_is_per_image(one_slot_server: str, comfy: FakeComfy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, comfy: FakeComfy,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEIE_API_KEY", KEY)
+    with pytest.raises(HeieNodeError) as caught:  # plaintext to a TLS server: no answer
+        HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30)
+    assert secure_server in str(caught.value)
+    with pytest.raises(HeieNodeError) as caught:
+        HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30,
+                            ca_cert=str(ca_cert.parent / "missing.pem"))
+    assert "ca_cert" in str(caught.value) and "missing.pem" in str(caught.value)
+
+
+def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComfy,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
     """On a one-slot server the images of a batch are judged one after the other. With a timeout of
     2.5 times one image's time, a batch of 4 (about 4 images' time) still scores every image: the
     deadline is each image's, not the batch's; a deadline for the whole batch would cut it."""
-    monkeypatch.setenv("HEIE_API_KEY", "comfy-test-key")
+    monkeypatch.setenv("HEIE_API_KEY", KEY)
     node = HeieEvaluate()
-    args = dict(explanation=True, address=one_slot_server, max_tokens=96)
+    args = dict(explanation=True, address=secure_server, max_tokens=96, ca_cert=str(ca_cert))
     single = []
     for _ in range(2):
         started = time.monotonic()
