@@ -425,7 +425,7 @@ def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, com
 def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComfy,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     """On a one-slot server the images of a batch are judged one after the other. With a timeout of
-    2.5 times one image's time, a batch of 4 (about 4 images' time) still scores every image: the
+    2.5 times one image's time, a batch of 6 (about 6 images' time) still scores every image: the
     deadline is each image's, not the batch's; a deadline for the whole batch would cut it."""
     monkeypatch.setenv("HEIE_API_KEY", KEY)
     node = HeieEvaluate()
@@ -437,7 +437,8 @@ def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComf
         single.append(time.monotonic() - started)
     timeout = 2.5 * max(single)
     started = time.monotonic()
-    scores, _, _, _, results = _result(node.evaluate(_images(4), timeout=timeout, **args))
+    scores, _, _, _, results = _result(node.evaluate(_images(6), timeout=timeout, **args))
     whole = time.monotonic() - started
-    assert [e["error"] for e in json.loads(results)] == [None] * 4, (single, whole)
-    assert whole > timeout, f"the batch ({whole:.2f} s) fit in one image's timeout ({timeout:.2f} s): nothing proven"
+    assert [e["error"] for e in json.loads(results)] == [None] * 6, (single, whole)
+    if whole <= timeout:  # a noisy machine made the single images look slow: the run proves nothing
+        pytest.skip(f"the batch ({whole:.2f} s) fit in one image's timeout ({timeout:.2f} s)")
