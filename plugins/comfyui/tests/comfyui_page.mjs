@@ -103,14 +103,13 @@ try {
     await page.waitForTimeout(1500);
     await page.screenshot({ path: png.replace(/\.png$/, "-browser.png") });
     console.log(`screenshot: ${png.replace(/\.png$/, "-browser.png")}`);
-    const thumbnail = await page.evaluate((name) => {
-      const img = [...document.querySelectorAll("img")].find((i) => i.src.includes(`${name}.jpg`));
-      return img ? { src: img.src, loaded: img.complete && img.naturalWidth > 0 } : null;
-    }, name);
+    // The browser fetches each card's <name>.jpg and shows it from a blob: URL.
+    const thumbnails = await page.evaluate(() => [...document.querySelectorAll("img")]
+      .filter((i) => i.src.startsWith("blob:") && i.naturalWidth > 0).map((i) => [i.naturalWidth, i.naturalHeight]));
     await page.getByText(name, { exact: true }).first().click({ timeout: 30_000 });
     await page.waitForTimeout(2000);
     const loaded = await page.evaluate(() => window.comfyAPI.app.app.graph.nodes.map((n) => n.type));
-    console.log(JSON.stringify({ thumbnail, loaded }));
+    console.log(JSON.stringify({ thumbnails, loaded }));
     await fitAndShoot(png);
   } else if (mode === "run") {
     const [uiJson, png] = rest;
