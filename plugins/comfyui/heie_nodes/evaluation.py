@@ -25,6 +25,8 @@ from .live_text import LiveText
 from .tensors import batch_size, to_numpy
 
 POLL_S = 0.05
+#: Deadline of the GetInfo call that precedes the images (the node's timeout is for judging an image).
+INFO_TIMEOUT_S = 30.0
 
 
 class Host(Protocol):
@@ -88,7 +90,7 @@ def evaluate_images(
     verdicts: list[Optional[Verdict]] = [None] * total
 
     try:
-        client = open_client(address, timeout, ca_cert)
+        client = open_client(address, INFO_TIMEOUT_S, ca_cert)
     except ValueError as err:  # a bad address widget, an unreadable CA file, a key refused over plaintext
         raise HeieNodeError(f"HEIE: {err}") from None
     with client:
@@ -96,6 +98,7 @@ def evaluate_images(
             workers = max(1, min(total, client.info().limits.parallel_slots or 1))
         except HeieError as err:
             raise explain(err, address) from None
+        client.timeout = timeout or None  # from here on: the node's deadline, for each image's call
 
         def judge(index: int) -> None:
             builder = ResultBuilder()

@@ -8,6 +8,7 @@ import datetime
 import importlib.util
 import ipaddress
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,15 @@ def blocker(monkeypatch: pytest.MonkeyPatch) -> type[ExecutionBlocker]:
     monkeypatch.setitem(sys.modules, "comfy_execution", types.ModuleType("comfy_execution"))
     monkeypatch.setitem(sys.modules, "comfy_execution.graph", graph)
     return ExecutionBlocker
+
+
+@pytest.fixture
+def closed_address() -> Iterator[str]:
+    """An address where nothing listens: the port stays bound (never listening) for the whole test, so
+    no other server on this machine can take it in the meantime."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{held.getsockname()[1]}"
 
 
 def _images(batch: int, h: int = 16, w: int = 16) -> np.ndarray:
@@ -184,18 +194,18 @@ def test_evaluate_node_with_torch(heie_server, comfy: FakeComfy) -> None:  # typ
     assert len(scores) == 1
 
 
-def test_evaluate_empty_batch_contacts_no_server(dead_address: str, comfy: FakeComfy) -> None:
+def test_evaluate_empty_batch_contacts_no_server(closed_address: str, comfy: FakeComfy) -> None:
     empty = _images(2)[:0]
-    out = HeieEvaluate().evaluate(empty, explanation=True, address=dead_address, timeout=5)
+    out = HeieEvaluate().evaluate(empty, explanation=True, address=closed_address, timeout=5)
     scores, heatmaps, overlays, explanations, results = _result(out)
     assert scores == [] and explanations == [] and json.loads(results) == []
     assert heatmaps.shape == (0, 16, 16) and overlays.shape == (0, 16, 16, 3)
     assert "empty batch" in out["ui"]["text"][0]
 
 
-def test_evaluate_empty_batch_blocks_its_outputs_in_comfyui(dead_address: str, comfy: FakeComfy,
+def test_evaluate_empty_batch_blocks_its_outputs_in_comfyui(closed_address: str, comfy: FakeComfy,
                                                             blocker: type) -> None:
-    outputs = _result(HeieEvaluate().evaluate(_images(1)[:0], explanation=False, address=dead_address, timeout=5))
+    outputs = _result(HeieEvaluate().evaluate(_images(1)[:0], explanation=False, address=closed_address, timeout=5))
     assert len(outputs) == len(HeieEvaluate.RETURN_TYPES) and all(isinstance(o, blocker) for o in outputs)
     assert all(o.message is None for o in outputs)  # None = skip silently, no error shown
 
@@ -298,13 +308,13 @@ def test_an_image_past_its_deadline_loses_only_its_own_verdict(heie_server, comf
     assert all(e.startswith("no score: ") for e in explanations)
 
 
-def test_no_server_is_a_clear_node_error(dead_address: str, comfy: FakeComfy) -> None:
+def test_no_server_is_a_clear_node_error(closed_address: str, comfy: FakeComfy) -> None:
     with pytest.raises(HeieNodeError) as caught:
         HeieFilter().filter(_images(1), threshold=0.5, stop_if_none_pass=True, explanation=False,
-                            address=dead_address, timeout=10)
+                            address=closed_address, timeout=10)
     message = str(caught.value)
-    assert dead_address in message and "heie serve" in message
-    assert "failed to connect" not in message and "UNAVAILABLE" not in message
+    assert closed_address in message and "heie serve" in message, message
+    assert "failed to connect" not in message and "UNAVAILABLE" not in message, message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
