@@ -1,18 +1,32 @@
-"""Evaluating an IMAGE batch with the explanation streamed to the node and ComfyUI's interrupt
-cancelling the call."""
+"""Evaluating an IMAGE batch: one call per image, so the node's ``timeout`` is each image's deadline (a
+slow image loses only its own verdict), with the explanation streamed onto the node and ComfyUI's
+interrupt cancelling every call in flight.
+
+The calls run on worker threads, as many at once as the server has parallel slots (more would only
+queue on the server, where their deadlines would run out while waiting); every event comes back to the
+node's thread through a queue, so the host (progress bar, progress text, interrupt) is only touched from
+the thread ComfyUI runs the node on."""
 
 from __future__ import annotations
 
-import time
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 import numpy as np
-from heie_client import BatchEvent, Cancelled, Client, Done, EvaluateOptions, Result, Score, TextDelta
+from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError, Result
+from heie_client.result import ResultBuilder
 
+from .connection import open_client
+from .failures import HeieNodeError, explain
+from .live_text import LiveText
 from .tensors import batch_size, to_numpy
 
-TEXT_INTERVAL_S = 0.25
-TAIL_CHARS = 240
+POLL_S = 0.05
+#: Deadline of the GetInfo call that precedes the images (the node's timeout is for judging an image).
+INFO_TIMEOUT_S = 30.0
 
 
 class Host(Protocol):
@@ -22,41 +36,34 @@ class Host(Protocol):
     def text(self, text: str) -> None: ...
 
 
-class LiveText:
-    """The text shown on the node: one line per image, the tail of its explanation until its score."""
+@dataclass(frozen=True)
+class Verdict:
+    """What the server said about one image, or why it said nothing (``error``)."""
 
-    def __init__(self, total: int, host: Host) -> None:
-        self._host = host
-        self._total = total
-        self._text = [""] * total
-        self._score: list[Optional[float]] = [None] * total
-        self._done = 0
-        self._last_sent = 0.0
+    result: Optional[Result]
+    error: str = ""
 
-    def add(self, offset: int, item: BatchEvent) -> None:
-        index = offset + item.index
-        event = item.event
-        if isinstance(event, TextDelta):
-            self._text[index] += event.text
-        elif isinstance(event, Score) and self._score[index] is None:
-            self._score[index] = event.score
-        elif isinstance(event, Done):
-            self._done += 1
-            self._host.progress(self._done, self._total)
-        now = time.monotonic()
-        if now - self._last_sent >= TEXT_INTERVAL_S or isinstance(event, Done):
-            self._last_sent = now
-            self._host.text(self.render())
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.result.ok and not self.error
 
-    def render(self) -> str:
-        lines = []
-        for i, (text, score) in enumerate(zip(self._text, self._score)):
-            if score is not None:
-                lines.append(f"#{i + 1}: score {score:.3f}")
-            elif text:
-                tail = " ".join("".join(c if c.isprintable() else " " for c in text).split())[-TAIL_CHARS:]
-                lines.append(f"#{i + 1}: …{tail}")
-        return "\n".join(lines)
+    @property
+    def score(self) -> Optional[float]:
+        return self.result.score if self.ok and self.result is not None else None
+
+    @property
+    def failure(self) -> str:
+        """Why the image has no verdict ('' when it has one)."""
+        if self.error:
+            return self.error
+        if self.result is None:
+            return "no answer"
+        if not self.result.ok:
+            return self.result.error or f"the evaluation ended without a score ({self.result.finish_reason.name})"
+        return ""
+
+
+_FINISHED = object()
 
 
 def evaluate_images(
@@ -66,31 +73,84 @@ def evaluate_images(
     options: EvaluateOptions,
     host: Host,
     prompt: str = "",
-) -> list[Result]:
-    """Results for every image of an IMAGE batch, in order. Calls are chunked to the server's max batch;
-    an interrupt cancels the running call and raises ComfyUI's interrupt exception."""
+    ca_cert: str = "",
+) -> list[Verdict]:
+    """A verdict for every image of an IMAGE batch, in order. An image that misses its deadline gets a
+    failed verdict; any other server failure raises :class:`HeieNodeError`; an interrupt cancels every
+    call and raises ComfyUI's interrupt exception."""
     frames = to_numpy(images)
     total = batch_size(frames)
-    live = LiveText(total, host)
-    results: list[Result] = []
+    if total == 0:
+        return []
     host.raise_if_interrupted()
-    with Client([a.strip() for a in address.split(",") if a.strip()], timeout=timeout or None) as client:
-        chunk = max(1, client.info().limits.max_batch)
-        for start in range(0, total, chunk):
-            batch = [np.asarray(frames[i]) for i in range(start, min(total, start + chunk))]
+    live = LiveText(total, host)
+    events: "queue.Queue[tuple[int, Any]]" = queue.Queue()
+    stop = threading.Event()
+    fatal: list[HeieError] = []
+    verdicts: list[Optional[Verdict]] = [None] * total
+
+    try:
+        client = open_client(address, INFO_TIMEOUT_S, ca_cert)
+    except ValueError as err:  # a bad address widget, an unreadable CA file, a key refused over plaintext
+        raise HeieNodeError(f"HEIE: {err}") from None
+    with client:
+        try:
+            workers = max(1, min(total, client.info().limits.parallel_slots or 1))
+        except HeieError as err:
+            raise explain(err, address) from None
+        client.timeout = timeout or None  # from here on: the node's deadline, for each image's call
+
+        def judge(index: int) -> None:
+            builder = ResultBuilder()
             try:
-                results += client.evaluate_batch(
-                    batch, options, prompts=[prompt or None] * len(batch),
-                    on_event=lambda item, offset=start: live.add(offset, item),
-                    cancel_when=host.interrupted,
-                )
+                stream = client.evaluate_stream(np.asarray(frames[index]), options, prompt or None, stop.is_set)
+                with stream:
+                    for event in stream:
+                        builder.add(event)
+                        events.put((index, event))
+                verdicts[index] = Verdict(builder.build())
+            except DeadlineExceeded:
+                verdicts[index] = Verdict(builder.build(), f"no verdict within the node's timeout of {timeout:g} s")
             except Cancelled:
-                host.raise_if_interrupted()
+                verdicts[index] = Verdict(None, "cancelled")
+            except HeieError as err:
+                fatal.append(err)
+                stop.set()  # the other images would fail the same way: stop their work on the server
+                verdicts[index] = Verdict(None, str(err))
+            except BaseException as err:  # never leave the node's thread waiting on a lost worker
+                fatal.append(HeieError(f"{type(err).__name__}: {err}"))
+                stop.set()
+                verdicts[index] = Verdict(None, str(err))
+            finally:
+                events.put((index, _FINISHED))
+
+        finished = 0
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="heie-image") as pool:
+            for index in range(total):
+                pool.submit(judge, index)
+            try:
+                while finished < total:
+                    if not stop.is_set() and host.interrupted():
+                        stop.set()
+                    try:
+                        index, event = events.get(timeout=POLL_S)
+                    except queue.Empty:
+                        continue
+                    if event is _FINISHED:
+                        finished += 1
+                        verdict = verdicts[index]
+                        live.finish(index, verdict.score if verdict else None, verdict.failure if verdict else "")
+                    else:
+                        live.add(index, event)
+            except BaseException:
+                stop.set()  # the pool waits for its workers: make them cancel their calls first
                 raise
-    host.text(live.render())
-    return results
+        host.raise_if_interrupted()
+        if fatal:
+            raise explain(fatal[0], address) from None
+    return [v if v is not None else Verdict(None, "no answer") for v in verdicts]
 
 
-def scores_of(results: list[Result]) -> list[float]:
-    """Scores, with 0.0 for an image whose evaluation failed on the server (it never passes a filter)."""
-    return [r.score if r.ok and r.score is not None else 0.0 for r in results]
+def scores_of(verdicts: list[Verdict]) -> list[float]:
+    """Scores, with 0.0 for an image without a verdict (it never passes a filter)."""
+    return [v.score if v.score is not None else 0.0 for v in verdicts]

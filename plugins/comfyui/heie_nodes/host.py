@@ -3,6 +3,7 @@ while ComfyUI is running one of our nodes; outside ComfyUI the methods fall back
 
 from __future__ import annotations
 
+import html
 import importlib
 from typing import Any, Optional
 
@@ -20,6 +21,7 @@ class ComfyHost:
     def __init__(self, node_id: Optional[str] = None) -> None:
         self.node_id = node_id
         self._bar: Any = None
+        self._last_text: Optional[str] = None
 
     def interrupted(self) -> bool:
         """True once the user pressed Cancel in ComfyUI (polled while a call runs)."""
@@ -41,12 +43,17 @@ class ComfyHost:
         self._bar.update_absolute(value, total)
 
     def text(self, text: str) -> None:
-        """Shows ``text`` on the node while it runs (ComfyUI's progress text)."""
+        """Shows ``text`` on the node (ComfyUI's progress text; the last one stays after the run).
+
+        ComfyUI's frontend puts progress text into the page as HTML (line breaks and links added), and
+        the explanation is model output: it is escaped so that it shows as text and never runs as markup."""
         server = _module("server")
         instance = getattr(getattr(server, "PromptServer", None), "instance", None)
         send = getattr(instance, "send_progress_text", None)
-        if send is not None and self.node_id is not None:
-            send(text, self.node_id)
+        if send is None or self.node_id is None or not text or text == self._last_text:
+            return  # an empty frame blanks the node; a repeated one is wasted traffic
+        self._last_text = text
+        send(html.escape(text, quote=False), self.node_id)
 
     def blocker(self) -> Optional[Any]:
         """ComfyUI's ExecutionBlocker, which silently skips the nodes fed by an output; None outside."""

@@ -1,5 +1,12 @@
 """The HEIE nodes: Evaluate, Filter and Rerank. ComfyUI calls ``FUNCTION`` with the inputs as keyword
-arguments; outputs follow ``RETURN_TYPES`` (lists where ``OUTPUT_IS_LIST`` says so)."""
+arguments; each returns ``{"ui": {"text": [...]}, "result": (...)}``: the outputs follow ``RETURN_TYPES``
+(lists where ``OUTPUT_IS_LIST`` says so) and the ui text (score and explanation per image) stays on the
+node and in ComfyUI's history after the run.
+
+An output that would be an empty IMAGE batch (everything passed, nothing passed, an empty input) is an
+``ExecutionBlocker`` inside ComfyUI, which skips the nodes it feeds: ComfyUI's own image nodes (Save
+Image, Preview Image) index ``images[0]`` and fail on a 0-image batch. Outside ComfyUI (tests, scripts) the
+same outputs are well-formed empty batches."""
 
 from __future__ import annotations
 
@@ -8,11 +15,15 @@ from typing import Any, Optional
 import numpy as np
 from heie_client import DEFAULT_ADDRESS, EvaluateOptions, HeatmapEncoding, Result
 
-from .evaluation import evaluate_images, scores_of
+from .evaluation import Verdict, evaluate_images, scores_of
 from .host import ComfyHost
+from .markers import for_people
+from .report import node_text, results_json, ui_text
 from .tensors import batch_size, like, select, select_latent, select_mask, to_numpy
 
 CATEGORY = "HEIE"
+#: The server's largest max_tokens_per_section (GetInfo limits.max_tokens_per_section); more is refused.
+MAX_TOKENS_PER_SECTION = 2048
 
 
 class NothingPassed(RuntimeError):
@@ -23,15 +34,30 @@ class NothingPassed(RuntimeError):
 def _server_inputs() -> dict[str, Any]:
     return {
         "address": ("STRING", {"default": DEFAULT_ADDRESS, "tooltip": "host:port of heie serve; several separated by commas"}),
-        "timeout": ("FLOAT", {"default": 300.0, "min": 0.0, "max": 86400.0, "step": 1.0, "tooltip": "seconds per call; 0 = none"}),
+        "timeout": ("FLOAT", {"default": 300.0, "min": 0.0, "max": 86400.0, "step": 1.0,
+                              "tooltip": "seconds allowed for each image; an image that takes longer gets no score, "
+                                         "the others keep theirs; 0 = no limit"}),
     }
 
 
 def _optional_inputs() -> dict[str, Any]:
     return {
         "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "the generation prompt, as context for the judge"}),
-        "max_tokens": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "tokens per explanation section; 0 = server default"}),
+        "max_tokens": ("INT", {"default": 0, "min": 0, "max": MAX_TOKENS_PER_SECTION,
+                               "tooltip": "tokens per explanation section; 0 = server default"}),
+        "ca_cert": ("STRING", {"default": "", "tooltip": "path of a PEM CA certificate: set, the node connects with TLS "
+                                                         "verified by it. The API key is read from HEIE_API_KEY in "
+                                                         "ComfyUI's environment, never stored in the workflow"}),
     }
+
+
+def _node_result(host: ComfyHost, verdicts: list[Verdict], outputs: tuple[Any, ...],
+                 notes: Optional[list[str]] = None, empty_text: str = "") -> dict[str, Any]:
+    """The node's return value. The same report replaces the live text on the node, where ComfyUI's
+    frontend keeps the last progress text after the run; ``ui`` keeps it in the history for the API."""
+    text = ui_text(verdicts, notes) if verdicts else [empty_text]
+    host.text(node_text(text))
+    return {"ui": {"text": text}, "result": outputs}
 
 
 class _HeieNode:
@@ -41,13 +67,28 @@ class _HeieNode:
         return ComfyHost(unique_id)
 
 
+def _or_block(host: ComfyHost, value: Any, empty: bool) -> Any:
+    """``value``, or ComfyUI's blocker when it is an empty batch and ComfyUI provides one."""
+    if not empty:
+        return value
+    blocker = host.blocker()
+    return value if blocker is None else blocker
+
+
 class HeieEvaluate(_HeieNode):
     """Scores, heatmaps, overlays and explanations for every image of a batch."""
 
     DESCRIPTION = "Judges each image for implausibility: score (1 = looks real), heatmap of the defects, explanation."
-    RETURN_TYPES = ("FLOAT", "MASK", "IMAGE", "STRING")
-    RETURN_NAMES = ("scores", "heatmaps", "overlays", "explanations")
-    OUTPUT_IS_LIST = (True, False, False, True)
+    RETURN_TYPES = ("FLOAT", "MASK", "IMAGE", "STRING", "STRING")
+    RETURN_NAMES = ("scores", "heatmaps", "overlays", "explanations", "results")
+    OUTPUT_IS_LIST = (True, False, False, True, False)
+    OUTPUT_TOOLTIPS = (
+        "score per image, 1 = looks real (0.0 for an image without a verdict)",
+        "defect heatmap per image, 1 = implausible",
+        "heatmap drawn over each image",
+        "explanation per image as people read it ([SCORE] and [MAP] filled in)",
+        "JSON list, one entry per image: image (1-based), score, mode, raw explanation with its markers, boxes, error",
+    )
     FUNCTION = "evaluate"
 
     @classmethod
@@ -59,17 +100,29 @@ class HeieEvaluate(_HeieNode):
         }
 
     def evaluate(self, images: Any, explanation: bool, address: str, timeout: float, prompt: str = "",
-                 max_tokens: int = 0, unique_id: Optional[str] = None) -> tuple[Any, ...]:
+                 max_tokens: int = 0, ca_cert: str = "", unique_id: Optional[str] = None) -> dict[str, Any]:
+        host = self.host(unique_id)
+        frames = to_numpy(images)
         options = EvaluateOptions(
             explanation=explanation, max_tokens_per_section=max_tokens,
             heatmap_encodings=(HeatmapEncoding.RAW_F32_LE, HeatmapEncoding.OVERLAY_PNG),
         )
-        results = evaluate_images(images, address, timeout, options, self.host(unique_id), prompt)
-        frames = to_numpy(images)
-        heatmaps = np.stack([_heatmap(r, frames.shape[1:3]) for r in results])
-        overlays = np.stack([_overlay(r, frames[i]) for i, r in enumerate(results)])
-        explanations = [r.explanation if r.ok else f"error: {r.error}" for r in results]
-        return scores_of(results), like(images, heatmaps), like(images, overlays), explanations
+        verdicts = evaluate_images(images, address, timeout, options, host, prompt, ca_cert)
+        if not verdicts:
+            empty = (
+                [], like(images, np.zeros((0, *frames.shape[1:3]), np.float32)),
+                like(images, np.zeros((0, *frames.shape[1:3], 3), np.float32)), [], results_json([]),
+            )
+            blocker = host.blocker()
+            outputs = empty if blocker is None else (blocker,) * len(self.RETURN_TYPES)
+            return _node_result(host, [], outputs, empty_text="no images to judge (empty batch)")
+        heatmaps = np.stack([_heatmap(v.result, frames.shape[1:3]) for v in verdicts])
+        overlays = np.stack([_overlay(v.result, frames[i]) for i, v in enumerate(verdicts)])
+        explanations = [for_people(v.result.explanation, v.score) if v.ok and v.result is not None
+                        else f"no score: {v.failure}" for v in verdicts]
+        outputs = (scores_of(verdicts), like(images, heatmaps), like(images, overlays), explanations,
+                   results_json(verdicts))
+        return _node_result(host, verdicts, outputs)
 
 
 class HeieFilter(_HeieNode):
@@ -79,6 +132,13 @@ class HeieFilter(_HeieNode):
     RETURN_TYPES = ("IMAGE", "IMAGE", "FLOAT", "LATENT", "MASK")
     RETURN_NAMES = ("passed", "rejected", "scores", "passed_latent", "passed_mask")
     OUTPUT_IS_LIST = (False, False, True, False, False)
+    OUTPUT_TOOLTIPS = (
+        "images scoring at least the threshold (nodes fed by it are skipped when there are none)",
+        "images below the threshold (nodes fed by it are skipped when there are none)",
+        "score of every input image, in input order",
+        "the LATENT rows of the passed images",
+        "the MASK rows of the passed images",
+    )
     FUNCTION = "filter"
 
     @classmethod
@@ -86,8 +146,12 @@ class HeieFilter(_HeieNode):
         return {
             "required": {
                 "images": ("IMAGE",),
-                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
-                "stop_if_none_pass": ("BOOLEAN", {"default": True, "tooltip": "skip the nodes fed by 'passed' when nothing passes"}),
+                # Scores lie in [0, 1]: 0 passes everything, 1 only a perfect score.
+                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                        "tooltip": "lowest score that passes (scores lie in 0..1)"}),
+                "stop_if_none_pass": ("BOOLEAN", {"default": True,
+                                                  "tooltip": "when nothing passes, skip every node fed by this one "
+                                                             "(off: only the passed branch is skipped)"}),
                 "explanation": ("BOOLEAN", {"default": True}),
                 **_server_inputs(),
             },
@@ -97,20 +161,33 @@ class HeieFilter(_HeieNode):
 
     def filter(self, images: Any, threshold: float, stop_if_none_pass: bool, explanation: bool, address: str,
                timeout: float, latent: Optional[dict[str, Any]] = None, mask: Optional[Any] = None, prompt: str = "",
-               max_tokens: int = 0, unique_id: Optional[str] = None) -> tuple[Any, ...]:
+               max_tokens: int = 0, ca_cert: str = "", unique_id: Optional[str] = None) -> dict[str, Any]:
         host = self.host(unique_id)
         options = EvaluateOptions(explanation=explanation, max_tokens_per_section=max_tokens, heatmap_encodings=())
-        scores = scores_of(evaluate_images(images, address, timeout, options, host, prompt))
+        verdicts = evaluate_images(images, address, timeout, options, host, prompt, ca_cert)
+        scores = scores_of(verdicts)
         batch = batch_size(images)
+        if not verdicts:
+            blocker = host.blocker()
+            outputs = ((images, images, [], latent, mask) if blocker is None else (blocker,) * len(self.RETURN_TYPES))
+            return _node_result(host, [], outputs, empty_text="no images to judge (empty batch)")
         passed = [i for i, s in enumerate(scores) if s >= threshold]
         rejected = [i for i, s in enumerate(scores) if s < threshold]
+        notes = ["passed" if s >= threshold else "rejected" for s in scores]
         if not passed and stop_if_none_pass:
             blocker = host.blocker()
             if blocker is None:
                 raise NothingPassed(f"no image reached the threshold {threshold:.3f}; scores {scores}")
-            return blocker, select(images, rejected), scores, blocker, blocker
-        return (select(images, passed), select(images, rejected), scores,
-                select_latent(latent, passed, batch), select_mask(mask, passed, batch))
+            return _node_result(host, verdicts, (blocker,) * len(self.RETURN_TYPES), notes)
+        none_passed = not passed
+        outputs = (
+            _or_block(host, select(images, passed), none_passed),
+            _or_block(host, select(images, rejected), not rejected),
+            scores,
+            _or_block(host, select_latent(latent, passed, batch), none_passed),
+            _or_block(host, select_mask(mask, passed, batch), none_passed),
+        )
+        return _node_result(host, verdicts, outputs, notes)
 
 
 class HeieRerank(_HeieNode):
@@ -120,6 +197,13 @@ class HeieRerank(_HeieNode):
     RETURN_TYPES = ("IMAGE", "LATENT", "FLOAT", "INT")
     RETURN_NAMES = ("best", "best_latent", "scores", "order")
     OUTPUT_IS_LIST = (False, False, True, True)
+    OUTPUT_TOOLTIPS = (
+        "the best top_k images, best first",
+        "their LATENT rows, in the same order",
+        "their scores, best first",
+        "their positions in the input batch, numbered from 1 like #n in the node text "
+        "(subtract 1 for a 0-based batch_index)",
+    )
     FUNCTION = "rerank"
 
     @classmethod
@@ -136,23 +220,37 @@ class HeieRerank(_HeieNode):
         }
 
     def rerank(self, images: Any, top_k: int, fast: bool, address: str, timeout: float,
-               latent: Optional[dict[str, Any]] = None, prompt: str = "", max_tokens: int = 0,
-               unique_id: Optional[str] = None) -> tuple[Any, ...]:
+               latent: Optional[dict[str, Any]] = None, prompt: str = "", max_tokens: int = 0, ca_cert: str = "",
+               unique_id: Optional[str] = None) -> dict[str, Any]:
+        host = self.host(unique_id)
         options = EvaluateOptions(explanation=not fast, max_tokens_per_section=max_tokens, heatmap_encodings=())
-        scores = scores_of(evaluate_images(images, address, timeout, options, self.host(unique_id), prompt))
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: max(1, top_k)]
+        verdicts = evaluate_images(images, address, timeout, options, host, prompt, ca_cert)
+        if not verdicts:
+            blocker = host.blocker()
+            outputs = (images, latent, [], []) if blocker is None else (blocker,) * len(self.RETURN_TYPES)
+            return _node_result(host, [], outputs, empty_text="no images to rank (empty batch)")
+        scores = scores_of(verdicts)
+        best = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: max(1, top_k)]
         batch = batch_size(images)
-        return select(images, order), select_latent(latent, order, batch), [scores[i] for i in order], order
+        rank = {index: place + 1 for place, index in enumerate(best)}
+        notes = [f"rank {rank[i]}" if i in rank else "not kept" for i in range(len(scores))]
+        outputs = (
+            select(images, best),
+            select_latent(latent, best, batch),
+            [scores[i] for i in best],
+            [i + 1 for i in best],
+        )
+        return _node_result(host, verdicts, outputs, notes)
 
 
-def _heatmap(result: Result, size: tuple[int, int]) -> np.ndarray:
-    if result.heatmap is not None and result.heatmap.shape == tuple(size):
+def _heatmap(result: Optional[Result], size: tuple[int, int]) -> np.ndarray:
+    if result is not None and result.heatmap is not None and result.heatmap.shape == tuple(size):
         return result.heatmap
     return np.zeros(size, np.float32)
 
 
-def _overlay(result: Result, frame: np.ndarray) -> np.ndarray:
-    if result.overlay is not None and result.overlay.shape[:2] == frame.shape[:2]:
+def _overlay(result: Optional[Result], frame: np.ndarray) -> np.ndarray:
+    if result is not None and result.overlay is not None and result.overlay.shape[:2] == frame.shape[:2]:
         return result.overlay.astype(np.float32) / 255.0
     return np.asarray(frame[..., :3], np.float32)
 

@@ -1,9 +1,15 @@
 """The HEIE nodes called the way ComfyUI calls them, against a real server, with stand-ins for the
-host modules ComfyUI would provide (comfy.model_management, comfy.utils, server, comfy_execution)."""
+host modules ComfyUI would provide (comfy.model_management, comfy.utils, server, comfy_execution): CI has
+no torch, so ComfyUI itself cannot run here. real_comfyui_check.py runs the same nodes in a real ComfyUI."""
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
+import ipaddress
+import json
+import socket
+import subprocess
 import sys
 import time
 import types
@@ -13,15 +19,28 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
-from heie_nodes.nodes import NothingPassed
+from heie_nodes.failures import HeieNodeError
+from heie_nodes.nodes import MAX_TOKENS_PER_SECTION, NothingPassed
 
 PACK = Path(__file__).resolve().parents[1]
 
 
 class InterruptProcessingException(Exception):
     """Stand-in for comfy.model_management.InterruptProcessingException."""
+
+
+class ExecutionBlocker:
+    """Stand-in for comfy_execution.graph.ExecutionBlocker (same constructor)."""
+
+    def __init__(self, message: object) -> None:
+        self.message = message
 
 
 @dataclass
@@ -67,6 +86,25 @@ def comfy(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeComfy]:
     yield fake
 
 
+@pytest.fixture
+def blocker(monkeypatch: pytest.MonkeyPatch) -> type[ExecutionBlocker]:
+    """ComfyUI's comfy_execution.graph as the nodes see it inside ComfyUI."""
+    graph = types.ModuleType("comfy_execution.graph")
+    graph.ExecutionBlocker = ExecutionBlocker  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "comfy_execution", types.ModuleType("comfy_execution"))
+    monkeypatch.setitem(sys.modules, "comfy_execution.graph", graph)
+    return ExecutionBlocker
+
+
+@pytest.fixture
+def closed_address() -> Iterator[str]:
+    """An address where nothing listens: the port stays bound (never listening) for the whole test, so
+    no other server on this machine can take it in the meantime."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{held.getsockname()[1]}"
+
+
 def _images(batch: int, h: int = 16, w: int = 16) -> np.ndarray:
     rng = np.random.default_rng(batch * 100 + h)
     return rng.random((batch, h, w, 3), dtype=np.float32)
@@ -76,6 +114,15 @@ def _latent(batch: int) -> dict[str, Any]:
     samples = np.stack([np.full((4, 2, 2), i, np.float32) for i in range(batch)])
     return {"samples": samples, "batch_index": list(range(batch))}
 
+
+def _result(out: Any) -> tuple[Any, ...]:
+    """The outputs of a node's return value, after checking it has the shape ComfyUI expects."""
+    assert isinstance(out, dict) and set(out) == {"ui", "result"}
+    assert isinstance(out["ui"]["text"], list) and all(isinstance(t, str) and t for t in out["ui"]["text"])
+    return out["result"]
+
+
+# -- the pack as ComfyUI loads it -------------------------------------------------------------------
 
 def test_pack_loads_the_way_comfyui_loads_it() -> None:
     spec = importlib.util.spec_from_file_location("heie_pack_under_test", PACK / "__init__.py",
@@ -90,42 +137,91 @@ def test_pack_loads_the_way_comfyui_loads_it() -> None:
         inputs = cls.INPUT_TYPES()
         assert inputs["required"]["images"] == ("IMAGE",)
         assert inputs["required"]["address"][1]["default"] == "127.0.0.1:50051"
-        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_IS_LIST)
+        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_IS_LIST) == len(cls.OUTPUT_TOOLTIPS)
         assert callable(getattr(cls, cls.FUNCTION))
+        # The server refuses more than 2048 tokens per section: the widget stops there.
+        assert inputs["optional"]["max_tokens"][1]["max"] == MAX_TOKENS_PER_SECTION == 2048
+        assert inputs["optional"]["ca_cert"][1]["default"] == ""
+        # No widget holds a key: widget values are saved in workflows and in every PNG ComfyUI writes.
+        names = [n for group in ("required", "optional") for n in inputs.get(group, {})]
+        assert not [n for n in names if "key" in n or "token" in n.replace("max_tokens", "")], names
+    threshold = HeieFilter.INPUT_TYPES()["required"]["threshold"][1]
+    assert (threshold["min"], threshold["max"]) == (0.0, 1.0)
 
+
+# -- Evaluate -------------------------------------------------------------------------------------
 
 def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
     images = _images(2, 16, 24)
-    scores, heatmaps, overlays, explanations = HeieEvaluate().evaluate(
-        images, explanation=True, address=heie_server.address, timeout=120, max_tokens=4, unique_id="7")
+    out = HeieEvaluate().evaluate(images, explanation=True, address=heie_server.address, timeout=120, max_tokens=4,
+                                  unique_id="7")
+    scores, heatmaps, overlays, explanations, results = _result(out)
     assert isinstance(scores, list) and len(scores) == 2 and all(isinstance(s, float) and 0 <= s <= 1 for s in scores)
     assert isinstance(heatmaps, np.ndarray) and heatmaps.shape == (2, 16, 24) and heatmaps.dtype == np.float32
     assert isinstance(overlays, np.ndarray) and overlays.shape == (2, 16, 24, 3) and overlays.dtype == np.float32
     assert 0.0 <= overlays.min() and overlays.max() <= 1.0
     assert len(explanations) == 2 and all("### Image Description" in e for e in explanations)
-    assert comfy.texts and all(node == "7" for _, node in comfy.texts) and "score" in comfy.texts[-1][0]
+    # Results stay on the node: score and explanation per image, numbered from 1.
+    ui = out["ui"]["text"]
+    assert len(ui) == 2
+    for i, (text, score) in enumerate(zip(ui, scores)):
+        assert text.startswith(f"#{i + 1}: score {score:.3f}") and "### Image Description" in text
+    # The raw text, markers and all, is in the JSON for code.
+    parsed = json.loads(results)
+    assert [e["image"] for e in parsed] == [1, 2] and [e["score"] for e in parsed] == pytest.approx(scores)
+    assert all(e["error"] is None and "### Image Description" in e["explanation"] for e in parsed)
+    # The server writes the [MAP]/[SCORE] markers; people get the heatmap reference and the score.
+    assert all("[MAP]" in e["explanation"] and "[SCORE]" in e["explanation"] for e in parsed)
+    for text, explanation, score in zip(ui, explanations, scores):
+        for shown in (text, explanation):
+            assert "[MAP]" not in shown and "[SCORE]" not in shown
+            assert "shown in the heatmap" in shown and f"plausibility score for this image is {score:.3f}" in shown
+    # Live text: never an empty frame, never the same frame twice in a row; the last one is the report.
+    frames = [text for text, node in comfy.texts]
+    assert frames and all(node == "7" for _, node in comfy.texts) and all(frames)
+    assert all(a != b for a, b in zip(frames, frames[1:]))
+    assert frames[-1].startswith("#1: score ") and "#2: score " in frames[-1]
     assert comfy.progress[-1] == (2, 2)
 
 
 def test_evaluate_node_with_torch(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
     torch = pytest.importorskip("torch")
     images = torch.from_numpy(_images(1, 16, 16))
-    scores, heatmaps, overlays, _ = HeieEvaluate().evaluate(
-        images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2)
+    scores, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(
+        images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2))
     assert isinstance(heatmaps, torch.Tensor) and tuple(heatmaps.shape) == (1, 16, 16)
     assert isinstance(overlays, torch.Tensor) and tuple(overlays.shape) == (1, 16, 16, 3)
     assert len(scores) == 1
 
+
+def test_evaluate_empty_batch_contacts_no_server(closed_address: str, comfy: FakeComfy) -> None:
+    empty = _images(2)[:0]
+    out = HeieEvaluate().evaluate(empty, explanation=True, address=closed_address, timeout=5)
+    scores, heatmaps, overlays, explanations, results = _result(out)
+    assert scores == [] and explanations == [] and json.loads(results) == []
+    assert heatmaps.shape == (0, 16, 16) and overlays.shape == (0, 16, 16, 3)
+    assert "empty batch" in out["ui"]["text"][0]
+
+
+def test_evaluate_empty_batch_blocks_its_outputs_in_comfyui(closed_address: str, comfy: FakeComfy,
+                                                            blocker: type) -> None:
+    outputs = _result(HeieEvaluate().evaluate(_images(1)[:0], explanation=False, address=closed_address, timeout=5))
+    assert len(outputs) == len(HeieEvaluate.RETURN_TYPES) and all(isinstance(o, blocker) for o in outputs)
+    assert all(o.message is None for o in outputs)  # None = skip silently, no error shown
+
+
+# -- Filter ---------------------------------------------------------------------------------------
 
 def test_filter_keeps_latent_and_mask_in_step(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
     images, latent = _images(3), _latent(3)
     mask = np.stack([np.full((16, 16), i, np.float32) for i in range(3)])
     common = dict(stop_if_none_pass=False, explanation=False, address=heie_server.address, timeout=120,
                   latent=latent, mask=mask, max_tokens=2)
-    passed, rejected, scores, passed_latent, passed_mask = HeieFilter().filter(images, threshold=0.0, **common)
+    passed, rejected, scores, passed_latent, passed_mask = _result(HeieFilter().filter(images, threshold=0.0, **common))
     assert passed.shape == (3, 16, 16, 3) and rejected.shape == (0, 16, 16, 3) and len(scores) == 3
     threshold = (max(scores) + min(scores)) / 2 if max(scores) > min(scores) else max(scores)
-    passed, rejected, scores2, passed_latent, passed_mask = HeieFilter().filter(images, threshold=threshold, **common)
+    out = HeieFilter().filter(images, threshold=threshold, **common)
+    passed, rejected, scores2, passed_latent, passed_mask = _result(out)
     assert scores2 == pytest.approx(scores, abs=1e-5)
     keep = [i for i, s in enumerate(scores2) if s >= threshold]
     drop = [i for i, s in enumerate(scores2) if s < threshold]
@@ -135,6 +231,36 @@ def test_filter_keeps_latent_and_mask_in_step(heie_server, comfy: FakeComfy) -> 
     assert [float(s[0, 0, 0]) for s in passed_latent["samples"]] == keep
     assert passed_latent["batch_index"] == keep
     assert [float(m[0, 0]) for m in passed_mask] == keep
+    notes = ["(passed)" if i in keep else "(rejected)" for i in range(3)]
+    assert [t.split(":", 1)[0] for t in out["ui"]["text"]] == [f"#{i + 1} {n}" for i, n in enumerate(notes)]
+
+
+def test_filter_all_pass_blocks_rejected(heie_server, comfy: FakeComfy, blocker: type) -> None:  # type: ignore[no-untyped-def]
+    images = _images(2)
+    passed, rejected, scores, passed_latent, _ = _result(HeieFilter().filter(
+        images, threshold=0.0, stop_if_none_pass=True, explanation=False, address=heie_server.address, timeout=120,
+        latent=_latent(2), max_tokens=2))
+    np.testing.assert_array_equal(passed, images)
+    assert isinstance(rejected, blocker) and rejected.message is None  # Save Image on it is skipped, not crashed
+    assert len(scores) == 2 and passed_latent["samples"].shape[0] == 2
+
+
+def test_filter_none_pass_without_stop_blocks_only_passed(heie_server, comfy: FakeComfy, blocker: type) -> None:  # type: ignore[no-untyped-def]
+    images = _images(2)
+    passed, rejected, scores, passed_latent, passed_mask = _result(HeieFilter().filter(
+        images, threshold=1.0, stop_if_none_pass=False, explanation=False, address=heie_server.address, timeout=120,
+        latent=_latent(2), mask=np.ones((2, 16, 16), np.float32), max_tokens=2))
+    assert all(isinstance(o, blocker) for o in (passed, passed_latent, passed_mask))
+    np.testing.assert_array_equal(rejected, images)
+    assert len(scores) == 2 and all(s < 1.0 for s in scores)
+
+
+def test_filter_none_pass_outside_comfyui_gives_empty_batches(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    passed, rejected, _, passed_latent, _ = _result(HeieFilter().filter(
+        _images(2), threshold=1.0, stop_if_none_pass=False, explanation=False, address=heie_server.address,
+        timeout=120, latent=_latent(2), max_tokens=2))
+    assert passed.shape == (0, 16, 16, 3) and rejected.shape == (2, 16, 16, 3)
+    assert passed_latent["samples"].shape == (0, 4, 2, 2)
 
 
 def test_filter_stops_the_workflow_when_nothing_passes(heie_server, comfy: FakeComfy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -142,28 +268,63 @@ def test_filter_stops_the_workflow_when_nothing_passes(heie_server, comfy: FakeC
     args = dict(threshold=1.0, stop_if_none_pass=True, explanation=False, address=heie_server.address, timeout=120, max_tokens=2)
     with pytest.raises(NothingPassed):  # no ComfyUI executor: a clear error
         HeieFilter().filter(images, **args)
-
-    class ExecutionBlocker:
-        def __init__(self, message: object) -> None:
-            self.message = message
-
     graph = types.ModuleType("comfy_execution.graph")
     graph.ExecutionBlocker = ExecutionBlocker  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy_execution", types.ModuleType("comfy_execution"))
     monkeypatch.setitem(sys.modules, "comfy_execution.graph", graph)
-    passed, rejected, scores, passed_latent, _ = HeieFilter().filter(images, **args)
-    assert isinstance(passed, ExecutionBlocker) and isinstance(passed_latent, ExecutionBlocker)
-    assert rejected.shape == (2, 16, 16, 3) and len(scores) == 2
+    out = HeieFilter().filter(images, **args)
+    assert all(isinstance(o, ExecutionBlocker) for o in _result(out))  # every branch of the Filter is skipped
+    assert [t.split(":", 1)[0] for t in out["ui"]["text"]] == ["#1 (rejected)", "#2 (rejected)"]
 
+
+# -- Rerank ---------------------------------------------------------------------------------------
 
 def test_rerank_returns_the_best_k_in_order(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
     images, latent = _images(4), _latent(4)
-    best, best_latent, scores, order = HeieRerank().rerank(
-        images, top_k=2, fast=True, address=heie_server.address, timeout=120, latent=latent, max_tokens=2)
+    out = HeieRerank().rerank(images, top_k=2, fast=True, address=heie_server.address, timeout=120, latent=latent,
+                              max_tokens=2)
+    best, best_latent, scores, order = _result(out)
     assert best.shape == (2, 16, 16, 3) and len(scores) == 2 and len(order) == 2
     assert scores == sorted(scores, reverse=True) and all(isinstance(i, int) for i in order)
-    np.testing.assert_array_equal(best, images[order])
-    assert [float(s[0, 0, 0]) for s in best_latent["samples"]] == order
+    # order is 1-based, like "#n" in the node text.
+    assert all(1 <= n <= 4 for n in order)
+    index = [n - 1 for n in order]
+    np.testing.assert_array_equal(best, images[index])
+    assert [float(s[0, 0, 0]) for s in best_latent["samples"]] == index
+    texts = out["ui"]["text"]
+    for rank, n in enumerate(order, start=1):
+        assert texts[n - 1].startswith(f"#{n} (rank {rank}): score {scores[rank - 1]:.3f}")
+
+
+# -- deadlines, errors, cancel --------------------------------------------------------------------
+
+def test_an_image_past_its_deadline_loses_only_its_own_verdict(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    out = HeieEvaluate().evaluate(_images(2), explanation=True, address=heie_server.address, timeout=0.001,
+                                  max_tokens=64, unique_id="5")
+    scores, heatmaps, _, explanations, results = _result(out)
+    assert scores == [0.0, 0.0] and heatmaps.shape == (2, 16, 16)
+    assert all("no verdict within the node's timeout of 0.001 s" in e["error"] for e in json.loads(results))
+    assert all(t.startswith(f"#{i + 1}: no score: no verdict within") for i, t in enumerate(out["ui"]["text"]))
+    assert all(e.startswith("no score: ") for e in explanations)
+
+
+def test_no_server_is_a_clear_node_error(closed_address: str, comfy: FakeComfy) -> None:
+    with pytest.raises(HeieNodeError) as caught:
+        HeieFilter().filter(_images(1), threshold=0.5, stop_if_none_pass=True, explanation=False,
+                            address=closed_address, timeout=10)
+    message = str(caught.value)
+    assert closed_address in message and "heie serve" in message, message
+    assert "failed to connect" not in message and "UNAVAILABLE" not in message, message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_refused_request_shows_the_servers_message(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(HeieNodeError) as caught:  # the widget stops at 2048; a script can still pass more
+        HeieEvaluate().evaluate(_images(1), explanation=True, address=heie_server.address, timeout=30,
+                                max_tokens=MAX_TOKENS_PER_SECTION + 1)
+    message = str(caught.value)
+    assert message.startswith(f"HEIE: the server at {heie_server.address} refused the request: ")
+    assert "max_tokens_per_section" in message and "2048" in message
 
 
 def test_interrupt_mid_stream_cancels_the_call(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
@@ -178,3 +339,116 @@ def test_interrupt_mid_stream_cancels_the_call(heie_server, comfy: FakeComfy) ->
     while heie_server.metric('heie_sequences_total{outcome="cancelled"}') <= cancelled_before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert heie_server.metric('heie_sequences_total{outcome="cancelled"}') > cancelled_before
+
+
+def test_live_text_is_escaped_for_the_page(comfy: FakeComfy) -> None:
+    """ComfyUI's frontend inserts progress text as HTML; model output must arrive as text."""
+    from heie_nodes.host import ComfyHost
+
+    host = ComfyHost("9")
+    host.text('<img src=x onerror="alert(1)"> & more')
+    host.text('<img src=x onerror="alert(1)"> & more')  # the same frame again: not sent
+    host.text("")  # an empty frame would blank the node: not sent
+    assert comfy.texts == [('&lt;img src=x onerror="alert(1)"&gt; &amp; more', "9")]
+
+
+# -- a server with TLS, an API key and one slot ---------------------------------------------------
+
+KEY = "comfy-test-key"
+
+
+@pytest.fixture(scope="module")
+def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ca.pem and server.pem/.key (127.0.0.1) signed by it."""
+    folder = tmp_path_factory.mktemp("comfy-pki")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject: str, key, public_key, ca: bool, sans=()):  # type: ignore[no-untyped-def]
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "comfy test CA")]))
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    (folder / "ca.pem").write_bytes(certificate("comfy test CA", ca_key, ca_key.public_key(), True))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    (folder / "server.pem").write_bytes(certificate(
+        "localhost", ca_key, server_key.public_key(), False, (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),)))
+    (folder / "server.key").write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder / "ca.pem"
+
+
+@pytest.fixture(scope="module")
+def secure_server(ca_cert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second real server: TLS, an API key, and one parallel slot (images are judged one after the
+    other, so an image's time does not depend on the others')."""
+    log = tmp_path_factory.mktemp("comfy-secure") / "serve.log"
+    pki = ca_cert.parent
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(_binary()), "serve", "--addr", "127.0.0.1:0", "--model", str(MODELS / "tiny-llm.gguf"),
+             "--mmproj", str(MODELS / "tiny-mmproj.gguf"), "--max-tokens", "4", "--max-tiles", "1",
+             "--parallel", "1", "--threads", "1", "--shutdown-grace", "1", "--api-key", KEY,
+             "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")],
+            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield _wait_for_serving(process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_api_key_is_read_from_the_environment(secure_server: str, ca_cert: Path, comfy: FakeComfy,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEIE_API_KEY", raising=False)
+    with pytest.raises(HeieNodeError) as caught:
+        HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30, ca_cert=str(ca_cert))
+    assert "HEIE_API_KEY" in str(caught.value) and secure_server in str(caught.value)
+    monkeypatch.setenv("HEIE_API_KEY", KEY)
+    _, _, scores, order = _result(HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server,
+                                                      timeout=60, ca_cert=str(ca_cert)))
+    assert order == [1] and len(scores) == 1
+
+
+def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, comfy: FakeComfy,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEIE_API_KEY", KEY)
+    with pytest.raises(HeieNodeError) as caught:  # plaintext to a TLS server: no answer
+        HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30)
+    assert secure_server in str(caught.value)
+    with pytest.raises(HeieNodeError) as caught:
+        HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30,
+                            ca_cert=str(ca_cert.parent / "missing.pem"))
+    assert "ca_cert" in str(caught.value) and "missing.pem" in str(caught.value)
+
+
+def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComfy,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a one-slot server the images of a batch are judged one after the other. With a timeout of
+    2.5 times one image's time, a batch of 6 (about 6 images' time) still scores every image: the
+    deadline is each image's, not the batch's; a deadline for the whole batch would cut it."""
+    monkeypatch.setenv("HEIE_API_KEY", KEY)
+    node = HeieEvaluate()
+    args = dict(explanation=True, address=secure_server, max_tokens=96, ca_cert=str(ca_cert))
+    single = []
+    for _ in range(2):
+        started = time.monotonic()
+        _result(node.evaluate(_images(1), timeout=0, **args))
+        single.append(time.monotonic() - started)
+    timeout = 2.5 * max(single)
+    started = time.monotonic()
+    scores, _, _, _, results = _result(node.evaluate(_images(6), timeout=timeout, **args))
+    whole = time.monotonic() - started
+    assert [e["error"] for e in json.loads(results)] == [None] * 6, (single, whole)
+    if whole <= timeout:  # a noisy machine made the single images look slow: the run proves nothing
+        pytest.skip(f"the batch ({whole:.2f} s) fit in one image's timeout ({timeout:.2f} s)")

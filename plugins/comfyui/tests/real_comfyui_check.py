@@ -1,0 +1,319 @@
+"""Manual check of the node pack inside a real ComfyUI (not collected by pytest: CI has no torch).
+
+Starts a ``heie serve`` on the fixture model ($HEIE_BIN) and a ComfyUI (``main.py --cpu``) whose
+custom_nodes holds this pack, then drives ComfyUI only through its HTTP API and websocket, as its own
+page does, and prints one ``ok:``/``FAIL:`` line per check:
+
+- the nodes are registered (/object_info) with the widget limits the server has;
+- the example workflows are listed by /api/workflow_templates, open as UI-format JSON, have a thumbnail;
+- api_workflows/heie_judge_images.json runs when every image passes (the empty ``rejected`` branch is
+  skipped, Save Image saves the passed ones) and when none pass (the empty ``passed`` branch is skipped,
+  the rejected ones are explained), and with stop_if_none_pass nothing after the Filter runs;
+- the results stay in /history as ui text (score and explanation per image, markers filled in); the live
+  text frames are never empty and never repeat;
+- with no server at the address the node error names the address and says to start ``heie serve``;
+- Cancel (/interrupt) stops the server's work (its cancelled-sequences counter goes up).
+
+Run it with ComfyUI's Python (it needs aiohttp, which ComfyUI installs):
+
+    HEIE_BIN=/path/to/heie /path/to/comfy-venv/bin/python plugins/comfyui/tests/real_comfyui_check.py \\
+        --comfyui /path/to/ComfyUI
+
+Exit status 0 when every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+
+PACK = Path(__file__).resolve().parents[1]
+REPO = PACK.parents[1]
+MODELS = REPO / "tests" / "fixtures" / "models"
+PACK_NAME = "heie"  # the folder name under custom_nodes: ComfyUI lists templates by it
+JUDGE = json.loads((PACK / "api_workflows" / "heie_judge_images.json").read_text())
+TEXT_EVENT = 3  # protocol.BinaryEventTypes.TEXT: node id length, node id, text
+FAILURES: list[str] = []
+
+
+def check(condition: bool, what: str, detail: Any = "") -> bool:
+    if condition:
+        print(f"ok: {what}", flush=True)
+    else:
+        FAILURES.append(what)
+        print(f"FAIL: {what} {detail}", flush=True)
+    return condition
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_line(log: Path, marker: str, process: subprocess.Popen[bytes], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if marker in line:
+                return line
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    raise RuntimeError(f"no {marker!r} in {log} within {timeout} s")
+
+
+def get(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return reply.status, reply.read(), reply.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), ""
+
+
+def metric(metrics_url: str, prefix: str) -> float:
+    _, body, _ = get(metrics_url)
+    for line in body.decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+class Comfy:
+    """One websocket client of ComfyUI: queues prompts and records what ComfyUI sends back."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.client_id = str(uuid.uuid4())
+
+    async def run(self, prompt: dict[str, Any], on_text: Optional[Any] = None,
+                  timeout: float = 600) -> dict[str, Any]:
+        """Queues ``prompt`` and waits for its end; returns the messages seen, the text frames per
+        node and the /history entry."""
+        texts: dict[str, list[str]] = {}
+        messages: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{self.base.replace('http', 'ws')}/ws?clientId={self.client_id}") as ws:
+                async with session.post(f"{self.base}/prompt", json={"prompt": prompt, "client_id": self.client_id}) as reply:
+                    queued = await reply.json()
+                    if reply.status != 200:
+                        return {"rejected": queued}
+                prompt_id = queued["prompt_id"]
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    message = await ws.receive(timeout=deadline - time.monotonic())
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        kind = struct.unpack(">I", message.data[:4])[0]
+                        if kind == TEXT_EVENT:
+                            size = struct.unpack(">I", message.data[4:8])[0]
+                            node = message.data[8:8 + size].decode()
+                            text = message.data[8 + size:].decode()
+                            texts.setdefault(node, []).append(text)
+                            if on_text is not None:
+                                await on_text(session, node, text)
+                        continue
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    data = json.loads(message.data)
+                    if data.get("data", {}).get("prompt_id") != prompt_id:
+                        continue
+                    messages.append(data)
+                    if data["type"] in ("execution_success", "execution_error", "execution_interrupted"):
+                        break
+            # ComfyUI writes the history entry after it has sent the end of the run: wait for it.
+            history: dict[str, Any] = {}
+            for _ in range(100):
+                async with session.get(f"{self.base}/history/{prompt_id}") as reply:
+                    history = (await reply.json()).get(prompt_id, {})
+                if history.get("status", {}).get("completed") is not None:
+                    break
+                await asyncio.sleep(0.1)
+        end = messages[-1]["type"] if messages else "timeout"
+        return {"end": end, "messages": messages, "texts": texts, "history": history}
+
+
+def judge_prompt(address: str, threshold: float, stop: bool, prompt_text: str = "") -> dict[str, Any]:
+    prompt = copy.deepcopy(JUDGE)
+    for node in prompt.values():
+        if node["class_type"].startswith("Heie"):
+            node["inputs"]["address"] = address
+            node["inputs"]["timeout"] = 120.0
+            node["inputs"]["max_tokens"] = 16
+            node["inputs"]["prompt"] = prompt_text
+    prompt["5"]["inputs"].update(threshold=threshold, stop_if_none_pass=stop)
+    return prompt
+
+
+def ran(result: dict[str, Any], node: str) -> bool:
+    return node in result["history"].get("outputs", {}) or any(
+        m["type"] == "executed" and m["data"].get("node") == node for m in result["messages"])
+
+
+def ui_text(result: dict[str, Any], node: str) -> list[str]:
+    return result["history"].get("outputs", {}).get(node, {}).get("text", [])
+
+
+def check_frames(result: dict[str, Any], label: str) -> None:
+    frames = result["texts"]
+    check(bool(frames) and all(all(f for f in fs) for fs in frames.values()),
+          f"{label}: live text frames sent, none empty", {k: len(v) for k, v in frames.items()})
+    check(all(a != b for fs in frames.values() for a, b in zip(fs, fs[1:])),
+          f"{label}: no live text frame sent twice in a row")
+
+
+async def main_async(base: str, address: str, dead: str, metrics_url: str) -> None:
+    comfy = Comfy(base)
+
+    # -- registration and templates --
+    _, body, _ = get(f"{base}/object_info")
+    info = json.loads(body)
+    check(all(n in info for n in ("HeieEvaluate", "HeieFilter", "HeieRerank")), "nodes registered in /object_info")
+    evaluate = info.get("HeieEvaluate", {})
+    max_tokens = evaluate.get("input", {}).get("optional", {}).get("max_tokens", [None, {}])[1].get("max")
+    check(max_tokens == 2048, "max_tokens widget stops at the server's 2048", max_tokens)
+    check(info.get("HeieRerank", {}).get("output_name") == ["best", "best_latent", "scores", "order"],
+          "Rerank outputs as documented")
+    _, body, _ = get(f"{base}/api/workflow_templates")
+    listed = json.loads(body).get(PACK_NAME, [])
+    check(sorted(listed) == ["heie_generate_rerank_filter", "heie_judge_images"],
+          "example workflows listed by /api/workflow_templates", listed)
+    for name in listed:
+        status, body, _ = get(f"{base}/api/workflow_templates/{PACK_NAME}/{name}.json")
+        workflow = json.loads(body) if status == 200 else {}
+        check("version" in workflow and workflow.get("nodes") and "links" in workflow,
+              f"template {name} is UI format (version, nodes, links)")
+        status, body, kind = get(f"{base}/api/workflow_templates/{PACK_NAME}/{name}.jpg")
+        check(status == 200 and body[:3] == b"\xff\xd8\xff", f"template {name} has a .jpg thumbnail", (status, kind))
+
+    # -- every image passes: the empty `rejected` branch is skipped --
+    result = await comfy.run(judge_prompt(address, 0.0, True, "all pass"))
+    check(result.get("end") == "execution_success", "all pass: the workflow succeeds", result.get("end") or result)
+    saved = result["history"].get("outputs", {}).get("6", {}).get("images", [])
+    check(len(saved) == 2, "all pass: Save Image saved the 2 passed images", saved)
+    check(not ran(result, "7") and not ran(result, "8"), "all pass: Evaluate and Preview on `rejected` were skipped")
+    filter_text = ui_text(result, "5")
+    check(len(filter_text) == 2 and all(t.startswith(f"#{i + 1} (passed): score ") for i, t in enumerate(filter_text)),
+          "all pass: Filter's ui text in /history has a score per image", filter_text)
+    rerank_text = ui_text(result, "4")
+    check(len(rerank_text) == 2 and all("(rank " in t for t in rerank_text), "all pass: Rerank's ui text ranks both",
+          rerank_text)
+    check_frames(result, "all pass")
+
+    # -- none pass, stop_if_none_pass off: the empty `passed` branch is skipped, the rejects are explained --
+    result = await comfy.run(judge_prompt(address, 1.0, False, "none pass"))
+    check(result.get("end") == "execution_success", "none pass: the workflow succeeds", result.get("end") or result)
+    check(not ran(result, "6"), "none pass: Save Image on `passed` was skipped")
+    evaluate_text = ui_text(result, "7")
+    check(len(evaluate_text) == 2 and all(t.startswith(f"#{i + 1}: score ") for i, t in enumerate(evaluate_text)),
+          "none pass: Evaluate ran on the rejects, score per image in /history", evaluate_text)
+    check(all("[SCORE]" not in t and "[MAP]" not in t for t in evaluate_text),
+          "none pass: no literal [SCORE]/[MAP] in the text shown")
+    check(len(result["history"].get("outputs", {}).get("8", {}).get("images", [])) == 2,
+          "none pass: Preview shows the 2 overlays")
+    last = result["texts"].get("7", [""])[-1]
+    check(last.startswith("#1: score ") and "#2: score " in last,
+          "none pass: the node keeps the report as its last text", last[:200])
+    check_frames(result, "none pass")
+
+    # -- none pass with stop_if_none_pass: nothing after the Filter runs --
+    result = await comfy.run(judge_prompt(address, 1.0, True, "stop"))
+    check(result.get("end") == "execution_success", "stop: the workflow succeeds", result.get("end") or result)
+    check(not any(ran(result, n) for n in ("6", "7", "8")), "stop: every node after the Filter was skipped")
+
+    # -- no server --
+    result = await comfy.run(judge_prompt(dead, 0.5, True, "dead"))
+    errors = [m["data"] for m in result["messages"] if m["type"] == "execution_error"]
+    message = errors[0].get("exception_message", "") if errors else ""
+    check(bool(errors) and dead in message and "heie serve" in message and "failed to connect" not in message,
+          "no server: the node error names the address and says to start heie serve", message)
+    print(f"   node error shown: {message}")
+
+    # -- Cancel stops the server's work --
+    before = metric(metrics_url, 'heie_sequences_total{outcome="cancelled"}')
+    prompt = judge_prompt(address, 0.5, True, "cancel")
+    # 400 tokens per section: seconds of decoding on the fixture model (2048 would pass its 4096 context).
+    prompt["4"]["inputs"].update(fast=False, max_tokens=400)
+    interrupted_at: list[float] = []
+
+    async def interrupt(session: aiohttp.ClientSession, node: str, text: str) -> None:
+        if node == "4" and not interrupted_at:
+            interrupted_at.append(time.monotonic())
+            async with session.post(f"{base}/interrupt", json={}) as reply:
+                await reply.read()
+
+    result = await comfy.run(prompt, on_text=interrupt)
+    check(result.get("end") == "execution_interrupted", "cancel: ComfyUI reports the run as interrupted",
+          [m for m in result.get("messages", []) if m["type"].startswith("execution_")])
+    deadline = time.monotonic() + 10
+    while metric(metrics_url, 'heie_sequences_total{outcome="cancelled"}') <= before and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    after = metric(metrics_url, 'heie_sequences_total{outcome="cancelled"}')
+    took = time.monotonic() - interrupted_at[0] if interrupted_at else float("nan")
+    check(after > before, f"cancel: the server cancelled {after - before:.0f} sequences ({took:.2f} s after /interrupt)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout (main.py)")
+    parser.add_argument("--python", default=sys.executable, help="ComfyUI's Python (default: this one)")
+    parser.add_argument("--keep", action="store_true", help="leave ComfyUI and heie serve running at the end")
+    args = parser.parse_args()
+    heie_bin = os.environ.get("HEIE_BIN") or str(REPO / "target" / "debug" / "heie")
+    link = args.comfyui / "custom_nodes" / PACK_NAME
+    if not link.exists():
+        link.symlink_to(PACK, target_is_directory=True)
+    work = Path(tempfile.mkdtemp(prefix="heie-comfy-check-"))
+    metrics_addr = f"127.0.0.1:{free_port()}"
+    serve_log, comfy_log = work / "serve.log", work / "comfyui.log"
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with serve_log.open("wb") as sink:
+            processes.append(subprocess.Popen(
+                [heie_bin, "serve", "--addr", "127.0.0.1:0", "--metrics-addr", metrics_addr,
+                 "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
+                 "--max-tokens", "8", "--max-tiles", "1", "--parallel", "2", "--threads", "1",
+                 "--shutdown-grace", "1"], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        address = wait_for_line(serve_log, "heie: serving on ", processes[0], 120).split("serving on ", 1)[1].strip()
+        port = free_port()
+        with comfy_log.open("wb") as sink:
+            processes.append(subprocess.Popen(
+                [args.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                 "--output-directory", str(work / "output"), "--temp-directory", str(work)],
+                cwd=args.comfyui, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        wait_for_line(comfy_log, "To see the GUI go to", processes[1], 300)
+        print(f"heie serve at {address}, ComfyUI at http://127.0.0.1:{port} (logs in {work})", flush=True)
+        asyncio.run(main_async(f"http://127.0.0.1:{port}", address, f"127.0.0.1:{free_port()}",
+                               f"http://{metrics_addr}/metrics"))
+        if args.keep:
+            print("--keep: press Ctrl-C to stop", flush=True)
+            while True:
+                time.sleep(3600)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    print(f"{len(FAILURES)} failed" if FAILURES else "every check passed")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
