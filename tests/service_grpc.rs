@@ -333,6 +333,34 @@ async fn full_queue_answers_resource_exhausted_and_the_server_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_while_queued_gives_its_place_back_at_once() {
+    let _serial = serial().await;
+    let server = start_server(limits(1, 1), false).await;
+    let metrics = server.evaluator().unwrap().engine().metrics().clone();
+    let mut c = client(server.addr).await;
+    // A holds the only slot and keeps generating; B takes the only queue place.
+    let mut a = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
+    while !matches!(a.message().await.unwrap().unwrap().event.unwrap(), Event::TextDelta(_)) {}
+    let b = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
+    assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 1);
+    // B's client goes away: its place is free while A still runs, not only once A's slot frees.
+    drop(b);
+    eventually("the cancelled request to leave the queue", || metrics.queue_depth.load(Ordering::Relaxed) == 0).await;
+    assert_eq!(metrics.active.load(Ordering::Relaxed), 1, "A is still running");
+    assert_eq!(metrics.cancelled.load(Ordering::Relaxed), 1, "B ended as cancelled");
+    // So a new request is queued, not refused with RESOURCE_EXHAUSTED.
+    let mut d = c.evaluate(request(image_of(64, 64), options(4))).await.expect("D is queued").into_inner();
+    assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 1);
+    drop(a);
+    let mut done = false;
+    while let Some(event) = d.message().await.unwrap() {
+        done |= matches!(event.event, Some(Event::Done(_)));
+    }
+    assert!(done, "D runs to its end once A is gone");
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_timeout_ends_the_stream_with_deadline_exceeded_and_cancels_the_work() {
     let _serial = serial().await;
     let server = start_server(limits(1, 4), false).await;

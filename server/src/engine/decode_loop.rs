@@ -1,6 +1,7 @@
 //! The engine thread: owns the llama context and the vision tower, and runs every active sequence's
 //! next tokens through one `llama_decode` per step (continuous batching).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -51,6 +52,10 @@ pub(super) struct DecodeLoop {
     pub batch: Batch,
     pub embd_batch: Batch,
     slots: Vec<Slot>,
+    /// Jobs taken off the channel that wait for a free slot, oldest first. Holding them here (at most
+    /// `max_queue`, which `Engine::submit` enforces) lets a job cancelled while it waits leave the
+    /// queue within one step, instead of keeping its place until a slot frees.
+    waiting: VecDeque<Job>,
     free_seqs: Vec<i32>,
     speedups: SpeedUps,
     /// The shared prefix whose cells the sequence `prefix_seq` holds, once a sequence has computed it.
@@ -101,6 +106,7 @@ impl DecodeLoop {
             batch: Batch::tokens(n_batch),
             embd_batch: Batch::embeddings(n_batch, width),
             slots: Vec::new(),
+            waiting: VecDeque::new(),
             free_seqs: (0..n_slots as i32).rev().collect(),
             speedups,
             prefix: None,
@@ -129,16 +135,22 @@ impl DecodeLoop {
             slot.end = Some(SequenceEnd::Cancelled);
         }
         self.reap();
+        while let Some(job) = self.waiting.pop_front() {
+            self.end_queued(job, SequenceEnd::Refused);
+        }
         requested
     }
 
-    /// Takes queued jobs into free slots; blocks when nothing is running. Once shutdown has begun,
-    /// every queued job is refused instead, free slots or not.
+    /// Takes queued jobs into free slots; blocks when nothing is running or waiting. Jobs cancelled
+    /// while they wait end here, at once. Once shutdown has begun, every waiting job is refused
+    /// instead, free slots or not.
     fn admit(&mut self) -> Admission {
         let flag = self.closing.clone();
         let closing = || flag.load(Ordering::Acquire);
-        while !self.free_seqs.is_empty() || closing() {
-            let command = if self.slots.is_empty() && !closing() {
+        loop {
+            // Nothing to step: sleep until a command arrives (shutdown sends Wake or Shutdown).
+            let idle = self.slots.is_empty() && self.waiting.is_empty();
+            let command = if idle {
                 match self.commands.recv() {
                     Ok(c) => c,
                     Err(_) => return Admission::Stop,
@@ -153,23 +165,38 @@ impl DecodeLoop {
             match command {
                 Command::Shutdown => return Admission::Stop,
                 Command::Wake => {}
-                Command::Run(job) if closing() => self.refuse(job),
-                Command::Run(job) => {
-                    if !self.start(job) {
-                        return Admission::Exit;
-                    }
-                }
+                Command::Run(job) => self.waiting.push_back(job),
+            }
+        }
+        if closing() {
+            while let Some(job) = self.waiting.pop_front() {
+                self.end_queued(job, SequenceEnd::Refused);
+            }
+            return Admission::Continue;
+        }
+        if self.waiting.iter().any(|job| job.program.is_cancelled()) {
+            let (cancelled, waiting): (VecDeque<Job>, VecDeque<Job>) =
+                std::mem::take(&mut self.waiting).into_iter().partition(|job| job.program.is_cancelled());
+            self.waiting = waiting;
+            for job in cancelled {
+                self.end_queued(job, SequenceEnd::Cancelled);
+            }
+        }
+        while !self.free_seqs.is_empty() {
+            let Some(job) = self.waiting.pop_front() else { break };
+            if !self.start(job) {
+                return Admission::Exit;
             }
         }
         Admission::Continue
     }
 
-    /// Ends a queued job that never started (shutdown has begun).
-    fn refuse(&mut self, mut job: Job) {
+    /// Ends a queued job that never started: refused (shutdown has begun) or cancelled while waiting.
+    fn end_queued(&mut self, mut job: Job, end: SequenceEnd) {
         self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
         let stats = SequenceStats { queued: job.enqueued_at.elapsed(), ..Default::default() };
-        self.metrics.record_end(&SequenceEnd::Refused);
-        job.program.finish(SequenceEnd::Refused, &stats);
+        self.metrics.record_end(&end);
+        job.program.finish(end, &stats);
     }
 
     /// Puts a job into a free slot. False only when a test-injected fault asks the loop to exit.
