@@ -20,7 +20,7 @@ fn evaluate_body(png: &[u8], options: serde_json::Value) -> serde_json::Value {
 
 /// Options that keep a request busy for seconds (hot sampling rarely stops early); tests cancel it.
 fn long() -> serde_json::Value {
-    json!({ "maxTokensPerSection": 2048, "temperature": 5.0, "seed": "7" })
+    json!({ "maxTokensPerSection": LONG_TOKENS, "temperature": 5.0, "seed": "7" })
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -407,4 +407,39 @@ async fn shutdown_gives_streams_the_grace_period_then_ends_them_with_unavailable
     shutdown.await.unwrap().expect("a clean shutdown");
     assert!(metrics.active.load(Ordering::Relaxed) == 0);
     assert!(tokio::net::TcpStream::connect(http).await.is_err(), "the HTTP port is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_guard_the_api_but_not_health_or_the_page() {
+    let _serial = serial().await;
+    let key: heie_server::service::ApiKey = "http-test-key-1234".parse().unwrap();
+    let network = heie_server::service::NetworkOptions {
+        api_keys: heie_server::service::ApiKeys::new(&[key], None).unwrap(),
+        ..Default::default()
+    };
+    let server = start_http_server_with(limits(1, 4), network).await;
+    let http = server.http_addr.unwrap();
+
+    // Probes and the page stay open: the page asks for the key itself.
+    assert_eq!(get(http, "/healthz").await.status, 200);
+    assert_eq!(get(http, "/").await.status, 200);
+
+    let m = expect_error(get(http, "/v1/info").await, 401, "UNAUTHENTICATED").await;
+    assert!(!m.contains("http-test-key"), "keys are never echoed: {m}");
+    let wrong = send(http, "GET", "/v1/info", &[("Authorization", "Bearer http-test-key-9999")], b"").await;
+    let m = expect_error(wrong, 401, "UNAUTHENTICATED").await;
+    assert!(!m.contains("9999"), "{m}");
+    let right = send(http, "GET", "/v1/info", &[("Authorization", "Bearer http-test-key-1234")], b"").await;
+    assert_eq!(right.status, 200);
+
+    // An evaluation without a key is refused before any work; with it, it runs to its result.
+    let body = evaluate_body(&example_png(), json!({ "maxTokensPerSection": 2 })).to_string();
+    let refused = send(http, "POST", "/v1/evaluate", &[], body.as_bytes()).await;
+    expect_error(refused, 401, "UNAUTHENTICATED").await;
+    let mut reply = send(http, "POST", "/v1/evaluate", &[("Authorization", "Bearer http-test-key-1234")], body.as_bytes()).await;
+    assert_eq!(reply.status, 200);
+    until(&mut reply, "done").await;
+    let metrics = server.metrics_text();
+    assert!(metrics.contains("heie_requests_total{method=\"Evaluate\",code=\"OK\"} 1"), "{metrics}");
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
 }

@@ -2,7 +2,8 @@
 //! playwright-core (`tests/browser/page.test.mjs`). It loads the page, submits the fixture image,
 //! checks that the explanation streams in before the score and that the heatmap overlay is drawn,
 //! then the opacity slider, dark mode, a refused image, progress while queued, a full server, a
-//! ranking and a phone-width layout.
+//! ranking and a phone-width layout. A second server with `--api-key` checks that the page asks for
+//! the key, explains the refusal, and judges the image once the key is entered.
 //! Screenshots land in `target/browser/` (their paths are printed).
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `HEIE_CHROMIUM`) and `npm ci` in `tests/browser`; `.ci/setup`
@@ -20,8 +21,8 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
 }
 
-#[test]
-fn the_page_streams_an_evaluation_in_chromium() {
+/// What the browser tests need (node, Chromium, playwright-core), checked with what to install.
+fn browser_tools() -> (PathBuf, PathBuf) {
     let browser_dir = workspace().join("tests/browser");
     let node = Command::new("node").arg("--version").output();
     assert!(
@@ -35,16 +36,21 @@ fn the_page_streams_an_evaluation_in_chromium() {
         "playwright-core is missing: run `npm ci` in {} (.ci/setup does)",
         browser_dir.display()
     );
+    (browser_dir, chromium)
+}
 
-    let server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--parallel", "1", "--max-queue", "2", "--max-tokens", "24"], &[]);
+fn screenshot_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
-    let out_dir = target.join("browser");
+    target.join("browser")
+}
+
+/// Runs one of the node scripts in tests/browser and fails with its output and the server's log.
+fn run_script(script: &str, args: &[&std::ffi::OsStr], server: &HttpProcess) {
+    let (browser_dir, chromium) = browser_tools();
     let run = Command::new("node")
         .current_dir(&browser_dir)
-        .arg("page.test.mjs")
-        .arg(format!("http://{}/", server.http))
-        .arg(example_png_path())
-        .arg(&out_dir)
+        .arg(script)
+        .args(args)
         .env("HEIE_CHROMIUM", &chromium)
         .output()
         .expect("node runs");
@@ -52,11 +58,34 @@ fn the_page_streams_an_evaluation_in_chromium() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(run.status.success(), "the browser test failed ({:?}):\n{stdout}\n{stderr}\nserver: {:?}", run.status, server.stderr());
+    assert!(run.status.success(), "{script} failed ({:?}):\n{stdout}\n{stderr}\nserver: {:?}", run.status, server.stderr());
+}
+
+fn assert_screenshot(path: &std::path::Path) {
+    let image = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(image.width() >= 390 && image.height() > 300, "{}", path.display());
+}
+
+#[test]
+fn the_page_streams_an_evaluation_in_chromium() {
+    let server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--parallel", "1", "--max-queue", "2", "--max-tokens", "24"], &[]);
+    let out_dir = screenshot_dir();
+    let url = format!("http://{}/", server.http);
+    let image = example_png_path();
+    run_script("page.test.mjs", &[url.as_ref(), image.as_os_str(), out_dir.as_os_str()], &server);
     for shot in ["page.png", "page-dark.png", "page-full.png", "page-queued.png", "page-batch.png", "page-phone.png"] {
-        let path = out_dir.join(shot);
-        let image = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(image.width() >= 390 && image.height() > 300, "{}", path.display());
+        assert_screenshot(&out_dir.join(shot));
     }
     println!("screenshots in {}", out_dir.display());
+}
+
+#[test]
+fn the_page_asks_for_the_api_key_and_then_uses_it() {
+    let key = "browser-test-key-5678";
+    let server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--max-tokens", "8", "--api-key", key], &[]);
+    let out_dir = screenshot_dir();
+    let url = format!("http://{}/", server.http);
+    let image = example_png_path();
+    run_script("key.test.mjs", &[url.as_ref(), image.as_os_str(), key.as_ref(), out_dir.as_os_str()], &server);
+    assert_screenshot(&out_dir.join("page-key.png"));
 }

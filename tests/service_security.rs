@@ -2,9 +2,11 @@
 //! TLS (no client certificate refused), API keys on every `heie.v1` call and on reflection (health
 //! open), the key file reloaded on SIGHUP, the per-connection stream limit, health turning
 //! NOT_SERVING before shutdown refuses anything, queued requests refused with UNAVAILABLE at
-//! shutdown, and the process exiting non-zero when its engine or finalizer thread dies.
+//! shutdown, and the process exiting non-zero when its engine or finalizer thread dies; the `--http`
+//! port serving HTTPS with the same certificate, client CA and keys (checked with curl).
 //! Certificates are generated here, at test time.
 
+mod http_support;
 mod service_support;
 
 use std::path::PathBuf;
@@ -406,4 +408,56 @@ fn bad_tls_and_key_settings_are_one_line_errors_before_listening() {
         assert!(stderr.starts_with("heie: error: ") && stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("listening"), "{stderr}");
     }
+}
+
+/// `curl` against the HTTPS port: the HTTP status, or `Err(exit code)` when no HTTP exchange happened.
+fn curl(url: &str, extra: &[&str]) -> Result<u16, i32> {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs (.ci/setup installs it)");
+    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    if out.status.success() && code != 0 {
+        Ok(code)
+    } else {
+        Err(out.status.code().unwrap_or(-1))
+    }
+}
+
+#[test]
+fn the_http_port_serves_https_with_the_same_certificate_client_ca_and_keys() {
+    let pki = Pki::new();
+    std::fs::write(pki.path("client.pem"), &pki.client_cert).unwrap();
+    std::fs::write(pki.path("client.key"), &pki.client_key).unwrap();
+    let mut args: Vec<String> = tls_flags(&pki);
+    args.extend(["--tls-client-ca".into(), pki.path("ca.pem").display().to_string()]);
+    args.extend(["--api-key".into(), "https-test-key-42".into(), "--max-tokens".into(), "4".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut all = vec!["--http", "127.0.0.1:0"];
+    all.extend(refs);
+    let server = http_support::HttpProcess::spawn(&all, &[]);
+    assert!(
+        server.stderr().iter().any(|l| l.starts_with("heie: HTTP API and page on https://")),
+        "the log names the scheme: {:?}",
+        server.stderr()
+    );
+    let base = format!("https://127.0.0.1:{}", server.http.port());
+    let ca = pki.path("ca.pem").display().to_string();
+    let cert = pki.path("client.pem").display().to_string();
+    let key = pki.path("client.key").display().to_string();
+    let with_cert = ["--cacert", ca.as_str(), "--cert", cert.as_str(), "--key", key.as_str()];
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    assert!(curl(&format!("http://127.0.0.1:{}/healthz", server.http.port()), &[]).is_err(), "plaintext must be refused");
+    // TLS without a client certificate: refused in the handshake.
+    assert!(curl(&format!("{base}/healthz"), &["--cacert", &ca]).is_err(), "a client without a certificate must be refused");
+    // With the certificate: health and the page are open, the API needs the key.
+    assert_eq!(curl(&format!("{base}/healthz"), &with_cert), Ok(200));
+    assert_eq!(curl(&format!("{base}/"), &with_cert), Ok(200));
+    assert_eq!(curl(&format!("{base}/v1/info"), &with_cert), Ok(401));
+    let mut keyed = with_cert.to_vec();
+    keyed.extend(["-H", "Authorization: Bearer https-test-key-42"]);
+    assert_eq!(curl(&format!("{base}/v1/info"), &keyed), Ok(200));
 }

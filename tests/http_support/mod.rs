@@ -20,12 +20,17 @@ use crate::service_support::{config, heie_bin, model, LLM, MMPROJ};
 
 /// Starts an in-process server (gRPC and HTTP on 127.0.0.1:0) and waits until it is ready.
 pub async fn start_http_server(limits: ServiceLimits) -> RunningServer {
+    start_http_server_with(limits, Default::default()).await
+}
+
+/// [`start_http_server`] with network options (API keys, TLS) of the test's choosing.
+pub async fn start_http_server_with(limits: ServiceLimits, network: service::NetworkOptions) -> RunningServer {
     let options = ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: None,
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         limits: limits.clone(),
-        network: Default::default(),
+        network,
     };
     let mut server = service::start(options, move || {
         let mut cfg = config(LLM, MMPROJ, limits.parallel);
@@ -263,7 +268,8 @@ impl HttpProcess {
         while grpc.is_none() {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix("heie: HTTP API and page on http://") {
+                    let http_line = line.strip_prefix("heie: HTTP API and page on ");
+                    if let Some(a) = http_line.and_then(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://"))) {
                         http = Some(a.trim_end_matches('/').parse().expect("a socket address"));
                     }
                     if let Some(a) = line.strip_prefix("heie: serving on ") {

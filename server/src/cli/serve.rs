@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics.
     #[arg(long, env = "HEIE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// Also serve the HTTP/JSON API (SSE streams) and the web page on http://ADDR/.
+    /// Also serve the HTTP/JSON API (SSE streams) and the web page on http://ADDR/ (https:// with the
+    /// same certificate and client-certificate rule as gRPC when --tls-cert is set).
     #[arg(long, env = "HEIE_HTTP")]
     pub http: Option<SocketAddr>,
     /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM before they are cancelled [default: 10].
@@ -305,6 +306,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let (slots, queue) = (options.limits.parallel, options.limits.max_queue as usize);
     let max_tokens = options.limits.default_max_tokens;
     let network = describe_network(&options.network);
+    let http_scheme = if options.network.tls.is_some() { "https" } else { "http" };
     let mut server = service::start(options, move || {
         let evaluator = model.start_evaluator(slots, queue)?;
         check_context(&evaluator, model.max_tiles, max_tokens)?;
@@ -318,7 +320,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     }
     let reload = tokio::spawn(reload_keys_on_sighup(server.api_keys().clone()));
     if let Some(h) = server.http_addr {
-        eprintln!("heie: HTTP API and page on http://{h}/");
+        eprintln!("heie: HTTP API and page on {http_scheme}://{h}/");
     }
     let mut signal = std::pin::pin!(shutdown_signal());
     tokio::select! {

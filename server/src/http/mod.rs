@@ -15,6 +15,7 @@
 //! | `deadline.rs` | the `X-Heie-Timeout-Ms` header |
 //! | `sse.rs` | an evaluation's events as server-sent events |
 //! | `page.rs` | the page's static files, embedded in the binary |
+//! | `tls_listener.rs` | HTTPS with the gRPC port's certificate (when the server has TLS) |
 
 mod access;
 mod deadline;
@@ -23,6 +24,7 @@ mod json;
 mod page;
 mod routes;
 mod sse;
+mod tls_listener;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,22 +58,34 @@ pub(crate) struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` (so a bad address fails at start-up) and serves the API and the page.
-    pub(crate) async fn start(addr: SocketAddr, shared: Arc<Shared>, keys: ApiKeys) -> std::io::Result<HttpServer> {
+    /// Binds `addr` (so a bad address fails at start-up) and serves the API and the page, over TLS
+    /// when `tls` is given (the gRPC port's certificate).
+    pub(crate) async fn start(
+        addr: SocketAddr,
+        shared: Arc<Shared>,
+        keys: ApiKeys,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> std::io::Result<HttpServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let draining = Arc::new(AtomicBool::new(false));
         let body_limit = json::body_limit(shared.limits().max_message_bytes);
         let app = routes::router(AppState { shared, keys, draining: draining.clone(), body_limit });
         let (graceful, graceful_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            // The peer address goes into each request's log line, as on the gRPC port.
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async {
-                    let _ = graceful_rx.await;
-                })
-                .await
-        });
+        let stop = async {
+            let _ = graceful_rx.await;
+        };
+        // The peer address goes into each request's log line, as on the gRPC port.
+        let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let task = match tls {
+            None => tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await }),
+            Some(config) => {
+                // tap_io is a no-op here; it gives the listener axum's peer-address ConnectInfo.
+                use axum::serve::ListenerExt as _;
+                let listener = tls_listener::TlsListener::new(listener, config)?.tap_io(|_| {});
+                tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await })
+            }
+        };
         Ok(HttpServer { addr, draining, graceful: Some(graceful), task })
     }
 

@@ -125,6 +125,11 @@ pub async fn start(
         Some(files) => Some(files.server_config()?),
         None => None,
     };
+    // The HTTP port serves HTTPS with the same files, so keys never cross a network in clear there.
+    let http_tls = match (&network.tls, options.http_addr) {
+        (Some(files), Some(_)) => Some(files.rustls_config()?),
+        _ => None,
+    };
     let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         evaluator: OnceLock::new(),
@@ -166,11 +171,10 @@ pub async fn start(
     );
 
     let http = match options.http_addr {
-        Some(a) => Some(HttpServer::start(a, shared.clone(), keys.clone()).await.with_context(|| format!("cannot listen on {a} (HTTP)"))?),
+        Some(a) => Some(HttpServer::start(a, shared.clone(), keys.clone(), http_tls).await.with_context(|| format!("cannot listen on {a} (HTTP)"))?),
         None => None,
     };
     let http_addr = http.as_ref().map(|h| h.addr);
-
 
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(network.keepalive_interval)

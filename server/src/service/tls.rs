@@ -1,10 +1,13 @@
-//! TLS for the gRPC port (rustls with the `ring` provider, through tonic): `--tls-cert` and
+//! TLS for the gRPC port (rustls with the `ring` provider, through tonic) and the `--http` port: `--tls-cert` and
 //! `--tls-key` serve TLS; `--tls-client-ca` additionally requires every client to present a
 //! certificate signed by that CA (mutual TLS). Files are read and checked at start-up, so a wrong
 //! path or a file of the wrong kind is one clear line before anything listens.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls;
 
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -53,6 +56,44 @@ impl TlsFiles {
             config = config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(false);
         }
         Ok(config)
+    }
+
+    /// The same files as a rustls configuration, for the HTTPS port of `--http` (HTTP/1.1). The
+    /// same rules as gRPC: this certificate, and a client certificate from `--tls-client-ca` when set.
+    pub fn rustls_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let fail = |flag: &'static str, path: &Path, reason: String| TlsError::File { flag, path: path.display().to_string(), reason };
+        let cert = read_pem("--tls-cert", &self.cert, "CERTIFICATE", "certificate")?;
+        let key = read_pem("--tls-key", &self.key, "PRIVATE KEY", "private key")?;
+        let chain = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail("--tls-cert", &self.cert, format!("cannot parse it: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| fail("--tls-key", &self.key, format!("cannot parse it: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail("--tls-cert", &self.cert, e.to_string()))?;
+        let builder = match &self.client_ca {
+            Some(ca_path) => {
+                let ca = read_pem("--tls-client-ca", ca_path, "CERTIFICATE", "CA certificate")?;
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(&ca) {
+                    let c = c.map_err(|e| fail("--tls-client-ca", ca_path, format!("cannot parse it: {e}")))?;
+                    roots.add(c).map_err(|e| fail("--tls-client-ca", ca_path, e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| fail("--tls-client-ca", ca_path, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| fail("--tls-key", &self.key, format!("does not fit the certificate: {e}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// One line for the start-up log.

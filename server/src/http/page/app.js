@@ -57,7 +57,8 @@ function explain(err) {
       return `The request was refused: ${err.message}`;
     case 401:
     case 403:
-      return `Not allowed: ${err.message}`;
+      askForKey();
+      return `Not allowed: ${err.message} Enter the server's API key at the top of the page.`;
     case 504:
       return `The server gave up at the deadline: ${err.message}`;
     default:
@@ -120,6 +121,41 @@ function showBanner(text, kind) {
   banner.className = "banner" + (kind ? " " + kind : "");
 }
 
+// ---------------------------------------------------------------------------------------------
+// API key (servers started with --api-key): kept in sessionStorage, so it is gone with the tab.
+// ---------------------------------------------------------------------------------------------
+
+const KEY_STORAGE = "heie-api-key";
+
+/** Request headers for /v1/*: the given ones plus Authorization when a key was entered. */
+function apiHeaders(extra) {
+  const headers = Object.assign({}, extra);
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) headers.authorization = `Bearer ${key}`;
+  return headers;
+}
+
+/** Opens the key box after a 401/403 so the person can enter (or correct) the key. */
+function askForKey() {
+  const box = $("key-box");
+  box.hidden = false;
+  box.open = true;
+  $("api-key").focus();
+}
+
+function setUpKeyBox() {
+  const input = $("api-key");
+  input.value = sessionStorage.getItem(KEY_STORAGE) || "";
+  if (input.value) $("key-box").hidden = false;
+  input.addEventListener("change", () => {
+    const key = input.value.trim();
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    $("info").textContent = "";
+    loadInfo();
+  });
+}
+
 async function checkHealth() {
   const pill = $("server-state");
   let serving = false;
@@ -141,7 +177,8 @@ async function checkHealth() {
 
 async function loadInfo() {
   try {
-    const r = await fetch("/v1/info", { cache: "no-store" });
+    const r = await fetch("/v1/info", { cache: "no-store", headers: apiHeaders({}) });
+    if (r.status === 401 || r.status === 403) askForKey();
     if (!r.ok) return;
     const info = await r.json();
     const mode = (info.headsMode || "").replace("HEADS_MODE_", "").toLowerCase().replace("_", "-");
@@ -359,7 +396,7 @@ async function evaluate() {
   try {
     const response = await fetch("/v1/evaluate", {
       method: "POST",
-      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      headers: apiHeaders({ "content-type": "application/json", accept: "text/event-stream" }),
       body: JSON.stringify({ image, options }),
       signal: controller.signal,
     });
@@ -482,7 +519,7 @@ async function rank() {
     const images = await Promise.all(batch.files.map(async (f) => ({ encoded: await base64Of(f) })));
     const response = await fetch("/v1/rerank", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: apiHeaders({ "content-type": "application/json" }),
       body: JSON.stringify({ images, fast: $("fast").checked, topK: 0 }),
       signal: controller.signal,
     });
@@ -563,4 +600,5 @@ $("batch-clear").addEventListener("click", () => {
   renderBatch(null);
 });
 
+setUpKeyBox();
 checkHealth();
