@@ -1,0 +1,166 @@
+"""The ``heie`` record written into real PNG/JPEG/WebP files made by Pillow, read back by Pillow,
+with the decoded pixels compared before and after."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from heie_client.image_metadata import HeieRecord, MetadataError, read_heie_metadata, write_heie_metadata
+
+RECORD = HeieRecord(score=0.254, mode="zero_shot", summary='The left hand has "six" fingers <b> & an\nextra thumb — ünïcode')
+EXPECTED_JSON = (
+    '{"score":0.254,"mode":"zero_shot","summary":"The left hand has \\"six\\" fingers <b> & an extra thumb — ünïcode",'
+    '"version":1}'
+)
+
+
+def _noise(height: int, width: int, channels: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"))
+
+
+def _png_chunk_types(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    pos, types = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        types.append(data[pos + 4 : pos + 8])
+        pos += 12 + length
+    return types
+
+
+def _webp_chunk_types(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    pos, types = 12, []
+    while pos < len(data):
+        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        types.append(data[pos : pos + 4])
+        pos += 8 + size + (size & 1)
+    return types
+
+
+def test_the_record_is_compact_json_with_the_float32_score_as_rust_writes_it() -> None:
+    assert RECORD.to_json() == EXPECTED_JSON
+    # 0.254 arrives over the wire as a float32 (0.2540000081…); it is written as the f32's shortest form.
+    assert HeieRecord(float(np.float32(0.254)), "trained", "x").to_json().startswith('{"score":0.254,"mode":"trained"')
+    with pytest.raises(ValueError, match="mode"):
+        HeieRecord(0.5, "ZeroShot", "x").to_json()
+
+
+def test_png_gets_one_uncompressed_itxt_before_idat_and_keeps_every_other_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a prompt, Steps: 20")  # what A1111 writes
+    info.add_itxt("heie", '{"score":0.1}')  # an earlier verdict, to be replaced
+    Image.fromarray(_noise(30, 41, 4, 1), "RGBA").save(path, pnginfo=info)
+    before = _pixels(path)
+
+    write_heie_metadata(path, RECORD)
+    write_heie_metadata(path, RECORD)  # twice: still one record
+
+    with Image.open(path) as image:
+        image.verify()  # chunk CRCs
+    with Image.open(path) as image:
+        assert image.text["heie"] == EXPECTED_JSON
+        assert image.text["parameters"] == "a prompt, Steps: 20"
+    types = _png_chunk_types(path)
+    assert types.count(b"iTXt") == 1 and types.index(b"iTXt") < types.index(b"IDAT")
+    assert types[0] == b"IHDR" and types[-1] == b"IEND" and b"tEXt" in types
+    assert np.array_equal(_pixels(path), before)
+    assert read_heie_metadata(path) == json.loads(EXPECTED_JSON)
+
+
+def test_jpeg_gets_a_comment_after_its_app_segments(tmp_path: Path) -> None:
+    path = tmp_path / "b.jpg"
+    exif = Image.Exif()
+    exif[0x010E] = "image description"
+    Image.fromarray(_noise(24, 33, 3, 2)).save(path, quality=85, exif=exif.tobytes(), comment=b"heie:{\"old\":1}")
+    before = _pixels(path)
+    original_scan = path.read_bytes()[path.read_bytes().index(b"\xff\xda") :]
+
+    write_heie_metadata(path, RECORD)
+
+    data = path.read_bytes()
+    with Image.open(path) as image:
+        assert image.info["comment"] == b"heie:" + EXPECTED_JSON.encode()
+        assert image.getexif()[0x010E] == "image description"
+        markers = [marker for marker, _ in image.applist]
+    assert markers[:2] == ["APP0", "APP1"] and markers.count("COM") == 1
+    assert data.index(b"\xff\xfe") > data.index(b"\xff\xe1"), "COM comes after the APPn segments"
+    assert data.endswith(original_scan), "the entropy-coded data is copied byte for byte"
+    assert np.array_equal(_pixels(path), before)
+
+
+@pytest.mark.parametrize(
+    "kind, channels, save",
+    [
+        ("lossy VP8", 3, {"quality": 80}),
+        ("lossless VP8L with alpha", 4, {"lossless": True}),
+        ("extended VP8X with EXIF", 3, {"quality": 80, "exif": b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"}),
+    ],
+)
+def test_webp_gets_an_xmp_chunk_in_an_extended_container(tmp_path: Path, kind: str, channels: int, save: dict) -> None:
+    path = tmp_path / "c.webp"
+    Image.fromarray(_noise(21, 38, channels, 3)).save(path, **save)
+    before = _pixels(path)
+    had = _webp_chunk_types(path)
+
+    write_heie_metadata(path, HeieRecord(0.9, "trained", "fine"))
+    write_heie_metadata(path, RECORD)
+
+    with Image.open(path) as image:
+        assert image.size == (38, 21), kind
+        xmp = image.info["xmp"]
+    assert b"<heie:data>" in xmp and b"&lt;b&gt; &amp;" in xmp, "the JSON is XML-escaped inside the packet"
+    types = _webp_chunk_types(path)
+    assert types[0] == b"VP8X" and types.count(b"XMP ") == 1
+    assert all(t in types for t in had if t != b"VP8X"), "every original chunk is kept"
+    assert np.array_equal(_pixels(path), before), kind
+    assert read_heie_metadata(path) == json.loads(EXPECTED_JSON)
+
+
+def test_webp_with_foreign_xmp_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "d.webp"
+    Image.fromarray(_noise(16, 16, 3, 4)).save(path, quality=80, xmp=b"<x:xmpmeta>someone else's</x:xmpmeta>")
+    original = path.read_bytes()
+    with pytest.raises(MetadataError, match="XMP metadata of its own"):
+        write_heie_metadata(path, RECORD)
+    assert path.read_bytes() == original
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("notes.png", b"just text", "not a PNG, JPEG or WebP"),
+        ("cut.png", None, "truncated"),
+        ("cut.jpg", None, "truncated"),
+    ],
+)
+def test_broken_files_are_refused_and_left_alone(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = tmp_path / name
+    if content is None:
+        Image.fromarray(_noise(20, 20, 3, 5)).save(path)
+        content = path.read_bytes()[:60] if name.endswith(".png") else path.read_bytes()[:20]
+    path.write_bytes(content)
+    with pytest.raises(MetadataError, match=message):
+        write_heie_metadata(path, RECORD)
+    assert path.read_bytes() == content
+    assert [p.name for p in tmp_path.iterdir()] == [name], "no temporary file left behind"
+
+
+def test_file_permissions_survive_the_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "e.png"
+    Image.fromarray(_noise(8, 8, 3, 6)).save(path)
+    path.chmod(0o640)
+    write_heie_metadata(path, RECORD)
+    assert path.stat().st_mode & 0o777 == 0o640
