@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from heie_client.image_metadata import HeieRecord, MetadataError, read_heie_metadata, write_heie_metadata
+from heie_client.image_metadata import HeieRecord, MetadataError, f32_json, read_heie_metadata, write_heie_metadata
 
 RECORD = HeieRecord(score=0.254, mode="zero_shot", summary='The left hand has "six" fingers <b> & an\nextra thumb — ünïcode')
 EXPECTED_JSON = (
@@ -164,3 +164,37 @@ def test_file_permissions_survive_the_rewrite(tmp_path: Path) -> None:
     path.chmod(0o640)
     write_heie_metadata(path, RECORD)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(0.254, "0.254"), (1.0, "1.0"), (0.0, "0.0"), (0.5, "0.5"), (0.00001, "0.00001"), (1e-7, "1e-7"),
+     (0.123456789, "0.12345679"), (1e13, "1e13")],
+)
+def test_scores_are_written_in_serde_json_float32_layout(value: float, text: str) -> None:
+    # serde_json writes an f32 with ryu: shortest digits, "0.00001" down to 1e-6, then "1e-7" (Python's
+    # own repr would say 1e-05 and 1e-07).
+    assert f32_json(value) == text
+
+
+def test_jpeg_fill_bytes_and_standalone_markers_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "fill.jpg"
+    Image.fromarray(_noise(16, 16, 3, 7)).save(path, quality=90)
+    data = path.read_bytes()
+    dqt = data.index(b"\xff\xdb")
+    padded = data[:dqt] + b"\xff\xff" + data[dqt:]  # fill bytes before DQT
+    path.write_bytes(padded)
+    before = _pixels(path)
+    write_heie_metadata(path, RECORD)
+    assert b"\xff\xff\xff\xdb" in path.read_bytes()
+    assert np.array_equal(_pixels(path), before)
+
+
+def test_webp_xmp_goes_after_the_image_data_and_before_unknown_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "tail.webp"
+    Image.fromarray(_noise(12, 14, 3, 8)).save(path, quality=80)
+    data = path.read_bytes()
+    body = data[12:] + b"ZZZZ" + struct.pack("<I", 3) + b"abc\x00"  # an unknown chunk at the end
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body)
+    write_heie_metadata(path, RECORD)
+    assert _webp_chunk_types(path) == [b"VP8X", b"VP8 ", b"XMP ", b"ZZZZ"]

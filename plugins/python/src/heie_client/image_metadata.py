@@ -52,14 +52,47 @@ class HeieRecord:
     summary: str
 
     def to_json(self) -> str:
-        """Compact JSON in a fixed key order. The score is the wire's float32 written as its shortest
-        decimal (what Rust's serde_json writes for an f32), so both writers produce the same text."""
+        """Compact JSON in a fixed key order, byte for byte what the Rust writer (serde_json) makes: the
+        score is the wire's float32 written as its shortest decimal in ryu's layout, the summary one line
+        (runs of Unicode white space, as Rust's ``split_whitespace`` sees it, become one space)."""
         if self.mode not in ("trained", "zero_shot"):
             raise ValueError(f"mode must be 'trained' or 'zero_shot', not {self.mode!r}")
-        score = float(str(np.float32(self.score)))
-        summary = " ".join(self.summary.split())  # one line, whatever the model wrote
-        payload = {"score": score, "mode": self.mode, "summary": summary, "version": FORMAT_VERSION}
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        summary = " ".join(s for s in _WHITE_SPACE.split(self.summary) if s)
+        return (
+            f'{{"score":{f32_json(self.score)},"mode":{json.dumps(self.mode)},'
+            f'"summary":{json.dumps(summary, ensure_ascii=False)},"version":{FORMAT_VERSION}}}'
+        )
+
+
+# Unicode White_Space, which Rust's split_whitespace uses (Python's str.split adds U+001C..U+001F).
+_WHITE_SPACE = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+
+
+def f32_json(value: float) -> str:
+    """``value`` as a float32 in serde_json's text (ryu's shortest round-trip digits and layout:
+    ``0.254``, ``1.0``, ``0.00001``, ``1e-7``), so Python and Rust write the same bytes."""
+    number = np.float32(value)
+    if not np.isfinite(number):
+        raise ValueError(f"score {value!r} is not a finite number")
+    if number == 0:
+        return "-0.0" if np.signbit(number) else "0.0"
+    sign = "-" if number < 0 else ""
+    mantissa, exponent = np.format_float_scientific(abs(number), unique=True, trim="-").split("e")
+    digits = mantissa.replace(".", "")
+    length = len(digits)
+    kk = int(exponent) + 1  # 10^(kk-1) <= |value| < 10^kk
+    k = kk - length  # |value| = digits * 10^k
+    if 0 <= k and kk <= 13:
+        text = digits + "0" * k + ".0"
+    elif 0 < kk <= 13:
+        text = digits[:kk] + "." + digits[kk:]
+    elif -6 < kk <= 0:
+        text = "0." + "0" * -kk + digits
+    elif length == 1:
+        text = f"{digits}e{kk - 1}"
+    else:
+        text = f"{digits[0]}.{digits[1:]}e{kk - 1}"
+    return sign + text
 
 
 def write_heie_metadata(path: Union[str, os.PathLike[str]], record: HeieRecord) -> None:
@@ -88,7 +121,7 @@ def read_heie_metadata(path: Union[str, os.PathLike[str]]) -> Optional[dict[str,
         raw = next((_itxt_text(body) for kind_, body in _png_chunks(data) if _is_heie_text_chunk(kind_, body)), None)
     elif kind == "jpeg":
         head, _ = _jpeg_segments(data)
-        raw = next((body[len(_JPEG_COMMENT_PREFIX):] for m, body in head if _is_heie_comment(m, body)), None)
+        raw = next((seg.lstrip(b"\xff")[3 + len(_JPEG_COMMENT_PREFIX) :] for m, seg in head if _is_heie_comment(m, seg)), None)
     elif kind == "webp":
         for fourcc, body in _webp_chunks(data):
             match = _XMP_DATA.search(body) if fourcc == b"XMP " else None
@@ -139,7 +172,7 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _is_heie_text_chunk(kind: bytes, body: bytes) -> bool:
-    return kind in (b"iTXt", b"tEXt", b"zTXt") and body.split(b"\x00", 1)[0] == KEY.encode()
+    return kind in (b"iTXt", b"tEXt", b"zTXt") and body.startswith(KEY.encode() + b"\x00")
 
 
 def _itxt_text(body: bytes) -> Optional[bytes]:
@@ -183,31 +216,41 @@ def _png_with_record(data: bytes, text: str) -> bytes:
 
 
 def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
-    """The (marker, payload) segments between SOI and the first SOS, and the offset of that SOS."""
+    """The segments between SOI and the first SOS as (marker, raw bytes: fill bytes, marker, length,
+    payload), and the offset of that SOS (fill bytes before it included)."""
     segments = []
     pos = 2
     while True:
-        if pos + 4 > len(data):
+        if pos >= len(data):
             raise MetadataError("JPEG truncated before its image data (no SOS marker)")
         if data[pos] != 0xFF:
-            raise MetadataError(f"JPEG: expected a marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
+            raise MetadataError(f"JPEG: no marker at byte {pos}")
+        start = pos
+        while pos + 1 < len(data) and data[pos + 1] == 0xFF:  # fill bytes may precede a marker
             pos += 1
-            continue
+        if pos + 1 >= len(data):
+            raise MetadataError("JPEG truncated before its image data (no SOS marker)")
+        marker = data[pos + 1]
         if marker == 0xDA:
-            return segments, pos
-        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
-            raise MetadataError(f"JPEG: unexpected marker 0xFF{marker:02X} before the image data")
+            return segments, start
+        if marker == 0xD9:
+            raise MetadataError("JPEG has no image data (EOI before SOS)")
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM and RSTn stand alone
+            segments.append((marker, data[start : pos + 2]))
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            raise MetadataError("JPEG truncated inside a segment header")
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if length < 2 or pos + 2 + length > len(data):
-            raise MetadataError("JPEG truncated: a segment runs past the end of the file")
-        segments.append((marker, data[pos + 4 : pos + 2 + length]))
-        pos += 2 + length
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise MetadataError(f"JPEG truncated: segment 0xFF{marker:02X} runs past the end of the file")
+        segments.append((marker, data[start:end]))
+        pos = end
 
 
-def _is_heie_comment(marker: int, body: bytes) -> bool:
-    return marker == 0xFE and body.startswith(_JPEG_COMMENT_PREFIX)
+def _is_heie_comment(marker: int, raw: bytes) -> bool:
+    return marker == 0xFE and raw.lstrip(b"\xff")[1 + 2 :].startswith(_JPEG_COMMENT_PREFIX)
 
 
 def _jpeg_with_record(data: bytes, text: str) -> bytes:
@@ -215,13 +258,14 @@ def _jpeg_with_record(data: bytes, text: str) -> bytes:
     payload = _JPEG_COMMENT_PREFIX + text.encode("utf-8")
     if len(payload) + 2 > 0xFFFF:
         raise MetadataError("the heie record does not fit one JPEG comment segment (64 KiB)")
-    kept = [(m, b) for m, b in head if not _is_heie_comment(m, b)]
-    at = 0
-    while at < len(kept) and 0xE0 <= kept[at][0] <= 0xEF:
-        at += 1
-    kept.insert(at, (0xFE, payload))
+    comment = b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
+    leading_apps = 0
+    while leading_apps < len(head) and 0xE0 <= head[leading_apps][0] <= 0xEF:
+        leading_apps += 1
     out = [b"\xff\xd8"]
-    out += [bytes([0xFF, m]) + struct.pack(">H", len(b) + 2) + b for m, b in kept]
+    out += [raw for _, raw in head[:leading_apps]]
+    out.append(comment)
+    out += [raw for marker, raw in head[leading_apps:] if not _is_heie_comment(marker, raw)]
     out.append(data[sos:])
     return b"".join(out)
 
@@ -282,22 +326,29 @@ def _xmp_packet(text: str) -> bytes:
 def _webp_with_record(data: bytes, text: str) -> bytes:
     chunks = _webp_chunks(data)
     xmp = [body for fourcc, body in chunks if fourcc == b"XMP "]
-    if any(not _XMP_DATA.search(body) for body in xmp):
+    if any(_XMP_NAMESPACE.encode() not in body for body in xmp):
         raise MetadataError("WebP already carries XMP metadata of its own; heie does not replace it")
     chunks = [(f, b) for f, b in chunks if f != b"XMP "]
     first = chunks[0][0]
     if first == b"VP8X":
+        if len(chunks[0][1]) < 10:
+            raise MetadataError("WebP: VP8X chunk shorter than 10 bytes")
         header = bytearray(chunks[0][1])
         header[0] |= 0x04  # XMP flag
         chunks[0] = (b"VP8X", bytes(header))
     elif first in (b"VP8 ", b"VP8L"):
         width, height, alpha = _webp_canvas(first, chunks[0][1])
+        if width == 0 or height == 0:
+            raise MetadataError("WebP canvas of zero size")
         flags = 0x04 | (0x10 if alpha else 0)
         canvas = struct.pack("<I", width - 1)[:3] + struct.pack("<I", height - 1)[:3]
         chunks.insert(0, (b"VP8X", bytes([flags, 0, 0, 0]) + canvas))
     else:
         raise MetadataError(f"WebP: unexpected first chunk {first!r}")
-    chunks.append((b"XMP ", _xmp_packet(text)))
+    # After the image data and EXIF, where the container spec orders XMP (unknown chunks may follow).
+    image_or_exif = [i for i, (f, _) in enumerate(chunks) if f in (b"VP8 ", b"VP8L", b"ALPH", b"ANMF", b"EXIF")]
+    at = image_or_exif[-1] + 1 if image_or_exif else len(chunks)
+    chunks.insert(at, (b"XMP ", _xmp_packet(text)))
     body = b"WEBP" + b"".join(_webp_chunk(f, b) for f, b in chunks)
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
@@ -320,4 +371,4 @@ def _replace_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["HeieRecord", "MetadataError", "KEY", "detect_format", "read_heie_metadata", "write_heie_metadata"]
+__all__ = ["HeieRecord", "MetadataError", "KEY", "detect_format", "f32_json", "read_heie_metadata", "write_heie_metadata"]
