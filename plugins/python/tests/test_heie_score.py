@@ -74,7 +74,7 @@ def test_corrupt_files_cost_one_row_each_and_the_exit_status(
         assert rows[name]["score"] == "" and "INVALID_ARGUMENT" in rows[name]["error"], rows[name]
     assert "truncated" in rows["cut.jpg"]["error"]
     err = capsys.readouterr().err
-    assert "7 files scored now · 5 ok, mean score" in err and "2 failed" in err, err
+    assert "7 files this run · 5 scored, mean score" in err and "2 failed" in err, err
     assert "Some(" not in err and "ZeroShot" not in err
 
 
@@ -158,7 +158,7 @@ def test_resume_keeps_scored_rows_and_retries_failed_ones(
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("file,score") and len(lines) == 1 + 8, "one header, one row per file"
     err = capsys.readouterr().err
-    assert "3 files scored now" in err and "5 already scored (--resume)" in err, err
+    assert "3 files this run" in err and "5 already scored (--resume)" in err, err
 
 
 def test_jsonl_rows_progress_bar_and_fatal_errors(

@@ -236,13 +236,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def summary_line(tally: RunTally, thresholds: Thresholds, seconds: float) -> str:
-    """e.g. ``heie-score: 6 files · 5 scored, mean 0.412 (bad 2, ok 1, good 2 at 0.4/0.7) · 1 failed · 4.1 s``."""
+    """e.g. ``heie-score: 6 files this run · 5 scored, mean score 0.412 (bad 2, ok 1, good 2 at 0.4/0.7) · 1 failed · 4.1 s, 1.46 images/s``."""
     total = tally.scored + tally.failed
-    parts = [f"heie-score: {total} file{'s' if total != 1 else ''} scored now"]
+    parts = [f"heie-score: {total} file{'s' if total != 1 else ''} this run"]
     if tally.scored:
         mean = tally.score_sum / tally.scored
         buckets = ", ".join(f"{name} {tally.buckets[name]}" for name in BUCKETS)
-        parts.append(f"{tally.scored} ok, mean score {mean:.3f} ({buckets} at {thresholds.low:g}/{thresholds.high:g})")
+        parts.append(f"{tally.scored} scored, mean score {mean:.3f} ({buckets} at {thresholds.low:g}/{thresholds.high:g})")
     if tally.failed:
         parts.append(f"{tally.failed} failed")
     if tally.skipped:

@@ -25,6 +25,7 @@ class ProgressBar:
         self._failed = 0
         self._start = time.monotonic()
         self._last_draw = 0.0
+        self._drawn: tuple[int, int] = (-1, -1)
         self._lock = threading.Lock()
         self._draw(force=True)
 
@@ -36,7 +37,8 @@ class ProgressBar:
 
     def close(self) -> None:
         with self._lock:
-            self._draw(force=True)
+            if self._drawn != (self._done, self._failed):  # the last counts are on screen already
+                self._draw(force=True)
             self._stream.write("\n")
             self._stream.flush()
 
@@ -45,6 +47,7 @@ class ProgressBar:
         if not force and now - self._last_draw < MIN_REDRAW_S:
             return
         self._last_draw = now
+        self._drawn = (self._done, self._failed)
         share = self._done / self._total if self._total else 1.0
         filled = int(round(share * BAR_WIDTH))
         elapsed = now - self._start
