@@ -198,3 +198,38 @@ def test_webp_xmp_goes_after_the_image_data_and_before_unknown_chunks(tmp_path: 
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body)
     write_heie_metadata(path, RECORD)
     assert _webp_chunk_types(path) == [b"VP8X", b"VP8 ", b"XMP ", b"ZZZZ"]
+
+
+def test_python_writes_the_same_bytes_as_heie_eval_write_metadata(tmp_path: Path) -> None:
+    """The Rust writer (``heie eval --write-metadata``) and this one, on the same files and record."""
+    import subprocess
+
+    from conftest import MODELS, _binary
+
+    binary = str(_binary())
+    usage = subprocess.run([binary, "eval", "--help"], capture_output=True, text=True, check=True).stdout
+    if "--write-metadata" not in usage:
+        pytest.skip(f"{binary} has no `eval --write-metadata` (a build before the Rust writer)")
+    rust, python = tmp_path / "rust", tmp_path / "python"
+    rust.mkdir()
+    python.mkdir()
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"
+    rgb, rgba = Image.fromarray(_noise(40, 52, 3, 11)), Image.fromarray(_noise(40, 52, 4, 12))
+    for folder in (rust, python):
+        rgb.save(folder / "a.png")
+        rgba.save(folder / "b.png")
+        rgb.save(folder / "c.jpg", quality=90, exif=exif)
+        rgb.save(folder / "d.webp", quality=80)
+        rgba.save(folder / "e.webp", lossless=True)
+    names = sorted(p.name for p in rust.iterdir())
+    subprocess.run(
+        [binary, "eval", *[str(rust / n) for n in names], "--model", str(MODELS / "tiny-llm.gguf"),
+         "--mmproj", str(MODELS / "tiny-mmproj.gguf"), "--threads", "1", "--max-tokens", "4", "--max-tiles", "1",
+         "--write-metadata", "--out", str(tmp_path / "out")],
+        capture_output=True, check=True, timeout=300,
+    )
+    for name in names:
+        record = read_heie_metadata(rust / name)
+        assert record is not None, name
+        write_heie_metadata(python / name, HeieRecord(record["score"], record["mode"], record["summary"]))
+        assert (python / name).read_bytes() == (rust / name).read_bytes(), name
