@@ -8,6 +8,7 @@ from typing import Callable, Optional, Sequence, Union
 from grpc_health.v1 import health_pb2
 
 from ._generated.heie.v1 import evaluator_pb2 as pb
+from .balancing import member_addresses, split_targets
 from .channels import DEFAULT_MAX_MESSAGE_BYTES, Endpoint, EndpointPool
 from .errors import HeieError, InvalidImage, ProtocolError
 from .events import BatchEvent, Event, Ranking, batch_event_from_pb, event_from_pb
@@ -25,8 +26,11 @@ DEFAULT_TIMEOUT = 300.0
 class Client:
     """Talks to one or several ``heie serve`` processes.
 
-    ``address`` is ``host:port`` or a list of them (used round-robin; a server answering UNAVAILABLE
-    is skipped for the next). ``timeout`` is the deadline of each call in seconds (None = none).
+    ``address`` is ``host:port``, a list or comma-separated string of them (used round-robin; a server
+    answering UNAVAILABLE is skipped for the next), or a replica set that gRPC resolves and balances
+    with ``round_robin``: ``dns:///name:port`` (e.g. a Kubernetes headless Service) or
+    ``ipv4:a:p,b:q``. A call that fails UNAVAILABLE before its first message is retried on another
+    server or replica. ``timeout`` is the deadline of each call in seconds (None = none).
     ``token`` (the server's ``--api-key``) is sent as ``authorization: Bearer …``; it is refused,
     before connecting, over plaintext to an address that is not loopback.
     ``tls=True`` connects with TLS; ``ca_cert`` (PEM bytes or file; default: the system's roots)
@@ -45,9 +49,9 @@ class Client:
         client_cert: Optional[PemSource] = None,
         client_key: Optional[PemSource] = None,
     ) -> None:
-        addresses = [address] if isinstance(address, str) else list(address)
+        addresses = split_targets(address)
         credentials = channel_credentials(tls, ca_cert, client_cert, client_key)
-        check_token_transport(addresses, token, credentials is not None)
+        check_token_transport([m for a in addresses for m in member_addresses(a)], token, credentials is not None)
         self._pool = EndpointPool(addresses, max_message_bytes, credentials)
         self.tls = credentials is not None
         self.timeout = timeout
