@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from typing import Sequence, Union
 
+from .errors import HeieError, Internal, Unavailable
+
 #: Targets that gRPC resolves to several addresses; their channel balances with round_robin.
 BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 
@@ -102,19 +104,33 @@ def member_addresses(target: str) -> list[str]:
 
 
 def channel_options(target: str) -> list[tuple[str, object]]:
-    """gRPC channel options for ``target``: for a replica set, round_robin over the resolved addresses,
-    skipping replicas whose ``grpc.health.v1`` says NOT_SERVING (a draining ``heie serve``) — gRPC's
-    client-side health checking — so a drain moves this client's new calls away at once."""
+    """gRPC channel options for ``target``: for a replica set, round_robin over the resolved addresses.
+    A draining replica leaves the rotation when it closes its listener and sends GOAWAY (after
+    ``--drain-delay``); calls it had queued come back UNAVAILABLE ("did not start") and are retried on
+    another replica. (gRPC's client-side health checking, which would leave at NOT_SERVING already,
+    is not turned on: with two `heie serve` replicas its Watch calls failed INTERNAL here.)"""
     if not is_balanced(target):
         return []
-    config = {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "healthCheckConfig": {"serviceName": ""},
-    }
-    return [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 1)]
+    config = {"loadBalancingConfig": [{"round_robin": {}}]}
+    options: list[tuple[str, object]] = [("grpc.service_config", json.dumps(config))]
+    members = member_addresses(target)
+    if target.lower().startswith(("ipv4:", "ipv6:")):
+        # gRPC would send the whole member list ("a:1,b:2") as :authority; a comma is not valid there
+        # and the server's HTTP/2 layer resets such streams (PROTOCOL_ERROR).
+        options.append(("grpc.default_authority", members[0]))
+    return options
+
+
+def replica_lost(error: HeieError) -> bool:
+    """Whether ``error`` says the server or connection went away under a call (UNAVAILABLE, or the
+    HTTP/2 stream reset by a proxy whose upstream died: INTERNAL "Stream removed (RST_STREAM…)"),
+    rather than that the server judged the request and failed it."""
+    if isinstance(error, Unavailable):
+        return True
+    return isinstance(error, Internal) and ("RST_STREAM" in error.message or "Stream removed" in error.message)
 
 
 __all__ = [
     "BALANCED_ATTEMPTS", "BALANCED_SCHEMES", "channel_options", "check_target", "is_balanced",
-    "member_addresses", "split_targets",
+    "member_addresses", "replica_lost", "split_targets",
 ]
