@@ -53,12 +53,16 @@ def test_bad_addresses_are_refused_with_the_reason(given: object, why: str) -> N
         Client(given)  # type: ignore[arg-type]
 
 
-def test_replica_sets_balance_round_robin() -> None:
+def test_replica_sets_balance_round_robin_and_skip_draining_replicas() -> None:
     assert is_balanced("dns:///h:1") and is_balanced("ipv4:1.2.3.4:5") and not is_balanced("h:1")
     assert channel_options("h:1") == []
     options = dict(channel_options("dns:///h:1"))
     config = json.loads(str(options["grpc.service_config"]))
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert config["healthCheckConfig"] == {"serviceName": ""}
+    # A member list is not a valid :authority (the server would reset the stream): the first member is.
+    assert dict(channel_options("ipv4:127.0.0.1:1,127.0.0.1:2"))["grpc.default_authority"] == "127.0.0.1:1"
+    assert "grpc.default_authority" not in options
 
 
 def test_failover_order_tries_a_replica_set_again() -> None:

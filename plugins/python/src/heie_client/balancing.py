@@ -104,14 +104,13 @@ def member_addresses(target: str) -> list[str]:
 
 
 def channel_options(target: str) -> list[tuple[str, object]]:
-    """gRPC channel options for ``target``: for a replica set, round_robin over the resolved addresses.
-    A draining replica leaves the rotation when it closes its listener and sends GOAWAY (after
-    ``--drain-delay``); calls it had queued come back UNAVAILABLE ("did not start") and are retried on
-    another replica. (gRPC's client-side health checking, which would leave at NOT_SERVING already,
-    is not turned on: with two `heie serve` replicas its Watch calls failed INTERNAL here.)"""
+    """gRPC channel options for ``target``: for a replica set, round_robin over the resolved addresses,
+    skipping replicas whose ``grpc.health.v1`` says NOT_SERVING (gRPC's client-side health checking:
+    a draining ``heie serve`` turns NOT_SERVING on SIGTERM, so this client's new calls move away
+    during ``--drain-delay``, before the replica stops accepting)."""
     if not is_balanced(target):
         return []
-    config = {"loadBalancingConfig": [{"round_robin": {}}]}
+    config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
     options: list[tuple[str, object]] = [("grpc.service_config", json.dumps(config))]
     members = member_addresses(target)
     if target.lower().startswith(("ipv4:", "ipv6:")):
