@@ -203,6 +203,7 @@ def start_fleet(
 ) -> Fleet:
     """``count`` replicas (on ``binds``, default free loopback ports) and, with ``proxy``, nginx."""
     fleet = Fleet()
+    workdir.mkdir(parents=True, exist_ok=True)
     binds = list(binds) if binds is not None else ["127.0.0.1:0"] * count
     if len(binds) != count:
         raise ValueError(f"{len(binds)} bind addresses for {count} replicas")
