@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-import dns as local_dns  # noqa: E402
+import dnsmasq_server as local_dns  # noqa: E402
 import replicas as local  # noqa: E402
 
 MODELS = REPO / "tests" / "fixtures" / "models"

@@ -21,7 +21,7 @@ from heie_client import Client, EvaluateOptions
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "deploy" / "local"))
-import dns as local_dns  # noqa: E402  (deploy/local/dns.py: dnsmasq answering one name with several replicas)
+import dnsmasq_server as local_dns  # noqa: E402  (deploy/local/dnsmasq_server.py: dnsmasq answering one name with several replicas)
 import replicas as local  # noqa: E402  (deploy/local/replicas.py: the same launcher as the bench)
 from conftest import _binary  # noqa: E402  (plugins/conftest.py: $HEIE_BIN or target/debug/heie)
 
