@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, TypeVar, Union
 
 from grpc_health.v1 import health_pb2
 
 from ._generated.heie.v1 import evaluator_pb2 as pb
+from .balancing import member_addresses, replica_lost, split_targets
 from .channels import DEFAULT_MAX_MESSAGE_BYTES, Endpoint, EndpointPool
 from .errors import HeieError, InvalidImage, ProtocolError
 from .events import BatchEvent, Event, Ranking, batch_event_from_pb, event_from_pb
@@ -21,12 +23,18 @@ from .stream import CancelCheck, EventStream
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 300.0
 
+_log = logging.getLogger("heie_client")
+R = TypeVar("R")
+
 
 class Client:
     """Talks to one or several ``heie serve`` processes.
 
-    ``address`` is ``host:port`` or a list of them (used round-robin; a server answering UNAVAILABLE
-    is skipped for the next). ``timeout`` is the deadline of each call in seconds (None = none).
+    ``address`` is ``host:port``, a list or comma-separated string of them (used round-robin; a server
+    answering UNAVAILABLE is skipped for the next), or a replica set that gRPC resolves and balances
+    with ``round_robin``: ``dns:///name:port`` (e.g. a Kubernetes headless Service) or
+    ``ipv4:a:p,b:q``. A call that fails UNAVAILABLE before its first message is retried on another
+    server or replica. ``timeout`` is the deadline of each call in seconds (None = none).
     ``token`` (the server's ``--api-key``) is sent as ``authorization: Bearer …``; it is refused,
     before connecting, over plaintext to an address that is not loopback.
     ``tls=True`` connects with TLS; ``ca_cert`` (PEM bytes or file; default: the system's roots)
@@ -44,10 +52,14 @@ class Client:
         ca_cert: Optional[PemSource] = None,
         client_cert: Optional[PemSource] = None,
         client_key: Optional[PemSource] = None,
+        lost_call_retries: int = 1,
     ) -> None:
-        addresses = [address] if isinstance(address, str) else list(address)
+        if lost_call_retries < 0:
+            raise ValueError("lost_call_retries must be >= 0")
+        self.lost_call_retries = lost_call_retries
+        addresses = split_targets(address)
         credentials = channel_credentials(tls, ca_cert, client_cert, client_key)
-        check_token_transport(addresses, token, credentials is not None)
+        check_token_transport([m for a in addresses for m in member_addresses(a)], token, credentials is not None)
         self._pool = EndpointPool(addresses, max_message_bytes, credentials)
         self.tls = credentials is not None
         self.timeout = timeout
@@ -93,13 +105,16 @@ class Client:
     ) -> Result:
         """Evaluates one image and returns the folded :class:`Result` (``on_event`` sees every event
         as it arrives, e.g. to show the explanation while it is written)."""
-        builder = ResultBuilder()
-        with self.evaluate_stream(image, options, prompt, cancel_when) as stream:
-            for event in stream:
-                builder.add(event)
-                if on_event is not None:
-                    on_event(event)
-        return require_score(builder.build())
+        def attempt() -> Result:
+            builder = ResultBuilder()
+            with self.evaluate_stream(image, options, prompt, cancel_when) as stream:
+                for event in stream:
+                    builder.add(event)
+                    if on_event is not None:
+                        on_event(event)
+            return require_score(builder.build())
+
+        return self._retry_lost(attempt, on_event is None)
 
     # -- many images --------------------------------------------------------------------------------
 
@@ -130,21 +145,38 @@ class Client:
     ) -> list[Result]:
         """Evaluates many images concurrently; results in input order. An image that failed on the
         server has ``ok == False`` and its reason in ``error`` (the other images still complete)."""
-        builders = [ResultBuilder() for _ in images]
-        ranking: Optional[Ranking] = None
-        with self.evaluate_batch_stream(images, options, prompts, cancel_when) as stream:
-            for item in stream:
-                if isinstance(item, Ranking):
-                    ranking = item
-                    continue
-                if not 0 <= item.index < len(builders):
-                    raise ProtocolError(f"batch event for image {item.index} of {len(builders)}")
-                builders[item.index].add(item.event)
-                if on_event is not None:
-                    on_event(item)
-        if ranking is None:
-            raise ProtocolError("the batch stream ended without a ranking")
-        return [b.build() for b in builders]
+        def attempt() -> list[Result]:
+            builders = [ResultBuilder() for _ in images]
+            ranking: Optional[Ranking] = None
+            with self.evaluate_batch_stream(images, options, prompts, cancel_when) as stream:
+                for item in stream:
+                    if isinstance(item, Ranking):
+                        ranking = item
+                        continue
+                    if not 0 <= item.index < len(builders):
+                        raise ProtocolError(f"batch event for image {item.index} of {len(builders)}")
+                    builders[item.index].add(item.event)
+                    if on_event is not None:
+                        on_event(item)
+            if ranking is None:
+                raise ProtocolError("the batch stream ended without a ranking")
+            return [b.build() for b in builders]
+
+        return self._retry_lost(attempt, on_event is None)
+
+    def _retry_lost(self, attempt: Callable[[], R], may_retry: bool) -> R:
+        """Runs ``attempt``, again (on the next server in the rotation) while it failed because its
+        server went away mid-call, up to ``lost_call_retries`` times; only when nothing of a failed
+        attempt reached the caller (``may_retry``)."""
+        retries = self.lost_call_retries if may_retry else 0
+        for tries_left in range(retries, -1, -1):
+            try:
+                return attempt()
+            except HeieError as err:
+                if tries_left == 0 or not replica_lost(err):
+                    raise
+                _log.warning("heie: call lost mid-stream (%s); running it again on another server", err)
+        raise AssertionError("unreachable")
 
     def rerank(
         self,

@@ -86,9 +86,10 @@ pub fn request_options(max_tokens: u32, explanation: bool) -> pb::Options {
     }
 }
 
-/// Sends `requests` evaluations from `clients` concurrent clients and summarises them.
+/// Sends `requests` evaluations from `clients` concurrent clients, each on its own connection to the
+/// next of `addrs` in turn, and summarises them.
 pub async fn measure(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     path: &str,
     clients: usize,
     requests: usize,
@@ -98,9 +99,10 @@ pub async fn measure(
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients.min(requests) {
+    anyhow::ensure!(!addrs.is_empty(), "no server to measure");
+    for k in 0..clients.min(requests) {
         let (next, images, options) = (next.clone(), images.clone(), options.clone());
-        let mut client = connect(addr).await?;
+        let mut client = connect(addrs[k % addrs.len()]).await?;
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             loop {

@@ -1,13 +1,14 @@
 //! `heie bench`: images/s, latency percentiles, time to first token, decode rate and image encode time
 //! of the gRPC service at several in-flight counts, for HEIE's engine and the naive llama.cpp path
 //! (speed-ups off) side by side in one run — an in-process server per setting, driven by real gRPC
-//! clients — or against a running server (`--addr`).
+//! clients — or against running servers (`--addr`: one, or several replicas that the clients are
+//! spread over, e.g. to compare one replica with two behind a proxy or balanced by the client).
 
 mod client;
 mod path;
 mod report;
+mod target;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,11 +29,14 @@ use report::{compare_with_naive, table, BenchRow};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Drive this running server instead of starting one (one row, at its own --parallel).
-    #[arg(long)]
-    pub addr: Option<SocketAddr>,
-    /// Requests in flight at once; each setting gets a fresh in-process server with as many slots.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 4, 16])]
+    /// Drive running servers instead of starting one: `host:port` (every address a name resolves to
+    /// is a replica), `dns:///host:port`, or several (repeated or comma-separated); the clients are
+    /// spread over all of them in turn. One row per --parallel (default: the replicas' slots summed).
+    #[arg(long, value_delimiter = ',')]
+    pub addr: Vec<String>,
+    /// Requests in flight at once [default: 1,4,16]; each setting gets a fresh in-process server with
+    /// as many slots.
+    #[arg(long, value_delimiter = ',')]
     pub parallel: Vec<usize>,
     /// Engine configurations to compare: heie (all speed-ups), naive (none), or no-<speed-up> to
     /// measure one speed-up on its own (no-batched-text, no-prefix-cache, no-batched-vision,
@@ -66,7 +70,11 @@ pub struct BenchArgs {
 }
 
 /// Runs the command.
-pub fn run(args: BenchArgs) -> anyhow::Result<usize> {
+pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
+    let targets = if args.addr.is_empty() { Vec::new() } else { target::parse_targets(&args.addr)? };
+    if args.parallel.is_empty() && targets.is_empty() {
+        args.parallel = vec![1, 4, 16];
+    }
     anyhow::ensure!(args.parallel.iter().all(|p| (1..=64).contains(p)), "--parallel values must be 1..=64");
     anyhow::ensure!(args.requests != Some(0), "--requests must be at least 1");
     let paths = args.paths.iter().map(|p| BenchPath::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--paths: {e}"))?;
@@ -81,12 +89,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<usize> {
     let mut device = String::new();
     let mut rows = runtime.block_on(async {
         let mut rows = Vec::new();
-        if let Some(addr) = args.addr {
-            let mut client = connect(addr).await?;
-            let info = client.get_info(pb::GetInfoRequest {}).await.context("GetInfo")?.into_inner();
-            let parallel = info.limits.map(|l| l.parallel_slots as usize).unwrap_or(1).max(1);
-            device = info.device.clone();
-            rows.push(measure(addr, "remote", parallel, requests_for(&args, parallel), &images, &options).await?);
+        if !targets.is_empty() {
+            let addrs = target::resolve_targets(&targets).await?;
+            let mut slots = 0;
+            for &addr in &addrs {
+                let mut client = connect(addr).await?;
+                let info = client.get_info(pb::GetInfoRequest {}).await.with_context(|| format!("GetInfo of {addr}"))?.into_inner();
+                slots += info.limits.map(|l| l.parallel_slots as usize).unwrap_or(1).max(1);
+                device = info.device.clone();
+            }
+            let name = if addrs.len() == 1 { "remote".to_string() } else { format!("remote×{}", addrs.len()) };
+            let in_flight = if args.parallel.is_empty() { vec![slots] } else { args.parallel.clone() };
+            for parallel in in_flight {
+                if !args.json {
+                    eprintln!("heie bench: {parallel} in flight over {}", addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+                }
+                rows.push(measure(&addrs, &name, parallel, requests_for(&args, parallel), &images, &options).await?);
+            }
         } else {
             for &parallel in &args.parallel {
                 for path in &paths {
@@ -148,12 +167,12 @@ async fn measure_in_process(
     let queue = requests.max(64);
     let mut server = service::start(serve, move || model.start_evaluator(parallel as u32, queue)).await?;
     server.ready().await?;
-    measure(server.addr, &path.name, 1, 1, images, options).await.context("warm-up request")?;
+    measure(&[server.addr], &path.name, 1, 1, images, options).await.context("warm-up request")?;
     let engine = server.evaluator().context("server ready")?.engine().clone();
     let device = engine.info().device.clone();
     let metrics = engine.metrics();
     let before = (metrics.decode_steps.load(Ordering::Relaxed), metrics.decode_sequences.load(Ordering::Relaxed));
-    let mut row = measure(server.addr, &path.name, parallel, requests, images, options).await?;
+    let mut row = measure(&[server.addr], &path.name, parallel, requests, images, options).await?;
     let steps = metrics.decode_steps.load(Ordering::Relaxed) - before.0;
     let seqs = metrics.decode_sequences.load(Ordering::Relaxed) - before.1;
     row.mean_decode_batch = (steps > 0).then(|| seqs as f64 / steps as f64);

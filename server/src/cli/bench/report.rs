@@ -5,7 +5,7 @@ use serde::Serialize;
 /// One measured (path, in-flight) setting.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
-    /// `heie`, `naive`, `no-<speed-up>`, or `remote` (a running server).
+    /// `heie`, `naive`, `no-<speed-up>`, `remote` (a running server) or `remote×N` (N replicas).
     pub path: String,
     /// Requests in flight at once (clients), and the server's sequence slots.
     pub in_flight: usize,
