@@ -10,16 +10,18 @@ import os
 from typing import Any, Optional
 
 from heie_client import Client
+from heie_client.balancing import split_targets
 
 API_KEY_VARIABLE = "HEIE_API_KEY"
 
 
 def addresses(address: str) -> list[str]:
-    """The ``host:port`` list of the address widget (commas separate several servers)."""
-    found = [a.strip() for a in address.split(",") if a.strip()]
-    if not found:
+    """The servers of the address widget, in every form heie-client takes: ``host:port``, a comma list
+    of them, ``dns:///name:port`` (every replica the name resolves to) or ``ipv4:a:p,b:q`` (one
+    balanced set; its commas are not split here)."""
+    if not address.strip():
         raise ValueError("the address widget is empty: give host:port of heie serve, e.g. 127.0.0.1:50051")
-    return found
+    return split_targets(address.strip())
 
 
 def api_key() -> Optional[str]:

@@ -452,3 +452,16 @@ def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComf
     assert [e["error"] for e in json.loads(results)] == [None] * 6, (single, whole)
     if whole <= timeout:  # a noisy machine made the single images look slow: the run proves nothing
         pytest.skip(f"the batch ({whole:.2f} s) fit in one image's timeout ({timeout:.2f} s)")
+
+
+def test_the_address_widget_takes_every_form_the_client_balances_over() -> None:
+    from heie_nodes.connection import addresses
+
+    assert addresses(" 10.0.0.1:50051, 10.0.0.2:50051 ") == ["10.0.0.1:50051", "10.0.0.2:50051"]
+    # One balanced set: its own commas must reach the client whole (round_robin over both).
+    assert addresses("ipv4:127.0.0.1:50051,127.0.0.1:50052") == ["ipv4:127.0.0.1:50051,127.0.0.1:50052"]
+    assert addresses("dns:///heie-headless.default.svc:50051") == ["dns:///heie-headless.default.svc:50051"]
+    with pytest.raises(ValueError, match="empty"):
+        addresses("  ")
+    with pytest.raises(ValueError, match="stray comma"):
+        addresses("10.0.0.1:50051,,10.0.0.2:50051")
