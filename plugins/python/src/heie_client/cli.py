@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--thresholds", default="0.4,0.7", metavar="LOW,HIGH",
                         help="score < LOW is bad, < HIGH ok, else good (default 0.4,0.7)")
     parser.add_argument("--move", action="store_true", help="with --sort-into: move the images instead of copying them")
-    parser.add_argument("--address", action="append", help=f"server host:port, repeatable (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--address", action="append", help=f"server: host:port, a comma list, dns:///name:port or ipv4:a:p,b:q; repeatable (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per call, i.e. per image unless --batch (default 600)")
     parser.add_argument(
         "--token",
