@@ -299,18 +299,26 @@ async fn dropped_stream_is_cancelled_and_its_slot_reused() {
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
 
+/// On a server with one slot and one queue place: A holds the slot (it has started writing) and B
+/// waits in the queue (its call returns once submitted). Both streams are returned to keep them open.
+async fn fill_slot_and_queue(
+    c: &mut pb::evaluator_client::EvaluatorClient<tonic::transport::Channel>,
+    metrics: &heie_server::engine::EngineMetrics,
+) -> (tonic::Streaming<pb::EvaluateEvent>, tonic::Streaming<pb::EvaluateEvent>) {
+    let mut a = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
+    while !matches!(a.message().await.unwrap().unwrap().event.unwrap(), Event::TextDelta(_)) {}
+    let b = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
+    assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 1);
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_answers_resource_exhausted_and_the_server_recovers() {
     let _serial = serial().await;
     let server = start_server(limits(1, 1), false).await;
     let metrics = server.evaluator().unwrap().engine().metrics().clone();
     let mut c = client(server.addr).await;
-    // A holds the only slot: wait for its first text token.
-    let mut a = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
-    while !matches!(a.message().await.unwrap().unwrap().event.unwrap(), Event::TextDelta(_)) {}
-    // B waits in the queue (its call returns once submitted).
-    let b = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
-    assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 1);
+    let (a, b) = fill_slot_and_queue(&mut c, &metrics).await;
     // C finds the queue full.
     let status = refused(c.evaluate(request(image_of(120, 90), options(8))).await, "C is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -338,11 +346,7 @@ async fn a_request_cancelled_while_queued_gives_its_place_back_at_once() {
     let server = start_server(limits(1, 1), false).await;
     let metrics = server.evaluator().unwrap().engine().metrics().clone();
     let mut c = client(server.addr).await;
-    // A holds the only slot and keeps generating; B takes the only queue place.
-    let mut a = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
-    while !matches!(a.message().await.unwrap().unwrap().event.unwrap(), Event::TextDelta(_)) {}
-    let b = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
-    assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 1);
+    let (a, b) = fill_slot_and_queue(&mut c, &metrics).await;
     // B's client goes away: its place is free while A still runs, not only once A's slot frees.
     drop(b);
     eventually("the cancelled request to leave the queue", || metrics.queue_depth.load(Ordering::Relaxed) == 0).await;

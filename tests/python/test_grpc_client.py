@@ -164,7 +164,7 @@ def test_bad_input_and_deadlines_get_their_status_codes(channel: grpc.Channel, s
     # grpcio's own grpc-timeout encoding: the server answers DEADLINE_EXCEEDED by itself.
     slow = pb2.EvaluateRequest(
         image=pb2.Image(encoded=png(64, 64)),
-        options=pb2.Options(max_tokens_per_section=2048, temperature=5.0, seed=7),
+        options=pb2.Options(max_tokens_per_section=1100, temperature=5.0, seed=7),
     )
     with pytest.raises(grpc.RpcError) as error:
         list(client.Evaluate(slow, timeout=0.15))
