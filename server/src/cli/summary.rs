@@ -48,7 +48,8 @@ pub fn result_line(result: &EvalResult) -> String {
 /// The first sentence of generated text, headings and line breaks removed.
 fn first_sentence(text: &str) -> String {
     let body: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    let joined = body.join(" ");
+    // Control characters (a random or broken model emits them) have no place in a one-line summary.
+    let joined: String = body.join(" ").chars().filter(|c| !c.is_control()).collect();
     let joined = joined.split_whitespace().collect::<Vec<_>>().join(" ");
     let end = joined
         .char_indices()
@@ -56,6 +57,11 @@ fn first_sentence(text: &str) -> String {
         .map(|(i, c)| i + c.len_utf8())
         .unwrap_or(joined.len());
     joined[..end].to_string()
+}
+
+/// The markers as a reader wants them: `[SCORE]` as the score, `[MAP]` as a pointer to the heatmap.
+fn for_people(text: &str, score: f32) -> String {
+    text.replace("[SCORE]", &format!("{score:.3}")).replace("[MAP]", "(see the heatmap)")
 }
 
 /// Cuts to `max` characters at a character boundary, with an ellipsis when cut.
@@ -78,7 +84,7 @@ pub fn score_record(result: &EvalResult) -> Option<ScoreRecord> {
         .find(|s| !s.is_empty());
     let head = score_phrase(result);
     let summary = match verdict {
-        Some(v) => clip(&format!("{head}: {v}"), MAX_SUMMARY_CHARS),
+        Some(v) => clip(&format!("{head}: {}", for_people(&v, primary.score)), MAX_SUMMARY_CHARS),
         None => head,
     };
     let mode = match primary.mode {
@@ -99,6 +105,12 @@ mod tests {
         assert_eq!(first_sentence("no full stop at all"), "no full stop at all");
         assert_eq!(first_sentence("v1.5 looks off. Next."), "v1.5 looks off.");
         assert_eq!(first_sentence("### Heading only\n"), "");
+    }
+
+    #[test]
+    fn markers_and_control_characters_are_for_people() {
+        assert_eq!(first_sentence("a\u{12}b c."), "ab c.");
+        assert_eq!(for_people("score is [SCORE], regions [MAP]", 0.25), "score is 0.250, regions (see the heatmap)");
     }
 
     #[test]
