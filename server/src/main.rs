@@ -1,10 +1,9 @@
 //! The `heie` binary: parses the command line and runs one subcommand. Errors print as one line.
 
-use clap::Parser;
 use heie_server::cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_env();
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEIE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -13,8 +13,10 @@ use crate::pipeline::heatmap::{overlay_png, to_gray_png};
 use crate::pipeline::image_input::load_path;
 use crate::pipeline::{EvalOptions, EvalResult, Evaluator};
 
+use super::metadata::write_into_file;
 use super::model_args::ModelArgs;
 use super::report::eval_report;
+use super::summary::{result_line, score_record};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -24,7 +26,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Folder for NAME.heatmap.png, NAME.overlay.png and NAME.json.
-    #[arg(long, short, default_value = "heie-out", env = "HEIE_OUT")]
+    #[arg(long, short, default_value = "heie-out")]
     pub out: PathBuf,
     /// Print one JSON object per image on stdout instead of streaming the explanation.
     #[arg(long)]
@@ -44,6 +46,10 @@ pub struct EvalArgs {
     /// The text-to-image prompt the images were generated from (context for the judge).
     #[arg(long)]
     pub prompt: Option<String>,
+    /// Also write score, mode and a one-line summary into each image file (key `heie`: PNG iTXt,
+    /// JPEG comment, WebP XMP), pixels untouched; see server/src/cli/metadata/README.md.
+    #[arg(long)]
+    pub write_metadata: bool,
 }
 
 /// Runs the command; returns how many images failed.
@@ -114,16 +120,19 @@ fn eval_one(evaluator: &Evaluator, path: &Path, options: &EvalOptions, args: &Ev
     let report = eval_report(path, &image, &result, &heatmap_file, &overlay_file);
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(&json_file, &text)?;
+    if args.write_metadata {
+        let record = score_record(&result).context("no score to write into the image")?;
+        write_into_file(path, &record).context("writing the score into the image")?;
+    }
     if stream {
-        let score = result.score().map(|s| format!("{s:.3}")).unwrap_or_else(|| "n/a".into());
         writeln!(
             stdout,
-            "\n\nscore {score} ({:?}) · {} · wrote {}, {}, {}",
-            result.scores.first().map(|s| s.mode),
-            result.finish_reason.map(|f| format!("{f:?}")).unwrap_or_default(),
+            "\n\n{} · wrote {}, {}, {}{}",
+            result_line(&result),
             heatmap_file.display(),
             overlay_file.display(),
-            json_file.display()
+            json_file.display(),
+            if args.write_metadata { format!(" and the score into {}", path.display()) } else { String::new() }
         )?;
     } else {
         writeln!(stdout, "{}", serde_json::to_string(&report)?)?;

@@ -38,7 +38,7 @@ pub struct ExtractArgs {
     /// Feed each sample's reference chain of thought (Expl-AIGI-Eval's answer, `ID.cot.txt` of a
     /// folder) instead of generating one, as HEIE trains with the ground-truth CoT in context; samples
     /// without one are generated. A reference that is not in the HEIE format skips its sample.
-    #[arg(long, env = "HEIE_TEACHER_FORCING")]
+    #[arg(long)]
     pub teacher_forcing: bool,
 }
 

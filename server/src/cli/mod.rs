@@ -5,15 +5,18 @@ pub mod bench;
 pub mod default_model;
 pub mod evaluate;
 pub mod extract;
+pub mod env_vars;
 pub mod eval;
 pub mod heads;
+pub mod metadata;
 pub mod model_args;
 pub mod report;
+pub mod summary;
 pub mod synth;
 pub mod train;
 pub mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches as _, Parser, Subcommand};
 
 /// HEIE: where an AI-generated image is implausible (heatmap), how plausible it is (score), and why
 /// (a streamed chain of thought), from an InternVL model through llama.cpp.
@@ -26,6 +29,15 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process arguments with every flag's environment variable (see `env_vars`); prints
+    /// help or the error and exits on bad input, like clap's own `parse`.
+    pub fn parse_with_env() -> Cli {
+        let matches = env_vars::command().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// How the process log is written.

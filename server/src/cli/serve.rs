@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory};
+use clap::{ArgMatches, Args};
 use serde::Deserialize;
 
 use crate::pipeline::options::MAX_TOKENS_PER_SECTION;
@@ -288,7 +288,7 @@ fn network_options(args: &ServeArgs, file: &mut ConfigFile) -> anyhow::Result<Ne
 /// The `serve` subcommand's matches, re-parsed from the process arguments, to learn which model
 /// flags were set explicitly.
 fn serve_matches(argv: Vec<OsString>) -> Option<ArgMatches> {
-    let matches = super::Cli::command().try_get_matches_from(argv).ok()?;
+    let matches = super::env_vars::command().try_get_matches_from(argv).ok()?;
     matches.subcommand_matches("serve").cloned()
 }
 
@@ -434,11 +434,11 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn parse(argv: &[&str]) -> (ServeArgs, ArgMatches) {
         let argv: Vec<OsString> = std::iter::once("heie").chain(argv.iter().copied()).map(OsString::from).collect();
-        let cli = super::super::Cli::parse_from(argv.clone());
+        let matches = super::super::env_vars::command().get_matches_from(argv.clone());
+        let cli = <super::super::Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("parses");
         let super::super::Command::Serve(args) = cli.command else { panic!("serve") };
         (args, serve_matches(argv).expect("matches"))
     }
