@@ -132,6 +132,12 @@ def test_probes_point_at_the_health_endpoint(renderings: dict[str, list[dict[str
                 )
             else:  # the HTTP edge's /healthz
                 assert spec["httpGet"]["path"] == "/healthz" and spec["httpGet"]["port"] in ports, f"{name} {probe}"
+                # With TLS the --http port serves HTTPS too (the same certificate): a plain probe would fail.
+                tls = any(e["name"] == "HEIE_TLS_CERT" for e in container.get("env", []))
+                assert spec["httpGet"].get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP"), f"{name} {probe}"
+                assert not (tls and any(e["name"] == "HEIE_TLS_CLIENT_CA" for e in container["env"])), (
+                    f"{name}: the kubelet has no client certificate for an mTLS probe"
+                )
                 assert any(e["name"] == "HEIE_HTTP" and e["value"].endswith(f":{ports['http']}") for e in container["env"])
 
 
