@@ -151,6 +151,12 @@ try {
   check(sections.length >= 2 && sections[0] === "Image description", `sections shown in order: ${sections.join(", ")}`);
   const score = await page.$eval("#score .value", (e) => e.textContent);
   check(/^[01]\.\d\d$/.test(score), `the score is shown (${score})`);
+  const texts = await page.$$eval("#sections .text", (ts) => ts.map((t) => ({ shown: t.textContent, raw: t.dataset.raw })));
+  const raw = texts.map((t) => t.raw).join("\n");
+  const shownText = texts.map((t) => t.shown).join("\n");
+  check(raw.includes("[MAP]") && raw.includes("[SCORE]"), "the model's raw text has its [MAP] and [SCORE] markers");
+  check(!/\[MAP\]|\[SCORE\]/.test(shownText), "no raw marker is shown to people");
+  check(shownText.includes("shown in the heatmap") && shownText.includes(`is ${score}`), `the markers read as the heatmap and the score (${score})`);
   const overlay = await page.$eval("#overlay", (c) => {
     const r = c.getBoundingClientRect();
     const p = document.getElementById("picture").getBoundingClientRect();

@@ -199,6 +199,8 @@ const single = {
   controller: null,
   ticker: null,
   imageSize: null,
+  /** The verdict's score once it has arrived: `[SCORE]` in the text shows it. */
+  score: undefined,
 };
 
 function setProgress(element, text, kind) {
@@ -220,6 +222,7 @@ function chooseImage(file) {
 }
 
 function resetResult() {
+  single.score = undefined;
   $("sections").replaceChildren();
   $("boxes").replaceChildren();
   $("score").hidden = true;
@@ -229,6 +232,15 @@ function resetResult() {
   $("legend").hidden = true;
   $("done").textContent = "";
   setProgress($("progress"), "");
+}
+
+/**
+ * The model's text as a person reads it: a run of `[MAP]` markers (one per tile) says where the regions
+ * are shown, and `[SCORE]` becomes the score once it has arrived (the raw text stays in data-raw).
+ */
+function forPeople(raw) {
+  const score = single.score === undefined ? "…" : single.score.toFixed(2);
+  return raw.replace(/(\[MAP\])+/g, "shown in the heatmap").replace(/\[SCORE\]/g, score);
 }
 
 function sectionBlock(section) {
@@ -312,6 +324,8 @@ function showScore(score) {
   const box = $("score");
   if (!box.hidden) return; // the first Score is the verdict; later ones are extras
   const value = score.score;
+  single.score = value;
+  for (const text of document.querySelectorAll("#sections .text")) text.textContent = forPeople(text.dataset.raw || "");
   box.className = "score " + (value >= 0.7 ? "good" : value >= 0.4 ? "fair" : "bad");
   const big = document.createElement("span");
   big.className = "value";
@@ -421,7 +435,9 @@ async function evaluate() {
           const block = sectionBlock(event.section);
           const text = block.querySelector(".text");
           // Sections begin with the blank lines that separate them in the model's context.
-          text.textContent += text.textContent ? event.text : event.text.replace(/^\s+/, "");
+          const raw = text.dataset.raw || "";
+          text.dataset.raw = raw + (raw ? event.text : event.text.replace(/^\s+/, ""));
+          text.textContent = forPeople(text.dataset.raw);
           text.scrollTop = text.scrollHeight;
           if (!writing || block.dataset.announced !== "1") {
             writing = true;
