@@ -41,8 +41,10 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<EvaluatorClient<Channel
     Ok(EvaluatorClient::new(channel).max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES))
 }
 
-/// One request as measured: time to the first text and to Done on the client, and the server's
-/// own timings from the Done event.
+/// One request as measured: latency to Done on the client, the server's own timings from the Done
+/// event, and the time to the first *generated* token. That one comes from the server
+/// (`Timings.time_to_first_token_ms`: arrival to the first sampled token), not from the first TextDelta:
+/// in guided mode the first TextDelta is heading text the server writes before anything is decoded.
 struct Sample {
     ttft: Option<Duration>,
     latency: Duration,
@@ -57,10 +59,9 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
         options: Some(options),
     };
     let mut stream = client.evaluate(request).await?.into_inner();
-    let (mut ttft, mut generated, mut timings) = (None, 0, None);
+    let (mut generated, mut timings) = (0, None);
     while let Some(event) = stream.message().await? {
         match event.event {
-            Some(pb::evaluate_event::Event::TextDelta(_)) if ttft.is_none() => ttft = Some(started.elapsed()),
             Some(pb::evaluate_event::Event::Done(d)) => {
                 anyhow::ensure!(d.message.is_empty(), "the server failed a request: {}", d.message);
                 generated = d.tokens.map(|t| t.generated_tokens).unwrap_or(0);
@@ -70,6 +71,8 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
         }
     }
     let timings = timings.context("the stream ended without a Done event")?;
+    // 0 when nothing was generated (e.g. a score-only request): no TTFT to report.
+    let ttft = (timings.time_to_first_token_ms > 0.0).then(|| Duration::from_secs_f64(timings.time_to_first_token_ms / 1000.0));
     Ok(Sample { ttft, latency: started.elapsed(), generated, timings })
 }
 

@@ -14,6 +14,8 @@ pub struct BenchRow {
     pub images_per_s: f64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
+    /// Time to the first generated (sampled) token, from the request's arrival at the server: queue,
+    /// image work and prefill included; server-written heading text does not count.
     pub ttft_p50_ms: f64,
     pub ttft_p95_ms: f64,
     /// Generated tokens over wall time, all sequences together.
