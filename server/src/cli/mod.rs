@@ -24,7 +24,7 @@ use clap::{FromArgMatches as _, Parser, Subcommand};
 #[command(name = "heie", version, about)]
 pub struct Cli {
     /// Log format on stderr: `text` for people, `json` (one object per line) for log collectors.
-    /// The level comes from HEIE_LOG (e.g. `info`, `heie_server=debug`) [default: text].
+    /// The level comes from HEIE_LOG (e.g. `info`, `heie_server=debug`).
     #[arg(long, global = true, env = "HEIE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[command(subcommand)]
