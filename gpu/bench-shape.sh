@@ -5,7 +5,7 @@
 # One call per model shape; each fits one 600-s device call (the first also pays the ~255-s CUDA build,
 # so run 2b first and 8b right after, while the machine is warm). Everything lands in $OUT:
 #   anchor-SHAPE.txt   raw llama.cpp (shared/anchors/bench.cpp) on the same model: the baseline numbers
-#   bench-SHAPE.json   heie bench, HEIE's engine vs the naive path at 1/4/16 in flight, in the same run
+#   bench-SHAPE.json   heie bench, HEIE's engine vs its no-speedups ablation at 1/4/16 in flight, in the same run
 #   bench-SHAPE.txt    the same as a table, plus the device heie reported
 # Models are random-weight GGUFs with InternVL3-2B/8B's exact shapes (gen_shapes.py), quantized to
 # Q4_K_M by the anchor, written under /tmp (the 8B F16 file is 15 GB: never copied over the network).
@@ -52,9 +52,9 @@ grid=16; [ "$shape" = tiny ] && grid=2
 echo "{\"llm_width\": $width, \"token_grid\": $grid}" > /tmp/heads-$shape.json
 $D/heie heads init --config /tmp/heads-$shape.json --seed 1 -o /tmp/heads-$shape.safetensors
 
-step "heie bench: heie vs naive at $PARALLEL in flight"
+step "heie bench: heie vs no-speedups at $PARALLEL in flight"
 HEIE_LOG=warn $D/heie bench --model "$llm" --mmproj "$mmproj" --heads /tmp/heads-$shape.safetensors \
     --n-gpu-layers -1 --threads "$THREADS" --batch-size "${BATCH:-2048}" --ctx-size 4096 --max-tiles 12 --width 1024 --height 1024 \
-    --max-tokens "$MAX_TOKENS" --parallel "$PARALLEL" --paths "${PATHS:-heie,naive}" \
+    --max-tokens "$MAX_TOKENS" --parallel "$PARALLEL" --paths "${PATHS:-heie,no-speedups}" \
     --out "$OUT/bench-$shape.json" 2>&1 | tee "$OUT/bench-$shape.txt"
 step "done"

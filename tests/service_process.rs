@@ -66,11 +66,11 @@ fn serve_reports_a_bad_config_in_one_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_measures_heie_and_the_naive_path_side_by_side_and_prints_json() {
+async fn bench_measures_heie_and_its_ablations_side_by_side_and_prints_json() {
     let _serial = serial().await;
     let out = std::process::Command::new(heie_bin())
         .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
-        .args(["--threads", "1", "--parallel", "1,2", "--paths", "heie,naive,no-prefix-cache", "--requests", "4"])
+        .args(["--threads", "1", "--parallel", "1,2", "--paths", "heie,no-speedups,no-prefix-cache", "--requests", "4"])
         .args(["--max-tokens", "2", "--width", "96", "--height", "64", "--json"])
         .env("HEIE_LOG", "error")
         .output()
@@ -82,7 +82,7 @@ async fn bench_measures_heie_and_the_naive_path_side_by_side_and_prints_json() {
         rows.iter().map(|r| (r["path"].as_str().unwrap().to_string(), r["in_flight"].as_u64().unwrap())).collect();
     let expected: Vec<(String, u64)> = [1, 2]
         .into_iter()
-        .flat_map(|n| ["heie", "naive", "no-prefix-cache"].map(|p| (p.to_string(), n)))
+        .flat_map(|n| ["heie", "no-speedups", "no-prefix-cache"].map(|p| (p.to_string(), n)))
         .collect();
     assert_eq!(settings, expected);
     for row in rows {
@@ -97,9 +97,66 @@ async fn bench_measures_heie_and_the_naive_path_side_by_side_and_prints_json() {
         let share = row["pre_post_share"].as_f64().unwrap();
         assert!(share > 0.0 && share < 1.0, "{row}");
         assert!(row["mean_decode_batch"].as_f64().unwrap() >= 1.0);
-        // Each row is compared with the naive row of the same in-flight count.
-        assert!(row["vs_naive"].as_f64().unwrap() > 0.0, "{row}");
+        // Each row is compared with the no-speedups row of the same in-flight count; there is no
+        // llama-server row to compare with.
+        assert!(row["vs_no_speedups"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["vs_llama_server"].is_null(), "{row}");
+        // Every text piece after the first leaves a gap; the stream ends with at least two.
+        let (g95, gmax) = (row["gap_p95_ms"].as_f64().unwrap(), row["gap_max_ms"].as_f64().unwrap());
+        assert!(g95 > 0.0 && gmax >= g95 && gmax <= p95, "{row}");
+        assert!(row["prompt_tokens"].as_f64().unwrap() > row["generated_per_request"].as_f64().unwrap(), "{row}");
     }
-    assert_eq!(rows[1]["vs_naive"], 1.0);
+    assert_eq!(rows[1]["vs_no_speedups"], 1.0);
     assert_eq!(rows[0]["mean_decode_batch"], 1.0, "one slot decodes one sequence per step");
+}
+
+#[test]
+fn bench_asks_for_the_llama_server_it_compares_with() {
+    let bench = |extra: &[&str]| {
+        let out = std::process::Command::new(heie_bin())
+            .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = bench(&["--paths", "heie,llama-server"]);
+    assert!(missing.contains("--llama-server PATH|URL"), "{missing}");
+    let absent = bench(&["--paths", "llama-server", "--llama-server", "/nonexistent/llama-server"]);
+    assert!(absent.contains("no such file"), "{absent}");
+    let old_name = bench(&["--paths", "naive"]);
+    assert!(old_name.contains("no-speedups"), "{old_name}");
+}
+
+/// Against a real llama-server (a bench prerequisite, not a CI one: building it takes ~15 minutes), run
+/// only where `HEIE_TEST_LLAMA_SERVER` names the binary, as the real-model tests are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_compares_with_a_real_llama_server_on_the_same_work() {
+    let Ok(binary) = std::env::var("HEIE_TEST_LLAMA_SERVER") else {
+        eprintln!("skipped: HEIE_TEST_LLAMA_SERVER is not set");
+        return;
+    };
+    let _serial = serial().await;
+    let out = std::process::Command::new(heie_bin())
+        .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
+        .args(["--threads", "1", "--parallel", "2", "--paths", "llama-server,heie", "--llama-server", &binary])
+        .args(["--requests", "4", "--max-tokens", "4", "--width", "96", "--height", "64", "--json"])
+        .env("HEIE_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let rows = rows.as_array().unwrap();
+    // HEIE runs first whatever the order given, so the peer is asked for as many tokens.
+    assert_eq!(rows[0]["path"], "heie");
+    assert_eq!(rows[1]["path"], "llama-server");
+    assert_eq!(rows[1]["generated_per_request"].as_f64().unwrap(), rows[0]["generated_per_request"].as_f64().unwrap().round());
+    for row in rows {
+        assert_eq!(row["requests"], 4, "{row}");
+        assert!(row["ttft_p50_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["prompt_tokens"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["vs_llama_server"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert_eq!(rows[1]["vs_llama_server"], 1.0);
 }

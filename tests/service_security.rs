@@ -264,7 +264,9 @@ async fn one_connection_holds_at_most_max_concurrent_streams_calls_at_once() {
     let _serial = serial().await;
     let args: Vec<String> =
         ["--max-concurrent-streams", "2", "--parallel", "4", "--max-queue", "8", "--shutdown-grace", "1"].map(String::from).to_vec();
-    let mut server = spawn(&args, &[]);
+    // Every decode step takes 5 ms longer (test-only HEIE_FAULT_STEP_DELAY_MS): a long evaluation then
+    // runs for many seconds however fast the engine gets.
+    let mut server = spawn(&args, &[("HEIE_FAULT_STEP_DELAY_MS", "5")]);
     let ch = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
 
     // Two long evaluations take both streams of this connection.
@@ -277,7 +279,7 @@ async fn one_connection_holds_at_most_max_concurrent_streams_calls_at_once() {
     }
     // A third call on the same connection waits for a stream, although the server has free slots…
     let mut third = EvaluatorClient::new(ch.clone());
-    // (1.5 s: well inside the seconds a long evaluation runs, even on a fast machine.)
+    // (1.5 s: well inside the seconds a long evaluation runs with the step delay.)
     let waited = tokio::time::timeout(Duration::from_millis(1500), third.get_info(pb::GetInfoRequest {})).await;
     assert!(waited.is_err(), "the third stream on one connection must wait: {waited:?}");
     // …while another connection is served at once.

@@ -48,8 +48,8 @@ pub struct ModelArgs {
     /// batched-text, prefix-cache, batched-vision, batched-image-prefill, or `all`.
     #[arg(long = "disable-speedup", value_delimiter = ',', value_name = "NAME")]
     pub disable_speedups: Vec<String>,
-    /// Flash attention: auto (llama.cpp's choice: on where the backend has it), on or off. On a CPU,
-    /// off was 1.3–1.5× faster with 1–4 requests in flight and 2× slower with 16 (fixture model).
+    /// Flash attention: auto (off when the model runs on the CPU, where it measured slower at 1, 4
+    /// and 16 requests in flight; llama.cpp's choice on a GPU), on or off.
     #[arg(long, env = "HEIE_FLASH_ATTN", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
 }

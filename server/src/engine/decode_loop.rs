@@ -23,6 +23,32 @@ enum SlotState {
     /// `publish`: these tokens are the shared prefix; once fed, the prefix cache takes their cells.
     Feeding { tokens: Vec<Token>, capture: Vec<usize>, logits: bool, done: usize, publish: bool },
     Generating { remaining: u32, sampler: Sampler, next: Option<(Token, bool)> },
+    /// An image step in progress, done a piece per engine step while other sequences run.
+    Imaging(ImageWork),
+}
+
+/// An image's tiles on their way into the context: encoded through the vision tower, then their
+/// embedding rows decoded into the sequence. Done in pieces — one tile's encode, or one `n_batch`
+/// chunk of rows — between the decode steps of the other sequences, so a new image never stalls
+/// running streams for longer than one piece.
+struct ImageWork {
+    tiles: Vec<TileBitmap>,
+    /// Tiles encoded so far.
+    encoded: usize,
+    /// Encoded tiles whose rows are not all decoded yet, oldest first, and how many rows of the front
+    /// one are.
+    pending: VecDeque<Vec<f32>>,
+    front_rows_done: usize,
+}
+
+impl ImageWork {
+    fn pending_rows(&self, width: usize) -> usize {
+        self.pending.iter().map(|f| f.len() / width).sum::<usize>() - self.front_rows_done
+    }
+
+    fn done(&self) -> bool {
+        self.encoded == self.tiles.len() && self.pending.is_empty()
+    }
 }
 
 struct Slot {
@@ -208,11 +234,16 @@ impl DecodeLoop {
             None => {}
         }
         self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-        let seq = self.free_seqs.pop().expect("admit checks for a free slot");
+        // The lowest free id, and slots kept in id order: with per-sequence KV streams llama.cpp puts
+        // only sequences with consecutive ids into one micro-batch, so gaps and disorder would split a
+        // decode step into several graph runs.
+        let lowest = (0..self.free_seqs.len()).min_by_key(|&k| self.free_seqs[k]).expect("admit checks for a free slot");
+        let seq = self.free_seqs.swap_remove(lowest);
         let now = Instant::now();
         let stats = SequenceStats { queued: now - job.enqueued_at, admitted_at: Some(now), ..Default::default() };
         self.ctx.remove_from(seq, 0);
-        self.slots.push(Slot {
+        let at = self.slots.partition_point(|s| s.seq < seq);
+        self.slots.insert(at, Slot {
             seq,
             program: job.program,
             pos: 0,
@@ -237,7 +268,34 @@ impl DecodeLoop {
         if !rows.is_empty() {
             self.decode_and_dispatch(rows);
         }
+        self.image_work();
         self.reap();
+    }
+
+    /// Moves the oldest image in progress on by one piece, or all the way when no other sequence is
+    /// running (nobody would wait, and the vision tower then encodes all its tiles in one batch).
+    fn image_work(&mut self) {
+        let oldest = (0..self.slots.len())
+            .filter(|&i| self.slots[i].end.is_none() && matches!(self.slots[i].state, SlotState::Imaging(_)))
+            .min_by_key(|&i| self.slots[i].stats.admitted_at);
+        let Some(i) = oldest else { return };
+        let others_running = self.slots.iter().enumerate().any(|(k, s)| {
+            k != i && s.end.is_none() && matches!(s.state, SlotState::Feeding { .. } | SlotState::Generating { .. })
+        });
+        loop {
+            if let Err(e) = self.image_piece(i, !others_running) {
+                self.slots[i].end = Some(SequenceEnd::Failed(e));
+                return;
+            }
+            let SlotState::Imaging(work) = &self.slots[i].state else { return };
+            if work.done() {
+                self.slots[i].state = SlotState::Ready;
+                return;
+            }
+            if others_running {
+                return;
+            }
+        }
     }
 
     /// Resolves `Ready` slots into Feeding/Generating, running image steps and trivial transitions.
@@ -252,7 +310,7 @@ impl DecodeLoop {
                 return;
             }
             match &slot.state {
-                SlotState::Feeding { .. } => return,
+                SlotState::Feeding { .. } | SlotState::Imaging(_) => return,
                 SlotState::Generating { next: Some(_), .. } => return,
                 SlotState::Generating { next: None, .. } => {
                     // First token of a generation: sample from the logits the previous Feed left.
@@ -291,23 +349,25 @@ impl DecodeLoop {
                     }
                     slot.stats.prompt_tokens += tokens.len() as u32;
                     if self.speedups.prefix_cache && self.prefix.as_ref() == Some(&tokens) {
-                        self.ctx.share_prefix(self.prefix_seq, slot.seq, tokens.len() as i32);
+                        self.ctx.share_prefix(self.prefix_seq, slot.seq);
                         slot.pos = tokens.len() as i32;
                         slot.stats.cached_prompt_tokens += tokens.len() as u32;
                         self.metrics.prefix_cache_hits.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let publish = self.speedups.prefix_cache && tokens.len() <= PREFIX_CELLS as usize;
+                    let publish = self.speedups.prefix_cache && tokens.len() <= (PREFIX_CELLS as usize).min(self.ctx_per_seq as usize);
                     slot.state = SlotState::Feeding { tokens, capture: Vec::new(), logits: false, done: 0, publish };
                 }
                 Step::Generate { max_tokens, sampling } => {
                     slot.state = SlotState::Generating { remaining: max_tokens, sampler: Sampler::new(sampling), next: None };
                 }
                 Step::Images(tiles) => {
-                    if let Err(e) = self.run_images(i, &tiles) {
-                        self.slots[i].end = Some(SequenceEnd::Failed(e));
-                        return;
+                    if tiles.is_empty() {
+                        continue;
                     }
+                    let work = ImageWork { tiles, encoded: 0, pending: VecDeque::new(), front_rows_done: 0 };
+                    slot.state = SlotState::Imaging(work);
+                    return;
                 }
             }
         }
@@ -354,59 +414,73 @@ impl DecodeLoop {
         }
     }
 
-    /// Encodes an image's tiles and appends all their embeddings to the slot's sequence. The
-    /// embeddings go through the LLM in `n_batch` chunks across tile boundaries: one decode per
-    /// chunk, not one per tile.
-    fn run_images(&mut self, i: usize, tiles: &[TileBitmap]) -> Result<(), EngineError> {
+    /// One piece of slot `i`'s image work: decode a chunk of encoded rows when a full `n_batch` chunk
+    /// is ready (or nothing is left to encode), else encode the next tile — or, with `all_tiles`, every
+    /// remaining tile in one batched encode. Rows go into the sequence in `n_batch` chunks across tile
+    /// boundaries: one decode per chunk, not one per tile.
+    fn image_piece(&mut self, i: usize, all_tiles: bool) -> Result<(), EngineError> {
         let width = self.model.n_embd();
-        let t0 = Instant::now();
-        let features = if self.speedups.batched_vision {
-            let views: Vec<(&[u8], u32, u32)> = tiles.iter().map(|t| (t.rgb.as_slice(), t.width, t.height)).collect();
-            self.vision.encode_tiles(&views)?
-        } else {
-            tiles.iter().map(|t| self.vision.encode_tile(&t.rgb, t.width, t.height)).collect::<Result<Vec<_>, _>>()?
-        };
-        let encode = t0.elapsed();
-        self.metrics.record_image_encode(encode);
-        let n_tokens: usize = features.iter().map(|f| f.len() / width).sum();
+        let capacity = self.embd_batch.capacity();
+        let SlotState::Imaging(work) = &mut self.slots[i].state else { return Ok(()) };
+        let pending = work.pending_rows(width);
+        let encode_next = work.encoded < work.tiles.len() && pending < capacity && (pending == 0 || self.speedups.batched_image_prefill);
+        if encode_next {
+            let t0 = Instant::now();
+            let take = if all_tiles { work.tiles.len() - work.encoded } else { 1 };
+            let tiles = &work.tiles[work.encoded..work.encoded + take];
+            let features = if self.speedups.batched_vision && take > 1 {
+                let views: Vec<(&[u8], u32, u32)> = tiles.iter().map(|t| (t.rgb.as_slice(), t.width, t.height)).collect();
+                self.vision.encode_tiles(&views)?
+            } else {
+                tiles.iter().map(|t| self.vision.encode_tile(&t.rgb, t.width, t.height)).collect::<Result<Vec<_>, _>>()?
+            };
+            let encode = t0.elapsed();
+            self.metrics.record_image_encode(encode);
+            let slot = &mut self.slots[i];
+            slot.stats.image_encode += encode;
+            let SlotState::Imaging(work) = &mut slot.state else { return Ok(()) };
+            work.encoded += take;
+            for f in features {
+                // The program keeps each tile's features for the heads, in tile order.
+                slot.program.on_image_features(&f, f.len() / width);
+                work.pending.push_back(f);
+            }
+            return Ok(());
+        }
+        // Decode one chunk: up to n_batch rows, across tile boundaries unless that speed-up is off.
         let slot = &mut self.slots[i];
-        slot.stats.image_encode += encode;
-        if slot.pos + n_tokens as i32 > self.ctx_per_seq {
-            return Err(EngineError::ContextFull(format!(
-                "{} image tokens at position {} of {}",
-                n_tokens, slot.pos, self.ctx_per_seq
-            )));
+        let SlotState::Imaging(work) = &mut slot.state else { return Ok(()) };
+        if slot.pos + pending as i32 > self.ctx_per_seq {
+            return Err(EngineError::ContextFull(format!("{pending} image tokens at position {} of {}", slot.pos, self.ctx_per_seq)));
         }
         let t1 = Instant::now();
         self.ctx.set_embeddings(false);
         self.embd_batch.clear();
-        let mut t = 0;
-        for tile in &features {
-            for row in tile.chunks_exact(width) {
-                self.embd_batch.push_embedding(row, slot.pos + t, slot.seq, false);
-                t += 1;
-                if self.embd_batch.len() == self.embd_batch.capacity() {
-                    self.ctx.decode(&self.embd_batch)?;
-                    self.embd_batch.clear();
+        while self.embd_batch.len() < capacity {
+            let Some(front) = work.pending.front() else { break };
+            let row = &front[work.front_rows_done * width..(work.front_rows_done + 1) * width];
+            self.embd_batch.push_embedding(row, slot.pos + self.embd_batch.len() as i32, slot.seq, false);
+            work.front_rows_done += 1;
+            if work.front_rows_done * width == front.len() {
+                work.pending.pop_front();
+                work.front_rows_done = 0;
+                if !self.speedups.batched_image_prefill {
+                    break;
                 }
             }
-            if !self.speedups.batched_image_prefill {
-                self.ctx.decode(&self.embd_batch)?;
-                self.embd_batch.clear();
-            }
         }
+        let rows = self.embd_batch.len();
         self.ctx.decode(&self.embd_batch)?;
-        slot.pos += n_tokens as i32;
-        slot.stats.image_tokens += n_tokens as u32;
+        slot.pos += rows as i32;
+        slot.stats.image_tokens += rows as u32;
         slot.stats.prefill += t1.elapsed();
         slot.stats.image_prefill += t1.elapsed();
-        for f in &features {
-            slot.program.on_image_features(f, f.len() / width);
-        }
         Ok(())
     }
 
-    /// Fills the shared token batch: one token per generating slot, then prefill chunks.
+    /// Fills the shared token batch: one token for every generating slot first, then prefill chunks
+    /// in the room left. Rows go in slot (= sequence id) order, so that with per-sequence KV streams
+    /// llama.cpp can put one token of every sequence into a single micro-batch.
     fn build_batch(&mut self) -> Vec<Row> {
         self.batch.clear();
         let mut rows = Vec::new();
@@ -418,51 +492,54 @@ impl DecodeLoop {
             SlotState::Feeding { capture, done, .. } => capture.iter().any(|&c| c >= *done),
             _ => false,
         });
+        let generating = self
+            .slots
+            .iter()
+            .filter(|s| s.end.is_none() && matches!(s.state, SlotState::Generating { next: Some(_), .. }))
+            .count();
+        // Room for prefill once every generating slot has its row.
+        let mut room = capacity.saturating_sub(generating);
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.end.is_some() {
                 continue;
             }
-            if let SlotState::Generating { next: Some((token, capture)), .. } = slot.state {
-                if slot.pos >= self.ctx_per_seq {
-                    slot.end = Some(SequenceEnd::Failed(EngineError::ContextFull(format!(
-                        "generation reached {} tokens",
-                        self.ctx_per_seq
-                    ))));
-                    continue;
+            match &slot.state {
+                SlotState::Generating { next: Some((token, capture)), .. } => {
+                    if slot.pos >= self.ctx_per_seq {
+                        slot.end = Some(SequenceEnd::Failed(EngineError::ContextFull(format!(
+                            "generation reached {} tokens",
+                            self.ctx_per_seq
+                        ))));
+                        continue;
+                    }
+                    self.batch.push_token(*token, slot.pos, slot.seq, true);
+                    rows.push(Row::Generated { slot: i, capture: *capture });
                 }
-                self.batch.push_token(token, slot.pos, slot.seq, true);
-                rows.push(Row::Generated { slot: i, capture });
-            }
-        }
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.end.is_some() {
-                continue;
-            }
-            let SlotState::Feeding { tokens, capture, done, .. } = &slot.state else { continue };
-            let has_capture = capture.iter().any(|&c| c >= *done);
-            if capturing && !has_capture {
-                continue;
-            }
-            let room = capacity - self.batch.len();
-            if room == 0 {
-                break;
-            }
-            let per_step = if self.speedups.batched_text { room } else { 1 };
-            let take = (tokens.len() - done).min(per_step);
-            if slot.pos + (tokens.len() - done) as i32 > self.ctx_per_seq {
-                slot.end = Some(SequenceEnd::Failed(EngineError::ContextFull(format!(
-                    "{} more tokens at position {} of {}",
-                    tokens.len() - done,
-                    slot.pos,
-                    self.ctx_per_seq
-                ))));
-                continue;
-            }
-            for k in *done..*done + take {
-                let last = k + 1 == tokens.len();
-                let output = capturing || last || capture.contains(&k);
-                self.batch.push_token(tokens[k], slot.pos + (k - done) as i32, slot.seq, output);
-                rows.push(Row::Fed { slot: i, index: k });
+                SlotState::Feeding { tokens, capture, done, .. } => {
+                    let has_capture = capture.iter().any(|&c| c >= *done);
+                    if (capturing && !has_capture) || room == 0 {
+                        continue;
+                    }
+                    if slot.pos + (tokens.len() - done) as i32 > self.ctx_per_seq {
+                        slot.end = Some(SequenceEnd::Failed(EngineError::ContextFull(format!(
+                            "{} more tokens at position {} of {}",
+                            tokens.len() - done,
+                            slot.pos,
+                            self.ctx_per_seq
+                        ))));
+                        continue;
+                    }
+                    let per_step = if self.speedups.batched_text { room } else { 1 };
+                    let take = (tokens.len() - done).min(per_step);
+                    for k in *done..*done + take {
+                        let last = k + 1 == tokens.len();
+                        let output = capturing || last || capture.contains(&k);
+                        self.batch.push_token(tokens[k], slot.pos + (k - done) as i32, slot.seq, output);
+                        rows.push(Row::Fed { slot: i, index: k });
+                    }
+                    room -= take;
+                }
+                _ => {}
             }
         }
         if !rows.is_empty() {
@@ -548,7 +625,7 @@ impl DecodeLoop {
                         if *publish {
                             // Later sequences share these cells instead of computing them again.
                             self.ctx.remove_from(self.prefix_seq, 0);
-                            self.ctx.share_prefix(slot.seq, self.prefix_seq, tokens.len() as i32);
+                            self.ctx.share_prefix(slot.seq, self.prefix_seq);
                             self.prefix = Some(std::mem::take(tokens));
                         }
                         slot.state = SlotState::Ready;
@@ -563,7 +640,7 @@ impl DecodeLoop {
         let mut i = 0;
         while i < self.slots.len() {
             if self.slots[i].end.is_some() {
-                let mut slot = self.slots.swap_remove(i);
+                let mut slot = self.slots.remove(i);
                 self.ctx.remove_from(slot.seq, 0);
                 self.free_seqs.push(slot.seq);
                 let end = slot.end.take().unwrap_or(SequenceEnd::Completed);

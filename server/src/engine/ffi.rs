@@ -262,6 +262,10 @@ pub struct ContextParams {
     pub threads: i32,
     /// Flash attention: `None` = llama.cpp decides (it turns it on where the backend supports it).
     pub flash_attention: Option<bool>,
+    /// One KV stream per sequence (`n_ctx / n_seq_max` cells each): a token attends over its own
+    /// sequence's cells only. Off, all sequences share one unified cache and every token's attention
+    /// spans every sequence's cells (masked), which grows with the number in flight.
+    pub per_sequence_kv: bool,
 }
 
 /// A llama context: the KV cache and the compute state. Owned by exactly one thread (not Send).
@@ -286,7 +290,7 @@ impl Context {
             params.n_seq_max = p.n_seq_max;
             params.n_threads = p.threads;
             params.n_threads_batch = p.threads;
-            params.kv_unified = true;
+            params.kv_unified = !p.per_sequence_kv;
             params.flash_attn_type = match p.flash_attention {
                 None => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
                 Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
@@ -361,11 +365,14 @@ impl Context {
         }
     }
 
-    /// Makes sequence `dst` share `src`'s cells at positions `0..len` (no recompute: with the unified
-    /// KV cache the cells gain a second owner, they are not duplicated).
-    pub fn share_prefix(&mut self, src: i32, dst: i32, len: i32) {
-        // SAFETY: valid memory handle; llama.cpp ignores positions without cells.
-        unsafe { sys::llama_memory_seq_cp(self.memory, src, dst, 0, len) }
+    /// Gives sequence `dst` all of `src`'s cells, without recomputing them. The caller makes sure `src`
+    /// holds exactly the cells to share (the prefix) and `dst` none. With the unified cache the cells
+    /// gain a second owner; with per-sequence streams llama.cpp copies `src`'s whole stream into
+    /// `dst`'s at the next decode (it copies only whole streams: a position range would abort).
+    pub fn share_prefix(&mut self, src: i32, dst: i32) {
+        // SAFETY: valid memory handle; both ids are below n_seq_max (the decode loop's slots and the
+        // prefix sequence), and -1/-1 is the whole-sequence form every KV layout accepts.
+        unsafe { sys::llama_memory_seq_cp(self.memory, src, dst, -1, -1) }
     }
 
     /// Removes a sequence's cells at positions `from..` (all of them with `from = 0`).

@@ -52,12 +52,12 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Tiles one batched vision encode takes at most (an image's tiles plus its thumbnail).
     pub vision_batch_tiles: usize,
-    /// Flash attention: `None` = llama.cpp's choice (on where the backend has it, the CPU included).
-    /// On the CPU neither setting wins everywhere: llama.cpp's CPU kernel takes a per-row path for 2–63
-    /// query rows (decode steps of a few sequences, short forced text), ~0.8 ms per row on the fixture
-    /// where plain attention costs ~0.07, but plain attention loses on long prefills and when many
-    /// sequences fill the shared cache (fixture, `heie bench`: off is 1.3–1.5× faster at 1 and 4 in
-    /// flight, 2× slower at 16).
+    /// Flash attention: `None` = chosen from measurement: off when the model runs on the CPU, else
+    /// llama.cpp's choice (on where the backend has it). llama.cpp's CPU kernel takes a per-row path
+    /// for 2–63 query rows (decode steps of a few sequences, short forced text), ~0.8 ms per row on the
+    /// fixture where plain attention costs ~0.07. Plain attention used to lose at 16 in flight only
+    /// because every token attended over every sequence's cells in the unified cache; with
+    /// per-sequence KV streams it wins at 1, 4 and 16 (fixture, `heie bench`, README "Throughput").
     pub flash_attention: Option<bool>,
     /// Throughput optimisations (all on unless a benchmark measures the naive path).
     pub speedups: SpeedUps,
@@ -142,6 +142,17 @@ fn read_vision_geometry(mmproj: &Path, meta: &GgufFile) -> Result<(u32, usize, u
     Ok((tile, side * side, projection, name))
 }
 
+/// Whether the model's layers go to a GPU: a GPU build, a GPU present, and layers asked for.
+pub fn runs_on_gpu(n_gpu_layers: i32) -> bool {
+    supports_gpu_offload() && !gpu_devices().is_empty() && n_gpu_layers != 0
+}
+
+/// The flash-attention setting to run with: the one asked for, else off on the CPU (it measured
+/// slower there at every load, see `EngineConfig::flash_attention`) and llama.cpp's choice on a GPU.
+pub fn flash_attention_for(asked: Option<bool>, gpu: bool) -> Option<bool> {
+    asked.or(if gpu { None } else { Some(false) })
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
@@ -169,7 +180,7 @@ impl Engine {
         }
         let native_markers = model.special_token("[MAP]").zip(model.special_token("[SCORE]"));
         let gpus = gpu_devices();
-        let gpu = supports_gpu_offload() && !gpus.is_empty() && config.n_gpu_layers != 0;
+        let gpu = runs_on_gpu(config.n_gpu_layers);
         let info = ModelInfo {
             llm_name: model.meta("general.name").unwrap_or_else(|| file_name(&config.model)),
             mmproj_name,
@@ -200,13 +211,21 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("heie-engine".into())
             .spawn(move || {
-                // One more sequence, and room for its cells, holds the cached shared prefix.
+                // One more sequence, and room for its cells, holds the cached shared prefix. With
+                // per-sequence streams every stream gets n_ctx / n_seq_max cells, the prefix's too.
+                let per_sequence_kv = cfg.speedups.per_sequence_kv;
+                let n_ctx = if per_sequence_kv {
+                    cfg.ctx_per_sequence * (cfg.slots + 1)
+                } else {
+                    cfg.ctx_per_sequence * cfg.slots + decode_loop::PREFIX_CELLS
+                };
                 let params = ContextParams {
-                    n_ctx: cfg.ctx_per_sequence * cfg.slots + decode_loop::PREFIX_CELLS,
+                    n_ctx,
                     n_batch: cfg.n_batch,
                     n_seq_max: cfg.slots + 1,
                     threads: cfg.threads,
-                    flash_attention: cfg.flash_attention,
+                    flash_attention: flash_attention_for(cfg.flash_attention, gpu),
+                    per_sequence_kv,
                 };
                 let vision_batch_tokens = tokens_per_tile * cfg.vision_batch_tiles.max(1);
                 let built = Context::new(thread_model.clone(), &params).and_then(|ctx| {

@@ -41,9 +41,10 @@ pub enum Step {
     /// same ones (the system prompt), so the engine may give the sequence a shared copy of cells
     /// computed once instead of computing them; the result is the same. Only valid as the first step.
     Prefix(Vec<Token>),
-    /// Encode tiles through the vision tower (one by one, so each tile's features are kept) and
-    /// append all their embeddings with batched decodes; features are reported per tile, in order,
-    /// through [`SequenceProgram::on_image_features`].
+    /// Encode tiles through the vision tower and append all their embeddings with batched decodes;
+    /// features are reported per tile, in order, through [`SequenceProgram::on_image_features`]. While
+    /// other sequences run, the engine does this a piece (one tile's encode, or one chunk of rows) per
+    /// decode step, so their streams never wait for a whole image.
     Images(Vec<TileBitmap>),
     /// Sample up to `max_tokens` tokens, reporting each through [`SequenceProgram::on_token`].
     Generate { max_tokens: u32, sampling: Sampling },

@@ -16,6 +16,9 @@ pub struct SpeedUps {
     /// Image embeddings of all tiles are decoded in `n_batch` chunks across tile boundaries; off, one
     /// decode per tile (llama.cpp's helper decodes per image chunk).
     pub batched_image_prefill: bool,
+    /// One KV stream per sequence, so a token attends over its own sequence's cells only; off, one
+    /// unified cache whose attention spans every sequence in flight (llama.cpp's `kv_unified`).
+    pub per_sequence_kv: bool,
 }
 
 impl Default for SpeedUps {
@@ -25,17 +28,32 @@ impl Default for SpeedUps {
 }
 
 impl SpeedUps {
-    pub const ALL: SpeedUps =
-        SpeedUps { batched_text: true, prefix_cache: true, batched_vision: true, batched_image_prefill: true };
-    pub const NONE: SpeedUps =
-        SpeedUps { batched_text: false, prefix_cache: false, batched_vision: false, batched_image_prefill: false };
+    pub const ALL: SpeedUps = SpeedUps {
+        batched_text: true,
+        prefix_cache: true,
+        batched_vision: true,
+        batched_image_prefill: true,
+        per_sequence_kv: true,
+    };
+    pub const NONE: SpeedUps = SpeedUps {
+        batched_text: false,
+        prefix_cache: false,
+        batched_vision: false,
+        batched_image_prefill: false,
+        per_sequence_kv: false,
+    };
 
     /// The names accepted by [`SpeedUps::without`], as used on the command line.
-    pub const NAMES: [&'static str; 4] = ["batched-text", "prefix-cache", "batched-vision", "batched-image-prefill"];
+    pub const NAMES: [&'static str; 5] =
+        ["batched-text", "prefix-cache", "batched-vision", "batched-image-prefill", "per-sequence-kv"];
+
+    fn flags(&self) -> [bool; 5] {
+        [self.batched_text, self.prefix_cache, self.batched_vision, self.batched_image_prefill, self.per_sequence_kv]
+    }
 
     /// The names of the optimisations that are off, in [`SpeedUps::NAMES`] order.
     pub fn disabled_names(&self) -> Vec<&'static str> {
-        let on = [self.batched_text, self.prefix_cache, self.batched_vision, self.batched_image_prefill];
+        let on = self.flags();
         Self::NAMES.iter().zip(on).filter(|(_, on)| !on).map(|(n, _)| *n).collect()
     }
 
@@ -46,6 +64,7 @@ impl SpeedUps {
             "prefix-cache" => self.prefix_cache = false,
             "batched-vision" => self.batched_vision = false,
             "batched-image-prefill" => self.batched_image_prefill = false,
+            "per-sequence-kv" => self.per_sequence_kv = false,
             other => return Err(format!("unknown speed-up {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(self)
@@ -60,7 +79,7 @@ mod tests {
     fn every_name_switches_exactly_one_optimisation_off() {
         for name in SpeedUps::NAMES {
             let s = SpeedUps::ALL.without(name).unwrap();
-            let on = [s.batched_text, s.prefix_cache, s.batched_vision, s.batched_image_prefill];
+            let on = s.flags();
             assert_eq!(on.iter().filter(|b| !**b).count(), 1, "{name}");
         }
         assert_eq!(SpeedUps::NONE.disabled_names(), SpeedUps::NAMES.to_vec());

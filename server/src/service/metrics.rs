@@ -122,7 +122,7 @@ impl ServiceMetrics {
             let _ = writeln!(out, "heie_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}");
         }
         line(&mut out, "heie_images_evaluated_total", "counter", "Images whose evaluation finished.", self.images.load(Ordering::Relaxed).to_string());
-        self.time_to_first_token.render(&mut out, "heie_time_to_first_token_seconds", "From admission to the first explanation token.");
+        self.time_to_first_token.render(&mut out, "heie_time_to_first_token_seconds", "From arrival (queueing and image decoding included) to the first token the model sampled.");
         self.request_duration.render(&mut out, "heie_evaluation_duration_seconds", "From admission to Done, queueing included.");
         self.decode_tokens_per_second.render(&mut out, "heie_decode_tokens_per_second", "Generation speed of each evaluation.");
         line(&mut out, "heie_generated_tokens_total", "counter", "Tokens generated.", self.generated_tokens.load(Ordering::Relaxed).to_string());

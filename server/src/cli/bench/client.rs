@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::cli::serve::DEFAULT_MAX_MESSAGE_BYTES;
 
-use super::report::{mean, percentile, BenchRow};
+use super::report::{BenchRow, Sample, ServerSide};
 
 /// Eight different generated pictures (so neighbouring requests never see the same pixels), as PNG.
 pub fn generated_images(width: u32, height: u32) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -41,17 +41,6 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<EvaluatorClient<Channel
     Ok(EvaluatorClient::new(channel).max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES))
 }
 
-/// One request as measured: latency to Done on the client, the server's own timings from the Done
-/// event, and the time to the first *generated* token. That one comes from the server
-/// (`Timings.time_to_first_token_ms`: arrival to the first sampled token), not from the first TextDelta:
-/// in guided mode the first TextDelta is heading text the server writes before anything is decoded.
-struct Sample {
-    ttft: Option<Duration>,
-    latency: Duration,
-    generated: u32,
-    timings: pb::Timings,
-}
-
 async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, options: pb::Options) -> anyhow::Result<Sample> {
     let started = Instant::now();
     let request = pb::EvaluateRequest {
@@ -59,21 +48,41 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
         options: Some(options),
     };
     let mut stream = client.evaluate(request).await?.into_inner();
-    let (mut generated, mut timings) = (0, None);
+    let (mut generated, mut prompt_tokens, mut timings) = (0, 0, None);
+    // Arrival of each piece of text: the gaps between them are what a reader of the stream sees stall.
+    // The first text arrives once the image is in the context, so the gaps are those of a running stream.
+    let (mut last_text, mut gaps) = (None::<Instant>, Vec::new());
     while let Some(event) = stream.message().await? {
         match event.event {
+            Some(pb::evaluate_event::Event::TextDelta(_)) => {
+                let now = Instant::now();
+                if let Some(last) = last_text {
+                    gaps.push(now - last);
+                }
+                last_text = Some(now);
+            }
             Some(pb::evaluate_event::Event::Done(d)) => {
                 anyhow::ensure!(d.message.is_empty(), "the server failed a request: {}", d.message);
-                generated = d.tokens.map(|t| t.generated_tokens).unwrap_or(0);
+                let tokens = d.tokens.unwrap_or_default();
+                generated = tokens.generated_tokens;
+                prompt_tokens = tokens.prompt_tokens + tokens.image_tokens;
                 timings = d.timings;
             }
             _ => {}
         }
     }
-    let timings = timings.context("the stream ended without a Done event")?;
-    // 0 when nothing was generated (e.g. a score-only request): no TTFT to report.
-    let ttft = (timings.time_to_first_token_ms > 0.0).then(|| Duration::from_secs_f64(timings.time_to_first_token_ms / 1000.0));
-    Ok(Sample { ttft, latency: started.elapsed(), generated, timings })
+    let t = timings.context("the stream ended without a Done event")?;
+    // The time to the first *generated* token comes from the server (`time_to_first_token_ms`: arrival
+    // to the first sampled token), not from the first TextDelta, which in guided mode is heading text;
+    // 0 when nothing was generated (a score-only request): no TTFT to report.
+    let ttft = (t.time_to_first_token_ms > 0.0).then(|| Duration::from_secs_f64(t.time_to_first_token_ms / 1000.0));
+    let server = ServerSide {
+        decode_tokens_per_s: t.decode_tokens_per_s,
+        image_encode_ms: t.image_encode_ms,
+        prefill_ms: t.prefill_ms,
+        pre_post_ms: t.preprocess_ms + t.heads_ms,
+    };
+    Ok(Sample { ttft, latency: started.elapsed(), generated, prompt_tokens, gaps, server })
 }
 
 /// The request options every benchmark request uses.
@@ -122,30 +131,5 @@ pub async fn measure(
     for t in tasks {
         samples.extend(t.await.context("a bench client panicked")??);
     }
-    let wall = started.elapsed().as_secs_f64();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mut ttft: Vec<f64> = samples.iter().filter_map(|s| s.ttft).map(ms).collect();
-    let mut latency: Vec<f64> = samples.iter().map(|s| ms(s.latency)).collect();
-    let generated: u64 = samples.iter().map(|s| u64::from(s.generated)).sum();
-    let server = |f: fn(&pb::Timings) -> f64| samples.iter().map(|s| f(&s.timings)).collect::<Vec<f64>>();
-    let pre_post: f64 = server(|t| t.preprocess_ms + t.heads_ms).iter().sum();
-    let total: f64 = latency.iter().sum();
-    Ok(BenchRow {
-        path: path.to_string(),
-        in_flight: clients.min(requests),
-        requests: samples.len(),
-        wall_s: wall,
-        images_per_s: samples.len() as f64 / wall,
-        latency_p50_ms: percentile(&mut latency, 0.50),
-        latency_p95_ms: percentile(&mut latency, 0.95),
-        ttft_p50_ms: percentile(&mut ttft, 0.50),
-        ttft_p95_ms: percentile(&mut ttft, 0.95),
-        generated_tokens_per_s: generated as f64 / wall,
-        sequence_decode_tokens_per_s: mean(&server(|t| t.decode_tokens_per_s)),
-        image_encode_ms: mean(&server(|t| t.image_encode_ms)),
-        prefill_ms: mean(&server(|t| t.prefill_ms)),
-        pre_post_share: if total > 0.0 { pre_post / total } else { 0.0 },
-        mean_decode_batch: None,
-        vs_naive: None,
-    })
+    Ok(BenchRow::from_samples(path, clients.min(requests), &samples, started.elapsed()))
 }

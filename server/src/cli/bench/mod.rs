@@ -1,11 +1,13 @@
-//! `heie bench`: images/s, latency percentiles, time to first token, decode rate and image encode time
-//! of the gRPC service at several in-flight counts, for HEIE's engine and the naive llama.cpp path
-//! (speed-ups off) side by side in one run — an in-process server per setting, driven by real gRPC
-//! clients — or against running servers (`--addr`: one, or several replicas that the clients are
-//! spread over, e.g. to compare one replica with two behind a proxy or balanced by the client).
+//! `heie bench`: images/s, latency percentiles, time to first token, inter-token gaps, decode rate and
+//! image encode time at several in-flight counts, side by side in one run, for HEIE's engine (an
+//! in-process server per setting, driven by real gRPC clients), llama.cpp's own `llama-server` given
+//! the same work (the peer), and HEIE with its speed-ups off (the ablation) — or against running
+//! servers (`--addr`: one, or several replicas that the clients are spread over, e.g. to compare one
+//! replica with two behind a proxy or balanced by the client).
 
 mod client;
 mod path;
+mod peer;
 mod report;
 mod target;
 
@@ -23,9 +25,10 @@ use crate::service::{self, ServeOptions, ServiceLimits};
 use super::model_args::ModelArgs;
 use super::serve::{DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES};
 use client::{connect, generated_images, measure, request_options};
-use path::BenchPath;
+use path::{BenchPath, PathKind};
+use peer::{Peer, PeerSettings, PeerSource};
 pub use report::percentile;
-use report::{compare_with_naive, table, BenchRow};
+use report::{compare, table, BenchRow};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -38,11 +41,17 @@ pub struct BenchArgs {
     /// as many slots.
     #[arg(long, value_delimiter = ',')]
     pub parallel: Vec<usize>,
-    /// Engine configurations to compare: heie (all speed-ups), naive (none), or no-<speed-up> to
-    /// measure one speed-up on its own (no-batched-text, no-prefix-cache, no-batched-vision,
-    /// no-batched-image-prefill).
-    #[arg(long, value_delimiter = ',', default_values_t = vec!["heie".to_string(), "naive".to_string()])]
+    /// What to compare: heie (all speed-ups), llama-server (llama.cpp's own server given the same
+    /// images, prompt and generated-token count; needs --llama-server), no-speedups (HEIE's engine with
+    /// every speed-up off), or no-<speed-up> to measure one on its own (no-batched-text,
+    /// no-prefix-cache, no-batched-vision, no-batched-image-prefill, no-per-sequence-kv).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["heie".to_string(), "no-speedups".to_string()])]
     pub paths: Vec<String>,
+    /// The llama-server to compare with: a path to the binary (started once per in-flight count with
+    /// as many slots and the same model, threads, batch, flash attention and per-slot context) or the
+    /// http:// URL of one already running.
+    #[arg(long, value_name = "PATH|URL")]
+    pub llama_server: Option<String>,
     /// Evaluations per setting (default: 3 per request in flight, at least 8), after one warm-up.
     #[arg(long)]
     pub requests: Option<usize>,
@@ -77,7 +86,16 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
     }
     anyhow::ensure!(args.parallel.iter().all(|p| (1..=64).contains(p)), "--parallel values must be 1..=64");
     anyhow::ensure!(args.requests != Some(0), "--requests must be at least 1");
-    let paths = args.paths.iter().map(|p| BenchPath::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--paths: {e}"))?;
+    let mut paths = args.paths.iter().map(|p| BenchPath::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--paths: {e}"))?;
+    // HEIE's paths first: the peer is then asked for as many tokens as `heie` generated.
+    paths.sort_by_key(|p| p.kind == PathKind::LlamaServer);
+    let peer = match (&args.llama_server, paths.iter().any(|p| p.kind == PathKind::LlamaServer)) {
+        (Some(value), true) => Some(PeerSource::parse(value)?),
+        (None, true) => anyhow::bail!("--paths llama-server needs --llama-server PATH|URL"),
+        (Some(_), false) => anyhow::bail!("--llama-server is given but --paths has no llama-server"),
+        (None, false) => None,
+    };
+    anyhow::ensure!(peer.is_none() || targets.is_empty(), "--addr drives running HEIE servers; leave out --llama-server with it");
     anyhow::ensure!(args.model.disable_speedups.is_empty(), "use --paths to choose speed-ups in heie bench, not --disable-speedup");
     let images = Arc::new(if args.images.is_empty() {
         generated_images(args.width, args.height)?
@@ -109,8 +127,18 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
         } else {
             for &parallel in &args.parallel {
                 for path in &paths {
-                    let (row, on) = measure_in_process(&args, path, parallel, &images, &options).await?;
-                    device = on;
+                    let row = match &path.kind {
+                        PathKind::Heie(_) => {
+                            let (row, on) = measure_in_process(&args, path, parallel, &images, &options).await?;
+                            device = on;
+                            row
+                        }
+                        PathKind::LlamaServer => {
+                            let source = peer.as_ref().expect("checked above");
+                            let tokens = peer_max_tokens(&args, &rows, parallel);
+                            measure_peer(&args, source, parallel, &images, tokens).await?
+                        }
+                    };
                     if !args.json {
                         eprintln!("heie bench: {} × {parallel}: {:.2} images/s", path.name, row.images_per_s);
                     }
@@ -120,7 +148,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
         }
         anyhow::Ok(rows)
     })?;
-    compare_with_naive(&mut rows);
+    compare(&mut rows);
     if let Some(path) = &args.out {
         let report = serde_json::json!({ "device": device, "model": args.model.model, "mmproj": args.model.mmproj, "rows": rows });
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
@@ -138,6 +166,48 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
 
 fn requests_for(args: &BenchArgs, parallel: usize) -> usize {
     args.requests.unwrap_or((3 * parallel).max(8))
+}
+
+/// Tokens the peer generates per image: as many as `heie` generated on average at the same in-flight
+/// count when it was measured, else every section at its cap.
+fn peer_max_tokens(args: &BenchArgs, rows: &[BenchRow], parallel: usize) -> u32 {
+    let measured = rows.iter().find(|r| r.path == "heie" && r.in_flight == parallel).map(|r| r.generated_per_request.round() as u32);
+    let sections = if args.no_explanation { 1 } else { 3 };
+    measured.filter(|&n| n > 0).unwrap_or(sections * args.max_tokens)
+}
+
+/// Starts llama-server with `parallel` slots (or uses the running one), warms it up with one request
+/// and measures it on the same images.
+async fn measure_peer(
+    args: &BenchArgs,
+    source: &PeerSource,
+    parallel: usize,
+    images: &Arc<Vec<Vec<u8>>>,
+    max_tokens: u32,
+) -> anyhow::Result<BenchRow> {
+    let config = args.model.engine_config(parallel as u32, 1)?;
+    // The setting HEIE runs with, so both sides get the same attention kernels.
+    let resolved = crate::engine::flash_attention_for(config.flash_attention, crate::engine::runs_on_gpu(config.n_gpu_layers));
+    let flash_attn = match resolved {
+        None => "auto",
+        Some(true) => "on",
+        Some(false) => "off",
+    };
+    let settings = PeerSettings {
+        model: &config.model,
+        mmproj: &config.mmproj,
+        threads: config.threads,
+        ctx_per_slot: config.ctx_per_sequence,
+        batch: config.n_batch,
+        flash_attn,
+        n_gpu_layers: config.n_gpu_layers,
+    };
+    let source = source.clone();
+    let started = tokio::task::block_in_place(|| Peer::start(&source, &settings, parallel))?;
+    peer::measure(&started, 1, 1, images, max_tokens).await.context("llama-server warm-up request")?;
+    let row = peer::measure(&started, parallel, requests_for(args, parallel), images, max_tokens).await?;
+    tokio::task::block_in_place(|| drop(started));
+    Ok(row)
 }
 
 /// Starts a server with `path`'s engine configuration and `parallel` slots, warms it up with one
@@ -163,7 +233,8 @@ async fn measure_in_process(
     };
     let serve = ServeOptions { addr: "127.0.0.1:0".parse()?, metrics_addr: None, http_addr: None, limits, network: Default::default() };
     let mut model = args.model.clone();
-    model.disable_speedups = path.speedups.disabled_names().iter().map(|n| n.to_string()).collect();
+    let PathKind::Heie(speedups) = &path.kind else { anyhow::bail!("{} is not an in-process path", path.name) };
+    model.disable_speedups = speedups.disabled_names().iter().map(|n| n.to_string()).collect();
     let queue = requests.max(64);
     let mut server = service::start(serve, move || model.start_evaluator(parallel as u32, queue)).await?;
     server.ready().await?;

@@ -1,0 +1,180 @@
+//! One image into a fresh sequence's context, HEIE's engine against llama.cpp's own path, like for
+//! like (issue 16, item 6): the same fixture model pair, one tile-sized picture (mtmd then makes one
+//! tile and no thumbnail, so both sides put the same image tokens into the context), one thread,
+//! flash attention off (what HEIE runs with on a CPU) and 512-token batches on both sides.
+//!
+//! - `llama.cpp mtmd_helper_eval_chunks`: what llama-server does per image — `mtmd_tokenize` (the
+//!   image preprocessed into a chunk), then `mtmd_helper_eval_chunks` (vision encode, then the
+//!   embeddings decoded in `n_batch` chunks).
+//! - `heie engine Images step`: a sequence whose only step is `Step::Images` with the same pixels,
+//!   submitted to a running engine and waited for: the engine thread's hand-off, the encode, the
+//!   per-tile feature copy the heads need, the embedding decodes and the sequence's clean-up.
+//!
+//! `cargo bench -p heie-server --bench image_path`.
+
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Sender};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use heie_server::engine::{
+    Engine, EngineConfig, GenerationEnd, SequenceEnd, SequenceProgram, SequenceStats, SpeedUps, Step, TileBitmap, Token,
+    TokenVerdict,
+};
+use llama_cpp_sys_2 as sys;
+
+const THREADS: i32 = 1;
+const N_BATCH: u32 = 512;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models").join(name)
+}
+
+fn tile_pixels(side: u32) -> Vec<u8> {
+    (0..side * side).flat_map(|i| [(i % 251) as u8, (i / side % 256) as u8, (i * 7 % 256) as u8]).collect()
+}
+
+/// llama.cpp alone: model, context and mtmd context made once, the memory cleared before each image.
+struct Raw {
+    model: *mut sys::llama_model,
+    ctx: *mut sys::llama_context,
+    mtmd: *mut sys::mtmd_context,
+}
+
+impl Raw {
+    fn load() -> Raw {
+        let model_path = CString::new(fixture("tiny-llm.gguf").to_str().unwrap()).unwrap();
+        let mmproj_path = CString::new(fixture("tiny-mmproj.gguf").to_str().unwrap()).unwrap();
+        // SAFETY: plain llama.cpp set-up calls with valid, NUL-terminated paths; every result is checked.
+        unsafe {
+            sys::llama_backend_init();
+            let mut mp = sys::llama_model_default_params();
+            mp.n_gpu_layers = 0;
+            let model = sys::llama_model_load_from_file(model_path.as_ptr(), mp);
+            assert!(!model.is_null(), "fixture model loads");
+            let mut cp = sys::llama_context_default_params();
+            cp.n_ctx = 4096;
+            cp.n_batch = N_BATCH;
+            cp.n_ubatch = N_BATCH;
+            cp.n_seq_max = 1;
+            cp.n_threads = THREADS;
+            cp.n_threads_batch = THREADS;
+            cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            cp.no_perf = true;
+            let ctx = sys::llama_init_from_model(model, cp);
+            assert!(!ctx.is_null(), "context");
+            let mut vp = sys::mtmd_context_params_default();
+            vp.use_gpu = false;
+            vp.n_threads = THREADS;
+            vp.print_timings = false;
+            vp.warmup = false;
+            let mtmd = sys::mtmd_init_from_file(mmproj_path.as_ptr(), model, vp);
+            assert!(!mtmd.is_null(), "mtmd context");
+            Raw { model, ctx, mtmd }
+        }
+    }
+
+    /// Tokenises and evaluates one image on an empty sequence 0; returns the positions it took.
+    fn eval_image(&self, rgb: &[u8], side: u32) -> i32 {
+        // SAFETY: valid handles from `load`; rgb holds side×side×3 bytes; chunks and bitmap are freed here.
+        unsafe {
+            sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true);
+            let bitmap = sys::mtmd_bitmap_init(side, side, rgb.as_ptr());
+            let chunks = sys::mtmd_input_chunks_init();
+            let marker = CStr::from_ptr(sys::mtmd_default_marker());
+            let text = sys::mtmd_input_text {
+                text: marker.as_ptr(),
+                text_len: marker.to_bytes().len(),
+                add_special: false,
+                parse_special: true,
+            };
+            let bitmaps = [bitmap as *const sys::mtmd_bitmap];
+            assert_eq!(sys::mtmd_tokenize(self.mtmd, chunks, &text, bitmaps.as_ptr() as *mut _, 1), 0);
+            let mut n_past = 0;
+            assert_eq!(sys::mtmd_helper_eval_chunks(self.mtmd, self.ctx, chunks, 0, 0, N_BATCH as i32, false, &mut n_past), 0);
+            sys::mtmd_input_chunks_free(chunks);
+            sys::mtmd_bitmap_free(bitmap);
+            n_past
+        }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        // SAFETY: handles from `load`, freed once, dependents first.
+        unsafe {
+            sys::mtmd_free(self.mtmd);
+            sys::llama_free(self.ctx);
+            sys::llama_model_free(self.model);
+        }
+    }
+}
+
+/// A sequence that is one image and nothing else.
+struct ImageOnly {
+    tile: Option<TileBitmap>,
+    done: Sender<(SequenceEnd, u32)>,
+}
+
+impl SequenceProgram for ImageOnly {
+    fn next_step(&mut self) -> Step {
+        match self.tile.take() {
+            Some(tile) => Step::Images(vec![tile]),
+            None => Step::Finish,
+        }
+    }
+    fn on_token(&mut self, _: Token, _: &[u8]) -> TokenVerdict {
+        TokenVerdict::Continue
+    }
+    fn on_generation_end(&mut self, _: GenerationEnd) {}
+    fn on_hidden(&mut self, _: Option<usize>, _: &[f32]) {}
+    fn on_logits(&mut self, _: &[f32]) {}
+    fn on_image_features(&mut self, _: &[f32], _: usize) {}
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+    fn finish(&mut self, end: SequenceEnd, stats: &SequenceStats) {
+        let _ = self.done.send((end, stats.image_tokens));
+    }
+}
+
+fn image_path(c: &mut Criterion) {
+    let engine = Engine::start(&EngineConfig {
+        model: fixture("tiny-llm.gguf"),
+        mmproj: fixture("tiny-mmproj.gguf"),
+        n_gpu_layers: 0,
+        threads: THREADS,
+        ctx_per_sequence: 4096,
+        slots: 1,
+        n_batch: N_BATCH,
+        max_queue: 4,
+        vision_batch_tiles: 7,
+        flash_attention: Some(false),
+        speedups: SpeedUps::ALL,
+    })
+    .expect("fixture engine");
+    let side = engine.info().tile_size;
+    let pixels = tile_pixels(side);
+    let heie_image = |pixels: &[u8]| {
+        let (tx, rx) = channel();
+        let tile = TileBitmap { rgb: pixels.to_vec(), width: side, height: side };
+        engine.submit(Box::new(ImageOnly { tile: Some(tile), done: tx })).expect("submit");
+        let (end, tokens) = rx.recv().expect("finished");
+        assert_eq!(end, SequenceEnd::Completed);
+        tokens as i32
+    };
+    let raw = Raw::load();
+    // Like for like: both sides put the same number of image tokens into the context.
+    assert_eq!(raw.eval_image(&pixels, side), heie_image(&pixels), "same image tokens on both sides");
+    let mut group = c.benchmark_group(format!("one {side}x{side} image into the context"));
+    group.bench_function("llama.cpp mtmd_helper_eval_chunks", |b| b.iter(|| raw.eval_image(&pixels, side)));
+    group.bench_function("heie engine Images step", |b| b.iter(|| heie_image(&pixels)));
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30);
+    targets = image_path
+}
+criterion_main!(benches);
