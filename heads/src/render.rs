@@ -137,13 +137,17 @@ pub fn render(maps: TileMaps, rule: WeightRule, out_h: usize, out_w: usize) -> R
                     blend_row(&global_p, out_w, y, &mut g);
                     blend_row(&local_s, out_w, y, &mut sl);
                     blend_row(&global_s, out_w, y, &mut sg);
-                    let it = h.iter_mut().zip(&mut wl).zip(&sl).zip(&sg).zip(&l).zip(&g);
-                    for (((((h, wl), &sl), &sg), &l), &g) in it {
-                        *wl = match rule {
-                            WeightRule::Adaptive => 1.0 / (1.0 + crate::kernels::exp(sl - sg)),
-                            WeightRule::Constant(c) => c,
-                        };
-                        *h = g + *wl * (l - g);
+                    // Separate simple loops over equal-length rows, so each one vectorises.
+                    match rule {
+                        WeightRule::Adaptive => {
+                            for ((wl, &sl), &sg) in wl.iter_mut().zip(&sl).zip(&sg) {
+                                *wl = 1.0 / (1.0 + crate::kernels::exp(sl - sg));
+                            }
+                        }
+                        WeightRule::Constant(c) => wl.fill(c),
+                    }
+                    for (((h, &wl), &l), &g) in h.iter_mut().zip(&wl).zip(&l).zip(&g) {
+                        *h = g + wl * (l - g);
                     }
                     let row = r * out_w..(r + 1) * out_w;
                     for (dst, src) in [
