@@ -89,6 +89,7 @@ fn stitch(maps: &[f32], side: usize, cols: usize, rows: usize) -> Vec<f32> {
 }
 
 /// Output row `y` of a column-resampled source: the row pass of the bilinear resize.
+#[inline(always)]
 fn blend_row(c: &Columns, out_w: usize, y: usize, out: &mut [f32]) {
     let p = c.row_plan[y];
     let a = &c.data[p.lo as usize * out_w..][..out_w];
@@ -130,7 +131,7 @@ pub fn render(maps: TileMaps, rule: WeightRule, out_h: usize, out_w: usize) -> R
             .for_each(|(b, (((((heat, local), global), weight), sig_l), sig_g))| {
                 // One output row of each map, computed here and then stored.
                 let [mut h, mut l, mut g, mut wl, mut sl, mut sg] = std::array::from_fn(|_| vec![0f32; out_w]);
-                for r in 0..heat.len() / out_w {
+                crate::kernels::wide(|| for r in 0..heat.len() / out_w {
                     let y = b * BAND_ROWS + r;
                     // Row-blend each source into the output row first (simple loops the compiler vectorises).
                     blend_row(&local_p, out_w, y, &mut l);
@@ -162,7 +163,7 @@ pub fn render(maps: TileMaps, rule: WeightRule, out_h: usize, out_w: usize) -> R
                             d.write(s);
                         }
                     }
-                }
+                });
             });
     }
     for v in &mut outs {

@@ -13,7 +13,7 @@ use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{HeadsError, Result};
-use crate::kernels::{dot, gelu_value, layer_norm_row};
+use crate::kernels::{dot, gelu_value, layer_norm_row, wide};
 use crate::layers::{ConvTranspose2x2, LayerNorm, LAYER_NORM_EPS};
 
 /// Token rows per parallel task in the LayerNorm/GELU pass.
@@ -74,15 +74,17 @@ impl Upsampler<'_> {
         with_values(&y1, |y1| {
             z.par_chunks_mut(ROWS_PER_TASK * c1).zip(y1.par_chunks(ROWS_PER_TASK * c1)).for_each(|(z, y)| {
                 let mut v = vec![0f32; c1];
-                for (z, y) in z.chunks_mut(c1).zip(y.chunks(c1)) {
-                    for ((v, &y), &bias) in v.iter_mut().zip(y).zip(&bias1) {
-                        *v = y + bias;
+                wide(|| {
+                    for (z, y) in z.chunks_mut(c1).zip(y.chunks(c1)) {
+                        for ((v, &y), &bias) in v.iter_mut().zip(y).zip(&bias1) {
+                            *v = y + bias;
+                        }
+                        layer_norm_row(&v, &gamma, &beta, LAYER_NORM_EPS, z);
+                        for z in z.iter_mut() {
+                            *z = gelu_value(*z);
+                        }
                     }
-                    layer_norm_row(&v, &gamma, &beta, LAYER_NORM_EPS, z);
-                    for z in z.iter_mut() {
-                        *z = gelu_value(*z);
-                    }
-                }
+                })
             });
         })?;
         // GEMM 2: per first-level sub-pixel, 4 sub-pixels × c2 channels.
@@ -101,7 +103,7 @@ impl Upsampler<'_> {
                 let hw = &heat_weights[tile * c2..][..c2];
                 let sw = &sigma_weights[tile * c2..][..c2];
                 let mut u = vec![0f32; c2];
-                for tx in 0..g {
+                wide(|| for tx in 0..g {
                     for (ky, kx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                         let row = ((tile * g + ty) * g + tx) * 4 + ky * 2 + kx;
                         for (ky2, kx2) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
@@ -114,7 +116,7 @@ impl Upsampler<'_> {
                             ls[at] = dot(&u, sw);
                         }
                     }
-                }
+                });
             });
         })?;
         Ok(ReadOut { logits, log_sigma })
