@@ -316,6 +316,14 @@ impl Heads {
     /// Runs the same modules as [`Heads::forward_tensors`], but the parameter-free stitch/resize/fusion
     /// tail at output resolution goes through [`render`] (one parallel pass, same numbers up to rounding).
     pub fn forward(&self, input: &HeadsInput) -> Result<HeadsOutput> {
+        // Run the whole pass on a rayon worker: the pass makes ~100 parallel calls (GEMMs, kernels), and
+        // each one made from a thread outside the pool is queued to the pool and waits for a worker to
+        // wake up, where from a worker it runs at once and lends halves to the other worker. On a busy
+        // machine those wake-ups were a large share of the time. (Inside the pool already: runs inline.)
+        rayon::scope(|_| self.forward_on_worker(input))
+    }
+
+    fn forward_on_worker(&self, input: &HeadsInput) -> Result<HeadsOutput> {
         let views = self.validate(input)?;
         let (w, tokens, n) = (self.config.llm_width, self.config.tokens_per_tile(), views.len());
         let dev = Device::Cpu;
