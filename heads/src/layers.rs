@@ -52,7 +52,8 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a last dim");
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = crate::kernels::add(&y, &self.bias).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut out = dims;
         *out.last_mut().expect("non-empty") = self.bias.dim(0)?;
         y.reshape(out)
@@ -66,16 +67,29 @@ pub struct LayerNorm {
     bias: Tensor,
 }
 
+/// LayerNorm's ε (SAM's decoder value).
+pub const LAYER_NORM_EPS: f32 = 1e-6;
+
 impl LayerNorm {
     /// Creates `weight` (ones) and `bias` (zeros) of width `dim`.
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self { weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?, bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))? })
     }
+
+    /// The scale γ `[dim]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The shift β `[dim]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::kernels::layer_norm(x, &self.weight, &self.bias, 1e-6).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        crate::kernels::layer_norm(x, &self.weight, &self.bias, LAYER_NORM_EPS).map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 }
 
@@ -193,7 +207,7 @@ impl Attention {
             // Values already through out_proj's weight; its bias is added once at the end.
             let vb = Self::block_diagonal(&self.v_proj.forward(v)?, &mask)?; // [B, h·nk, inner]
             let v_out = vb.broadcast_matmul(&self.out_proj.weight().t()?)?; // [B, h·nk, dim]
-            attn.matmul(&v_out)?.broadcast_add(self.out_proj.bias())?
+            crate::kernels::add(&attn.matmul(&v_out)?, self.out_proj.bias()).map_err(|e| candle_core::Error::Msg(e.to_string()))?
         };
         Ok(out)
     }
@@ -223,6 +237,24 @@ impl ConvTranspose2x2 {
     pub fn from_tensors(weight: Tensor, bias: Tensor) -> Self {
         Self { weight, bias }
     }
+
+    /// The weight `[in, out, 2, 2]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[out]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// The weight as one GEMM operand `[in, 4·out]`, column `(ky·2 + kx)·out + o` = output sub-pixel
+    /// `(ky, kx)`, channel `o`.
+    pub fn gemm_weight(&self) -> candle_core::Result<Tensor> {
+        let (cin, cout, _, _) = self.weight.dims4()?;
+        // [in, out, ky, kx] → [in, ky, kx, out] so one GEMM column block is one output sub-pixel.
+        self.weight.permute((0, 2, 3, 1))?.reshape((cin, 4 * cout))
+    }
 }
 
 impl Module for ConvTranspose2x2 {
@@ -230,9 +262,7 @@ impl Module for ConvTranspose2x2 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, h, w, cin) = x.dims4()?;
         let (_, cout, _, _) = self.weight.dims4()?;
-        // [in, out, ky, kx] → [in, ky, kx, out] so one GEMM column block is one output sub-pixel.
-        let w2 = self.weight.permute((0, 2, 3, 1))?.reshape((cin, 4 * cout))?;
-        let y = x.reshape((b * h * w, cin))?.matmul(&w2)?;
+        let y = x.reshape((b * h * w, cin))?.matmul(&self.gemm_weight()?)?;
         y.reshape((b, h, w, 2, 2, cout))?
             .permute((0, 1, 3, 2, 4, 5))?
             .reshape((b, 2 * h, 2 * w, cout))?

@@ -22,6 +22,7 @@ pub mod render;
 pub mod scorer;
 pub mod standardize;
 pub mod stitch;
+pub mod upsample;
 pub mod weights;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use ndarray::Array2;
+use rayon::prelude::*;
 
 pub use config::{CalibrationConfig, FusionVariant, HeadsConfig};
 pub use error::{HeadsError, Result};
@@ -106,6 +108,42 @@ impl std::fmt::Debug for Heads {
 
 fn input_err(field: &'static str, reason: String) -> HeadsError {
     HeadsError::Input { field, reason }
+}
+
+/// Whether every value is finite. Branch-free (NaN and ±∞ are the values whose exponent bits are all
+/// ones), so it vectorises: `iter().all(is_finite)` stops at each element to test for an early exit.
+fn all_finite(values: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    values.iter().fold(0u32, |bad, x| bad | ((x.to_bits() & EXPONENT) == EXPONENT) as u32) == 0
+}
+
+/// Copies every view's features into one buffer (tiles, then the thumbnail), checking that they are
+/// finite on the way: one parallel pass over the largest input (25 MB for an 8B model) instead of a
+/// check and then a copy. `tiles` = how many views are tiles, for the error's name.
+fn pack_features(views: &[&TileFeatures], tiles: usize) -> Result<Vec<f32>> {
+    const CHUNK: usize = 16 * 1024;
+    let total: usize = views.iter().map(|v| v.features.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut rest = &mut out.spare_capacity_mut()[..total];
+    for (i, view) in views.iter().enumerate() {
+        let (dst, tail) = rest.split_at_mut(view.features.len());
+        rest = tail;
+        // `all` may stop early on a bad chunk, leaving others unwritten: then the buffer is dropped unused.
+        let finite = dst.par_chunks_mut(CHUNK).zip(view.features.par_chunks(CHUNK)).all(|(d, s)| {
+            for (d, &s) in d.iter_mut().zip(s) {
+                d.write(s);
+            }
+            all_finite(s)
+        });
+        if !finite {
+            let name = if i < tiles { format!("tiles[{i}]") } else { "thumbnail".to_string() };
+            return Err(input_err("features", format!("{name}.features contains NaN or infinite values")));
+        }
+    }
+    // SAFETY: every view's `all` returned true, so every chunk was copied: all `total` values are
+    // written (the views' slices tile `0..total`), and `total` ≤ capacity.
+    unsafe { out.set_len(total) };
+    Ok(out)
 }
 
 fn to_array(t: &Tensor) -> Result<Array2<f32>> {
@@ -206,8 +244,10 @@ impl Heads {
         Ok(())
     }
 
-    /// Validates `input` against the config and packs it into tensors (tiles, then the thumbnail).
-    pub fn input_tensors(&self, input: &HeadsInput) -> Result<TensorInput> {
+    /// Checks `input` against the config: grid, tile count, thumbnail, output size, then every buffer's
+    /// length and (except the features: [`pack_features`] checks those while copying them) finiteness,
+    /// in order; the first problem is reported. Returns the tiles, then the thumbnail.
+    fn validate<'i, 'a>(&self, input: &'i HeadsInput<'a>) -> Result<Vec<&'i TileFeatures<'a>>> {
         let w = self.config.llm_width;
         let t = self.config.tokens_per_tile();
         let (cols, rows) = (input.grid_cols, input.grid_rows);
@@ -228,44 +268,39 @@ impl Heads {
                 return Err(input_err(field, format!("{side} is not in 1..={MAX_OUTPUT_SIDE}")));
             }
         }
-        // Checks length and finiteness while appending to `out`, in cache-sized chunks so each input
-        // (25 MB of features for an 8B model) is read from memory once.
-        let take = |name: String, field: &'static str, v: &[f32], len: usize, out: &mut Vec<f32>| -> Result<()> {
+        let check = |name: &dyn Fn() -> String, field: &'static str, v: &[f32], len: usize| -> Result<()> {
             if v.len() != len {
-                return Err(input_err(field, format!("{name} has {} values, expected {len}", v.len())));
+                return Err(input_err(field, format!("{} has {} values, expected {len}", name(), v.len())));
             }
-            for chunk in v.chunks(4096) {
-                if !chunk.iter().all(|x| x.is_finite()) {
-                    return Err(input_err(field, format!("{name} contains NaN or infinite values")));
-                }
-                out.extend_from_slice(chunk);
+            if field != "features" && !all_finite(v) {
+                return Err(input_err(field, format!("{} contains NaN or infinite values", name())));
             }
             Ok(())
         };
-        let views: Vec<(String, &TileFeatures)> = input
-            .tiles
-            .iter()
-            .enumerate()
-            .map(|(i, tile)| (format!("tiles[{i}]"), tile))
-            .chain(input.thumbnail.iter().map(|tile| ("thumbnail".to_string(), tile)))
-            .collect();
-        let n = views.len();
-        let mut hidden = Vec::with_capacity(n * w);
-        let mut features = Vec::with_capacity(n * t * w);
-        for (name, tile) in &views {
-            take(format!("{name}.map_hidden"), "map_hidden", tile.map_hidden, w, &mut hidden)?;
-            take(format!("{name}.features"), "features", tile.features, t * w, &mut features)?;
+        let views: Vec<&TileFeatures> = input.tiles.iter().chain(input.thumbnail.iter()).collect();
+        for (i, tile) in views.iter().enumerate() {
+            let name = || if i < cols * rows { format!("tiles[{i}]") } else { "thumbnail".to_string() };
+            check(&|| format!("{}.map_hidden", name()), "map_hidden", tile.map_hidden, w)?;
+            check(&|| format!("{}.features", name()), "features", tile.features, t * w)?;
         }
-        let mut score = Vec::with_capacity(w);
-        take("score_hidden".into(), "score_hidden", input.score_hidden, w, &mut score)?;
+        check(&|| "score_hidden".into(), "score_hidden", input.score_hidden, w)?;
+        Ok(views)
+    }
+
+    /// Validates `input` against the config and packs it into tensors (tiles, then the thumbnail).
+    pub fn input_tensors(&self, input: &HeadsInput) -> Result<TensorInput> {
+        let views = self.validate(input)?;
+        let (w, t, n) = (self.config.llm_width, self.config.tokens_per_tile(), views.len());
         let dev = Device::Cpu;
+        let hidden: Vec<f32> = views.iter().flat_map(|v| v.map_hidden.iter().copied()).collect();
+        let features = pack_features(&views, input.grid_cols * input.grid_rows)?;
         Ok(TensorInput {
-            grid_cols: cols,
-            grid_rows: rows,
+            grid_cols: input.grid_cols,
+            grid_rows: input.grid_rows,
             map_hidden: Tensor::from_vec(hidden, (n, w), &dev)?,
             features: Tensor::from_vec(features, (n, t, w), &dev)?,
             has_thumbnail: input.thumbnail.is_some(),
-            score_hidden: Tensor::from_vec(score, w, &dev)?,
+            score_hidden: Tensor::from_slice(input.score_hidden, w, &dev)?,
             out_height: input.out_height,
             out_width: input.out_width,
         })
@@ -281,9 +316,22 @@ impl Heads {
     /// Runs the same modules as [`Heads::forward_tensors`], but the parameter-free stitch/resize/fusion
     /// tail at output resolution goes through [`render`] (one parallel pass, same numbers up to rounding).
     pub fn forward(&self, input: &HeadsInput) -> Result<HeadsOutput> {
-        let t = self.input_tensors(input)?;
+        // Run the whole pass on a rayon worker: the pass makes ~100 parallel calls (GEMMs, kernels), and
+        // each one made from a thread outside the pool is queued to the pool and waits for a worker to
+        // wake up, where from a worker it runs at once and lends halves to the other worker. On a busy
+        // machine those wake-ups were a large share of the time. (Inside the pool already: runs inline.)
+        rayon::scope(|_| self.forward_on_worker(input))
+    }
+
+    fn forward_on_worker(&self, input: &HeadsInput) -> Result<HeadsOutput> {
+        let views = self.validate(input)?;
+        let (w, tokens, n) = (self.config.llm_width, self.config.tokens_per_tile(), views.len());
+        let dev = Device::Cpu;
         let m = &self.model;
-        let maps = m.mapper.forward(&t.map_hidden, &t.features)?;
+        let hidden: Vec<f32> = views.iter().flat_map(|v| v.map_hidden.iter().copied()).collect();
+        let map_hidden = Tensor::from_vec(hidden, (n, w), &dev)?;
+        let features = Tensor::from_vec(pack_features(&views, input.grid_cols * input.grid_rows)?, (n, tokens, w), &dev)?;
+        let maps = m.mapper.forward_serving(&map_hidden, &features)?;
         let probs = candle_nn::ops::sigmoid(&maps.logits)?.flatten_all()?.to_vec1::<f32>()?;
         let sigma = fusion::sigma_from_log(&maps.log_sigma)?.flatten_all()?.to_vec1::<f32>()?;
         let rule = match m.fusion.constant_weight()? {
@@ -294,17 +342,14 @@ impl Heads {
             probs: &probs,
             sigma: &sigma,
             side: self.config.tile_map_size(),
-            cols: t.grid_cols,
-            rows: t.grid_rows,
-            has_thumbnail: t.has_thumbnail,
+            cols: input.grid_cols,
+            rows: input.grid_rows,
+            has_thumbnail: input.thumbnail.is_some(),
         };
-        let r = render::render(tile_maps, rule, t.out_height, t.out_width);
-        let fused = Tensor::from_slice(
-            r.heatmap.as_slice().expect("standard layout"),
-            (t.out_height, t.out_width),
-            &Device::Cpu,
-        )?;
-        let s_token = m.token_scorer.forward(&t.score_hidden)?;
+        let (out_h, out_w) = (input.out_height, input.out_width);
+        let r = render::render(tile_maps, rule, out_h, out_w);
+        let fused = Tensor::from_slice(r.heatmap.as_slice().expect("standard layout"), (out_h, out_w), &dev)?;
+        let s_token = m.token_scorer.forward(&Tensor::from_slice(input.score_hidden, w, &dev)?)?;
         let s_map = m.map_scorer.forward(&fused)?;
         let score = m.calibration.forward(&s_token, &s_map)?;
         Ok(HeadsOutput {

@@ -12,6 +12,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::config::HeadsConfig;
 use crate::error::Result;
 use crate::layers::{Attention, ConvTranspose2x2, LayerNorm, Linear, Mlp};
+use crate::upsample::Upsampler;
 
 /// One two-way attention layer: tokens ↔ image tokens.
 #[derive(Debug, Clone)]
@@ -57,13 +58,13 @@ impl TwoWayLayer {
         let queries = self.norm1.forward(&queries)?;
 
         let q = (&queries + query_pe)?;
-        let k = (keys + key_pe)?;
+        let k = crate::kernels::add(keys, key_pe)?;
         let queries = self.norm2.forward(&(&queries + self.cross_token_to_image.forward(&q, &k, keys)?)?)?;
 
         let queries = self.norm3.forward(&(&queries + self.mlp.forward(&queries)?)?)?;
 
         let q = (&queries + query_pe)?;
-        let keys = self.norm4.forward(&(keys + self.cross_image_to_token.forward(&k, &q, &queries)?)?)?;
+        let keys = self.norm4.forward(&crate::kernels::add(keys, &self.cross_image_to_token.forward(&k, &q, &queries)?)?)?;
         Ok((queries, keys))
     }
 }
@@ -160,25 +161,8 @@ impl Mapper {
     pub fn forward(&self, map_hidden: &Tensor, features: &Tensor) -> Result<MapperOutput> {
         let (b, _) = map_hidden.dims2()?;
         let g = self.grid;
-        debug_assert_eq!(features.dims(), &[b, g * g, self.llm_width]);
-
-        let prompt = self.map_norm.forward(&self.map_proj.forward(map_hidden)?)?.unsqueeze(1)?;
-        let d = prompt.dim(2)?;
-        let fixed = Tensor::cat(&[&self.heatmap_token, &self.sigma_token], 0)?.unsqueeze(0)?.broadcast_as((b, 2, d))?;
-        let tokens = Tensor::cat(&[&fixed, &prompt], 1)?;
-
-        let image = self.image_norm.forward(&self.image_proj.forward(features)?)?;
-        let image = image.broadcast_add(&self.image_pe)?;
-        let key_pe = self.image_pe.unsqueeze(0)?.broadcast_as(image.shape())?;
-
-        let (mut queries, mut keys) = (tokens.clone(), image);
-        for layer in &self.layers {
-            (queries, keys) = layer.forward(&queries, &keys, &tokens, &key_pe)?;
-        }
-        let q = (&queries + &tokens)?;
-        let k = (&keys + &key_pe)?;
-        let queries = self.final_norm.forward(&(&queries + self.final_attn.forward(&q, &k, &keys)?)?)?;
-
+        let (queries, keys) = self.decode(map_hidden, features)?;
+        let d = keys.dim(2)?;
         let up = keys.reshape((b, g, g, d))?;
         let up = self.upscale1.forward(&up)?;
         let up = crate::kernels::gelu(&self.upscale_norm.forward(&up)?)?;
@@ -192,6 +176,56 @@ impl Mapper {
             Ok(up.matmul(&weights)?.reshape((b, side, side))?)
         };
         Ok(MapperOutput { logits: read_out(&self.heatmap_hyper, 0)?, log_sigma: read_out(&self.sigma_hyper, 1)? })
+    }
+
+    /// [`Mapper::forward`] for inference: the same decoder, then the upsampling and read-outs through
+    /// the fused `upsample.rs` path (no gradients; equal to `forward` up to rounding).
+    pub fn forward_serving(&self, map_hidden: &Tensor, features: &Tensor) -> Result<MapperOutput> {
+        let (b, _) = map_hidden.dims2()?;
+        let side = 4 * self.grid;
+        let (queries, keys) = self.decode(map_hidden, features)?;
+        let hyper_weights = |hyper: &Mlp, index: usize| -> Result<Vec<f32>> {
+            Ok(hyper.forward(&queries.narrow(1, index, 1)?)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let upsampler = Upsampler { upscale1: &self.upscale1, norm: &self.upscale_norm, upscale2: &self.upscale2 };
+        let maps = upsampler.read_out(
+            &keys.contiguous()?,
+            self.grid,
+            &hyper_weights(&self.heatmap_hyper, 0)?,
+            &hyper_weights(&self.sigma_hyper, 1)?,
+        )?;
+        let dev = map_hidden.device();
+        Ok(MapperOutput {
+            logits: Tensor::from_vec(maps.logits, (b, side, side), dev)?,
+            log_sigma: Tensor::from_vec(maps.log_sigma, (b, side, side), dev)?,
+        })
+    }
+
+    /// The two-way transformer: `map_hidden` `[B, W]`, `features` `[B, g², W]` → output tokens
+    /// `[B, 3, D]` (heatmap, σ, prompt; after the final attention) and image tokens `[B, g², D]`.
+    fn decode(&self, map_hidden: &Tensor, features: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, _) = map_hidden.dims2()?;
+        let g = self.grid;
+        debug_assert_eq!(features.dims(), &[b, g * g, self.llm_width]);
+
+        let prompt = self.map_norm.forward(&self.map_proj.forward(map_hidden)?)?.unsqueeze(1)?;
+        let d = prompt.dim(2)?;
+        let fixed = Tensor::cat(&[&self.heatmap_token, &self.sigma_token], 0)?.unsqueeze(0)?.broadcast_as((b, 2, d))?;
+        let tokens = Tensor::cat(&[&fixed, &prompt], 1)?;
+
+        let image = self.image_norm.forward(&self.image_proj.forward(features)?)?;
+        let image = crate::kernels::add(&image, &self.image_pe)?;
+        // `[g², D]`, added to every tile's keys (`kernels::add` repeats it over the batch).
+        let key_pe = &self.image_pe;
+
+        let (mut queries, mut keys) = (tokens.clone(), image);
+        for layer in &self.layers {
+            (queries, keys) = layer.forward(&queries, &keys, &tokens, key_pe)?;
+        }
+        let q = (&queries + &tokens)?;
+        let k = crate::kernels::add(&keys, key_pe)?;
+        let queries = self.final_norm.forward(&(&queries + self.final_attn.forward(&q, &k, &keys)?)?)?;
+        Ok((queries, keys))
     }
 }
 

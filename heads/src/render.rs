@@ -89,6 +89,7 @@ fn stitch(maps: &[f32], side: usize, cols: usize, rows: usize) -> Vec<f32> {
 }
 
 /// Output row `y` of a column-resampled source: the row pass of the bilinear resize.
+#[inline(always)]
 fn blend_row(c: &Columns, out_w: usize, y: usize, out: &mut [f32]) {
     let p = c.row_plan[y];
     let a = &c.data[p.lo as usize * out_w..][..out_w];
@@ -113,42 +114,63 @@ pub fn render(maps: TileMaps, rule: WeightRule, out_h: usize, out_w: usize) -> R
     ) };
 
     let len = out_h * out_w;
-    let mut outs: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; len]);
-    let [heat, local, global, weight, sig_l, sig_g] = &mut outs;
-    const BAND_ROWS: usize = 16;
-    let band = out_w * BAND_ROWS;
-    heat.par_chunks_mut(band)
-        .zip(local.par_chunks_mut(band))
-        .zip(global.par_chunks_mut(band))
-        .zip(weight.par_chunks_mut(band))
-        .zip(sig_l.par_chunks_mut(band))
-        .zip(sig_g.par_chunks_mut(band))
-        .enumerate()
-        .for_each(|(b, (((((heat, local), global), weight), sig_l), sig_g))| {
-            for r in 0..heat.len() / out_w {
-                let y = b * BAND_ROWS + r;
-                let row = r * out_w..(r + 1) * out_w;
-                // Row-blend each source into the output row first (simple loops the compiler vectorises).
-                blend_row(&local_p, out_w, y, &mut local[row.clone()]);
-                blend_row(&global_p, out_w, y, &mut global[row.clone()]);
-                blend_row(&local_s, out_w, y, &mut sig_l[row.clone()]);
-                blend_row(&global_s, out_w, y, &mut sig_g[row.clone()]);
-                let it = heat[row.clone()]
-                    .iter_mut()
-                    .zip(&mut weight[row.clone()])
-                    .zip(&mut sig_l[row.clone()])
-                    .zip(&mut sig_g[row.clone()])
-                    .zip(&local[row.clone()])
-                    .zip(&global[row.clone()]);
-                for (((((h, wl), &mut sl), &mut sg), &l), &g) in it {
-                    *wl = match rule {
-                        WeightRule::Adaptive => 1.0 / (1.0 + (sl - sg).exp()),
-                        WeightRule::Constant(c) => c,
-                    };
-                    *h = g + *wl * (l - g);
-                }
-            }
-        });
+    // The outputs are written once, in place, without being zeroed first: filling 6 fresh full-size
+    // arrays with zeros was a sizeable share of the serving profile.
+    let mut outs: [Vec<f32>; 6] = std::array::from_fn(|_| Vec::with_capacity(len));
+    {
+        let [heat, local, global, weight, sig_l, sig_g] = outs.each_mut().map(|v| &mut v.spare_capacity_mut()[..len]);
+        const BAND_ROWS: usize = 16;
+        let band = out_w * BAND_ROWS;
+        heat.par_chunks_mut(band)
+            .zip(local.par_chunks_mut(band))
+            .zip(global.par_chunks_mut(band))
+            .zip(weight.par_chunks_mut(band))
+            .zip(sig_l.par_chunks_mut(band))
+            .zip(sig_g.par_chunks_mut(band))
+            .enumerate()
+            .for_each(|(b, (((((heat, local), global), weight), sig_l), sig_g))| {
+                // One output row of each map, computed here and then stored.
+                let [mut h, mut l, mut g, mut wl, mut sl, mut sg] = std::array::from_fn(|_| vec![0f32; out_w]);
+                crate::kernels::wide(|| for r in 0..heat.len() / out_w {
+                    let y = b * BAND_ROWS + r;
+                    // Row-blend each source into the output row first (simple loops the compiler vectorises).
+                    blend_row(&local_p, out_w, y, &mut l);
+                    blend_row(&global_p, out_w, y, &mut g);
+                    blend_row(&local_s, out_w, y, &mut sl);
+                    blend_row(&global_s, out_w, y, &mut sg);
+                    // Separate simple loops over equal-length rows, so each one vectorises.
+                    match rule {
+                        WeightRule::Adaptive => {
+                            for ((wl, &sl), &sg) in wl.iter_mut().zip(&sl).zip(&sg) {
+                                *wl = 1.0 / (1.0 + crate::kernels::exp(sl - sg));
+                            }
+                        }
+                        WeightRule::Constant(c) => wl.fill(c),
+                    }
+                    for (((h, &wl), &l), &g) in h.iter_mut().zip(&wl).zip(&l).zip(&g) {
+                        *h = g + wl * (l - g);
+                    }
+                    let row = r * out_w..(r + 1) * out_w;
+                    for (dst, src) in [
+                        (&mut heat[row.clone()], &h),
+                        (&mut local[row.clone()], &l),
+                        (&mut global[row.clone()], &g),
+                        (&mut weight[row.clone()], &wl),
+                        (&mut sig_l[row.clone()], &sl),
+                        (&mut sig_g[row.clone()], &sg),
+                    ] {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            d.write(s);
+                        }
+                    }
+                });
+            });
+    }
+    for v in &mut outs {
+        // SAFETY: the pass above wrote each of the first `len` values of every output (the bands tile
+        // `0..len` and each band writes all of its rows in full); `len` ≤ capacity.
+        unsafe { v.set_len(len) };
+    }
     let [heat, local, global, weight, sig_l, sig_g] = outs;
     let arr = |v: Vec<f32>| Array2::from_shape_vec((out_h, out_w), v).expect("out_h·out_w values");
     Rendered {

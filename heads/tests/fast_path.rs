@@ -78,3 +78,65 @@ fn fast_gelu_matches_erf_gelu_values_and_gradient() {
     let gr = reference.sum_all().unwrap().backward().unwrap();
     close(go.get(x.as_tensor()).unwrap(), gr.get(x.as_tensor()).unwrap(), 1e-5);
 }
+
+#[test]
+fn fast_exp_is_within_two_ulp_of_libm() {
+    // Dense sweep of the range where e^x is a normal float, plus the clamped ends.
+    let mut worst = 0f32;
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        let (ours, libm) = (kernels::exp(x), x.exp());
+        worst = worst.max(((ours - libm) / libm).abs());
+        x += 0.001_7;
+    }
+    assert!(worst <= 2.0 * f32::EPSILON, "worst relative error {worst}");
+    assert_eq!(kernels::exp(0.0), 1.0);
+    assert!(kernels::exp(-1000.0) >= 0.0 && kernels::exp(-1000.0) < 1e-37);
+    assert!(kernels::exp(1000.0).is_finite() && kernels::exp(1000.0) > 1e38);
+}
+
+/// The serving mapper (fused upsampling and read-out, `upsample.rs`) against the graph mapper, at a
+/// shape with every dimension distinct and > 1 so no index mix-up can cancel out.
+#[test]
+fn serving_mapper_matches_graph_mapper() {
+    let mut cfg = tiny_config(48, 3);
+    cfg.hidden_width = 64;
+    let heads = Heads::init(cfg.clone(), 5).unwrap();
+    let b = 4;
+    let hidden = t(values(b * 48, 6), &[b, 48]);
+    let features = t(values(b * 9 * 48, 7).iter().map(|v| v * 2.0).collect(), &[b, 9, 48]);
+    let mapper = &heads.model().mapper;
+    let graph = mapper.forward(&hidden, &features).unwrap();
+    let fast = mapper.forward_serving(&hidden, &features).unwrap();
+    assert_eq!(fast.logits.dims(), &[b, 12, 12]);
+    assert_eq!(fast.log_sigma.dims(), &[b, 12, 12]);
+    // The maps must vary over pixels and tiles, or equality would prove little.
+    let spread = |x: &Tensor| {
+        let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().cloned().fold(f32::MIN, f32::max) - v.iter().cloned().fold(f32::MAX, f32::min)
+    };
+    assert!(spread(&graph.logits) > 0.01 && spread(&graph.log_sigma) > 0.01);
+    close(&fast.logits, &graph.logits, 1e-5);
+    close(&fast.log_sigma, &graph.log_sigma, 1e-5);
+}
+
+#[test]
+fn parallel_add_matches_broadcast_add_values_and_gradients() {
+    // Large enough to split into several parallel tasks (> 16 Ki values), with a [N, D] and a [D] rhs.
+    let a = Var::from_tensor(&t(values(3 * 70 * 90, 8), &[3, 70, 90])).unwrap();
+    for rhs_shape in [vec![70, 90], vec![90], vec![3, 70, 90]] {
+        let n: usize = rhs_shape.iter().product();
+        let b = Var::from_tensor(&t(values(n, 9), &rhs_shape)).unwrap();
+        let ours = kernels::add(&a, &b).unwrap();
+        let reference = a.broadcast_add(&b).unwrap();
+        close(&ours, &reference, 0.0 + f32::MIN_POSITIVE);
+        let w = t(values(3 * 70 * 90, 10), &[3, 70, 90]);
+        let go = (&ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (&reference * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &b] {
+            close(go.get(v.as_tensor()).unwrap(), gr.get(v.as_tensor()).unwrap(), 1e-4);
+        }
+    }
+    let wrong = t(values(70, 11), &[70]);
+    assert!(kernels::add(&a, &wrong).is_err(), "[70] is not a suffix of [3, 70, 90]");
+}

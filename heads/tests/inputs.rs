@@ -107,3 +107,29 @@ fn config_json_defaults_and_round_trip() {
     assert!(matches!(HeadsConfig::from_json(r#"{"llm_width": 1536}"#), Err(HeadsError::Config { field: "json", .. })));
     assert!(HeadsConfig::from_json(r#"{"llm_width": 1536, "token_grid": 16, "typo": 1}"#).is_err());
 }
+
+#[test]
+fn non_finite_features_name_the_view() {
+    let cfg = tiny_config(64, 2);
+    let heads = Heads::init(cfg.clone(), 1).unwrap();
+    let buf = Buffers::new(&cfg, 3, 2, 1);
+    for (view, bad) in [(5, f32::INFINITY), (6, f32::NAN), (0, f32::NEG_INFINITY)] {
+        let mut values = buf.features[view].clone();
+        let last = values.len() - 1;
+        values[last] = bad;
+        let mut input = buf.input(10, 10);
+        if view < 6 {
+            input.tiles[view].features = &values;
+        } else {
+            input.thumbnail = Some(TileFeatures { map_hidden: &buf.hidden[6], features: &values });
+        }
+        let name = if view < 6 { format!("tiles[{view}].features") } else { "thumbnail.features".into() };
+        // Both paths: serving (checks while packing) and the tensor path (checks first).
+        let (f, r) = field_of(heads.forward(&input));
+        assert!(f == "features" && r.contains(&name) && r.contains("NaN or infinite"), "{f}: {r}");
+        match heads.input_tensors(&input) {
+            Err(HeadsError::Input { field, reason }) => assert!(field == "features" && reason.contains(&name), "{reason}"),
+            other => panic!("expected an input error, got {other:?}"),
+        }
+    }
+}
