@@ -78,9 +78,18 @@ impl HttpServer {
         // The peer address goes into each request's log line, as on the gRPC port.
         let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
         let task = match tls {
-            None => tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await }),
+            None => {
+                // Nagle's algorithm off: each SSE event goes out at once instead of waiting for the
+                // client's delayed ACK (~40 ms).
+                use axum::serve::ListenerExt as _;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await })
+            }
             Some(config) => {
-                // tap_io is a no-op here; it gives the listener axum's peer-address ConnectInfo.
+                // tap_io is a no-op here (the TLS listener sets TCP_NODELAY itself); it gives the
+                // listener axum's peer-address ConnectInfo.
                 use axum::serve::ListenerExt as _;
                 let listener = tls_listener::TlsListener::new(listener, config)?.tap_io(|_| {});
                 tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await })

@@ -53,6 +53,8 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, done: mpsc::S
             },
             _ = done.closed() => return,
         };
+        // Nagle's algorithm off, so streamed events are not held for the client's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let done = done.clone();
         tokio::spawn(async move {
