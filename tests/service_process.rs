@@ -65,11 +65,17 @@ fn serve_reports_a_bad_config_in_one_line() {
     assert!(stderr.starts_with("heie: error: config") && stderr.contains("max-queue"), "{stderr}");
 }
 
+/// `heie bench` on the fixture model pair; callers add the rest.
+fn bench_on_the_fixture() -> std::process::Command {
+    let mut command = std::process::Command::new(heie_bin());
+    command.args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()]);
+    command
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_heie_and_its_ablations_side_by_side_and_prints_json() {
     let _serial = serial().await;
-    let out = std::process::Command::new(heie_bin())
-        .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
+    let out = bench_on_the_fixture()
         .args(["--threads", "1", "--parallel", "1,2", "--paths", "heie,no-speedups,no-prefix-cache", "--requests", "4"])
         .args(["--max-tokens", "2", "--width", "96", "--height", "64", "--json"])
         .env("HEIE_LOG", "error")
@@ -113,11 +119,7 @@ async fn bench_measures_heie_and_its_ablations_side_by_side_and_prints_json() {
 #[test]
 fn bench_asks_for_the_llama_server_it_compares_with() {
     let bench = |extra: &[&str]| {
-        let out = std::process::Command::new(heie_bin())
-            .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = bench_on_the_fixture().args(extra).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -138,8 +140,7 @@ async fn bench_compares_with_a_real_llama_server_on_the_same_work() {
         return;
     };
     let _serial = serial().await;
-    let out = std::process::Command::new(heie_bin())
-        .args(["bench", "--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
+    let out = bench_on_the_fixture()
         .args(["--threads", "1", "--parallel", "2", "--paths", "llama-server,heie", "--llama-server", &binary])
         .args(["--requests", "4", "--max-tokens", "4", "--width", "96", "--height", "64", "--json"])
         .env("HEIE_LOG", "error")
