@@ -443,7 +443,11 @@ impl DecodeLoop {
             for f in features {
                 // The program keeps each tile's features for the heads, in tile order.
                 slot.program.on_image_features(&f, f.len() / width);
-                work.pending.push_back(f);
+                // Only whole rows are queued: an empty tile would leave the decode loop below nothing
+                // to take (and no way to make progress).
+                if f.len() >= width {
+                    work.pending.push_back(f);
+                }
             }
             return Ok(());
         }
