@@ -1,8 +1,13 @@
 //! Forward time for one image: 3×2 tiles + thumbnail, g = 16 (256 tokens per tile), output 1024×768,
-//! at the LLM widths of InternVL3-8B (3584) and InternVL3-2B (1536).
+//! at the LLM widths of InternVL3-8B (3584) and InternVL3-2B (1536). Three measurements each:
+//!
+//! - `forward`: the whole pass from raw features (what the training tools run);
+//! - `project_view`: one view's projection, which the server runs per tile as soon as the vision
+//!   encoder delivers it, while the text is still being written;
+//! - `forward_projected`: what is left once the `[SCORE]` state exists: the server's critical path.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures};
+use heie_heads::{Heads, HeadsConfig, HeadsInput, ProjectedView, TileFeatures, ViewInput};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -32,12 +37,27 @@ fn bench_width(c: &mut Criterion, name: &str, width: usize) {
         out_width: 1024,
         out_height: 768,
     };
-    c.bench_function(name, |b| b.iter(|| heads.forward(&input).expect("forward")));
+    c.bench_function(&format!("forward_{name}"), |b| b.iter(|| heads.forward(&input).expect("forward")));
+    c.bench_function(&format!("project_view_W{width}"), |b| b.iter(|| heads.project_view(&features[0]).expect("project")));
+    let projected: Vec<ProjectedView> = features.iter().map(|f| heads.project_view(f).expect("project")).collect();
+    let view = |i: usize| ViewInput { map_hidden: hidden[i].as_slice(), features: &projected[i] };
+    let input = HeadsInput {
+        grid_cols: 3,
+        grid_rows: 2,
+        tiles: (0..6).map(view).collect(),
+        thumbnail: Some(view(6)),
+        score_hidden: &score,
+        out_width: 1024,
+        out_height: 768,
+    };
+    c.bench_function(&format!("forward_projected_{name}"), |b| {
+        b.iter(|| heads.forward_projected(&input).expect("forward_projected"))
+    });
 }
 
 fn forward(c: &mut Criterion) {
-    bench_width(c, "forward_3x2+thumb_W3584_g16_1024x768", 3584);
-    bench_width(c, "forward_3x2+thumb_W1536_g16_1024x768", 1536);
+    bench_width(c, "3x2+thumb_W3584_g16_1024x768", 3584);
+    bench_width(c, "3x2+thumb_W1536_g16_1024x768", 1536);
 }
 
 criterion_group! {

@@ -41,27 +41,78 @@ pub const MAX_OUTPUT_SIDE: usize = 8192;
 /// Largest accepted tile grid (InternVL3 uses at most 12 tiles by default; 64 leaves ample room).
 pub const MAX_TILES: usize = 64;
 
-/// One tile's (or the thumbnail's) inputs.
+/// One tile's (or the thumbnail's) inputs. `I` is its image side: the raw post-projector features
+/// (`&[f32]`, see [`TileFeatures`]) or, for [`Heads::forward_projected`], a [`ProjectedView`].
 #[derive(Debug, Clone, Copy)]
-pub struct TileFeatures<'a> {
+pub struct ViewInput<'a, I> {
     /// Last-layer hidden state at this tile's `[MAP]` token, length W.
     pub map_hidden: &'a [f32],
-    /// Post-projector image features, `tokens_per_tile × W`, row-major (token grid in row-major order).
-    pub features: &'a [f32],
+    /// The image tokens: raw features are `tokens_per_tile × W`, row-major (token grid in row-major order).
+    pub features: I,
 }
 
-/// Inputs for one image.
+/// A view with its raw post-projector features.
+pub type TileFeatures<'a> = ViewInput<'a, &'a [f32]>;
+
+/// A view whose image tokens were projected in advance by [`Heads::project_view`].
+pub type ProjectedTile<'a> = ViewInput<'a, &'a ProjectedView>;
+
+/// The image side of a view, raw or projected: what [`Heads`] checks before using it.
+pub trait ViewImage {
+    /// The values; their count must be [`ViewImage::expected_len`].
+    fn values(&self) -> &[f32];
+    /// How many values a view has for heads with `config`.
+    fn expected_len(config: &HeadsConfig) -> usize;
+    /// Why these values cannot be used by the heads with id `heads_id`, if they cannot.
+    fn foreign_to(&self, heads_id: u64) -> Option<String>;
+}
+
+impl ViewImage for &[f32] {
+    fn values(&self) -> &[f32] {
+        self
+    }
+    fn expected_len(config: &HeadsConfig) -> usize {
+        config.tokens_per_tile() * config.llm_width
+    }
+    fn foreign_to(&self, _: u64) -> Option<String> {
+        None
+    }
+}
+
+impl ViewImage for &ProjectedView {
+    fn values(&self) -> &[f32] {
+        &self.values
+    }
+    fn expected_len(config: &HeadsConfig) -> usize {
+        config.tokens_per_tile() * config.hidden_width
+    }
+    fn foreign_to(&self, heads_id: u64) -> Option<String> {
+        (self.heads_id != heads_id).then(|| "was projected by other heads (other weights)".to_string())
+    }
+}
+
+/// One view's image tokens after the mapper's input projection (`tokens_per_tile × hidden_width`), made
+/// by [`Heads::project_view`] as soon as the tile's features exist, so that the widest matrix product of
+/// the heads runs while the language model is still writing, and the raw features (14× larger at the
+/// 2B shape, 28× at 8B) need not be kept until the markers. Usable only by the heads that made it.
 #[derive(Debug, Clone)]
-pub struct HeadsInput<'a> {
+pub struct ProjectedView {
+    values: Vec<f32>,
+    heads_id: u64,
+}
+
+/// Inputs for one image; `I` is the views' image side (raw features by default, see [`ViewInput`]).
+#[derive(Debug, Clone)]
+pub struct HeadsInput<'a, I = &'a [f32]> {
     /// Tile grid columns.
     pub grid_cols: usize,
     /// Tile grid rows.
     pub grid_rows: usize,
     /// `grid_cols × grid_rows` tiles in row-major order (left to right, then top to bottom).
-    pub tiles: Vec<TileFeatures<'a>>,
+    pub tiles: Vec<ViewInput<'a, I>>,
     /// The thumbnail: required when there is more than one tile, absent for a 1×1 grid (InternVL adds
     /// none; the single tile is then both the local and the global view).
-    pub thumbnail: Option<TileFeatures<'a>>,
+    pub thumbnail: Option<ViewInput<'a, I>>,
     /// Last-layer hidden state at the `[SCORE]` token, length W.
     pub score_hidden: &'a [f32],
     /// Width of the output maps (normally the original image width).
@@ -98,7 +149,11 @@ pub struct Heads {
     config: HeadsConfig,
     varmap: VarMap,
     model: HeadsModel,
+    /// Unique per instance in this process: tells a [`ProjectedView`] made by other heads.
+    id: u64,
 }
+
+static NEXT_HEADS_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for Heads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,7 +219,8 @@ impl Heads {
         let backend = init::SeededVarMap { varmap: varmap.clone(), seed };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
         let model = HeadsModel::new(&config, vb)?;
-        Ok(Self { config, varmap, model })
+        let id = NEXT_HEADS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self { config, varmap, model, id })
     }
 
     /// Loads a weights file written by [`Heads::save`] for a running LLM of width `expected_llm_width`
@@ -247,9 +303,8 @@ impl Heads {
     /// Checks `input` against the config: grid, tile count, thumbnail, output size, then every buffer's
     /// length and (except the features: [`pack_features`] checks those while copying them) finiteness,
     /// in order; the first problem is reported. Returns the tiles, then the thumbnail.
-    fn validate<'i, 'a>(&self, input: &'i HeadsInput<'a>) -> Result<Vec<&'i TileFeatures<'a>>> {
+    fn validate<'i, 'a, I: ViewImage>(&self, input: &'i HeadsInput<'a, I>) -> Result<Vec<&'i ViewInput<'a, I>>> {
         let w = self.config.llm_width;
-        let t = self.config.tokens_per_tile();
         let (cols, rows) = (input.grid_cols, input.grid_rows);
         if cols == 0 || rows == 0 || cols * rows > MAX_TILES {
             return Err(input_err("grid", format!("{cols}×{rows} tiles; need 1..={MAX_TILES} tiles")));
@@ -277,11 +332,14 @@ impl Heads {
             }
             Ok(())
         };
-        let views: Vec<&TileFeatures> = input.tiles.iter().chain(input.thumbnail.iter()).collect();
+        let views: Vec<&ViewInput<I>> = input.tiles.iter().chain(input.thumbnail.iter()).collect();
         for (i, tile) in views.iter().enumerate() {
             let name = || if i < cols * rows { format!("tiles[{i}]") } else { "thumbnail".to_string() };
             check(&|| format!("{}.map_hidden", name()), "map_hidden", tile.map_hidden, w)?;
-            check(&|| format!("{}.features", name()), "features", tile.features, t * w)?;
+            if let Some(reason) = tile.features.foreign_to(self.id) {
+                return Err(input_err("features", format!("{}.features {reason}", name())));
+            }
+            check(&|| format!("{}.features", name()), "features", tile.features.values(), I::expected_len(&self.config))?;
         }
         check(&|| "score_hidden".into(), "score_hidden", input.score_hidden, w)?;
         Ok(views)
@@ -320,18 +378,57 @@ impl Heads {
         // each one made from a thread outside the pool is queued to the pool and waits for a worker to
         // wake up, where from a worker it runs at once and lends halves to the other worker. On a busy
         // machine those wake-ups were a large share of the time. (Inside the pool already: runs inline.)
-        rayon::scope(|_| self.forward_on_worker(input))
+        rayon::scope(|_| {
+            let views = self.validate(input)?;
+            let (w, tokens, n) = (self.config.llm_width, self.config.tokens_per_tile(), views.len());
+            let features = pack_features(&views, input.grid_cols * input.grid_rows)?;
+            // All views in one product: one GEMM of n·g² rows rather than n of g².
+            let image = self.model.mapper.project_image(&Tensor::from_vec(features, (n, tokens, w), &Device::Cpu)?)?;
+            self.forward_from_image(input, &views, &image)
+        })
     }
 
-    fn forward_on_worker(&self, input: &HeadsInput) -> Result<HeadsOutput> {
-        let views = self.validate(input)?;
-        let (w, tokens, n) = (self.config.llm_width, self.config.tokens_per_tile(), views.len());
+    /// Projects one view's raw features (`tokens_per_tile × W`, checked for length and finiteness) for
+    /// [`Heads::forward_projected`]; see [`ProjectedView`].
+    pub fn project_view(&self, features: &[f32]) -> Result<ProjectedView> {
+        let (w, tokens) = (self.config.llm_width, self.config.tokens_per_tile());
+        if features.len() != tokens * w {
+            return Err(input_err("features", format!("{} values, expected {}", features.len(), tokens * w)));
+        }
+        if !all_finite(features) {
+            return Err(input_err("features", "contains NaN or infinite values".into()));
+        }
+        rayon::scope(|_| {
+            let features = Tensor::from_slice(features, (1, tokens, w), &Device::Cpu)?;
+            let values = self.model.mapper.project_image(&features)?.flatten_all()?.to_vec1::<f32>()?;
+            Ok(ProjectedView { values, heads_id: self.id })
+        })
+    }
+
+    /// [`Heads::forward`] for views projected in advance by [`Heads::project_view`] (same numbers up to
+    /// rounding): what is left once the text has been written.
+    pub fn forward_projected(&self, input: &HeadsInput<&ProjectedView>) -> Result<HeadsOutput> {
+        rayon::scope(|_| {
+            let views = self.validate(input)?;
+            let (tokens, d) = (self.config.tokens_per_tile(), self.config.hidden_width);
+            let mut packed = Vec::with_capacity(views.len() * tokens * d);
+            for view in &views {
+                packed.extend_from_slice(&view.features.values);
+            }
+            let image = Tensor::from_vec(packed, (views.len(), tokens, d), &Device::Cpu)?;
+            self.forward_from_image(input, &views, &image)
+        })
+    }
+
+    /// The rest of the serving pass once the image side is projected (`image` `[views, g², D]`): the
+    /// mapper's decoder and read-outs, the rendering at output size, the scorers and calibration.
+    fn forward_from_image<I>(&self, input: &HeadsInput<I>, views: &[&ViewInput<I>], image: &Tensor) -> Result<HeadsOutput> {
+        let (w, n) = (self.config.llm_width, views.len());
         let dev = Device::Cpu;
         let m = &self.model;
         let hidden: Vec<f32> = views.iter().flat_map(|v| v.map_hidden.iter().copied()).collect();
         let map_hidden = Tensor::from_vec(hidden, (n, w), &dev)?;
-        let features = Tensor::from_vec(pack_features(&views, input.grid_cols * input.grid_rows)?, (n, tokens, w), &dev)?;
-        let maps = m.mapper.forward_serving(&map_hidden, &features)?;
+        let maps = m.mapper.forward_serving(&map_hidden, image)?;
         let probs = candle_nn::ops::sigmoid(&maps.logits)?.flatten_all()?.to_vec1::<f32>()?;
         let sigma = fusion::sigma_from_log(&maps.log_sigma)?.flatten_all()?.to_vec1::<f32>()?;
         let rule = match m.fusion.constant_weight()? {

@@ -161,7 +161,7 @@ impl Mapper {
     pub fn forward(&self, map_hidden: &Tensor, features: &Tensor) -> Result<MapperOutput> {
         let (b, _) = map_hidden.dims2()?;
         let g = self.grid;
-        let (queries, keys) = self.decode(map_hidden, features)?;
+        let (queries, keys) = self.decode(map_hidden, &self.project_image(features)?)?;
         let d = keys.dim(2)?;
         let up = keys.reshape((b, g, g, d))?;
         let up = self.upscale1.forward(&up)?;
@@ -178,12 +178,24 @@ impl Mapper {
         Ok(MapperOutput { logits: read_out(&self.heatmap_hyper, 0)?, log_sigma: read_out(&self.sigma_hyper, 1)? })
     }
 
-    /// [`Mapper::forward`] for inference: the same decoder, then the upsampling and read-outs through
-    /// the fused `upsample.rs` path (no gradients; equal to `forward` up to rounding).
-    pub fn forward_serving(&self, map_hidden: &Tensor, features: &Tensor) -> Result<MapperOutput> {
+    /// The image side's input: `features` `[B, g², W]` → `image_norm(image_proj(features)) + PE`,
+    /// `[B, g², D]`. It depends on the image alone, so serving can compute it as soon as a tile's features
+    /// exist, while the text is still being written (the widest matrix product of the heads: W → D for
+    /// every image token).
+    pub fn project_image(&self, features: &Tensor) -> Result<Tensor> {
+        let g = self.grid;
+        debug_assert_eq!(features.dims()[1..], [g * g, self.llm_width]);
+        let image = self.image_norm.forward(&self.image_proj.forward(features)?)?;
+        crate::kernels::add(&image, &self.image_pe)
+    }
+
+    /// [`Mapper::forward`] for inference, from image tokens already through [`Mapper::project_image`]:
+    /// the same decoder, then the upsampling and read-outs through the fused `upsample.rs` path (no
+    /// gradients; equal to `forward` up to rounding).
+    pub fn forward_serving(&self, map_hidden: &Tensor, projected_image: &Tensor) -> Result<MapperOutput> {
         let (b, _) = map_hidden.dims2()?;
         let side = 4 * self.grid;
-        let (queries, keys) = self.decode(map_hidden, features)?;
+        let (queries, keys) = self.decode(map_hidden, projected_image)?;
         let hyper_weights = |hyper: &Mlp, index: usize| -> Result<Vec<f32>> {
             Ok(hyper.forward(&queries.narrow(1, index, 1)?)?.flatten_all()?.to_vec1::<f32>()?)
         };
@@ -201,24 +213,23 @@ impl Mapper {
         })
     }
 
-    /// The two-way transformer: `map_hidden` `[B, W]`, `features` `[B, g², W]` → output tokens
-    /// `[B, 3, D]` (heatmap, σ, prompt; after the final attention) and image tokens `[B, g², D]`.
-    fn decode(&self, map_hidden: &Tensor, features: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The two-way transformer: `map_hidden` `[B, W]`, `image` `[B, g², D]` (from
+    /// [`Mapper::project_image`]) → output tokens `[B, 3, D]` (heatmap, σ, prompt; after the final
+    /// attention) and image tokens `[B, g², D]`.
+    fn decode(&self, map_hidden: &Tensor, image: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, _) = map_hidden.dims2()?;
         let g = self.grid;
-        debug_assert_eq!(features.dims(), &[b, g * g, self.llm_width]);
+        debug_assert_eq!(image.dims()[..2], [b, g * g]);
 
         let prompt = self.map_norm.forward(&self.map_proj.forward(map_hidden)?)?.unsqueeze(1)?;
         let d = prompt.dim(2)?;
         let fixed = Tensor::cat(&[&self.heatmap_token, &self.sigma_token], 0)?.unsqueeze(0)?.broadcast_as((b, 2, d))?;
         let tokens = Tensor::cat(&[&fixed, &prompt], 1)?;
 
-        let image = self.image_norm.forward(&self.image_proj.forward(features)?)?;
-        let image = crate::kernels::add(&image, &self.image_pe)?;
         // `[g², D]`, added to every tile's keys (`kernels::add` repeats it over the batch).
         let key_pe = &self.image_pe;
 
-        let (mut queries, mut keys) = (tokens.clone(), image);
+        let (mut queries, mut keys) = (tokens.clone(), image.clone());
         for layer in &self.layers {
             (queries, keys) = layer.forward(&queries, &keys, &tokens, key_pe)?;
         }

@@ -3,7 +3,7 @@ mod common;
 
 use candle_core::{Device, Tensor, Var};
 use common::{tiny_config, values, Buffers};
-use heie_heads::{kernels, FusionVariant, Heads};
+use heie_heads::{kernels, FusionVariant, Heads, HeadsInput, ProjectedView, ViewInput};
 use ndarray::Array2;
 
 fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
@@ -39,6 +39,56 @@ fn serving_path_matches_graph_path() {
         assert!((fast.score - graph.score).abs() < 1e-5 && (fast.s_map - graph.s_map).abs() < 1e-4);
         assert_eq!(fast.s_token, graph.s_token);
     }
+}
+
+#[test]
+fn views_projected_in_advance_give_the_same_output() {
+    for (cols, rows) in [(3, 2), (1, 1)] {
+        let cfg = tiny_config(64, 2);
+        let heads = Heads::init(cfg.clone(), 31).unwrap();
+        let buf = Buffers::new(&cfg, cols, rows, 32);
+        let whole = heads.forward(&buf.input(37, 23)).unwrap();
+        // One view at a time, as the server projects each tile when the vision encoder delivers it.
+        let projected: Vec<ProjectedView> = buf.features.iter().map(|f| heads.project_view(f).unwrap()).collect();
+        let raw = buf.input(37, 23);
+        let view = |i: usize| ViewInput { map_hidden: buf.hidden[i].as_slice(), features: &projected[i] };
+        let input = HeadsInput {
+            grid_cols: cols,
+            grid_rows: rows,
+            tiles: (0..cols * rows).map(view).collect(),
+            thumbnail: raw.thumbnail.as_ref().map(|_| view(cols * rows)),
+            score_hidden: raw.score_hidden,
+            out_width: 37,
+            out_height: 23,
+        };
+        let split = heads.forward_projected(&input).unwrap();
+        for (name, a, b) in [("heatmap", &split.heatmap, &whole.heatmap), ("local_weight", &split.local_weight, &whole.local_weight)] {
+            let d = max_diff(a, b);
+            assert!(d < 1e-5, "{cols}×{rows} {name}: {d}");
+        }
+        assert!((split.score - whole.score).abs() < 1e-5, "{} vs {}", split.score, whole.score);
+
+        // Views projected by other heads (other weights) are refused, not silently mixed in.
+        let other = Heads::init(cfg.clone(), 33).unwrap();
+        match other.forward_projected(&input) {
+            Err(heie_heads::HeadsError::Input { field: "features", reason }) => {
+                assert!(reason.contains("tiles[0].features") && reason.contains("other heads"), "{reason}")
+            }
+            r => panic!("expected a features error, got {r:?}"),
+        }
+    }
+}
+
+#[test]
+fn projecting_a_view_checks_its_features() {
+    let cfg = tiny_config(64, 2);
+    let heads = Heads::init(cfg.clone(), 1).unwrap();
+    let mut features = values(cfg.tokens_per_tile() * 64, 5);
+    let short = heads.project_view(&features[1..]).unwrap_err().to_string();
+    assert!(short.contains("255 values, expected 256"), "{short}");
+    features[7] = f32::NAN;
+    let nan = heads.project_view(&features).unwrap_err().to_string();
+    assert!(nan.contains("NaN or infinite"), "{nan}");
 }
 
 fn t(v: Vec<f32>, shape: &[usize]) -> Tensor {
@@ -107,7 +157,7 @@ fn serving_mapper_matches_graph_mapper() {
     let features = t(values(b * 9 * 48, 7).iter().map(|v| v * 2.0).collect(), &[b, 9, 48]);
     let mapper = &heads.model().mapper;
     let graph = mapper.forward(&hidden, &features).unwrap();
-    let fast = mapper.forward_serving(&hidden, &features).unwrap();
+    let fast = mapper.forward_serving(&hidden, &mapper.project_image(&features).unwrap()).unwrap();
     assert_eq!(fast.logits.dims(), &[b, 12, 12]);
     assert_eq!(fast.log_sigma.dims(), &[b, 12, 12]);
     // The maps must vary over pixels and tiles, or equality would prove little.
