@@ -140,7 +140,7 @@ fn requested_heatmap_size_and_short_mode() {
 
 #[test]
 fn trained_heads_give_the_primary_heatmap_and_score_with_zero_shot_extras() {
-    use heie_heads::{Heads, HeadsConfig};
+    use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures};
     use heie_server::pipeline::trained::TrainedHeads;
     use std::sync::Arc;
 
@@ -150,6 +150,7 @@ fn trained_heads_give_the_primary_heatmap_and_score_with_zero_shot_extras() {
     // tiny-mmproj: 4 tokens per tile = a 2×2 token grid; the LLM is 64 wide.
     Heads::init(HeadsConfig::new(64, 2), 3).unwrap().save(&path).unwrap();
     let heads = Arc::new(TrainedHeads::load(&path, engine.info()).expect("heads fit the fixture"));
+    let heads_for_offline_check = Heads::load(&path, 64, 4).unwrap();
     let evaluator = Evaluator::with_heads(engine.clone(), Some(heads)).unwrap();
     assert_eq!(evaluator.output_mode(), OutputMode::Trained);
     for (w, h) in [(640, 480), (56, 56)] {
@@ -168,6 +169,28 @@ fn trained_heads_give_the_primary_heatmap_and_score_with_zero_shot_extras() {
         assert!(score.trained.is_some());
         assert_eq!(result.scores[1].mode, OutputMode::ZeroShot);
     }
+
+    // The server projects each tile for the heads while the text is written; the result is the one the
+    // offline tools (`heie evaluate`, training) get from the raw features the evaluation emits.
+    let served = evaluate(&evaluator, 640, 480, capturing(6));
+    let captured = served.captures.clone().expect("captures emitted");
+    let n_tiles = captured.tiling.n_tiles() as usize;
+    let view = |i: usize| TileFeatures { map_hidden: &captured.map_hidden[i], features: &captured.features[i] };
+    let offline = heads_for_offline_check
+        .forward(&HeadsInput {
+            grid_cols: captured.tiling.grid.cols as usize,
+            grid_rows: captured.tiling.grid.rows as usize,
+            tiles: (0..n_tiles).map(view).collect(),
+            thumbnail: captured.tiling.has_thumbnail.then(|| view(n_tiles)),
+            score_hidden: captured.score_hidden.as_deref().unwrap(),
+            out_width: 640,
+            out_height: 480,
+        })
+        .unwrap();
+    let served_map = &served.heatmap().unwrap().map;
+    let diff = served_map.iter().zip(offline.heatmap.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(diff < 1e-5, "served and offline heatmaps differ by {diff}");
+    assert!((served.score().unwrap() - offline.score).abs() < 1e-5);
 
     // Heads made for another model are refused at load, naming what differs.
     let wrong = dir.path().join("wrong.safetensors");

@@ -9,6 +9,7 @@ use super::explanation::Section;
 use super::options::EvalOptions;
 use super::rating::Rating;
 use super::tiling::{TileGrid, Tiling};
+use super::trained::PendingProjection;
 
 /// The explanation text of each section, as shown to the client.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -50,7 +51,7 @@ impl SectionTexts {
 
 /// The outputs of the language model for one image: texts, boxes, the rating, and the inputs of the
 /// trained heads (tile features, `[MAP]` and `[SCORE]` hidden states).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Captured {
     pub request_id: u64,
     pub tiling: Tiling,
@@ -61,7 +62,10 @@ pub struct Captured {
     pub boxes_reported: bool,
     pub rating: Option<Rating>,
     /// Post-projector features of each tile, then of the thumbnail: `tokens_per_tile × n_embd` each.
+    /// Kept only when the captures are emitted (extraction, offline evaluation).
     pub features: Vec<Vec<f32>>,
+    /// The same views being projected for the trained heads, when the server has heads.
+    pub projected: Vec<PendingProjection>,
     pub tokens_per_tile: usize,
     /// One per tile in grid order, then the global (thumbnail) one.
     pub map_hidden: Vec<Vec<f32>>,
@@ -85,6 +89,7 @@ impl Captured {
             boxes_reported: false,
             rating: None,
             features: Vec::new(),
+            projected: Vec::new(),
             tokens_per_tile: 0,
             map_hidden: Vec::new(),
             score_hidden: None,

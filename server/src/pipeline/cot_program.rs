@@ -462,7 +462,12 @@ impl SequenceProgram for CotProgram {
 
     fn on_image_features(&mut self, features: &[f32], n_tokens: usize) {
         self.captured.tokens_per_tile = n_tokens;
-        self.captured.features.push(features.to_vec());
+        if let Some(pending) = self.finalizer.project_in_background(features) {
+            self.captured.projected.push(pending);
+        }
+        if self.captured.emit_captures {
+            self.captured.features.push(features.to_vec());
+        }
     }
 
     fn is_cancelled(&self) -> bool {

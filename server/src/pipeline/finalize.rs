@@ -12,7 +12,7 @@ use super::events::{
 };
 use super::heatmap::rasterize_boxes;
 use crate::engine::injected_fault;
-use super::trained::TrainedHeads;
+use super::trained::{PendingProjection, TrainedHeads};
 use std::sync::Arc;
 
 struct FinalizeJob {
@@ -26,6 +26,7 @@ struct FinalizeJob {
 #[derive(Clone)]
 pub struct Finalizer {
     jobs: Sender<FinalizeJob>,
+    heads: Option<Arc<TrainedHeads>>,
 }
 
 impl Finalizer {
@@ -38,6 +39,7 @@ impl Finalizer {
     /// evaluation could ever finish again, so the server must know).
     pub fn start_watched(heads: Option<Arc<TrainedHeads>>, liveness: Liveness) -> Finalizer {
         let (jobs, receiver) = channel::<FinalizeJob>();
+        let finalizer = Finalizer { jobs, heads: heads.clone() };
         std::thread::Builder::new()
             .name("heie-finalize".into())
             .spawn(move || {
@@ -51,7 +53,13 @@ impl Finalizer {
                 });
             })
             .expect("spawning the finalizer thread");
-        Finalizer { jobs }
+        finalizer
+    }
+
+    /// Starts the heads' work on one view's image features now, while the text is being written (see
+    /// [`TrainedHeads::project_in_background`]); None when the server has no trained heads.
+    pub fn project_in_background(&self, features: &[f32]) -> Option<PendingProjection> {
+        self.heads.as_ref().map(|heads| heads.project_in_background(features.to_vec()))
     }
 
     pub fn submit(&self, captured: Captured, end: SequenceEnd, stats: SequenceStats, events: EventSender) {
