@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heie_server::engine::{
-    GenerationEnd, Sampling, SequenceEnd, SequenceProgram, SequenceStats, Step, TileBitmap, Token, TokenVerdict,
+    Sampling, SequenceEnd, SequenceProgram, SequenceStats, Step, TileBitmap, Token, TokenVerdict,
 };
 
 
@@ -39,13 +39,6 @@ impl SequenceProgram for Streamer {
         self.generated.fetch_add(1, Ordering::SeqCst);
         TokenVerdict::Continue
     }
-    fn on_generation_end(&mut self, _: GenerationEnd) {}
-    fn on_hidden(&mut self, _: Option<usize>, _: &[f32]) {}
-    fn on_logits(&mut self, _: &[f32]) {}
-    fn on_image_features(&mut self, _: &[f32], _: usize) {}
-    fn is_cancelled(&self) -> bool {
-        false
-    }
     fn finish(&mut self, end: SequenceEnd, _: &SequenceStats) {
         let _ = self.done.send(end);
     }
@@ -71,14 +64,8 @@ impl SequenceProgram for Imager {
     fn on_token(&mut self, _: Token, _: &[u8]) -> TokenVerdict {
         TokenVerdict::Continue
     }
-    fn on_generation_end(&mut self, _: GenerationEnd) {}
-    fn on_hidden(&mut self, _: Option<usize>, _: &[f32]) {}
-    fn on_logits(&mut self, _: &[f32]) {}
     fn on_image_features(&mut self, _: &[f32], _: usize) {
         self.seen_at.lock().unwrap().push(self.streamer_tokens.load(Ordering::SeqCst));
-    }
-    fn is_cancelled(&self) -> bool {
-        false
     }
     fn finish(&mut self, end: SequenceEnd, _: &SequenceStats) {
         let _ = self.done.send(end);

@@ -10,7 +10,10 @@
 //!   submitted to a running engine and waited for: the engine thread's hand-off, the encode, the
 //!   per-tile feature copy the heads need, the embedding decodes and the sequence's clean-up.
 //!
-//! `cargo bench -p heie-server --bench image_path`.
+//! `cargo bench -p heie-server --bench image_path`. On the fixture a tile is 4 image tokens, so fixed
+//! costs dominate; `HEIE_BENCH_MODEL` and `HEIE_BENCH_MMPROJ` run the same comparison on another pair,
+//! e.g. random-weight GGUFs with InternVL3-2B's exact shapes (`../shared/anchors/gen_shapes.py`: a 448-px
+//! tile, 256 image tokens, InternViT-300M and a 1.5B LLM), where a tile's real work is measured.
 
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use std::sync::mpsc::{channel, Sender};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use heie_server::engine::{
-    Engine, EngineConfig, GenerationEnd, SequenceEnd, SequenceProgram, SequenceStats, SpeedUps, Step, TileBitmap, Token,
+    Engine, EngineConfig, SequenceEnd, SequenceProgram, SequenceStats, SpeedUps, Step, TileBitmap, Token,
     TokenVerdict,
 };
 use llama_cpp_sys_2 as sys;
@@ -28,6 +31,14 @@ const N_BATCH: u32 = 512;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models").join(name)
+}
+
+/// The model pair measured: `HEIE_BENCH_MODEL` + `HEIE_BENCH_MMPROJ` when both are set, else the fixture.
+fn model_pair() -> (PathBuf, PathBuf) {
+    match (std::env::var_os("HEIE_BENCH_MODEL"), std::env::var_os("HEIE_BENCH_MMPROJ")) {
+        (Some(model), Some(mmproj)) => (model.into(), mmproj.into()),
+        _ => (fixture("tiny-llm.gguf"), fixture("tiny-mmproj.gguf")),
+    }
 }
 
 fn tile_pixels(side: u32) -> Vec<u8> {
@@ -46,8 +57,9 @@ struct Raw {
 
 impl Raw {
     fn load() -> Raw {
-        let model_path = CString::new(fixture("tiny-llm.gguf").to_str().unwrap()).unwrap();
-        let mmproj_path = CString::new(fixture("tiny-mmproj.gguf").to_str().unwrap()).unwrap();
+        let (model, mmproj) = model_pair();
+        let model_path = CString::new(model.to_str().unwrap()).unwrap();
+        let mmproj_path = CString::new(mmproj.to_str().unwrap()).unwrap();
         // SAFETY: plain llama.cpp set-up calls with valid, NUL-terminated paths; every result is checked.
         unsafe {
             sys::llama_backend_init();
@@ -137,22 +149,16 @@ impl SequenceProgram for ImageOnly {
     fn on_token(&mut self, _: Token, _: &[u8]) -> TokenVerdict {
         TokenVerdict::Continue
     }
-    fn on_generation_end(&mut self, _: GenerationEnd) {}
-    fn on_hidden(&mut self, _: Option<usize>, _: &[f32]) {}
-    fn on_logits(&mut self, _: &[f32]) {}
-    fn on_image_features(&mut self, _: &[f32], _: usize) {}
-    fn is_cancelled(&self) -> bool {
-        false
-    }
     fn finish(&mut self, end: SequenceEnd, stats: &SequenceStats) {
         let _ = self.done.send((end, stats.image_tokens));
     }
 }
 
 fn image_path(c: &mut Criterion) {
+    let (model, mmproj) = model_pair();
     let engine = Engine::start(&EngineConfig {
-        model: fixture("tiny-llm.gguf"),
-        mmproj: fixture("tiny-mmproj.gguf"),
+        model,
+        mmproj,
         n_gpu_layers: 0,
         threads: THREADS,
         ctx_per_sequence: 4096,
@@ -163,7 +169,7 @@ fn image_path(c: &mut Criterion) {
         flash_attention: Some(false),
         speedups: SpeedUps::ALL,
     })
-    .expect("fixture engine");
+    .expect("engine on the model pair");
     let side = engine.info().tile_size;
     let pixels = tile_pixels(side);
     let heie_image = |pixels: &[u8]| {
@@ -178,6 +184,10 @@ fn image_path(c: &mut Criterion) {
     // Like for like: both sides put the same number of image tokens into the context.
     assert_eq!(raw.eval_image(&pixels, side), heie_image(&pixels), "same image tokens on both sides");
     let mut group = c.benchmark_group(format!("one {side}x{side} image into the context"));
+    if model_pair().0 != fixture("tiny-llm.gguf") {
+        // A real-size tile takes seconds on this CPU: criterion's smallest sample.
+        group.sample_size(10);
+    }
     group.bench_function("llama.cpp mtmd_helper_eval_chunk_single", |b| b.iter(|| raw.eval_image(&pixels, side)));
     group.bench_function("heie engine Images step", |b| b.iter(|| heie_image(&pixels)));
     group.finish();

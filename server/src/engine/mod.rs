@@ -144,7 +144,12 @@ fn read_vision_geometry(mmproj: &Path, meta: &GgufFile) -> Result<(u32, usize, u
 
 /// Whether the model's layers go to a GPU: a GPU build, a GPU present, and layers asked for.
 pub fn runs_on_gpu(n_gpu_layers: i32) -> bool {
-    supports_gpu_offload() && !gpu_devices().is_empty() && n_gpu_layers != 0
+    offloads_to(&gpu_devices(), n_gpu_layers)
+}
+
+/// [`runs_on_gpu`] with the GPU list already enumerated.
+fn offloads_to(gpus: &[String], n_gpu_layers: i32) -> bool {
+    supports_gpu_offload() && !gpus.is_empty() && n_gpu_layers != 0
 }
 
 /// The flash-attention setting to run with: the one asked for, else off on the CPU (it measured
@@ -180,7 +185,7 @@ impl Engine {
         }
         let native_markers = model.special_token("[MAP]").zip(model.special_token("[SCORE]"));
         let gpus = gpu_devices();
-        let gpu = runs_on_gpu(config.n_gpu_layers);
+        let gpu = offloads_to(&gpus, config.n_gpu_layers);
         let info = ModelInfo {
             llm_name: model.meta("general.name").unwrap_or_else(|| file_name(&config.model)),
             mmproj_name,

@@ -91,17 +91,21 @@ pub trait SequenceProgram: Send {
     fn next_step(&mut self) -> Step;
     /// A sampled token and the bytes it stands for (possibly part of a UTF-8 character).
     fn on_token(&mut self, token: Token, bytes: &[u8]) -> TokenVerdict;
+    // The callbacks below default to ignoring what they are given: a program that captures nothing
+    // (benches, engine tests) need not spell them out.
     /// A generation step ended.
-    fn on_generation_end(&mut self, end: GenerationEnd);
+    fn on_generation_end(&mut self, _end: GenerationEnd) {}
     /// The final-layer hidden state of a captured token (index into the Feed's tokens, or `None` for
     /// a sampled token the program asked to capture).
-    fn on_hidden(&mut self, index: Option<usize>, hidden: &[f32]);
+    fn on_hidden(&mut self, _index: Option<usize>, _hidden: &[f32]) {}
     /// The logits after the last token of a Feed that asked for them.
-    fn on_logits(&mut self, logits: &[f32]);
+    fn on_logits(&mut self, _logits: &[f32]) {}
     /// The post-projector embeddings of an encoded tile, `n_tokens × n_embd` row-major.
-    fn on_image_features(&mut self, features: &[f32], n_tokens: usize);
+    fn on_image_features(&mut self, _features: &[f32], _n_tokens: usize) {}
     /// The client is gone: the engine stops the sequence and frees its cells.
-    fn is_cancelled(&self) -> bool;
+    fn is_cancelled(&self) -> bool {
+        false
+    }
     /// The sequence is over; no more calls follow.
     fn finish(&mut self, end: SequenceEnd, stats: &SequenceStats);
 }
