@@ -2,7 +2,6 @@
 //! after another, and what each request cost as the client saw it and as the server reported it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use tonic::transport::Channel;
 
 use crate::cli::serve::DEFAULT_MAX_MESSAGE_BYTES;
 
+use super::closed_loop::{summarise, RequestCounter};
 use super::report::{BenchRow, Sample, ServerSide};
 
 /// Eight different generated pictures (so neighbouring requests never see the same pixels), as PNG.
@@ -108,28 +108,20 @@ pub async fn measure(
     images: &Arc<Vec<Vec<u8>>>,
     options: &pb::Options,
 ) -> anyhow::Result<BenchRow> {
-    let next = Arc::new(AtomicUsize::new(0));
+    anyhow::ensure!(!addrs.is_empty(), "no server to measure");
+    let counter = Arc::new(RequestCounter::new(requests));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    anyhow::ensure!(!addrs.is_empty(), "no server to measure");
     for k in 0..clients.min(requests) {
-        let (next, images, options) = (next.clone(), images.clone(), options.clone());
+        let (counter, images, options) = (counter.clone(), images.clone(), options.clone());
         let mut client = connect(addrs[k % addrs.len()]).await?;
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests {
-                    break;
-                }
+            while let Some(i) = counter.take() {
                 samples.push(one_request(&mut client, images[i % images.len()].clone(), options.clone()).await?);
             }
             anyhow::Ok(samples)
         }));
     }
-    let mut samples = Vec::new();
-    for t in tasks {
-        samples.extend(t.await.context("a bench client panicked")??);
-    }
-    Ok(BenchRow::from_samples(path, clients.min(requests), &samples, started.elapsed()))
+    summarise(path, tasks, started).await
 }

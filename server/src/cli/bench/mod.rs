@@ -6,6 +6,7 @@
 //! replica with two behind a proxy or balanced by the client).
 
 mod client;
+mod closed_loop;
 mod path;
 mod peer;
 mod report;

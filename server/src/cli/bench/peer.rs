@@ -8,7 +8,6 @@ use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use base64::Engine as _;
 
 use crate::pipeline::prompt::{GROUNDING_HINT, INSTRUCTION, SYSTEM_PROMPT};
 
+use super::closed_loop::{summarise, RequestCounter};
 use super::report::{BenchRow, Sample, ServerSide};
 
 /// Where the peer comes from (`--llama-server`).
@@ -211,27 +211,19 @@ pub async fn measure(
     images: &Arc<Vec<Vec<u8>>>,
     max_tokens: u32,
 ) -> anyhow::Result<BenchRow> {
-    let next = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::new(RequestCounter::new(requests));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients.min(requests) {
-        let (next, images, base) = (next.clone(), images.clone(), peer.base.clone());
+        let (counter, images, base) = (counter.clone(), images.clone(), peer.base.clone());
         tasks.push(tokio::task::spawn_blocking(move || {
             let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(600)).build();
             let mut samples = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests {
-                    break;
-                }
+            while let Some(i) = counter.take() {
                 samples.push(one_request(&agent, &base, &images[i % images.len()], max_tokens)?);
             }
             anyhow::Ok(samples)
         }));
     }
-    let mut samples = Vec::new();
-    for t in tasks {
-        samples.extend(t.await.context("a bench client panicked")??);
-    }
-    Ok(BenchRow::from_samples(super::report::PEER, clients.min(requests), &samples, started.elapsed()))
+    summarise(super::report::PEER, tasks, started).await
 }
