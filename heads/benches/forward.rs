@@ -21,6 +21,19 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The bench image: a 3×2 grid of `views[0..6]`, the thumbnail `views[6]`, a 1024×768 output.
+fn image<'a, I>(views: impl Fn(usize) -> ViewInput<'a, I>, score_hidden: &'a [f32]) -> HeadsInput<'a, I> {
+    HeadsInput {
+        grid_cols: 3,
+        grid_rows: 2,
+        tiles: (0..6).map(&views).collect(),
+        thumbnail: Some(views(6)),
+        score_hidden,
+        out_width: 1024,
+        out_height: 768,
+    }
+}
+
 fn bench_width(c: &mut Criterion, name: &str, width: usize) {
     let heads = Heads::init(HeadsConfig::new(width, 16), 1).expect("init");
     let tokens = 256;
@@ -28,28 +41,12 @@ fn bench_width(c: &mut Criterion, name: &str, width: usize) {
     let features: Vec<Vec<f32>> = (0..7).map(|i| values(tokens * width, 100 + i)).collect();
     let score = values(width, 999);
     let tile = |i: usize| TileFeatures { map_hidden: &hidden[i], features: &features[i] };
-    let input = HeadsInput {
-        grid_cols: 3,
-        grid_rows: 2,
-        tiles: (0..6).map(tile).collect(),
-        thumbnail: Some(tile(6)),
-        score_hidden: &score,
-        out_width: 1024,
-        out_height: 768,
-    };
+    let input = image(tile, &score);
     c.bench_function(&format!("forward_{name}"), |b| b.iter(|| heads.forward(&input).expect("forward")));
     c.bench_function(&format!("project_view_W{width}"), |b| b.iter(|| heads.project_view(&features[0]).expect("project")));
     let projected: Vec<ProjectedView> = features.iter().map(|f| heads.project_view(f).expect("project")).collect();
     let view = |i: usize| ViewInput { map_hidden: hidden[i].as_slice(), features: &projected[i] };
-    let input = HeadsInput {
-        grid_cols: 3,
-        grid_rows: 2,
-        tiles: (0..6).map(view).collect(),
-        thumbnail: Some(view(6)),
-        score_hidden: &score,
-        out_width: 1024,
-        out_height: 768,
-    };
+    let input = image(view, &score);
     c.bench_function(&format!("forward_projected_{name}"), |b| {
         b.iter(|| heads.forward_projected(&input).expect("forward_projected"))
     });
