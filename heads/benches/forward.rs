@@ -4,10 +4,12 @@
 //! - `forward`: the whole pass from raw features (what the training tools run);
 //! - `project_view`: one view's projection, which the server runs per tile as soon as the vision
 //!   encoder delivers it, while the text is still being written;
-//! - `forward_projected`: what is left once the `[SCORE]` state exists: the server's critical path.
+//! - `forward_maps`: the heatmap side from projected views, which the server runs as soon as the last
+//!   `[MAP]` state is captured, while the model writes its analysis;
+//! - `score_maps`: what is left once the `[SCORE]` state exists: the server's critical path.
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use heie_heads::{Heads, HeadsConfig, HeadsInput, ProjectedView, TileFeatures, ViewInput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use heie_heads::{Heads, HeadsConfig, HeadsInput, MapsInput, ProjectedView, TileFeatures, ViewInput};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -47,8 +49,18 @@ fn bench_width(c: &mut Criterion, name: &str, width: usize) {
     let projected: Vec<ProjectedView> = features.iter().map(|f| heads.project_view(f).expect("project")).collect();
     let view = |i: usize| ViewInput { map_hidden: hidden[i].as_slice(), features: &projected[i] };
     let input = image(view, &score);
-    c.bench_function(&format!("forward_projected_{name}"), |b| {
-        b.iter(|| heads.forward_projected(&input).expect("forward_projected"))
+    let maps_input = MapsInput {
+        grid_cols: input.grid_cols,
+        grid_rows: input.grid_rows,
+        tiles: input.tiles.clone(),
+        thumbnail: input.thumbnail,
+        out_width: input.out_width,
+        out_height: input.out_height,
+    };
+    c.bench_function(&format!("forward_maps_{name}"), |b| b.iter(|| heads.forward_maps(&maps_input).expect("maps")));
+    let maps = heads.forward_maps(&maps_input).expect("maps");
+    c.bench_function(&format!("score_maps_{name}"), |b| {
+        b.iter_batched(|| maps.clone(), |maps| heads.score_maps(maps, &score).expect("score"), BatchSize::LargeInput)
     });
 }
 

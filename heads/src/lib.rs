@@ -121,6 +121,33 @@ pub struct HeadsInput<'a, I = &'a [f32]> {
     pub out_height: usize,
 }
 
+/// [`HeadsInput`] without the `[SCORE]` state: everything the heatmap needs, for
+/// [`Heads::forward_maps`] (the server runs it as soon as the `[MAP]` states exist, while the model is
+/// still writing its analysis).
+#[derive(Debug, Clone)]
+pub struct MapsInput<'a, I> {
+    /// Tile grid columns.
+    pub grid_cols: usize,
+    /// Tile grid rows.
+    pub grid_rows: usize,
+    /// `grid_cols × grid_rows` tiles in row-major order.
+    pub tiles: Vec<ViewInput<'a, I>>,
+    /// The thumbnail, as in [`HeadsInput::thumbnail`].
+    pub thumbnail: Option<ViewInput<'a, I>>,
+    /// Width of the output maps.
+    pub out_width: usize,
+    /// Height of the output maps.
+    pub out_height: usize,
+}
+
+/// The heatmap side of the heads' output, before the `[SCORE]` state is known: every map at output
+/// size and the map scorer's `S_map`. [`Heads::score_maps`] completes it.
+#[derive(Debug, Clone)]
+pub struct HeadsMaps {
+    rendered: render::Rendered,
+    s_map: Tensor,
+}
+
 /// Results for one image; every map is `out_height × out_width`.
 #[derive(Debug, Clone)]
 pub struct HeadsOutput {
@@ -170,6 +197,18 @@ fn input_err(field: &'static str, reason: String) -> HeadsError {
 fn all_finite(values: &[f32]) -> bool {
     const EXPONENT: u32 = 0x7f80_0000;
     values.iter().fold(0u32, |bad, x| bad | ((x.to_bits() & EXPONENT) == EXPONENT) as u32) == 0
+}
+
+/// Checks one buffer's length and (except the features: [`pack_features`] checks those while copying
+/// them) finiteness; `name` names it in the error.
+fn check_values(name: &dyn Fn() -> String, field: &'static str, values: &[f32], len: usize) -> Result<()> {
+    if values.len() != len {
+        return Err(input_err(field, format!("{} has {} values, expected {len}", name(), values.len())));
+    }
+    if field != "features" && !all_finite(values) {
+        return Err(input_err(field, format!("{} contains NaN or infinite values", name())));
+    }
+    Ok(())
 }
 
 /// Copies every view's features into one buffer (tiles, then the thumbnail), checking that they are
@@ -304,45 +343,52 @@ impl Heads {
     /// length and (except the features: [`pack_features`] checks those while copying them) finiteness,
     /// in order; the first problem is reported. Returns the tiles, then the thumbnail.
     fn validate<'i, 'a, I: ViewImage>(&self, input: &'i HeadsInput<'a, I>) -> Result<Vec<&'i ViewInput<'a, I>>> {
+        let geometry = (input.grid_cols, input.grid_rows, input.out_width, input.out_height);
+        let views = self.validate_views(geometry, &input.tiles, input.thumbnail.as_ref())?;
+        self.check_score_hidden(input.score_hidden)?;
+        Ok(views)
+    }
+
+    /// [`Heads::validate`] for everything but the `[SCORE]` state; `geometry` = (grid columns, grid
+    /// rows, output width, output height).
+    fn validate_views<'i, 'a, I: ViewImage>(
+        &self,
+        (cols, rows, out_width, out_height): (usize, usize, usize, usize),
+        tiles: &'i [ViewInput<'a, I>],
+        thumbnail: Option<&'i ViewInput<'a, I>>,
+    ) -> Result<Vec<&'i ViewInput<'a, I>>> {
         let w = self.config.llm_width;
-        let (cols, rows) = (input.grid_cols, input.grid_rows);
         if cols == 0 || rows == 0 || cols * rows > MAX_TILES {
             return Err(input_err("grid", format!("{cols}×{rows} tiles; need 1..={MAX_TILES} tiles")));
         }
-        if input.tiles.len() != cols * rows {
-            return Err(input_err("tiles", format!("{} tiles given for a {cols}×{rows} grid (need {})", input.tiles.len(), cols * rows)));
+        if tiles.len() != cols * rows {
+            return Err(input_err("tiles", format!("{} tiles given for a {cols}×{rows} grid (need {})", tiles.len(), cols * rows)));
         }
         let single = cols * rows == 1;
-        match (&input.thumbnail, single) {
+        match (thumbnail, single) {
             (Some(_), true) => return Err(input_err("thumbnail", "a 1×1 grid has no thumbnail".into())),
             (None, false) => return Err(input_err("thumbnail", format!("a {cols}×{rows} grid needs the thumbnail"))),
             _ => {}
         }
-        for (field, side) in [("out_width", input.out_width), ("out_height", input.out_height)] {
+        for (field, side) in [("out_width", out_width), ("out_height", out_height)] {
             if side == 0 || side > MAX_OUTPUT_SIDE {
                 return Err(input_err(field, format!("{side} is not in 1..={MAX_OUTPUT_SIDE}")));
             }
         }
-        let check = |name: &dyn Fn() -> String, field: &'static str, v: &[f32], len: usize| -> Result<()> {
-            if v.len() != len {
-                return Err(input_err(field, format!("{} has {} values, expected {len}", name(), v.len())));
-            }
-            if field != "features" && !all_finite(v) {
-                return Err(input_err(field, format!("{} contains NaN or infinite values", name())));
-            }
-            Ok(())
-        };
-        let views: Vec<&ViewInput<I>> = input.tiles.iter().chain(input.thumbnail.iter()).collect();
+        let views: Vec<&ViewInput<I>> = tiles.iter().chain(thumbnail).collect();
         for (i, tile) in views.iter().enumerate() {
             let name = || if i < cols * rows { format!("tiles[{i}]") } else { "thumbnail".to_string() };
-            check(&|| format!("{}.map_hidden", name()), "map_hidden", tile.map_hidden, w)?;
+            check_values(&|| format!("{}.map_hidden", name()), "map_hidden", tile.map_hidden, w)?;
             if let Some(reason) = tile.features.foreign_to(self.id) {
                 return Err(input_err("features", format!("{}.features {reason}", name())));
             }
-            check(&|| format!("{}.features", name()), "features", tile.features.values(), I::expected_len(&self.config))?;
+            check_values(&|| format!("{}.features", name()), "features", tile.features.values(), I::expected_len(&self.config))?;
         }
-        check(&|| "score_hidden".into(), "score_hidden", input.score_hidden, w)?;
         Ok(views)
+    }
+
+    fn check_score_hidden(&self, score_hidden: &[f32]) -> Result<()> {
+        check_values(&|| "score_hidden".into(), "score_hidden", score_hidden, self.config.llm_width)
     }
 
     /// Validates `input` against the config and packs it into tensors (tiles, then the thumbnail).
@@ -384,7 +430,8 @@ impl Heads {
             let features = pack_features(&views, input.grid_cols * input.grid_rows)?;
             // All views in one product: one GEMM of n·g² rows rather than n of g².
             let image = self.model.mapper.project_image(&Tensor::from_vec(features, (n, tokens, w), &Device::Cpu)?)?;
-            self.forward_from_image(input, &views, &image)
+            let maps = self.maps_from_image(input.grid_cols, input.grid_rows, &views, &image, input.out_height, input.out_width)?;
+            self.score_maps(maps, input.score_hidden)
         })
     }
 
@@ -406,23 +453,74 @@ impl Heads {
     }
 
     /// [`Heads::forward`] for views projected in advance by [`Heads::project_view`] (same numbers up to
-    /// rounding): what is left once the text has been written.
+    /// rounding).
     pub fn forward_projected(&self, input: &HeadsInput<&ProjectedView>) -> Result<HeadsOutput> {
         rayon::scope(|_| {
             let views = self.validate(input)?;
-            let (tokens, d) = (self.config.tokens_per_tile(), self.config.hidden_width);
-            let mut packed = Vec::with_capacity(views.len() * tokens * d);
-            for view in &views {
-                packed.extend_from_slice(&view.features.values);
-            }
-            let image = Tensor::from_vec(packed, (views.len(), tokens, d), &Device::Cpu)?;
-            self.forward_from_image(input, &views, &image)
+            let maps = self.maps_from_projected(input.grid_cols, input.grid_rows, &views, input.out_height, input.out_width)?;
+            self.score_maps(maps, input.score_hidden)
         })
     }
 
-    /// The rest of the serving pass once the image side is projected (`image` `[views, g², D]`): the
-    /// mapper's decoder and read-outs, the rendering at output size, the scorers and calibration.
-    fn forward_from_image<I>(&self, input: &HeadsInput<I>, views: &[&ViewInput<I>], image: &Tensor) -> Result<HeadsOutput> {
+    /// The heatmap side of [`Heads::forward_projected`]: everything that does not need the `[SCORE]`
+    /// state. [`Heads::score_maps`] then adds the score: together, the same numbers as `forward`.
+    pub fn forward_maps(&self, input: &MapsInput<&ProjectedView>) -> Result<HeadsMaps> {
+        rayon::scope(|_| {
+            let geometry = (input.grid_cols, input.grid_rows, input.out_width, input.out_height);
+            let views = self.validate_views(geometry, &input.tiles, input.thumbnail.as_ref())?;
+            self.maps_from_projected(input.grid_cols, input.grid_rows, &views, input.out_height, input.out_width)
+        })
+    }
+
+    /// Completes [`Heads::forward_maps`] with the `[SCORE]` state (length W, checked): the token scorer
+    /// and the calibration, well under a millisecond.
+    pub fn score_maps(&self, maps: HeadsMaps, score_hidden: &[f32]) -> Result<HeadsOutput> {
+        self.check_score_hidden(score_hidden)?;
+        let m = &self.model;
+        let s_token = m.token_scorer.forward(&Tensor::from_slice(score_hidden, self.config.llm_width, &Device::Cpu)?)?;
+        let score = m.calibration.forward(&s_token, &maps.s_map)?;
+        let r = maps.rendered;
+        Ok(HeadsOutput {
+            heatmap: r.heatmap,
+            local: r.local,
+            global: r.global,
+            local_weight: r.local_weight,
+            sigma_local: r.sigma_local,
+            sigma_global: r.sigma_global,
+            score: to_scalar(&score)?,
+            s_token: to_scalar(&s_token)?,
+            s_map: to_scalar(&maps.s_map)?,
+        })
+    }
+
+    fn maps_from_projected(
+        &self,
+        cols: usize,
+        rows: usize,
+        views: &[&ViewInput<&ProjectedView>],
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<HeadsMaps> {
+        let (tokens, d) = (self.config.tokens_per_tile(), self.config.hidden_width);
+        let mut packed = Vec::with_capacity(views.len() * tokens * d);
+        for view in views {
+            packed.extend_from_slice(&view.features.values);
+        }
+        let image = Tensor::from_vec(packed, (views.len(), tokens, d), &Device::Cpu)?;
+        self.maps_from_image(cols, rows, views, &image, out_h, out_w)
+    }
+
+    /// The heatmap side once the image side is projected (`image` `[views, g², D]`): the mapper's
+    /// decoder and read-outs, the rendering at output size and the map scorer.
+    fn maps_from_image<I>(
+        &self,
+        cols: usize,
+        rows: usize,
+        views: &[&ViewInput<I>],
+        image: &Tensor,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<HeadsMaps> {
         let (w, n) = (self.config.llm_width, views.len());
         let dev = Device::Cpu;
         let m = &self.model;
@@ -439,27 +537,14 @@ impl Heads {
             probs: &probs,
             sigma: &sigma,
             side: self.config.tile_map_size(),
-            cols: input.grid_cols,
-            rows: input.grid_rows,
-            has_thumbnail: input.thumbnail.is_some(),
+            cols,
+            rows,
+            has_thumbnail: n > cols * rows,
         };
-        let (out_h, out_w) = (input.out_height, input.out_width);
-        let r = render::render(tile_maps, rule, out_h, out_w);
-        let fused = Tensor::from_slice(r.heatmap.as_slice().expect("standard layout"), (out_h, out_w), &dev)?;
-        let s_token = m.token_scorer.forward(&Tensor::from_slice(input.score_hidden, w, &dev)?)?;
+        let rendered = render::render(tile_maps, rule, out_h, out_w);
+        let fused = Tensor::from_slice(rendered.heatmap.as_slice().expect("standard layout"), (out_h, out_w), &dev)?;
         let s_map = m.map_scorer.forward(&fused)?;
-        let score = m.calibration.forward(&s_token, &s_map)?;
-        Ok(HeadsOutput {
-            heatmap: r.heatmap,
-            local: r.local,
-            global: r.global,
-            local_weight: r.local_weight,
-            sigma_local: r.sigma_local,
-            sigma_global: r.sigma_global,
-            score: to_scalar(&score)?,
-            s_token: to_scalar(&s_token)?,
-            s_map: to_scalar(&s_map)?,
-        })
+        Ok(HeadsMaps { rendered, s_map })
     }
 
     /// [`Heads::forward`] computed entirely through the candle graph (the training path), converted to

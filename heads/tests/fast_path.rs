@@ -3,7 +3,7 @@ mod common;
 
 use candle_core::{Device, Tensor, Var};
 use common::{tiny_config, values, Buffers};
-use heie_heads::{kernels, FusionVariant, Heads, HeadsInput, ProjectedView, ViewInput};
+use heie_heads::{kernels, FusionVariant, Heads, HeadsInput, MapsInput, ProjectedView, ViewInput};
 use ndarray::Array2;
 
 fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
@@ -62,11 +62,25 @@ fn views_projected_in_advance_give_the_same_output() {
             out_height: 23,
         };
         let split = heads.forward_projected(&input).unwrap();
-        for (name, a, b) in [("heatmap", &split.heatmap, &whole.heatmap), ("local_weight", &split.local_weight, &whole.local_weight)] {
-            let d = max_diff(a, b);
-            assert!(d < 1e-5, "{cols}×{rows} {name}: {d}");
+        // And in two stages, the heatmap before the [SCORE] state exists, as the server runs it.
+        let maps_input = MapsInput {
+            grid_cols: cols,
+            grid_rows: rows,
+            tiles: input.tiles.clone(),
+            thumbnail: input.thumbnail,
+            out_width: 37,
+            out_height: 23,
+        };
+        let staged = heads.score_maps(heads.forward_maps(&maps_input).unwrap(), raw.score_hidden).unwrap();
+        for out in [&split, &staged] {
+            for (name, a, b) in [("heatmap", &out.heatmap, &whole.heatmap), ("local_weight", &out.local_weight, &whole.local_weight)] {
+                let d = max_diff(a, b);
+                assert!(d < 1e-5, "{cols}×{rows} {name}: {d}");
+            }
+            assert!((out.score - whole.score).abs() < 1e-5, "{} vs {}", out.score, whole.score);
         }
-        assert!((split.score - whole.score).abs() < 1e-5, "{} vs {}", split.score, whole.score);
+        let short = heads.score_maps(heads.forward_maps(&maps_input).unwrap(), &raw.score_hidden[1..]).unwrap_err();
+        assert!(short.to_string().contains("score_hidden has 63 values, expected 64"), "{short}");
 
         // Views projected by other heads (other weights) are refused, not silently mixed in.
         let other = Heads::init(cfg.clone(), 33).unwrap();

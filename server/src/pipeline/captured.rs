@@ -9,7 +9,8 @@ use super::explanation::Section;
 use super::options::EvalOptions;
 use super::rating::Rating;
 use super::tiling::{TileGrid, Tiling};
-use super::trained::PendingProjection;
+use super::heads_worker::Pending;
+use heie_heads::{HeadsMaps, ProjectedView};
 
 /// The explanation text of each section, as shown to the client.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -64,8 +65,11 @@ pub struct Captured {
     /// Post-projector features of each tile, then of the thumbnail: `tokens_per_tile × n_embd` each.
     /// Kept only when the captures are emitted (extraction, offline evaluation).
     pub features: Vec<Vec<f32>>,
-    /// The same views being projected for the trained heads, when the server has heads.
-    pub projected: Vec<PendingProjection>,
+    /// The same views being projected for the trained heads, when the server has heads (until the
+    /// heatmap job takes them).
+    pub projected: Vec<Pending<ProjectedView>>,
+    /// The trained heads' heatmap side, started when the last `[MAP]` state was captured.
+    pub maps: Option<Pending<HeadsMaps>>,
     pub tokens_per_tile: usize,
     /// One per tile in grid order, then the global (thumbnail) one.
     pub map_hidden: Vec<Vec<f32>>,
@@ -90,6 +94,7 @@ impl Captured {
             rating: None,
             features: Vec::new(),
             projected: Vec::new(),
+            maps: None,
             tokens_per_tile: 0,
             map_hidden: Vec::new(),
             score_hidden: None,

@@ -13,6 +13,7 @@ use super::events::{EvalEvent, EventSender};
 use super::explanation::{Section, HEADING_ANALYSIS, HEADING_REGIONS, MAP_MARKER, SCORE_MARKER};
 use super::captured::Captured;
 use super::finalize::Finalizer;
+use super::heads_worker::MapsRequest;
 use super::options::{EvalOptions, SHORT_ANALYSIS_TOKENS};
 use super::prompt;
 use super::prompt_tokens::PromptTokens;
@@ -440,7 +441,18 @@ impl SequenceProgram for CotProgram {
         match marker {
             // Extra sampled [MAP]s beyond one per tile + global carry no tile to map: ignored.
             Some(Marker::Map) if self.captured.map_hidden.len() < self.n_map_markers() => {
-                self.captured.map_hidden.push(hidden.to_vec())
+                self.captured.map_hidden.push(hidden.to_vec());
+                if self.captured.map_hidden.len() == self.n_map_markers() {
+                    // Every [MAP] state is in: the trained heatmap can be computed while the model
+                    // writes its analysis.
+                    let captured = &mut self.captured;
+                    captured.maps = self.finalizer.maps_in_background(|| MapsRequest {
+                        projected: std::mem::take(&mut captured.projected),
+                        map_hidden: captured.map_hidden.clone(),
+                        tiling: captured.tiling.clone(),
+                        out_size: captured.output_size(),
+                    });
+                }
             }
             Some(Marker::Score) if self.captured.score_hidden.is_none() => {
                 self.captured.score_hidden = Some(hidden.to_vec())

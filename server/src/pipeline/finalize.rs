@@ -12,7 +12,9 @@ use super::events::{
 };
 use super::heatmap::rasterize_boxes;
 use crate::engine::injected_fault;
-use super::trained::{PendingProjection, TrainedHeads};
+use super::heads_worker::{HeadsWorker, MapsRequest, Pending};
+use super::trained::TrainedHeads;
+use heie_heads::{HeadsMaps, ProjectedView};
 use std::sync::Arc;
 
 struct FinalizeJob {
@@ -26,7 +28,8 @@ struct FinalizeJob {
 #[derive(Clone)]
 pub struct Finalizer {
     jobs: Sender<FinalizeJob>,
-    heads: Option<Arc<TrainedHeads>>,
+    /// The heads' early work (see `heads_worker.rs`), when the server has trained heads.
+    heads_worker: Option<HeadsWorker>,
 }
 
 impl Finalizer {
@@ -39,7 +42,7 @@ impl Finalizer {
     /// evaluation could ever finish again, so the server must know).
     pub fn start_watched(heads: Option<Arc<TrainedHeads>>, liveness: Liveness) -> Finalizer {
         let (jobs, receiver) = channel::<FinalizeJob>();
-        let finalizer = Finalizer { jobs, heads: heads.clone() };
+        let finalizer = Finalizer { jobs, heads_worker: heads.clone().map(HeadsWorker::start) };
         std::thread::Builder::new()
             .name("heie-finalize".into())
             .spawn(move || {
@@ -56,10 +59,15 @@ impl Finalizer {
         finalizer
     }
 
-    /// Starts the heads' work on one view's image features now, while the text is being written (see
-    /// [`TrainedHeads::project_in_background`]); None when the server has no trained heads.
-    pub fn project_in_background(&self, features: &[f32]) -> Option<PendingProjection> {
-        self.heads.as_ref().map(|heads| heads.project_in_background(features.to_vec()))
+    /// Starts the heads' work on one view's image features now, while the text is being written; None
+    /// when the server has no trained heads.
+    pub fn project_in_background(&self, features: &[f32]) -> Option<Pending<ProjectedView>> {
+        self.heads_worker.as_ref().map(|worker| worker.project(features.to_vec()))
+    }
+
+    /// Starts one image's heatmap side now that its `[MAP]` states exist; None without trained heads.
+    pub fn maps_in_background(&self, request: impl FnOnce() -> MapsRequest) -> Option<Pending<HeadsMaps>> {
+        self.heads_worker.as_ref().map(|worker| worker.maps(request()))
     }
 
     pub fn submit(&self, captured: Captured, end: SequenceEnd, stats: SequenceStats, events: EventSender) {
@@ -87,7 +95,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
     if finish_reason != FinishReason::Cancelled {
         let (width, height) = captured.output_size();
         if let Some(heads) = heads {
-            match heads.run(&captured, width, height) {
+            match heads.run(&captured) {
                 Ok((heatmap, score)) => {
                     events.send(EvalEvent::Heatmap(heatmap));
                     events.send(EvalEvent::Score(score));

@@ -15,6 +15,7 @@ pub mod cot_program;
 pub mod evaluator;
 pub mod events;
 pub mod finalize;
+pub mod heads_worker;
 pub mod options;
 pub mod prompt;
 pub mod prompt_tokens;
