@@ -23,17 +23,9 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The bench image: a 3×2 grid of `views[0..6]`, the thumbnail `views[6]`, a 1024×768 output.
-fn image<'a, I>(views: impl Fn(usize) -> ViewInput<'a, I>, score_hidden: &'a [f32]) -> HeadsInput<'a, I> {
-    HeadsInput {
-        grid_cols: 3,
-        grid_rows: 2,
-        tiles: (0..6).map(&views).collect(),
-        thumbnail: Some(views(6)),
-        score_hidden,
-        out_width: 1024,
-        out_height: 768,
-    }
+/// The bench image: a 3×2 grid of `views(0..6)`, the thumbnail `views(6)`, a 1024×768 output.
+fn image<'a, I>(views: impl Fn(usize) -> ViewInput<'a, I>) -> MapsInput<'a, I> {
+    MapsInput { grid_cols: 3, grid_rows: 2, tiles: (0..6).map(&views).collect(), thumbnail: Some(views(6)), out_width: 1024, out_height: 768 }
 }
 
 fn bench_width(c: &mut Criterion, name: &str, width: usize) {
@@ -43,20 +35,20 @@ fn bench_width(c: &mut Criterion, name: &str, width: usize) {
     let features: Vec<Vec<f32>> = (0..7).map(|i| values(tokens * width, 100 + i)).collect();
     let score = values(width, 999);
     let tile = |i: usize| TileFeatures { map_hidden: &hidden[i], features: &features[i] };
-    let input = image(tile, &score);
+    let raw = image(tile);
+    let input = HeadsInput {
+        grid_cols: raw.grid_cols,
+        grid_rows: raw.grid_rows,
+        tiles: raw.tiles,
+        thumbnail: raw.thumbnail,
+        score_hidden: &score,
+        out_width: raw.out_width,
+        out_height: raw.out_height,
+    };
     c.bench_function(&format!("forward_{name}"), |b| b.iter(|| heads.forward(&input).expect("forward")));
     c.bench_function(&format!("project_view_W{width}"), |b| b.iter(|| heads.project_view(&features[0]).expect("project")));
     let projected: Vec<ProjectedView> = features.iter().map(|f| heads.project_view(f).expect("project")).collect();
-    let view = |i: usize| ViewInput { map_hidden: hidden[i].as_slice(), features: &projected[i] };
-    let input = image(view, &score);
-    let maps_input = MapsInput {
-        grid_cols: input.grid_cols,
-        grid_rows: input.grid_rows,
-        tiles: input.tiles.clone(),
-        thumbnail: input.thumbnail,
-        out_width: input.out_width,
-        out_height: input.out_height,
-    };
+    let maps_input = image(|i| ViewInput { map_hidden: hidden[i].as_slice(), features: &projected[i] });
     c.bench_function(&format!("forward_maps_{name}"), |b| b.iter(|| heads.forward_maps(&maps_input).expect("maps")));
     let maps = heads.forward_maps(&maps_input).expect("maps");
     c.bench_function(&format!("score_maps_{name}"), |b| {

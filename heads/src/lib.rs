@@ -42,7 +42,7 @@ pub const MAX_OUTPUT_SIDE: usize = 8192;
 pub const MAX_TILES: usize = 64;
 
 /// One tile's (or the thumbnail's) inputs. `I` is its image side: the raw post-projector features
-/// (`&[f32]`, see [`TileFeatures`]) or, for [`Heads::forward_projected`], a [`ProjectedView`].
+/// (`&[f32]`, see [`TileFeatures`]) or, for [`Heads::forward_maps`], a [`ProjectedView`].
 #[derive(Debug, Clone, Copy)]
 pub struct ViewInput<'a, I> {
     /// Last-layer hidden state at this tile's `[MAP]` token, length W.
@@ -53,9 +53,6 @@ pub struct ViewInput<'a, I> {
 
 /// A view with its raw post-projector features.
 pub type TileFeatures<'a> = ViewInput<'a, &'a [f32]>;
-
-/// A view whose image tokens were projected in advance by [`Heads::project_view`].
-pub type ProjectedTile<'a> = ViewInput<'a, &'a ProjectedView>;
 
 /// The image side of a view, raw or projected: what [`Heads`] checks before using it.
 pub trait ViewImage {
@@ -101,18 +98,18 @@ pub struct ProjectedView {
     heads_id: u64,
 }
 
-/// Inputs for one image; `I` is the views' image side (raw features by default, see [`ViewInput`]).
+/// Inputs for one image.
 #[derive(Debug, Clone)]
-pub struct HeadsInput<'a, I = &'a [f32]> {
+pub struct HeadsInput<'a> {
     /// Tile grid columns.
     pub grid_cols: usize,
     /// Tile grid rows.
     pub grid_rows: usize,
     /// `grid_cols × grid_rows` tiles in row-major order (left to right, then top to bottom).
-    pub tiles: Vec<ViewInput<'a, I>>,
+    pub tiles: Vec<TileFeatures<'a>>,
     /// The thumbnail: required when there is more than one tile, absent for a 1×1 grid (InternVL adds
     /// none; the single tile is then both the local and the global view).
-    pub thumbnail: Option<ViewInput<'a, I>>,
+    pub thumbnail: Option<TileFeatures<'a>>,
     /// Last-layer hidden state at the `[SCORE]` token, length W.
     pub score_hidden: &'a [f32],
     /// Width of the output maps (normally the original image width).
@@ -342,7 +339,7 @@ impl Heads {
     /// Checks `input` against the config: grid, tile count, thumbnail, output size, then every buffer's
     /// length and (except the features: [`pack_features`] checks those while copying them) finiteness,
     /// in order; the first problem is reported. Returns the tiles, then the thumbnail.
-    fn validate<'i, 'a, I: ViewImage>(&self, input: &'i HeadsInput<'a, I>) -> Result<Vec<&'i ViewInput<'a, I>>> {
+    fn validate<'i, 'a>(&self, input: &'i HeadsInput<'a>) -> Result<Vec<&'i TileFeatures<'a>>> {
         let geometry = (input.grid_cols, input.grid_rows, input.out_width, input.out_height);
         let views = self.validate_views(geometry, &input.tiles, input.thumbnail.as_ref())?;
         self.check_score_hidden(input.score_hidden)?;
@@ -431,12 +428,13 @@ impl Heads {
             // All views in one product: one GEMM of n·g² rows rather than n of g².
             let image = self.model.mapper.project_image(&Tensor::from_vec(features, (n, tokens, w), &Device::Cpu)?)?;
             let maps = self.maps_from_image(input.grid_cols, input.grid_rows, &views, &image, input.out_height, input.out_width)?;
-            self.score_maps(maps, input.score_hidden)
+            // `validate` checked the [SCORE] state.
+            self.score_checked(maps, input.score_hidden)
         })
     }
 
     /// Projects one view's raw features (`tokens_per_tile × W`, checked for length and finiteness) for
-    /// [`Heads::forward_projected`]; see [`ProjectedView`].
+    /// [`Heads::forward_maps`]; see [`ProjectedView`].
     pub fn project_view(&self, features: &[f32]) -> Result<ProjectedView> {
         let (w, tokens) = (self.config.llm_width, self.config.tokens_per_tile());
         if features.len() != tokens * w {
@@ -452,23 +450,20 @@ impl Heads {
         })
     }
 
-    /// [`Heads::forward`] for views projected in advance by [`Heads::project_view`] (same numbers up to
-    /// rounding).
-    pub fn forward_projected(&self, input: &HeadsInput<&ProjectedView>) -> Result<HeadsOutput> {
-        rayon::scope(|_| {
-            let views = self.validate(input)?;
-            let maps = self.maps_from_projected(input.grid_cols, input.grid_rows, &views, input.out_height, input.out_width)?;
-            self.score_maps(maps, input.score_hidden)
-        })
-    }
-
-    /// The heatmap side of [`Heads::forward_projected`]: everything that does not need the `[SCORE]`
-    /// state. [`Heads::score_maps`] then adds the score: together, the same numbers as `forward`.
+    /// The heatmap side of [`Heads::forward`] from views projected in advance by [`Heads::project_view`]:
+    /// everything that does not need the `[SCORE]` state. [`Heads::score_maps`] then adds the score:
+    /// together, the same numbers as `forward` up to rounding.
     pub fn forward_maps(&self, input: &MapsInput<&ProjectedView>) -> Result<HeadsMaps> {
         rayon::scope(|_| {
-            let geometry = (input.grid_cols, input.grid_rows, input.out_width, input.out_height);
-            let views = self.validate_views(geometry, &input.tiles, input.thumbnail.as_ref())?;
-            self.maps_from_projected(input.grid_cols, input.grid_rows, &views, input.out_height, input.out_width)
+            let (cols, rows) = (input.grid_cols, input.grid_rows);
+            let views = self.validate_views((cols, rows, input.out_width, input.out_height), &input.tiles, input.thumbnail.as_ref())?;
+            let (tokens, d) = (self.config.tokens_per_tile(), self.config.hidden_width);
+            let mut packed = Vec::with_capacity(views.len() * tokens * d);
+            for view in &views {
+                packed.extend_from_slice(&view.features.values);
+            }
+            let image = Tensor::from_vec(packed, (views.len(), tokens, d), &Device::Cpu)?;
+            self.maps_from_image(cols, rows, &views, &image, input.out_height, input.out_width)
         })
     }
 
@@ -476,6 +471,11 @@ impl Heads {
     /// and the calibration, well under a millisecond.
     pub fn score_maps(&self, maps: HeadsMaps, score_hidden: &[f32]) -> Result<HeadsOutput> {
         self.check_score_hidden(score_hidden)?;
+        self.score_checked(maps, score_hidden)
+    }
+
+    /// [`Heads::score_maps`] for a `[SCORE]` state already checked.
+    fn score_checked(&self, maps: HeadsMaps, score_hidden: &[f32]) -> Result<HeadsOutput> {
         let m = &self.model;
         let s_token = m.token_scorer.forward(&Tensor::from_slice(score_hidden, self.config.llm_width, &Device::Cpu)?)?;
         let score = m.calibration.forward(&s_token, &maps.s_map)?;
@@ -491,23 +491,6 @@ impl Heads {
             s_token: to_scalar(&s_token)?,
             s_map: to_scalar(&maps.s_map)?,
         })
-    }
-
-    fn maps_from_projected(
-        &self,
-        cols: usize,
-        rows: usize,
-        views: &[&ViewInput<&ProjectedView>],
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<HeadsMaps> {
-        let (tokens, d) = (self.config.tokens_per_tile(), self.config.hidden_width);
-        let mut packed = Vec::with_capacity(views.len() * tokens * d);
-        for view in views {
-            packed.extend_from_slice(&view.features.values);
-        }
-        let image = Tensor::from_vec(packed, (views.len(), tokens, d), &Device::Cpu)?;
-        self.maps_from_image(cols, rows, views, &image, out_h, out_w)
     }
 
     /// The heatmap side once the image side is projected (`image` `[views, g², D]`): the mapper's

@@ -3,7 +3,7 @@ mod common;
 
 use candle_core::{Device, Tensor, Var};
 use common::{tiny_config, values, Buffers};
-use heie_heads::{kernels, FusionVariant, Heads, HeadsInput, MapsInput, ProjectedView, ViewInput};
+use heie_heads::{kernels, FusionVariant, Heads, MapsInput, ProjectedView, ViewInput};
 use ndarray::Array2;
 
 fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
@@ -50,41 +50,29 @@ fn views_projected_in_advance_give_the_same_output() {
         let whole = heads.forward(&buf.input(37, 23)).unwrap();
         // One view at a time, as the server projects each tile when the vision encoder delivers it.
         let projected: Vec<ProjectedView> = buf.features.iter().map(|f| heads.project_view(f).unwrap()).collect();
-        let raw = buf.input(37, 23);
+        let score_hidden = buf.score.as_slice();
         let view = |i: usize| ViewInput { map_hidden: buf.hidden[i].as_slice(), features: &projected[i] };
-        let input = HeadsInput {
-            grid_cols: cols,
-            grid_rows: rows,
-            tiles: (0..cols * rows).map(view).collect(),
-            thumbnail: raw.thumbnail.as_ref().map(|_| view(cols * rows)),
-            score_hidden: raw.score_hidden,
-            out_width: 37,
-            out_height: 23,
-        };
-        let split = heads.forward_projected(&input).unwrap();
-        // And in two stages, the heatmap before the [SCORE] state exists, as the server runs it.
+        // In two stages, the heatmap before the [SCORE] state exists, as the server runs it.
         let maps_input = MapsInput {
             grid_cols: cols,
             grid_rows: rows,
-            tiles: input.tiles.clone(),
-            thumbnail: input.thumbnail,
+            tiles: (0..cols * rows).map(view).collect(),
+            thumbnail: buf.thumbnail.then(|| view(cols * rows)),
             out_width: 37,
             out_height: 23,
         };
-        let staged = heads.score_maps(heads.forward_maps(&maps_input).unwrap(), raw.score_hidden).unwrap();
-        for out in [&split, &staged] {
-            for (name, a, b) in [("heatmap", &out.heatmap, &whole.heatmap), ("local_weight", &out.local_weight, &whole.local_weight)] {
-                let d = max_diff(a, b);
-                assert!(d < 1e-5, "{cols}×{rows} {name}: {d}");
-            }
-            assert!((out.score - whole.score).abs() < 1e-5, "{} vs {}", out.score, whole.score);
+        let staged = heads.score_maps(heads.forward_maps(&maps_input).unwrap(), score_hidden).unwrap();
+        for (name, a, b) in [("heatmap", &staged.heatmap, &whole.heatmap), ("local_weight", &staged.local_weight, &whole.local_weight)] {
+            let d = max_diff(a, b);
+            assert!(d < 1e-5, "{cols}×{rows} {name}: {d}");
         }
-        let short = heads.score_maps(heads.forward_maps(&maps_input).unwrap(), &raw.score_hidden[1..]).unwrap_err();
+        assert!((staged.score - whole.score).abs() < 1e-5, "{} vs {}", staged.score, whole.score);
+        let short = heads.score_maps(heads.forward_maps(&maps_input).unwrap(), &score_hidden[1..]).unwrap_err();
         assert!(short.to_string().contains("score_hidden has 63 values, expected 64"), "{short}");
 
         // Views projected by other heads (other weights) are refused, not silently mixed in.
         let other = Heads::init(cfg.clone(), 33).unwrap();
-        match other.forward_projected(&input) {
+        match other.forward_maps(&maps_input) {
             Err(heie_heads::HeadsError::Input { field: "features", reason }) => {
                 assert!(reason.contains("tiles[0].features") && reason.contains("other heads"), "{reason}")
             }
