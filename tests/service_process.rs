@@ -72,18 +72,23 @@ fn bench_on_the_fixture() -> std::process::Command {
     command
 }
 
+/// Runs a bench command with `--json` and returns its rows; the run must succeed.
+fn bench_rows(command: &mut std::process::Command) -> Vec<serde_json::Value> {
+    let out = command.arg("--json").env("HEIE_LOG", "error").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let serde_json::Value::Array(rows) = rows else { panic!("expected an array of rows, got {rows}") };
+    rows
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_heie_and_its_ablations_side_by_side_and_prints_json() {
     let _serial = serial().await;
-    let out = bench_on_the_fixture()
-        .args(["--threads", "1", "--parallel", "1,2", "--paths", "heie,no-speedups,no-prefix-cache", "--requests", "4"])
-        .args(["--max-tokens", "2", "--width", "96", "--height", "64", "--json"])
-        .env("HEIE_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    let rows = rows.as_array().unwrap();
+    let rows = bench_rows(
+        bench_on_the_fixture()
+            .args(["--threads", "1", "--parallel", "1,2", "--paths", "heie,no-speedups,no-prefix-cache", "--requests", "4"])
+            .args(["--max-tokens", "2", "--width", "96", "--height", "64"]),
+    );
     let settings: Vec<(String, u64)> =
         rows.iter().map(|r| (r["path"].as_str().unwrap().to_string(), r["in_flight"].as_u64().unwrap())).collect();
     let expected: Vec<(String, u64)> = [1, 2]
@@ -91,7 +96,7 @@ async fn bench_measures_heie_and_its_ablations_side_by_side_and_prints_json() {
         .flat_map(|n| ["heie", "no-speedups", "no-prefix-cache"].map(|p| (p.to_string(), n)))
         .collect();
     assert_eq!(settings, expected);
-    for row in rows {
+    for row in &rows {
         assert_eq!(row["requests"], 4);
         assert!(row["images_per_s"].as_f64().unwrap() > 0.0);
         let (p50, p95) = (row["latency_p50_ms"].as_f64().unwrap(), row["latency_p95_ms"].as_f64().unwrap());
@@ -140,20 +145,16 @@ async fn bench_compares_with_a_real_llama_server_on_the_same_work() {
         return;
     };
     let _serial = serial().await;
-    let out = bench_on_the_fixture()
-        .args(["--threads", "1", "--parallel", "2", "--paths", "llama-server,heie", "--llama-server", &binary])
-        .args(["--requests", "4", "--max-tokens", "4", "--width", "96", "--height", "64", "--json"])
-        .env("HEIE_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    let rows = rows.as_array().unwrap();
+    let rows = bench_rows(
+        bench_on_the_fixture()
+            .args(["--threads", "1", "--parallel", "2", "--paths", "llama-server,heie", "--llama-server", &binary])
+            .args(["--requests", "4", "--max-tokens", "4", "--width", "96", "--height", "64"]),
+    );
     // HEIE runs first whatever the order given, so the peer is asked for as many tokens.
     assert_eq!(rows[0]["path"], "heie");
     assert_eq!(rows[1]["path"], "llama-server");
     assert_eq!(rows[1]["generated_per_request"].as_f64().unwrap(), rows[0]["generated_per_request"].as_f64().unwrap().round());
-    for row in rows {
+    for row in &rows {
         assert_eq!(row["requests"], 4, "{row}");
         assert!(row["ttft_p50_ms"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["prompt_tokens"].as_f64().unwrap() > 0.0, "{row}");
