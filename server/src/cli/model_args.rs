@@ -45,7 +45,7 @@ pub struct ModelArgs {
     #[arg(long, env = "HEIE_HEADS")]
     pub heads: Option<PathBuf>,
     /// Switch engine optimisations off, to measure them (`heie bench` does this itself): any of
-    /// batched-text, prefix-cache, batched-vision, batched-image-prefill, or `all`.
+    /// batched-text, prefix-cache, batched-vision, batched-image-prefill, per-sequence-kv, or `all`.
     #[arg(long = "disable-speedup", value_delimiter = ',', value_name = "NAME")]
     pub disable_speedups: Vec<String>,
     /// Flash attention: auto (off when the model runs on the CPU, where it measured slower at 1, 4
