@@ -188,19 +188,14 @@ async fn measure_peer(
 ) -> anyhow::Result<BenchRow> {
     let config = args.model.engine_config(parallel as u32, 1)?;
     // The setting HEIE runs with, so both sides get the same attention kernels.
-    let resolved = crate::engine::flash_attention_for(config.flash_attention, crate::engine::runs_on_gpu(config.n_gpu_layers));
-    let flash_attn = match resolved {
-        None => "auto",
-        Some(true) => "on",
-        Some(false) => "off",
-    };
+    let flash_attention = crate::engine::flash_attention_for(config.flash_attention, crate::engine::runs_on_gpu(config.n_gpu_layers));
     let settings = PeerSettings {
         model: &config.model,
         mmproj: &config.mmproj,
         threads: config.threads,
         ctx_per_slot: config.ctx_per_sequence,
         batch: config.n_batch,
-        flash_attn,
+        flash_attention,
         n_gpu_layers: config.n_gpu_layers,
     };
     let source = source.clone();

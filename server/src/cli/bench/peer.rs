@@ -47,9 +47,18 @@ pub struct PeerSettings<'a> {
     pub threads: i32,
     pub ctx_per_slot: u32,
     pub batch: u32,
-    /// `on`, `off` or `auto`, as HEIE's `--flash-attn`.
-    pub flash_attn: &'a str,
+    /// The flash-attention setting HEIE runs with (`None`: the backend's choice).
+    pub flash_attention: Option<bool>,
     pub n_gpu_layers: i32,
+}
+
+/// llama-server's `--flash-attn` value for a setting.
+fn flash_attn_flag(setting: Option<bool>) -> &'static str {
+    match setting {
+        None => "auto",
+        Some(true) => "on",
+        Some(false) => "off",
+    }
 }
 
 /// A peer to send requests to; a process the bench started is killed when this is dropped.
@@ -99,7 +108,7 @@ impl Peer {
             "--threads-batch".into(), settings.threads.to_string(),
             "--batch-size".into(), settings.batch.to_string(),
             "--ubatch-size".into(), settings.batch.to_string(),
-            "--flash-attn".into(), settings.flash_attn.into(),
+            "--flash-attn".into(), flash_attn_flag(settings.flash_attention).into(),
             "--n-gpu-layers".into(), settings.n_gpu_layers.to_string(),
             "--no-webui".into(),
         ];
