@@ -276,7 +276,10 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 async fn dropped_stream_is_cancelled_and_its_slot_reused() {
     let _serial = serial().await;
     let server = start_server(limits(1, 4), false).await;
-    let metrics = server.evaluator().unwrap().engine().metrics().clone();
+    let engine = server.evaluator().unwrap().engine().clone();
+    let metrics = engine.metrics().clone();
+    // 2 ms a step: the long evaluation is still running when the client walks away, on any machine.
+    engine.set_step_delay(Duration::from_millis(2));
     let mut c = client(server.addr).await;
     let mut stream = c.evaluate(request(image_of(200, 150), long_options())).await.unwrap().into_inner();
     // Read into the explanation, then walk away.
@@ -291,20 +294,26 @@ async fn dropped_stream_is_cancelled_and_its_slot_reused() {
     assert_eq!(metrics.active.load(Ordering::Relaxed), 1);
     drop(stream);
     eventually("the engine to cancel the dropped request", || metrics.cancelled.load(Ordering::Relaxed) == 1).await;
-    // The only slot is free again: the next request runs at once and completes.
+    // The only slot is free again (nothing holds it, nothing waits): the next request takes it and
+    // completes.
+    engine.set_step_delay(Duration::ZERO);
+    eventually("the slot to be free", || metrics.active.load(Ordering::Relaxed) == 0).await;
+    assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 0);
     let got = evaluate(&mut c, request(image_of(100, 80), options(4))).await;
     assert!(got.status.is_none(), "{:?}", got.status);
-    assert!(got.done().unwrap().timings.unwrap().queue_ms < 1000.0);
     assert_eq!(metrics.completed.load(Ordering::Relaxed), 2, "warm-up and the follow-up");
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
 
 /// On a server with one slot and one queue place: A holds the slot (it has started writing) and B
 /// waits in the queue (its call returns once submitted). Both streams are returned to keep them open.
+/// Every decode step is made 5 ms longer, so A holds the slot for many seconds on any machine.
 async fn fill_slot_and_queue(
     c: &mut pb::evaluator_client::EvaluatorClient<tonic::transport::Channel>,
-    metrics: &heie_server::engine::EngineMetrics,
+    engine: &heie_server::engine::Engine,
 ) -> (tonic::Streaming<pb::EvaluateEvent>, tonic::Streaming<pb::EvaluateEvent>) {
+    let metrics = engine.metrics();
+    engine.set_step_delay(Duration::from_millis(5));
     let mut a = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
     while !matches!(a.message().await.unwrap().unwrap().event.unwrap(), Event::TextDelta(_)) {}
     let b = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
@@ -316,9 +325,10 @@ async fn fill_slot_and_queue(
 async fn full_queue_answers_resource_exhausted_and_the_server_recovers() {
     let _serial = serial().await;
     let server = start_server(limits(1, 1), false).await;
-    let metrics = server.evaluator().unwrap().engine().metrics().clone();
+    let engine = server.evaluator().unwrap().engine().clone();
+    let metrics = engine.metrics().clone();
     let mut c = client(server.addr).await;
-    let (a, b) = fill_slot_and_queue(&mut c, &metrics).await;
+    let (a, b) = fill_slot_and_queue(&mut c, &engine).await;
     // C finds the queue full.
     let status = refused(c.evaluate(request(image_of(120, 90), options(8))).await, "C is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -344,9 +354,10 @@ async fn full_queue_answers_resource_exhausted_and_the_server_recovers() {
 async fn a_request_cancelled_while_queued_gives_its_place_back_at_once() {
     let _serial = serial().await;
     let server = start_server(limits(1, 1), false).await;
-    let metrics = server.evaluator().unwrap().engine().metrics().clone();
+    let engine = server.evaluator().unwrap().engine().clone();
+    let metrics = engine.metrics().clone();
     let mut c = client(server.addr).await;
-    let (a, b) = fill_slot_and_queue(&mut c, &metrics).await;
+    let (a, b) = fill_slot_and_queue(&mut c, &engine).await;
     // B's client goes away: its place is free while A still runs, not only once A's slot frees.
     drop(b);
     eventually("the cancelled request to leave the queue", || metrics.queue_depth.load(Ordering::Relaxed) == 0).await;
@@ -368,13 +379,12 @@ async fn a_request_cancelled_while_queued_gives_its_place_back_at_once() {
 async fn grpc_timeout_ends_the_stream_with_deadline_exceeded_and_cancels_the_work() {
     let _serial = serial().await;
     let server = start_server(limits(1, 4), false).await;
-    let metrics = server.evaluator().unwrap().engine().metrics().clone();
+    let engine = server.evaluator().unwrap().engine().clone();
+    let metrics = engine.metrics().clone();
     let mut c = client(server.addr).await;
-    // How long this request takes unhurried, on this machine now; the deadline is a quarter of it.
-    let unhurried = Instant::now();
-    let full = evaluate(&mut c, request(image_of(160, 120), long_options())).await;
-    assert!(full.status.is_none(), "{:?}", full.status);
-    let timeout = unhurried.elapsed() / 4;
+    // 5 ms a step: a long evaluation lasts many seconds on any machine, far past the deadline.
+    engine.set_step_delay(Duration::from_millis(5));
+    let timeout = Duration::from_millis(300);
     let mut req = tonic::Request::new(request(image_of(160, 120), long_options()));
     req.set_timeout(timeout);
     let started = Instant::now();
@@ -392,7 +402,9 @@ async fn grpc_timeout_ends_the_stream_with_deadline_exceeded_and_cancels_the_wor
         }
     };
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Not before the deadline (a few ms of slack: the server starts its clock from the header it
+    // receives, rounded by tonic's grpc-timeout encoding and tokio's timer granularity).
+    assert!(started.elapsed() >= timeout * 9 / 10, "not before the deadline: {:?}", started.elapsed());
     eventually("the expired request to be cancelled", || metrics.cancelled.load(Ordering::Relaxed) == 1).await;
     // Unary calls honour it as well.
     let mut req = tonic::Request::new(pb::RerankRequest {
@@ -403,6 +415,7 @@ async fn grpc_timeout_ends_the_stream_with_deadline_exceeded_and_cancels_the_wor
     });
     req.set_timeout(timeout);
     assert_eq!(c.rerank(req).await.unwrap_err().code(), Code::DeadlineExceeded);
+    engine.set_step_delay(Duration::ZERO);
     let got = evaluate(&mut c, request(image_of(64, 64), options(4))).await;
     assert!(got.status.is_none(), "{:?}", got.status);
     server.shutdown(Duration::from_secs(2)).await.unwrap();
@@ -505,6 +518,8 @@ async fn health_is_not_serving_until_warm_and_shutdown_cancels_after_the_grace_p
     assert_eq!(server.evaluator().unwrap().engine().metrics().completed.load(Ordering::Relaxed), 1, "warm-up ran");
 
     // A long request is in flight when shutdown starts; after the grace period it is cancelled.
+    // (5 ms a step: it outlasts the 150 ms grace period on any machine.)
+    server.evaluator().unwrap().engine().set_step_delay(Duration::from_millis(5));
     let mut stream = c.evaluate(request(image_of(120, 90), long_options())).await.unwrap().into_inner();
     while !matches!(stream.message().await.unwrap().unwrap().event.unwrap(), Event::TextDelta(_)) {}
     let addr = server.addr;

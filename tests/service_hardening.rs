@@ -130,7 +130,12 @@ async fn early_failures_name_their_field_and_every_request_leaves_one_log_line()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_server_refuses_at_once_and_a_batch_needs_all_its_places() {
     let _serial = serial().await;
-    let server = ServeProcess::spawn_with_env(&["--addr", "127.0.0.1:0", "--parallel", "1", "--max-queue", "1"], &[("HEIE_LOG", "heie::request=info,warn")]);
+    // 5 ms a decode step (test-only HEIE_FAULT_STEP_DELAY_MS): the long requests below hold their
+    // places for many seconds on any machine.
+    let server = ServeProcess::spawn_with_env(
+        &["--addr", "127.0.0.1:0", "--parallel", "1", "--max-queue", "1"],
+        &[("HEIE_LOG", "heie::request=info,warn"), ("HEIE_FAULT_STEP_DELAY_MS", "5")],
+    );
     let mut c = client(server.addr).await;
     // Two long requests take both places (one slot, one queue position).
     let mut streams = Vec::new();
@@ -181,7 +186,9 @@ async fn a_client_that_stops_reading_is_cancelled_and_its_slot_freed() {
     let _serial = serial().await;
     let server = ServeProcess::spawn_with_env(
         &["--addr", "127.0.0.1:0", "--parallel", "1", "--stall-timeout", "1", "--metrics-addr", "127.0.0.1:0"],
-        &[("HEIE_LOG", "heie::request=info,warn")],
+        // 5 ms a decode step: the long request cannot finish before the 1 s stall limit, however
+        // fast the machine.
+        &[("HEIE_LOG", "heie::request=info,warn"), ("HEIE_FAULT_STEP_DELAY_MS", "5")],
     );
     let metrics_addr = server.metrics_addr.unwrap();
     // A long, hot request whose client reads nothing: its events fill the window, then wait.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::ffi::{Batch, Context, Model, Token, Vision};
-use super::liveness::{injected_fault, injected_step_delay};
+use super::faults::{injected_fault, StepDelay};
 use super::metrics::EngineMetrics;
 use super::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
 use super::speedups::SpeedUps;
@@ -91,6 +91,8 @@ pub(super) struct DecodeLoop {
     closing: Arc<AtomicBool>,
     /// Jobs taken from the queue so far (counts fault-injection points in test builds).
     jobs_taken: u64,
+    /// Extra time per step (test builds only; always zero in release).
+    step_delay: StepDelay,
 }
 
 /// What `admit` decided.
@@ -120,6 +122,7 @@ impl DecodeLoop {
         n_batch: usize,
         speedups: SpeedUps,
         closing: Arc<AtomicBool>,
+        step_delay: StepDelay,
     ) -> DecodeLoop {
         let width = model.n_embd();
         DecodeLoop {
@@ -140,6 +143,7 @@ impl DecodeLoop {
             prefix_seq: n_slots as i32,
             closing,
             jobs_taken: 0,
+            step_delay,
         }
     }
 
@@ -258,7 +262,7 @@ impl DecodeLoop {
 
     /// One scheduling step: advance every slot to work it can batch, decode once, dispatch outputs.
     fn step(&mut self) {
-        if let Some(delay) = injected_step_delay() {
+        if let Some(delay) = self.step_delay.get() {
             std::thread::sleep(delay);
         }
         for i in 0..self.slots.len() {

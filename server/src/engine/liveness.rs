@@ -105,42 +105,6 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Test-only fault injection (cargo feature `fault-injection`, which only the integration tests
-/// enable): `HEIE_FAULT=engine-panic:N`, `engine-exit:N` or `finalizer-panic:N` makes that thread
-/// panic (or return) when it takes its N-th job (the warm-up evaluation is job 1). Without the
-/// feature this compiles to nothing, so release binaries carry no trigger.
-#[cfg(feature = "fault-injection")]
-pub fn injected_fault(thread: &str, job: u64) -> Option<&'static str> {
-    let spec = std::env::var("HEIE_FAULT").ok()?;
-    let (what, at) = spec.split_once(':')?;
-    let at: u64 = at.parse().ok()?;
-    let (who, kind) = what.split_once('-')?;
-    (who == thread && at == job).then_some(if kind == "exit" { "exit" } else { "panic" })
-}
-
-/// Test-only slowness (feature `fault-injection`): `HEIE_FAULT_STEP_DELAY_MS=N` makes every decode
-/// step take N ms longer, so a test can hold a slot for a known time whatever the machine's speed.
-#[cfg(feature = "fault-injection")]
-pub fn injected_step_delay() -> Option<std::time::Duration> {
-    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| {
-        let ms: u64 = std::env::var("HEIE_FAULT_STEP_DELAY_MS").ok()?.parse().ok()?;
-        Some(std::time::Duration::from_millis(ms))
-    })
-}
-
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-pub fn injected_step_delay() -> Option<std::time::Duration> {
-    None
-}
-
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-pub fn injected_fault(_thread: &str, _job: u64) -> Option<&'static str> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

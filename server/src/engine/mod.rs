@@ -3,6 +3,7 @@
 
 mod decode_loop;
 mod error;
+mod faults;
 mod ffi;
 pub mod gguf_file;
 mod liveness;
@@ -23,7 +24,7 @@ pub use error::EngineError;
 pub use ffi::{gpu_devices, supports_gpu_offload, Model, Token};
 pub use liveness::Liveness;
 #[doc(hidden)]
-pub use liveness::injected_fault;
+pub use faults::injected_fault;
 pub use metrics::EngineMetrics;
 pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
 pub use sampler::argmax;
@@ -105,6 +106,7 @@ pub struct Engine {
     /// Set by [`Engine::stop_admitting`]: new work is refused and queued work is turned away.
     closing: Arc<AtomicBool>,
     liveness: Liveness,
+    step_delay: faults::StepDelay,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -212,6 +214,8 @@ impl Engine {
         let closing = Arc::new(AtomicBool::new(false));
         let liveness = Liveness::default();
         let (thread_closing, thread_liveness) = (closing.clone(), liveness.clone());
+        let step_delay = faults::StepDelay::from_env();
+        let thread_step_delay = step_delay.clone();
         let cfg = config.clone();
         let thread = std::thread::Builder::new()
             .name("heie-engine".into())
@@ -255,6 +259,7 @@ impl Engine {
                     cfg.n_batch as usize,
                     cfg.speedups,
                     thread_closing,
+                    thread_step_delay,
                 );
                 // A panic, or a return nobody asked for, is the engine's death: the server must
                 // not go on answering as if it could still evaluate.
@@ -272,6 +277,7 @@ impl Engine {
             max_queue: config.max_queue.max(1),
             closing,
             liveness,
+            step_delay,
             thread: Some(thread),
         })
     }
@@ -312,6 +318,14 @@ impl Engine {
     /// Death notices of the engine thread (and of the finalizer, which reports here too).
     pub fn liveness(&self) -> &Liveness {
         &self.liveness
+    }
+
+    /// Test builds only: from the next decode step on, every step takes `delay` longer (zero: back
+    /// to full speed). Tests use it to make work last, or to space steps, by a known time.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn set_step_delay(&self, delay: std::time::Duration) {
+        self.step_delay.set(delay);
     }
 
     /// The text model, for tokenising on the caller's thread.

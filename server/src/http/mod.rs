@@ -27,7 +27,6 @@ mod sse;
 mod tls_listener;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +41,6 @@ struct AppState {
     shared: Arc<Shared>,
     /// The same API keys the gRPC port checks (a no-op set when the server has none).
     keys: ApiKeys,
-    /// Set when shutdown begins: `/healthz` answers 503 from then on, like gRPC health.
-    draining: Arc<AtomicBool>,
     /// Largest request body accepted, in bytes (see [`json::body_limit`]).
     body_limit: usize,
 }
@@ -52,7 +49,6 @@ struct AppState {
 pub(crate) struct HttpServer {
     /// The address actually bound (the real port when asked for port 0).
     pub addr: SocketAddr,
-    draining: Arc<AtomicBool>,
     graceful: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -68,9 +64,8 @@ impl HttpServer {
     ) -> std::io::Result<HttpServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let draining = Arc::new(AtomicBool::new(false));
         let body_limit = json::body_limit(shared.limits().max_message_bytes);
-        let app = routes::router(AppState { shared, keys, draining: draining.clone(), body_limit });
+        let app = routes::router(AppState { shared, keys, body_limit });
         let (graceful, graceful_rx) = oneshot::channel::<()>();
         let stop = async {
             let _ = graceful_rx.await;
@@ -95,13 +90,13 @@ impl HttpServer {
                 tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await })
             }
         };
-        Ok(HttpServer { addr, draining, graceful: Some(graceful), task })
+        Ok(HttpServer { addr, graceful: Some(graceful), task })
     }
 
-    /// Starts a graceful shutdown: health turns 503, no new connections are accepted, open ones
-    /// finish what they are doing.
+    /// Starts a graceful shutdown: no new connections are accepted, open ones finish what they are
+    /// doing. (`/healthz` already answers 503: it reads the shared state, which the drain turned
+    /// NOT_SERVING before its delay.)
     pub(crate) fn begin_shutdown(&mut self) {
-        self.draining.store(true, Ordering::Relaxed);
         if let Some(g) = self.graceful.take() {
             let _ = g.send(());
         }

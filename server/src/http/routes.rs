@@ -2,8 +2,6 @@
 //! for unknown paths and wrong methods. Each handler reads its request message and hands it to the
 //! same service function the gRPC method calls.
 
-use std::sync::atomic::Ordering;
-
 use axum::body::Body;
 use std::net::SocketAddr;
 
@@ -37,9 +35,9 @@ pub(super) fn router(state: AppState) -> Router {
 }
 
 /// 200 `{"status":"SERVING"}` once the model is loaded and warmed up; 503 `NOT_SERVING` while
-/// loading and from the start of shutdown.
+/// loading and from the start of shutdown (before its drain delay, like gRPC health).
 async fn healthz(State(state): State<AppState>) -> Response {
-    let serving = state.shared.is_ready() && !state.draining.load(Ordering::Relaxed);
+    let serving = state.shared.is_serving();
     let (status, word) = if serving { (StatusCode::OK, "SERVING") } else { (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING") };
     (status, [("content-type", "application/json")], format!("{{\"status\":\"{word}\"}}")).into_response()
 }

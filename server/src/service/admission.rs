@@ -79,27 +79,43 @@ mod tests {
         assert_eq!(a.admit(4, "images").unwrap_err().code(), Code::InvalidArgument);
     }
 
-    #[tokio::test]
+    /// Jobs wait at a gate until the test opens it, so "two at once" is reached by waiting for it,
+    /// not by hoping 30 ms sleeps overlap on a busy machine; a third job would get in at once if the
+    /// pool let it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_pixel_pool_runs_at_most_its_width_at_once() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        use std::time::{Duration, Instant};
         let a = Arc::new(Admission::new(8, 2));
-        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let jobs = (0..6).map(|_| {
-            let (a, running, peak) = (a.clone(), running.clone(), peak.clone());
-            tokio::spawn(async move {
-                a.on_pixel_pool(move || {
-                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(30));
-                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let (running, peak, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let jobs: Vec<_> = (0..6)
+            .map(|_| {
+                let (a, running, peak, gate) = (a.clone(), running.clone(), peak.clone(), gate.clone());
+                tokio::spawn(async move {
+                    a.on_pixel_pool(move || {
+                        peak.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
+                        while !gate.load(SeqCst) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        running.fetch_sub(1, SeqCst);
+                    })
+                    .await
+                    .unwrap()
                 })
-                .await
-                .unwrap()
             })
-        });
-        for j in jobs.collect::<Vec<_>>() {
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while running.load(SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "two jobs never ran at once");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Give a third job every chance to (wrongly) start before the gate opens.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(running.load(SeqCst), 2, "the pool ran more jobs than its width");
+        gate.store(true, SeqCst);
+        for j in jobs {
             j.await.unwrap();
         }
-        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(peak.load(SeqCst), 2);
     }
 }

@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     metrics: metrics::ServiceMetrics,
     /// Turns true at the end of the shutdown grace period: in-flight work is cancelled.
     stop: watch::Receiver<bool>,
+    /// Turns true when shutdown begins, before the drain delay: health reads NOT_SERVING on every
+    /// port from then on (gRPC health and the HTTP `/healthz` alike), while calls are still served.
+    leaving: AtomicBool,
     /// Turns true when shutdown starts refusing new work (after the drain delay).
     draining: AtomicBool,
 }
@@ -89,9 +92,21 @@ impl Shared {
         }
     }
 
-    /// Whether requests are served now: the model is loaded and the server is not stopping.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.evaluator().is_ok()
+    /// What health checks report: serving once the model is loaded, until shutdown begins (load
+    /// balancers must stop sending before anything is refused, so this turns false first).
+    pub(crate) fn is_serving(&self) -> bool {
+        !self.leaving.load(Ordering::Acquire) && self.evaluator().is_ok()
+    }
+
+    /// Shutdown has begun: health says NOT_SERVING from now on; calls are still served until
+    /// [`Shared::start_draining`].
+    pub(crate) fn begin_leaving(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// After the drain delay: new calls are refused.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// The limits the service enforces (the HTTP edge sizes its body limit from them).

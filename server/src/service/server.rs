@@ -155,6 +155,7 @@ pub async fn start(
         ),
         metrics: ServiceMetrics::default(),
         stop: stop_rx,
+        leaving: Default::default(),
         draining: Default::default(),
     });
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -342,11 +343,12 @@ impl RunningServer {
     /// UNAVAILABLE (they never started: safe to retry elsewhere), and requests in a slot get `grace`
     /// to finish; after that they are cancelled (UNAVAILABLE) and the server stops.
     pub async fn drain(mut self, delay: Duration, grace: Duration) -> anyhow::Result<()> {
+        self.shared.begin_leaving();
         set_health(&self.health, ServingStatus::NotServing).await;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        self.shared.draining.store(true, std::sync::atomic::Ordering::Release);
+        self.shared.start_draining();
         if let Some(evaluator) = self.shared.evaluator.get() {
             evaluator.engine().stop_admitting();
         }
