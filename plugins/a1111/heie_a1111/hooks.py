@@ -168,12 +168,27 @@ def _grid_files(state: RunState, p: Any, grid_image: Any) -> list[Path]:
     return [path for _, path in saved if path.name.startswith("grid") and path.resolve().is_relative_to(root)]
 
 
+def _release(p: Any) -> None:
+    """Forgets the job: its state (client, verdicts, images, saved files) and its infotext entries."""
+    state = getattr(p, STATE_ATTR, None)
+    if isinstance(state, RunState):
+        state.close()
+    if hasattr(p, STATE_ATTR):
+        delattr(p, STATE_ATTR)
+    params = getattr(p, "extra_generation_params", None)
+    if isinstance(params, dict):
+        infotext.remove(params)
+
+
 def postprocess(p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]], Any]] = None,
                 save_grid: Optional[Callable[[Any, Path, Optional[str]], None]] = None) -> int:
     """End of a generation. With ``discard``: drops rejected images from the gallery (with their
     infotexts, prompts and seeds) and rebuilds the grid from the images kept (``make_grid``), also on
     disk (``save_grid(image, path, infotext)``; the grid file is deleted when nothing is left). Then
-    takes the HEIE entries out of the job's generation params. Returns the number of images dropped."""
+    releases the job's state and takes its HEIE entries out of the generation params: the WebUI may run
+    the same ``p`` again (img2img "Batch from directory" runs one job per input image on one ``p``, and
+    so does Loopback), and a state left behind would pile up every input's images and make the next
+    job's discard rewrite this job's grid. Returns the number of images dropped."""
     state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, RunState):
         return 0
@@ -182,8 +197,7 @@ def postprocess(p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]]
         if state.settings.reject_action == "discard":
             dropped = _discard(state, p, processed, make_grid, save_grid)
     finally:
-        infotext.remove(p.extra_generation_params)
-        state.close()
+        _release(p)
     return dropped
 
 
