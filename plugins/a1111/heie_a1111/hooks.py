@@ -18,11 +18,13 @@ from typing import Any, Callable, Optional
 
 from . import infotext
 from .http_client import HeieError, HttpClient
-from .run_state import Outcome, RunState
+from .run_state import Outcome, RunState, SavedFile
 from .settings import Settings
 from .verdict import METADATA_KEY, Verdict, judge
 
 STATE_ATTR = "heie_state"
+INFOTEXT_KEY = "parameters"
+"""The PNG text chunk (and ``image.info`` key) of the WebUI's infotext."""
 REJECTED_DIR = "rejected"
 OVERLAY_SUFFIX = ".heie.png"
 _PER_IMAGE_LISTS = ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds")
@@ -124,17 +126,18 @@ def unique_path(path: Path) -> Path:
     raise FileExistsError(f"no free name for {path}")
 
 
-def after_image_saved(image: Any, p: Any, filename: str) -> list[Path]:
+def after_image_saved(image: Any, p: Any, filename: str, pnginfo: Optional[dict[str, Any]] = None) -> list[Path]:
     """Saves the overlay beside a judged image and moves or deletes it when rejected; returns the
     files written or moved. Images this extension did not judge are left alone; a grid's file is
-    remembered so a discard can rebuild it."""
+    remembered, with the infotext it was saved with (``pnginfo``), so a discard can rebuild it."""
     state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, RunState) or not filename:
         return []
     path = Path(filename)
     verdict = state.verdict_for(image)
     if verdict is None:
-        state.saved_unjudged.append((image, path))
+        text = (pnginfo or {}).get(INFOTEXT_KEY)
+        state.saved_unjudged.append(SavedFile(image, path, text if isinstance(text, str) else None))
         return []
     settings = state.settings
     touched: list[Path] = []
@@ -155,17 +158,17 @@ def after_image_saved(image: Any, p: Any, filename: str) -> list[Path]:
     return touched
 
 
-def _grid_files(state: RunState, p: Any, grid_image: Any) -> list[Path]:
+def _grid_files(state: RunState, p: Any, grid_image: Any) -> list[SavedFile]:
     """The files the grid was saved to: the saved image that is the returned grid, else (grid not
     returned to the gallery) unjudged images saved under ``p.outpath_grids`` as ``grid…``."""
     saved = state.saved_unjudged
     if grid_image is not None:
-        return [path for image, path in saved if image is grid_image]
+        return [f for f in saved if f.image is grid_image]
     grids = getattr(p, "outpath_grids", None)
     if not grids:
         return []
     root = Path(grids).resolve()
-    return [path for _, path in saved if path.name.startswith("grid") and path.resolve().is_relative_to(root)]
+    return [f for f in saved if f.path.name.startswith("grid") and f.path.resolve().is_relative_to(root)]
 
 
 def _release(p: Any) -> None:
@@ -217,13 +220,19 @@ def _discard(state: RunState, p: Any, processed: Any, make_grid: Optional[Callab
     grid_files = _grid_files(state, p, grid_image)
     new_grid = make_grid(judged_kept) if make_grid is not None and judged_kept else None
     grid_text = infotexts[0] if grid_image is not None and infotexts else None
-    for path in grid_files:
+    for saved in grid_files:
         if new_grid is None:
-            path.unlink(missing_ok=True)
+            saved.path.unlink(missing_ok=True)
         elif save_grid is not None:
-            save_grid(new_grid, path, grid_text)
+            # A grid kept out of the gallery has its infotext only in the file it was saved to.
+            save_grid(new_grid, saved.path, saved.infotext or grid_text)
     if grid_image is not None:
         if new_grid is not None:
+            # The API's PNGs and the gallery's files are written with the image's own infotext
+            # (``image.info``), and an image just made has none.
+            shown_info = getattr(grid_image, "info", None)
+            if isinstance(shown_info, dict) and INFOTEXT_KEY in shown_info:
+                new_grid.info[INFOTEXT_KEY] = shown_info[INFOTEXT_KEY]
             kept_images.insert(0, new_grid)
         else:  # no image left to make a grid of: the gallery starts with the images
             processed.index_of_first_image = 0

@@ -36,7 +36,7 @@ def _on_before_image_saved(params) -> None:  # type: ignore[no-untyped-def]
 
 
 def _on_image_saved(params) -> None:  # type: ignore[no-untyped-def]
-    after_image_saved(params.image, params.p, params.filename)
+    after_image_saved(params.image, params.p, params.filename, params.pnginfo)
 
 
 def _interrupted() -> bool:

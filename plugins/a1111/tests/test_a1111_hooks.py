@@ -98,7 +98,21 @@ def test_discard_deletes_rejects_and_rebuilds_the_grid(http_server: HttpServer, 
     assert processed.images[0].size == (32, 16), "grid of the two images kept"
     assert len(processed.infotexts) == 3 and processed.all_seeds == [1000, 1002] and len(processed.all_prompts) == 2
     with Image.open(run.grid_file) as grid:
-        assert grid.size == (32, 16) and "HEIE" not in grid.text["parameters"]  # type: ignore[attr-defined]
+        assert grid.size == (32, 16) and grid.text["parameters"] == run.grid_text  # type: ignore[attr-defined]
+    assert "HEIE" not in run.grid_text and processed.images[0].info["parameters"] == run.grid_text
+
+
+def test_a_grid_rebuilt_by_discard_keeps_its_infotext_when_the_gallery_has_no_grid(http_server: HttpServer,
+                                                                                  tmp_path: Path) -> None:
+    # grid_save on, return_grid off: the grid is only on disk, and its infotext only in its file.
+    keep = _settings(http_server.address, threshold=0.0, reject_action="discard")
+    reject = _settings(http_server.address, threshold=1.0, reject_action="discard")
+    run = generate([[_image(18), _image(19), _image(20)]], keep, tmp_path,
+                   opts=Opts(return_grid=False, grid_save=True), settings_for=lambda k: reject if k == 1 else keep)
+    assert run.processed.index_of_first_image == 0 and len(run.processed.images) == 2
+    assert run.grid_text and parse_infotext(run.grid_text)["Steps"] == "20"
+    with Image.open(run.grid_file) as grid:
+        assert grid.size == (32, 16) and grid.text["parameters"] == run.grid_text  # type: ignore[attr-defined]
 
 
 def test_discarding_every_image_leaves_no_grid(http_server: HttpServer, tmp_path: Path) -> None:
@@ -164,5 +178,6 @@ def test_img2img_batch_from_directory_gives_each_input_its_own_state_and_never_r
     for k, grid in enumerate(grids):  # no reject: the grid of both samples; one reject: of the one kept
         with Image.open(grid) as picture:
             assert picture.size == ((16, 16) if k % 2 else (32, 16)), grid.name
+            assert picture.text["parameters"] == runs[k].grid_text, grid.name  # type: ignore[attr-defined]
     kept = [path.exists() for run in runs for path in run.files]
     assert kept == [True, True, True, False] * 3

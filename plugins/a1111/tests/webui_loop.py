@@ -83,7 +83,7 @@ def save(image: Image.Image, path: Path, text: str, p: Any) -> Path:
     for key, value in pnginfo.items():
         info.add_text(key, str(value))
     image.save(path, pnginfo=info)
-    after_image_saved(image, p, str(path))
+    after_image_saved(image, p, str(path), pnginfo)
     return path
 
 
@@ -96,9 +96,10 @@ def make_grid(images: list[Image.Image]) -> Image.Image:
 
 
 def save_grid(grid: Image.Image, path: Path, text: Optional[str]) -> None:
+    """``images.save_image_with_geninfo`` with ``enable_pnginfo``: it writes ``str(text)``, so a grid
+    handed no infotext is saved with ``parameters`` "None"."""
     info = PngImagePlugin.PngInfo()
-    if text:
-        info.add_text("parameters", text)
+    info.add_text("parameters", str(text))
     grid.save(path, pnginfo=info)
 
 
