@@ -27,6 +27,8 @@ INFOTEXT_KEY = "parameters"
 """The PNG text chunk (and ``image.info`` key) of the WebUI's infotext."""
 REJECTED_DIR = "rejected"
 OVERLAY_SUFFIX = ".heie.png"
+PROGRESS_PREFIX = "HEIE: "
+"""Starts every progress text the extension writes, so the adapter clears only its own at the end."""
 _PER_IMAGE_LISTS = ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds")
 
 log = logging.getLogger("heie")
@@ -65,13 +67,18 @@ def _prompt(p: Any) -> Optional[str]:
 def _progress_reporter(progress: Callable[[str], None], number: int) -> Callable[[str, dict[str, Any]], None]:
     def on_event(name: str, event: dict[str, Any]) -> None:
         if name == "started":
-            progress(f"HEIE: judging image {number}")
+            progress(f"{PROGRESS_PREFIX}judging image {number}")
         elif name == "textDelta":
             section = str(event.get("textDelta", {}).get("section", "")).removeprefix("SECTION_").lower()
-            progress(f"HEIE: judging image {number}: writing the {section}")
+            progress(f"{PROGRESS_PREFIX}judging image {number}: writing the {section}")
         elif name == "score" and "score" in event:
-            progress(f"HEIE: image {number} scored {float(event['score'].get('score', 0.0)):.3f}")
+            progress(f"{PROGRESS_PREFIX}image {number} scored {float(event['score'].get('score', 0.0)):.3f}")
     return on_event
+
+
+def is_own_progress(text: Any) -> bool:
+    """Whether a progress text is one this extension wrote."""
+    return isinstance(text, str) and text.startswith(PROGRESS_PREFIX)
 
 
 def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional[Callable[[], bool]] = None,
@@ -86,7 +93,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     iteration, position = int(getattr(p, "iteration", 0) or 0), int(getattr(p, "batch_index", 0) or 0)
     job_index = iteration * int(getattr(p, "batch_size", 1) or 1) + position
     report = progress or (lambda text: None)
-    report(f"HEIE: judging image {job_index + 1}")
+    report(f"{PROGRESS_PREFIX}judging image {job_index + 1}")
     try:
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
             raise HeieError("CANCELLED", "interrupted in the WebUI")
@@ -95,7 +102,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     except (HeieError, ValueError) as err:
         code = err.code if isinstance(err, HeieError) else "INVALID_ARGUMENT"
         log.warning("HEIE: image %d not judged: %s", job_index + 1, err)
-        report(f"HEIE: image {job_index + 1} not judged ({code})")
+        report(f"{PROGRESS_PREFIX}image {job_index + 1} not judged ({code})")
         state.record((iteration, position), pp.image, Outcome(error=code), job_index)
         return None
     state.record((iteration, position), pp.image, Outcome(verdict=verdict), job_index)

@@ -18,6 +18,7 @@ import gradio as gr  # noqa: E402
 from modules import images, script_callbacks, scripts, shared  # noqa: E402
 
 from heie_a1111 import OPTIONS, Settings, after_image_saved, before_image_saved, postprocess, postprocess_image  # noqa: E402
+from heie_a1111.hooks import is_own_progress  # noqa: E402
 
 _SECTION = ("heie", "HEIE")
 _COMPONENTS = {"slider": gr.Slider, "radio": gr.Radio}
@@ -46,6 +47,13 @@ def _interrupted() -> bool:
 
 def _progress(text: str) -> None:
     shared.state.textinfo = text
+
+
+def _end_progress() -> None:
+    # The WebUI keeps textinfo until its next job begins, so /sdapi/v1/progress would show our last
+    # "HEIE: …" while idle. A text another script wrote after ours is left to it.
+    if is_own_progress(getattr(shared.state, "textinfo", None)):
+        shared.state.textinfo = None
 
 
 def _settings() -> Settings | None:
@@ -92,4 +100,7 @@ class HeieScript(scripts.Script):
         def save_grid(grid, path, text):  # type: ignore[no-untyped-def]
             images.save_image_with_geninfo(grid, text, str(path))
 
-        postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
+        try:
+            postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
+        finally:
+            _end_progress()
