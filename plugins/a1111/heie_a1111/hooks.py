@@ -76,6 +76,15 @@ def _progress_reporter(progress: Callable[[str], None], number: int) -> Callable
     return on_event
 
 
+def begin_job(p: Any) -> None:
+    """Start of a job (the ``process`` hook, once per ``process_images``): a state already on ``p`` is
+    not this job's. It is one a script copied along with a running job's ``p`` (``copy.copy(p)`` for a
+    job inside the job), which must stay that job's, or one a job that raised before ``postprocess``
+    left behind; either way this job starts with its own. Not closed: it may still be in use."""
+    if hasattr(p, STATE_ATTR):
+        delattr(p, STATE_ATTR)
+
+
 def is_own_progress(text: Any) -> bool:
     """Whether a progress text is one this extension wrote."""
     return isinstance(text, str) and text.startswith(PROGRESS_PREFIX)

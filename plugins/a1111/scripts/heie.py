@@ -17,7 +17,8 @@ if _ROOT not in sys.path:
 import gradio as gr  # noqa: E402
 from modules import images, script_callbacks, scripts, shared  # noqa: E402
 
-from heie_a1111 import OPTIONS, Settings, after_image_saved, before_image_saved, postprocess, postprocess_image  # noqa: E402
+from heie_a1111 import (OPTIONS, Settings, after_image_saved, before_image_saved, begin_job, postprocess,  # noqa: E402
+                        postprocess_image)
 from heie_a1111.hooks import is_own_progress  # noqa: E402
 
 _SECTION = ("heie", "HEIE")
@@ -80,6 +81,9 @@ class HeieScript(scripts.Script):
         with gr.Accordion("HEIE implausibility judge", open=False):
             enabled = gr.Checkbox(value=bool(getattr(shared.opts, "heie_enabled", True)), label="Judge generated images")
         return [enabled]
+
+    def process(self, p, *args):  # type: ignore[no-untyped-def]
+        begin_job(p)
 
     def _judge(self, p, pp, enabled=True, *args):  # type: ignore[no-untyped-def]
         settings = _settings()

@@ -4,6 +4,7 @@ check_in_webui.py.)"""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 import types
@@ -125,6 +126,9 @@ def test_hooks_judge_write_progress_and_the_png_key(loaded: SimpleNamespace, tmp
     pnginfo = {"parameters": "x"}
     loaded.callbacks["on_before_image_saved"](SimpleNamespace(image=image, p=p, filename="", pnginfo=pnginfo))
     assert pnginfo["heie"] == entry(p=p, index=0)
+    inner = copy.copy(p)  # a job run inside this one, on a copy of its p
+    script.process(inner, True)
+    assert not hasattr(inner, "heie_state") and p.heie_state.judged == 1, "the copy's job starts its own state"
     script.postprocess(p, SimpleNamespace(images=[image], infotexts=[""], index_of_first_image=0))
     assert "heie" not in p.extra_generation_params
 

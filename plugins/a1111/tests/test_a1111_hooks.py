@@ -3,9 +3,11 @@ per-image infotext, the grid's, the ``heie`` key, overlay, move, discard, progre
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ from heie_a1111 import Settings
 from heie_a1111.hooks import STATE_ATTR, postprocess, postprocess_image, unique_path
 
 from a1111_servers import HttpServer, free_address, http_server  # noqa: F401 (fixtures)
-from webui_loop import Opts, batch_from_directory, generate, parse_infotext
+from webui_loop import Opts, batch_from_directory, generate, new_p, parse_infotext, process_images
 
 NO_GRID = Opts(return_grid=False, grid_save=False)
 
@@ -181,3 +183,17 @@ def test_img2img_batch_from_directory_gives_each_input_its_own_state_and_never_r
             assert picture.text["parameters"] == runs[k].grid_text, grid.name  # type: ignore[attr-defined]
     kept = [path.exists() for run in runs for path in run.files]
     assert kept == [True, True, True, False] * 3
+
+
+def test_a_job_run_on_a_copy_of_a_running_jobs_p_starts_with_its_own_state(http_server: HttpServer,
+                                                                           tmp_path: Path) -> None:
+    # WebUI scripts run a second job inside a job on copy.copy(p); the copy carries every attribute of
+    # the running job's p, the extension's state included. The second job's ``process`` hook starts over.
+    settings = _settings(http_server.address, threshold=1.0, reject_action="discard")
+    outer = new_p(tmp_path, batch_size=2, n_iter=1)
+    first = _image(21)
+    postprocess_image(outer, SimpleNamespace(image=first), settings)  # the outer job judged its first image
+    run = process_images(copy.copy(outer), [[_image(22), _image(23)]], lambda _: settings)
+    assert run.state.judged == 2, "the inner job's state holds the inner job's images only"
+    outer_state = getattr(outer, STATE_ATTR)
+    assert outer_state is not run.state and outer_state.judged == 1 and outer_state.verdict_for(first) is not None

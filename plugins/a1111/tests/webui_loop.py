@@ -1,5 +1,5 @@
 """A stand-in for the part of the WebUI's ``process_images_inner`` (modules/processing.py, v1.10.1 and
-Forge) that the extension hooks into, in the same order: the per image
+Forge) that the extension hooks into, in the same order: the ``process`` hook; per image
 ``postprocess_image`` → infotext → save (before and after image-saved callbacks); then the grid when
 ``return_grid`` or ``grid_save`` asks for one (saved with the main-prompt infotext; put first in the
 gallery, with that infotext, only with ``return_grid``); then ``postprocess``. Infotexts are built the
@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from PIL import Image, PngImagePlugin
 
-from heie_a1111 import Settings, after_image_saved, before_image_saved, postprocess, postprocess_image
+from heie_a1111 import Settings, after_image_saved, before_image_saved, begin_job, postprocess, postprocess_image
 from heie_a1111.hooks import STATE_ATTR
 
 
@@ -135,6 +135,7 @@ def process_images(p: Any, images: list[list[Image.Image]], settings_for: Callab
     """One ``process_images(p)``: ``images[n][i]`` is image i of batch n (the WebUI's decoded samples)."""
     folder, grids = Path(p.outpath_samples), Path(p.outpath_grids)
     batch_size = p.batch_size
+    begin_job(p)  # the scripts' ``process`` hook, before the first batch
     output, infotexts, files = [], [], []
     for n, batch in enumerate(images):
         p.iteration = n
