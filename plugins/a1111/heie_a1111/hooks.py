@@ -18,13 +18,17 @@ from typing import Any, Callable, Optional
 
 from . import infotext
 from .http_client import HeieError, HttpClient
-from .run_state import Outcome, RunState
+from .run_state import Outcome, RunState, SavedFile
 from .settings import Settings
 from .verdict import METADATA_KEY, Verdict, judge
 
 STATE_ATTR = "heie_state"
+INFOTEXT_KEY = "parameters"
+"""The PNG text chunk (and ``image.info`` key) of the WebUI's infotext."""
 REJECTED_DIR = "rejected"
 OVERLAY_SUFFIX = ".heie.png"
+PROGRESS_PREFIX = "HEIE: "
+"""Starts every progress text the extension writes, so the adapter clears only its own at the end."""
 _PER_IMAGE_LISTS = ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds")
 
 log = logging.getLogger("heie")
@@ -63,13 +67,27 @@ def _prompt(p: Any) -> Optional[str]:
 def _progress_reporter(progress: Callable[[str], None], number: int) -> Callable[[str, dict[str, Any]], None]:
     def on_event(name: str, event: dict[str, Any]) -> None:
         if name == "started":
-            progress(f"HEIE: judging image {number}")
+            progress(f"{PROGRESS_PREFIX}judging image {number}")
         elif name == "textDelta":
             section = str(event.get("textDelta", {}).get("section", "")).removeprefix("SECTION_").lower()
-            progress(f"HEIE: judging image {number}: writing the {section}")
+            progress(f"{PROGRESS_PREFIX}judging image {number}: writing the {section}")
         elif name == "score" and "score" in event:
-            progress(f"HEIE: image {number} scored {float(event['score'].get('score', 0.0)):.3f}")
+            progress(f"{PROGRESS_PREFIX}image {number} scored {float(event['score'].get('score', 0.0)):.3f}")
     return on_event
+
+
+def begin_job(p: Any) -> None:
+    """Start of a job (the ``process`` hook, once per ``process_images``): a state already on ``p`` is
+    not this job's. It is one a script copied along with a running job's ``p`` (``copy.copy(p)`` for a
+    job inside the job), which must stay that job's, or one a job that raised before ``postprocess``
+    left behind; either way this job starts with its own. Not closed: it may still be in use."""
+    if hasattr(p, STATE_ATTR):
+        delattr(p, STATE_ATTR)
+
+
+def is_own_progress(text: Any) -> bool:
+    """Whether a progress text is one this extension wrote."""
+    return isinstance(text, str) and text.startswith(PROGRESS_PREFIX)
 
 
 def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional[Callable[[], bool]] = None,
@@ -84,7 +102,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     iteration, position = int(getattr(p, "iteration", 0) or 0), int(getattr(p, "batch_index", 0) or 0)
     job_index = iteration * int(getattr(p, "batch_size", 1) or 1) + position
     report = progress or (lambda text: None)
-    report(f"HEIE: judging image {job_index + 1}")
+    report(f"{PROGRESS_PREFIX}judging image {job_index + 1}")
     try:
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
             raise HeieError("CANCELLED", "interrupted in the WebUI")
@@ -93,7 +111,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     except (HeieError, ValueError) as err:
         code = err.code if isinstance(err, HeieError) else "INVALID_ARGUMENT"
         log.warning("HEIE: image %d not judged: %s", job_index + 1, err)
-        report(f"HEIE: image {job_index + 1} not judged ({code})")
+        report(f"{PROGRESS_PREFIX}image {job_index + 1} not judged ({code})")
         state.record((iteration, position), pp.image, Outcome(error=code), job_index)
         return None
     state.record((iteration, position), pp.image, Outcome(verdict=verdict), job_index)
@@ -124,17 +142,18 @@ def unique_path(path: Path) -> Path:
     raise FileExistsError(f"no free name for {path}")
 
 
-def after_image_saved(image: Any, p: Any, filename: str) -> list[Path]:
+def after_image_saved(image: Any, p: Any, filename: str, pnginfo: Optional[dict[str, Any]] = None) -> list[Path]:
     """Saves the overlay beside a judged image and moves or deletes it when rejected; returns the
     files written or moved. Images this extension did not judge are left alone; a grid's file is
-    remembered so a discard can rebuild it."""
+    remembered, with the infotext it was saved with (``pnginfo``), so a discard can rebuild it."""
     state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, RunState) or not filename:
         return []
     path = Path(filename)
     verdict = state.verdict_for(image)
     if verdict is None:
-        state.saved_unjudged.append((image, path))
+        text = (pnginfo or {}).get(INFOTEXT_KEY)
+        state.saved_unjudged.append(SavedFile(image, path, text if isinstance(text, str) else None))
         return []
     settings = state.settings
     touched: list[Path] = []
@@ -155,17 +174,29 @@ def after_image_saved(image: Any, p: Any, filename: str) -> list[Path]:
     return touched
 
 
-def _grid_files(state: RunState, p: Any, grid_image: Any) -> list[Path]:
+def _grid_files(state: RunState, p: Any, grid_image: Any) -> list[SavedFile]:
     """The files the grid was saved to: the saved image that is the returned grid, else (grid not
     returned to the gallery) unjudged images saved under ``p.outpath_grids`` as ``grid…``."""
     saved = state.saved_unjudged
     if grid_image is not None:
-        return [path for image, path in saved if image is grid_image]
+        return [f for f in saved if f.image is grid_image]
     grids = getattr(p, "outpath_grids", None)
     if not grids:
         return []
     root = Path(grids).resolve()
-    return [path for _, path in saved if path.name.startswith("grid") and path.resolve().is_relative_to(root)]
+    return [f for f in saved if f.path.name.startswith("grid") and f.path.resolve().is_relative_to(root)]
+
+
+def _release(p: Any) -> None:
+    """Forgets the job: its state (client, verdicts, images, saved files) and its infotext entries."""
+    state = getattr(p, STATE_ATTR, None)
+    if isinstance(state, RunState):
+        state.close()
+    if hasattr(p, STATE_ATTR):
+        delattr(p, STATE_ATTR)
+    params = getattr(p, "extra_generation_params", None)
+    if isinstance(params, dict):
+        infotext.remove(params)
 
 
 def postprocess(p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]], Any]] = None,
@@ -173,7 +204,10 @@ def postprocess(p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]]
     """End of a generation. With ``discard``: drops rejected images from the gallery (with their
     infotexts, prompts and seeds) and rebuilds the grid from the images kept (``make_grid``), also on
     disk (``save_grid(image, path, infotext)``; the grid file is deleted when nothing is left). Then
-    takes the HEIE entries out of the job's generation params. Returns the number of images dropped."""
+    releases the job's state and takes its HEIE entries out of the generation params: the WebUI may run
+    the same ``p`` again (img2img "Batch from directory" runs one job per input image on one ``p``, and
+    so does Loopback), and a state left behind would pile up every input's images and make the next
+    job's discard rewrite this job's grid. Returns the number of images dropped."""
     state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, RunState):
         return 0
@@ -182,8 +216,7 @@ def postprocess(p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]]
         if state.settings.reject_action == "discard":
             dropped = _discard(state, p, processed, make_grid, save_grid)
     finally:
-        infotext.remove(p.extra_generation_params)
-        state.close()
+        _release(p)
     return dropped
 
 
@@ -203,13 +236,19 @@ def _discard(state: RunState, p: Any, processed: Any, make_grid: Optional[Callab
     grid_files = _grid_files(state, p, grid_image)
     new_grid = make_grid(judged_kept) if make_grid is not None and judged_kept else None
     grid_text = infotexts[0] if grid_image is not None and infotexts else None
-    for path in grid_files:
+    for saved in grid_files:
         if new_grid is None:
-            path.unlink(missing_ok=True)
+            saved.path.unlink(missing_ok=True)
         elif save_grid is not None:
-            save_grid(new_grid, path, grid_text)
+            # A grid kept out of the gallery has its infotext only in the file it was saved to.
+            save_grid(new_grid, saved.path, saved.infotext or grid_text)
     if grid_image is not None:
         if new_grid is not None:
+            # The API's PNGs and the gallery's files are written with the image's own infotext
+            # (``image.info``), and an image just made has none.
+            shown_info = getattr(grid_image, "info", None)
+            if isinstance(shown_info, dict) and INFOTEXT_KEY in shown_info:
+                new_grid.info[INFOTEXT_KEY] = shown_info[INFOTEXT_KEY]
             kept_images.insert(0, new_grid)
         else:  # no image left to make a grid of: the gallery starts with the images
             processed.index_of_first_image = 0

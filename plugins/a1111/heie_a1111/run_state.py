@@ -29,6 +29,16 @@ class Outcome:
         return {"HEIE error": self.error or "UNKNOWN"}
 
 
+@dataclass(frozen=True)
+class SavedFile:
+    """An image saved this job that was not judged (a grid, a mask): its file, and the ``parameters``
+    infotext it was saved with, which a grid rebuilt by discard is saved with again."""
+
+    image: Any
+    path: Path
+    infotext: Optional[str]
+
+
 class RunState:
     def __init__(self, settings: Settings, client_factory: Callable[[Settings], HttpClient]) -> None:
         self.settings = settings
@@ -38,8 +48,7 @@ class RunState:
         self._by_slot: dict[Slot, Outcome] = {}
         # The image is kept with its verdict so its id() cannot be reused while it is looked up.
         self._by_image: dict[int, tuple[Any, Verdict, int]] = {}
-        self.saved_unjudged: list[tuple[Any, Path]] = []
-        """Images saved this job that were not judged (grids, masks) and their files."""
+        self.saved_unjudged: list[SavedFile] = []
         self.judged = 0
 
     def client_for(self, settings: Settings) -> HttpClient:

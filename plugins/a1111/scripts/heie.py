@@ -17,7 +17,9 @@ if _ROOT not in sys.path:
 import gradio as gr  # noqa: E402
 from modules import images, script_callbacks, scripts, shared  # noqa: E402
 
-from heie_a1111 import OPTIONS, Settings, after_image_saved, before_image_saved, postprocess, postprocess_image  # noqa: E402
+from heie_a1111 import (OPTIONS, Settings, after_image_saved, before_image_saved, begin_job, postprocess,  # noqa: E402
+                        postprocess_image)
+from heie_a1111.hooks import is_own_progress  # noqa: E402
 
 _SECTION = ("heie", "HEIE")
 _COMPONENTS = {"slider": gr.Slider, "radio": gr.Radio}
@@ -36,7 +38,7 @@ def _on_before_image_saved(params) -> None:  # type: ignore[no-untyped-def]
 
 
 def _on_image_saved(params) -> None:  # type: ignore[no-untyped-def]
-    after_image_saved(params.image, params.p, params.filename)
+    after_image_saved(params.image, params.p, params.filename, params.pnginfo)
 
 
 def _interrupted() -> bool:
@@ -46,6 +48,13 @@ def _interrupted() -> bool:
 
 def _progress(text: str) -> None:
     shared.state.textinfo = text
+
+
+def _end_progress() -> None:
+    # The WebUI keeps textinfo until its next job begins, so /sdapi/v1/progress would show our last
+    # "HEIE: …" while idle. A text another script wrote after ours is left to it.
+    if is_own_progress(getattr(shared.state, "textinfo", None)):
+        shared.state.textinfo = None
 
 
 def _settings() -> Settings | None:
@@ -73,6 +82,9 @@ class HeieScript(scripts.Script):
             enabled = gr.Checkbox(value=bool(getattr(shared.opts, "heie_enabled", True)), label="Judge generated images")
         return [enabled]
 
+    def process(self, p, *args):  # type: ignore[no-untyped-def]
+        begin_job(p)
+
     def _judge(self, p, pp, enabled=True, *args):  # type: ignore[no-untyped-def]
         settings = _settings()
         if enabled and settings is not None and settings.enabled:
@@ -92,4 +104,7 @@ class HeieScript(scripts.Script):
         def save_grid(grid, path, text):  # type: ignore[no-untyped-def]
             images.save_image_with_geninfo(grid, text, str(path))
 
-        postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
+        try:
+            postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
+        finally:
+            _end_progress()

@@ -79,6 +79,7 @@ def _job(body):
         threading.Timer(body["interrupt_after"], shared.state.interrupt).start()
     t0 = time.monotonic()
     rng = np.random.default_rng(body.get("seed", 0))
+    heie.process(p, True)  # the scripts' process hook, where process_images_inner calls it
     for n in range(n_iter):
         p.iteration = n
         p.prompts = p.all_prompts[n * batch_size:(n + 1) * batch_size]
@@ -120,6 +121,7 @@ def _job(body):
                                      info=text, short_filename=True, p=p, grid=True)
     res = processing.Processed(p, images_list=output, seed=p.all_seeds[0], info=infotexts[0], subseed=p.all_subseeds[0],
                                index_of_first_image=1, infotexts=infotexts)
+    judged = getattr(getattr(p, "heie_state", None), "judged", None)  # postprocess releases the state
     heie.postprocess(p, res)
     def text_chunks(path):
         if not os.path.exists(path):
@@ -129,7 +131,7 @@ def _job(body):
     return {"infotexts": res.infotexts, "saved": saved, "saved_text": [text_chunks(f) for f in saved],
             "grid_file": grid_file, "grid_text": text_chunks(grid_file), "grid_size": list(res.images[0].size) if res.images else None,
             "n_images": len(res.images), "index_of_first_image": res.index_of_first_image, "all_seeds": res.all_seeds,
-            "progress": progress, "elapsed": elapsed, "judged": getattr(getattr(p, "heie_state", None), "judged", None), "params_left": [k for k, v in p.extra_generation_params.items() if callable(v)],
+            "progress": progress, "elapsed": elapsed, "judged": judged, "state_left": hasattr(p, "heie_state"), "textinfo_after": shared.state.textinfo, "params_left": [k for k, v in p.extra_generation_params.items() if callable(v)],
             "js_ok": bool(json.loads(res.js())), "overlays": sorted(str(f) for f in out.rglob("*.heie.png")),
             "rejected": sorted(str(f) for f in out.rglob("*") if f.parent.name == "rejected")}
 
@@ -232,12 +234,14 @@ def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> Non
           and all(abs(float(p["HEIE score"]) - json.loads(p["heie"])["score"]) < 1e-3 for p in per_image),
           json.dumps(per_image[0].get("heie")))
     check(f"{label}: each image judged once", r["judged"] == 4, str(r["judged"]))  # type: ignore[index]
+    check(f"{label}: the job's state released at postprocess", r["state_left"] is False, str(r["state_left"]))  # type: ignore[index]
     check(f"{label}: the grid's infotext carries no HEIE entry",
           not any(k.startswith("HEIE") or k == "heie" for k in parsed[0]), r["infotexts"][0].splitlines()[-1][:200])  # type: ignore[index]
     check(f"{label}: saved PNGs carry the heie text chunk = the infotext's",
           all(t and json.loads(t["heie"]) == m for t, m in zip(r["saved_text"], metas)))  # type: ignore[index]
     check(f"{label}: overlays saved beside the images", len(r["overlays"]) == 4, str(len(r["overlays"])))  # type: ignore[index]
     check(f"{label}: progress text set while judging", all(t and t.startswith("HEIE: image ") for t in r["progress"]), str(r["progress"][:2]))  # type: ignore[index]
+    check(f"{label}: progress text cleared when the job ends", r["textinfo_after"] is None, str(r["textinfo_after"]))  # type: ignore[index]
     check(f"{label}: entries removed from the job after postprocess; Processed.js() works",
           r["params_left"] == [] and r["js_ok"])  # type: ignore[index]
 

@@ -4,6 +4,7 @@ check_in_webui.py.)"""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 import types
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from a1111_servers import HttpServer, http_server  # noqa: F401 (fixture)
+from a1111_servers import HttpServer, free_address, http_server  # noqa: F401 (fixtures)
 from webui_loop import make_grid
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "heie.py"
@@ -125,6 +126,9 @@ def test_hooks_judge_write_progress_and_the_png_key(loaded: SimpleNamespace, tmp
     pnginfo = {"parameters": "x"}
     loaded.callbacks["on_before_image_saved"](SimpleNamespace(image=image, p=p, filename="", pnginfo=pnginfo))
     assert pnginfo["heie"] == entry(p=p, index=0)
+    inner = copy.copy(p)  # a job run inside this one, on a copy of its p
+    script.process(inner, True)
+    assert not hasattr(inner, "heie_state") and p.heie_state.judged == 1, "the copy's job starts its own state"
     script.postprocess(p, SimpleNamespace(images=[image], infotexts=[""], index_of_first_image=0))
     assert "heie" not in p.extra_generation_params
 
@@ -138,3 +142,23 @@ def test_the_accordion_switch_and_bad_settings_never_fail_a_generation(loaded: S
     loaded.modules.shared.opts.heie_reject_action = "burn"
     _run_image_hooks(script, p, SimpleNamespace(image=image), True)  # logged, image left alone
     assert p.extra_generation_params == {}
+
+
+def test_the_progress_text_is_cleared_when_the_job_ends(loaded: SimpleNamespace, free_address: str) -> None:
+    # The WebUI keeps state.textinfo until the next job begins, and /sdapi/v1/progress shows it while idle.
+    script = loaded.module.HeieScript()
+    state = loaded.modules.shared.state
+    loaded.modules.shared.opts.heie_address = free_address  # the server is down, as in issue 30
+    p = SimpleNamespace(extra_generation_params={}, prompts=["x", "y"], iteration=0, batch_index=0, batch_size=2)
+    images = [Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8), "white")]
+    for index, image in enumerate(images):
+        p.batch_index = index
+        _run_image_hooks(script, p, SimpleNamespace(image=image), True)
+    assert state.textinfo == "HEIE: image 2 not judged (UNAVAILABLE)"
+    script.postprocess(p, SimpleNamespace(images=images, infotexts=["", ""], index_of_first_image=0))
+    assert state.textinfo is None
+    state.textinfo = "Upscaling"  # another script's text, written after ours: not ours to clear
+    _run_image_hooks(script, p, SimpleNamespace(image=images[0]), True)
+    state.textinfo = "Upscaling"
+    script.postprocess(p, SimpleNamespace(images=images[:1], infotexts=[""], index_of_first_image=0))
+    assert state.textinfo == "Upscaling"

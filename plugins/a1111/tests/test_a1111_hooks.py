@@ -3,8 +3,11 @@ per-image infotext, the grid's, the ``heie`` key, overlay, move, discard, progre
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,7 +17,9 @@ from heie_a1111 import Settings
 from heie_a1111.hooks import STATE_ATTR, postprocess, postprocess_image, unique_path
 
 from a1111_servers import HttpServer, free_address, http_server  # noqa: F401 (fixtures)
-from webui_loop import generate, parse_infotext
+from webui_loop import Opts, batch_from_directory, generate, new_p, parse_infotext, process_images
+
+NO_GRID = Opts(return_grid=False, grid_save=False)
 
 
 def _image(seed: int) -> Image.Image:
@@ -28,6 +33,11 @@ def _settings(address: str, **kw: Any) -> Settings:
 def _png_text(path: Path) -> dict[str, str]:
     with Image.open(path) as picture:
         return dict(picture.text)  # type: ignore[attr-defined]
+
+
+def _hashes(folder: Path) -> dict[Path, str]:
+    """Every file under ``folder`` and the SHA-256 of its bytes."""
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.rglob("*") if path.is_file()}
 
 
 def test_each_image_carries_its_own_verdict_and_the_grid_none(http_server: HttpServer, tmp_path: Path) -> None:
@@ -69,8 +79,8 @@ def test_an_image_the_server_failed_carries_its_error_and_no_stale_score(http_se
 
 def test_rejects_move_under_names_never_reused_across_runs(http_server: HttpServer, tmp_path: Path) -> None:
     settings = _settings(http_server.address, threshold=1.0, reject_action="move")
-    first = generate([[_image(8)]], settings, tmp_path, grid=False)
-    second = generate([[_image(9)]], settings, tmp_path, grid=False)  # the WebUI numbers 00000 again
+    first = generate([[_image(8)]], settings, tmp_path, opts=NO_GRID)
+    second = generate([[_image(9)]], settings, tmp_path, opts=NO_GRID)  # the WebUI numbers 00000 again
     assert first.files[0].name == second.files[0].name and not first.files[0].exists()
     rejected = [tmp_path / "rejected" / first.files[0].name, tmp_path / "rejected" / (first.files[0].stem + "-1.png")]
     assert sorted((tmp_path / "rejected").iterdir()) == sorted(rejected)
@@ -90,7 +100,21 @@ def test_discard_deletes_rejects_and_rebuilds_the_grid(http_server: HttpServer, 
     assert processed.images[0].size == (32, 16), "grid of the two images kept"
     assert len(processed.infotexts) == 3 and processed.all_seeds == [1000, 1002] and len(processed.all_prompts) == 2
     with Image.open(run.grid_file) as grid:
-        assert grid.size == (32, 16) and "HEIE" not in grid.text["parameters"]  # type: ignore[attr-defined]
+        assert grid.size == (32, 16) and grid.text["parameters"] == run.grid_text  # type: ignore[attr-defined]
+    assert "HEIE" not in run.grid_text and processed.images[0].info["parameters"] == run.grid_text
+
+
+def test_a_grid_rebuilt_by_discard_keeps_its_infotext_when_the_gallery_has_no_grid(http_server: HttpServer,
+                                                                                  tmp_path: Path) -> None:
+    # grid_save on, return_grid off: the grid is only on disk, and its infotext only in its file.
+    keep = _settings(http_server.address, threshold=0.0, reject_action="discard")
+    reject = _settings(http_server.address, threshold=1.0, reject_action="discard")
+    run = generate([[_image(18), _image(19), _image(20)]], keep, tmp_path,
+                   opts=Opts(return_grid=False, grid_save=True), settings_for=lambda k: reject if k == 1 else keep)
+    assert run.processed.index_of_first_image == 0 and len(run.processed.images) == 2
+    assert run.grid_text and parse_infotext(run.grid_text)["Steps"] == "20"
+    with Image.open(run.grid_file) as grid:
+        assert grid.size == (32, 16) and grid.text["parameters"] == run.grid_text  # type: ignore[attr-defined]
 
 
 def test_discarding_every_image_leaves_no_grid(http_server: HttpServer, tmp_path: Path) -> None:
@@ -108,7 +132,7 @@ def test_disabled_or_unjudged_leaves_everything_alone(tmp_path: Path) -> None:
 
 
 def test_a_bad_address_setting_is_an_error_entry_not_a_crash(tmp_path: Path) -> None:
-    run = generate([[_image(16)]], Settings(address="ftp://nowhere"), tmp_path, grid=False)
+    run = generate([[_image(16)]], Settings(address="ftp://nowhere"), tmp_path, opts=NO_GRID)
     assert parse_infotext(run.processed.infotexts[0])["HEIE error"] == "INVALID_ARGUMENT"
     assert run.files[0].exists()
 
@@ -129,3 +153,47 @@ def test_an_interrupted_job_does_not_call_the_server_for_the_images_left(free_ad
     # Nothing listens at free_address: a call would be UNAVAILABLE; CANCELLED shows none was made.
     assert postprocess_image(p, pp, Settings(address=free_address), cancel_when=lambda: True) is None
     assert p.extra_generation_params["HEIE error"](p=p, index=0) == "CANCELLED"
+
+
+def test_img2img_batch_from_directory_gives_each_input_its_own_state_and_never_rewrites_an_earlier_file(
+        http_server: HttpServer, tmp_path: Path) -> None:
+    # The WebUI reuses one processing object for every input of the folder (issue 30). Six inputs, two
+    # samples each, discard, grids saved but not shown: inputs 1, 3 and 5 reject their second sample
+    # (so their grids are rebuilt), inputs 0, 2 and 4 reject nothing.
+    keep = _settings(http_server.address, threshold=0.0, reject_action="discard")
+    reject = _settings(http_server.address, threshold=1.0, reject_action="discard")
+    inputs = [[[_image(100 + 2 * k), _image(101 + 2 * k)]] for k in range(6)]
+    seen: dict[Path, str] = {}
+    changed, held, runs = [], [], []
+    for run in batch_from_directory(inputs, tmp_path, lambda k, j: reject if k % 2 and j == 1 else keep,
+                                    opts=Opts(return_grid=False, grid_save=True)):
+        now = _hashes(tmp_path)  # after this input's job, before the next
+        changed.append(sorted(path.name for path, digest in seen.items() if now.get(path) != digest))
+        held.append(hasattr(run.p, STATE_ATTR))
+        seen = now
+        runs.append(run)
+    assert changed == [[]] * 6, "an input's job changed or deleted files of earlier inputs"
+    assert held == [False] * 6, "the extension's state outlived its input's job"
+    assert [run.state.judged for run in runs] == [2] * 6, "each input's state held that input's images only"
+    grids = sorted((tmp_path / "grids").iterdir())
+    assert [g.name for g in grids] == [f"grid-{k:04d}.png" for k in range(6)]
+    for k, grid in enumerate(grids):  # no reject: the grid of both samples; one reject: of the one kept
+        with Image.open(grid) as picture:
+            assert picture.size == ((16, 16) if k % 2 else (32, 16)), grid.name
+            assert picture.text["parameters"] == runs[k].grid_text, grid.name  # type: ignore[attr-defined]
+    kept = [path.exists() for run in runs for path in run.files]
+    assert kept == [True, True, True, False] * 3
+
+
+def test_a_job_run_on_a_copy_of_a_running_jobs_p_starts_with_its_own_state(http_server: HttpServer,
+                                                                           tmp_path: Path) -> None:
+    # WebUI scripts run a second job inside a job on copy.copy(p); the copy carries every attribute of
+    # the running job's p, the extension's state included. The second job's ``process`` hook starts over.
+    settings = _settings(http_server.address, threshold=1.0, reject_action="discard")
+    outer = new_p(tmp_path, batch_size=2, n_iter=1)
+    first = _image(21)
+    postprocess_image(outer, SimpleNamespace(image=first), settings)  # the outer job judged its first image
+    run = process_images(copy.copy(outer), [[_image(22), _image(23)]], lambda _: settings)
+    assert run.state.judged == 2, "the inner job's state holds the inner job's images only"
+    outer_state = getattr(outer, STATE_ATTR)
+    assert outer_state is not run.state and outer_state.judged == 1 and outer_state.verdict_for(first) is not None
