@@ -7,7 +7,8 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder as _, ImageError, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
 
 use super::image_container::{check_complete, ContainerError};
 
@@ -64,43 +65,72 @@ pub enum ImageInputError {
     Unreadable { path: PathBuf, reason: String },
 }
 
-/// Decodes a PNG, JPEG or WebP file (format guessed from its content) into RGB.
+/// Decodes a PNG, JPEG or WebP file (format guessed from its content) into RGB, turned the way its
+/// EXIF orientation says, i.e. as every viewer shows it (a phone photo stored sideways is judged
+/// upright, and its heatmap and boxes are in that frame).
 ///
 /// Fails before decoding any pixel data when the header declares more than `max_pixels` pixels or
 /// a zero dimension. Transparent pixels are composited on white.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageInputError> {
-    let (width, height) = probe(bytes, max_pixels)?;
-    let format = supported_format(bytes)?;
+    let header = read_header(bytes, max_pixels)?;
     // Phase 2: the full decode, pinned to the dimensions we just approved and to a byte budget
     // derived from the pixel budget, so nothing later in the file can grow the allocation.
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.limits(decoder_limits(max_pixels, Some((width, height))));
-    let decoded = reader.decode().map_err(|e| decode_error(format_name(format), e))?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), header.format);
+    reader.limits(decoder_limits(max_pixels, Some(header.stored)));
+    let mut decoded = reader.decode().map_err(|e| decode_error(format_name(header.format), e))?;
+    decoded.apply_orientation(header.orientation);
     Ok(flatten_to_rgb(decoded))
 }
 
-/// The dimensions an encoded image declares, checked against the pixel budget, and its structure
-/// checked complete — everything [`decode_image`] checks before it decodes a pixel. Cheap: the
-/// header and the container's markers only.
+/// The dimensions an encoded image is shown at (after its EXIF orientation), checked against the
+/// pixel budget, and its structure checked complete — everything [`decode_image`] checks before it
+/// decodes a pixel. Cheap: the header and the container's markers only.
 pub fn probe(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), ImageInputError> {
+    read_header(bytes, max_pixels).map(|h| h.shown())
+}
+
+/// What an image's header says.
+struct Header {
+    format: ImageFormat,
+    /// Width and height of the stored pixel grid.
+    stored: (u32, u32),
+    /// How a viewer turns the stored grid (EXIF `Orientation`; none when absent).
+    orientation: Orientation,
+}
+
+impl Header {
+    /// Width and height as the image is shown: a quarter turn swaps them.
+    fn shown(&self) -> (u32, u32) {
+        let (w, h) = self.stored;
+        match self.orientation {
+            Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH => (h, w),
+            _ => (w, h),
+        }
+    }
+}
+
+fn read_header(bytes: &[u8], max_pixels: u64) -> Result<Header, ImageInputError> {
     let format = supported_format(bytes)?;
     let name = format_name(format);
     // Header only. Decoders parse the header when constructed and allocate nothing proportional to
     // the declared size, so this is safe for any input.
     let mut header_reader = ImageReader::with_format(Cursor::new(bytes), format);
     header_reader.limits(decoder_limits(max_pixels, None));
-    let (width, height) = match header_reader.into_dimensions() {
-        Ok(size) => size,
+    let mut decoder = match header_reader.into_decoder() {
+        Ok(decoder) => decoder,
         Err(e) => {
             // A file cut inside its header is reported as cut, not as whatever the decoder tripped on.
             check_complete(format, bytes)?;
             return Err(decode_error(name, e));
         }
     };
+    let (width, height) = decoder.dimensions();
+    // A broken or unreadable EXIF block is ignored, as viewers ignore it: the pixels are still fine.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     check_dimensions(width, height, max_pixels)?;
     // A cut-off file would decode "successfully" with the missing part grey.
     check_complete(format, bytes)?;
-    Ok((width, height))
+    Ok(Header { format, stored: (width, height), orientation })
 }
 
 /// Wraps a raw, tightly packed RGB (3 channels) or RGBA (4 channels) buffer, row-major.
