@@ -439,7 +439,9 @@ async fn api_keys_guard_the_api_but_not_health_or_the_page() {
     assert_eq!(get(http, "/healthz").await.status, 200);
     assert_eq!(get(http, "/").await.status, 200);
 
-    let m = expect_error(get(http, "/v1/info").await, 401, "UNAUTHENTICATED").await;
+    let no_key = get(http, "/v1/info").await;
+    assert_eq!(no_key.header("www-authenticate"), Some("Bearer realm=\"heie\""), "a 401 names the scheme to use");
+    let m = expect_error(no_key, 401, "UNAUTHENTICATED").await;
     assert!(!m.contains("http-test-key"), "keys are never echoed: {m}");
     let wrong = send(http, "GET", "/v1/info", &[("Authorization", "Bearer http-test-key-9999")], b"").await;
     let m = expect_error(wrong, 401, "UNAUTHENTICATED").await;
@@ -454,8 +456,11 @@ async fn api_keys_guard_the_api_but_not_health_or_the_page() {
     let mut reply = send(http, "POST", "/v1/evaluate", &[("Authorization", "Bearer http-test-key-1234")], body.as_bytes()).await;
     assert_eq!(reply.status, 200);
     until(&mut reply, "done").await;
+    // Refusals are counted like every other finished call.
     let metrics = server.metrics_text();
     assert!(metrics.contains("heie_requests_total{method=\"Evaluate\",code=\"OK\"} 1"), "{metrics}");
+    assert!(metrics.contains("heie_requests_total{method=\"Evaluate\",code=\"UNAUTHENTICATED\"} 1"), "{metrics}");
+    assert!(metrics.contains("heie_requests_total{method=\"GetInfo\",code=\"UNAUTHENTICATED\"} 2"), "{metrics}");
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
 

@@ -4,7 +4,9 @@
 //! without a key. Requests refused here get the same JSON error body as every other failure
 //! (UNAUTHENTICATED → 401, PERMISSION_DENIED → 403).
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
@@ -20,6 +22,20 @@ pub(super) async fn v1_access(State(state): State<AppState>, request: Request, n
     let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     match state.keys.check(authorization) {
         Ok(()) => next.run(request).await,
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+            state.shared.record_refusal(rpc_of(request.uri().path()), peer, &e);
+            ApiError::from(e).into_response()
+        }
+    }
+}
+
+/// The RPC a `/v1/*` path stands for, as the request log and the metrics name it.
+fn rpc_of(path: &str) -> &'static str {
+    match path {
+        "/v1/evaluate" => "Evaluate",
+        "/v1/rerank" => "Rerank",
+        "/v1/info" => "GetInfo",
+        _ => "unknown",
     }
 }

@@ -48,6 +48,10 @@ impl IntoResponse for ApiError {
         if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // RFC 9110 requires a challenge with every 401; RFC 6750 names the scheme the API takes.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"heie\""));
+        }
         response
     }
 }

@@ -135,6 +135,13 @@ impl Shared {
         let _ = stop.wait_for(|s| *s).await;
     }
 
+    /// A call refused at the door (no or a wrong API key): counted and logged like every other
+    /// finished call, so an operator sees who is being turned away.
+    pub(crate) fn record_refusal(&self, rpc: &'static str, peer: Option<std::net::SocketAddr>, error: &ServiceError) {
+        self.metrics.record_request(rpc, error.code());
+        request_log::finish(&request_log::RequestLog::start(rpc, peer), "rejected", error.code());
+    }
+
     /// The Prometheus exposition of the service and engine metrics.
     pub(crate) fn render_metrics(&self) -> String {
         let engine = self.evaluator.get().map(|e| e.engine().metrics().clone());
