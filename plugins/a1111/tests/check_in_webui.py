@@ -20,6 +20,8 @@ What it does, printing PASS/FAIL per step:
 4. runs the WebUI's own requirements install (``pip install -r requirements_versions.txt``, what its
    prepare step does) and starts it a second time: the extension still loads and judges.
 The WebUI's config.json is backed up and restored; extensions/heie and extensions/heie-check are removed.
+
+img2img "Batch from directory" through the WebUI's own img2img path is checked by check_batch_in_webui.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,407 @@
+"""Manual check of img2img "Batch from directory" with the extension inside a real AUTOMATIC1111 WebUI
+(not collected by pytest: no test_ prefix). Needs a WebUI checkout with its venv and requirements
+installed; no SD model is needed.
+
+    python3 plugins/a1111/tests/check_batch_in_webui.py --webui /work/cache/webui --python /work/cache/venv/bin/python \
+        --heie-bin target/debug/heie
+
+Unlike check_in_webui.py, which replays process_images_inner's steps, this one runs the WebUI's own
+img2img path end to end: ``modules.img2img.img2img`` (mode 5, "Batch from directory") wrapped in
+``call_queue.wrap_gradio_gpu_call`` as the UI calls it, so ``process_batch``, ``process_images`` and
+``process_images_inner`` (scripts' process/postprocess_image_after_composite/postprocess hooks,
+``save_image``, grid making and saving, ``Processed``) are the WebUI's. Only what needs a model is
+stubbed, in a throw-away helper extension ``heie-check-batch``: a fake ``shared.sd_model``, no weight
+reload, no textual-inversion reload, no sampler/VAE/conditioning: the "latent" is the input image and
+``sample`` returns it plus seeded noise, marked already decoded.
+
+For each run (``discard``, ``grid_save`` on, batch size 2, 6 input images, a reject threshold between
+the images' scores found by a first ``keep`` run; ``return_grid`` off, then on), per input: every file
+under the output folders is hashed before and after the input's job; no file that existed before may
+change or disappear; the state is gone from ``p`` after the job and held only this input's images at
+its postprocess; every grid file left has a ``parameters`` chunk; ``/sdapi/v1/progress`` shows no
+``HEIE:`` text when idle. The extension is linked (``ln -s``) into ``extensions/heie`` as the README's
+first install way says; the WebUI's config.json is backed up and restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_in_webui import check, free_port, get_json, results, stop, wait_http  # noqa: E402
+
+EXTENSION = Path(__file__).resolve().parents[1]
+REPO = EXTENSION.parents[1]
+MODELS = REPO / "tests" / "fixtures" / "models"
+
+HELPER = r'''
+import dataclasses, hashlib, json, os, types
+from contextlib import contextmanager
+from pathlib import Path
+import torch
+from PIL import Image
+from modules import call_queue, img2img, processing, scripts, script_callbacks, sd_models, sd_samplers, shared
+from modules.sd_hijack import model_hijack
+
+
+class _Decoded(list):
+    already_decoded = True
+
+
+class _FakeModel(torch.nn.Module):
+    """What process_images reads of shared.sd_model, and nothing more."""
+
+    def __init__(self):
+        super().__init__()
+        self.sd_checkpoint_info = types.SimpleNamespace(name_for_extra="stub", name="stub.safetensors", model_name="stub",
+                                                        title="stub.safetensors", filename="stub.safetensors", shorthash="0000000000",
+                                                        hash="00000000", sha256=None)
+        self.sd_model_hash = "00000000"
+        self.sd_model_checkpoint = "stub.safetensors"
+        self.cond_stage_key = "crossattn"
+        self.latent_channels = 4
+        self.lowvram = False
+        self.is_sdxl = self.is_sd2 = self.is_sd3 = False
+        self.is_sd1 = True
+        self.first_stage_model = torch.nn.Module()
+        self.diffusion = torch.nn.Module()
+        self.model = types.SimpleNamespace(diffusion_model=self.diffusion, conditioning_key="crossattn")
+
+    @contextmanager
+    def ema_scope(self):
+        yield
+
+
+def _stub_model():
+    sd_models.reload_model_weights = lambda *a, **k: None
+    model_hijack.embedding_db.load_textual_inversion_embeddings = lambda *a, **k: None
+    sd_models.model_data.was_loaded_at_least_once = True
+    shared.sd_model = _FakeModel()
+    sd_samplers.create_sampler = lambda *a, **k: None
+    processing.images_tensor_to_samples = lambda image, *a, **k: image * 2 - 1  # the "latent" is the image
+    processing.StableDiffusionProcessingImg2Img.img2img_image_conditioning = lambda self, *a, **k: None
+
+    def setup_conds(self):
+        self.c = self.uc = None
+
+    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
+        out = _Decoded()
+        for k, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            base = self.init_latent[k].float()
+            out.append((base + 0.6 * torch.randn(base.shape, generator=g)).clamp(-1, 1))
+        return out
+
+    processing.StableDiffusionProcessingImg2Img.setup_conds = setup_conds
+    processing.StableDiffusionProcessingImg2Img.sample = sample
+
+
+def _hashes(folders):
+    found = {}
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            if path.is_file():
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def _heie_script():
+    for script in scripts.scripts_img2img.alwayson_scripts:
+        if type(script).__name__ == "HeieScript":
+            return script
+    raise RuntimeError("the HEIE script is not among the img2img always-on scripts")
+
+
+def _run(body):
+    _stub_model()
+    for key, value in body["opts"].items():
+        shared.opts.set(key, value)
+    folders = [body["samples"], body["grids"]]
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    heie = _heie_script()
+    module_globals = type(heie).postprocess.__globals__  # scripts/heie.py's namespace
+    real_postprocess = module_globals["postprocess"]
+    real_postprocess_image = module_globals["postprocess_image"]
+    jobs = []
+    current = {"input": -1}
+    plan = body.get("reject_plan")
+
+    def postprocess_image(p, pp, settings, **kwargs):
+        if plan is not None:  # this image rejected or not, whatever its score: threshold 1 or 0 (never)
+            settings = dataclasses.replace(settings, threshold=1.0 if plan[current["input"]][p.batch_index] else 0.0)
+        return real_postprocess_image(p, pp, settings, **kwargs)
+
+    def postprocess(p, processed, **kwargs):
+        state = getattr(p, "heie_state", None)
+        job = {"held_images": len(state._by_image) if state is not None else None,
+               "judged": getattr(state, "judged", None),
+               "gallery_before": len(processed.images)}
+        dropped = real_postprocess(p, processed, **kwargs)
+        job.update(dropped=dropped, gallery_after=len(processed.images),
+                   gallery_grid_parameters=[(getattr(im, "info", {}) or {}).get("parameters") for im in processed.images[:processed.index_of_first_image]])
+        jobs.append(job)
+        return dropped
+
+    real_process_images = img2img.process_images
+
+    def process_images(p):
+        current["input"] += 1
+        before = _hashes(folders)
+        res = real_process_images(p)
+        after = _hashes(folders)
+        jobs[-1].update(changed=[f for f in before if f in after and after[f] != before[f]],
+                        removed=[f for f in before if f not in after], new=sorted(set(after) - set(before)),
+                        state_left=hasattr(p, "heie_state"), textinfo_after=shared.state.textinfo,
+                        params_left=[k for k, v in p.extra_generation_params.items() if callable(v)])
+        return res
+
+    module_globals["postprocess"] = postprocess
+    module_globals["postprocess_image"] = postprocess_image
+    img2img.process_images = process_images
+    try:
+        from modules.api.api import Api
+        args = Api.init_default_script_args(None, scripts.scripts_img2img)
+        args[heie.args_from] = True  # the accordion's "Judge generated images"
+        run = call_queue.wrap_gradio_gpu_call(img2img.img2img, extra_outputs=[None, "", ""])
+        request = types.SimpleNamespace(username=None)
+        out = run("task(heie-check-batch)", request, 5, "a cat on a sofa", "", [], None, None, None, None, None, None, None,
+                  4, 100, 1, body["n_iter"], body["batch_size"], 7.0, 1.5, 0.75, 0, 64, 64, 1.0, 0, False, 32, 0,
+                  body["input"], body["samples"], "", [], False, [], "", "from dir", [], *args)
+    finally:
+        module_globals["postprocess"] = real_postprocess
+        module_globals["postprocess_image"] = real_postprocess_image
+        img2img.process_images = real_process_images
+    gallery = out[0] if isinstance(out, (list, tuple)) and out else None
+    grid_texts = {}
+    for path in sorted(Path(body["grids"]).rglob("*.png")):
+        with Image.open(path) as picture:
+            grid_texts[str(path)] = {"parameters": picture.text.get("parameters"), "size": list(picture.size)}
+    samples = {}
+    for path in sorted(Path(body["samples"]).rglob("*.png")):
+        with Image.open(path) as picture:
+            samples[str(path)] = {"heie": picture.text.get("heie"), "parameters": picture.text.get("parameters")}
+    return {"jobs": jobs, "grids": grid_texts, "samples": samples, "final": _hashes(folders),
+            "gallery_len": len(gallery) if isinstance(gallery, list) else None, "html_info": str(out[2])[:400] if out else None,
+            "textinfo": shared.state.textinfo}
+
+
+def _on_app_started(demo, app):
+    from fastapi import Body
+
+    def run(body: dict = Body(...)):
+        return _run(body)
+
+    app.add_api_route("/heie-check-batch/run", run, methods=["POST"])
+    app.add_api_route("/heie-check-batch/ready", lambda: {"ready": True}, methods=["GET"])
+
+
+script_callbacks.on_app_started(_on_app_started)
+'''
+
+
+def make_inputs(folder: Path, count: int) -> None:
+    from PIL import Image  # the caller's PIL; any will do for writing PNGs
+
+    folder.mkdir(parents=True)
+    for k in range(count):
+        image = Image.new("RGB", (64, 64), ((40 * k) % 256, (90 + 30 * k) % 256, (200 - 25 * k) % 256))
+        for x in range(0, 64, 8):
+            for y in range(0, 64, 8):
+                if (x + y + 8 * k) % 16 == 0:
+                    image.paste((255 - 30 * k, 20 * k, 128), (x, y, x + 8, y + 8))
+        image.save(folder / f"input-{k}.png")
+
+
+def poll_progress(base: str, seen: list[str], done: threading.Event) -> None:
+    while not done.is_set():
+        try:
+            text = get_json(f"{base}/sdapi/v1/progress?skip_current_image=true", timeout=10).get("textinfo")  # type: ignore[union-attr]
+            if text and (not seen or seen[-1] != text):
+                seen.append(text)
+        except Exception:  # noqa: BLE001 - busy server: try again
+            pass
+        time.sleep(0.3)
+
+
+def batch_run(base: str, work: Path, name: str, heie: str, threshold: float, action: str, return_grid: bool,
+              reject_plan: list[list[bool]] | None = None) -> dict:
+    opts = {"heie_address": heie, "heie_explanation": False, "heie_max_tokens": 2, "heie_timeout": 120.0,
+            "heie_save_overlay": False, "heie_threshold": threshold, "heie_reject_action": action,
+            "grid_save": True, "return_grid": return_grid, "grid_only_if_multiple": True, "samples_save": True,
+            "outdir_img2img_grids": str(work / name / "grids"), "outdir_grids": "", "outdir_samples": "",
+            "grid_save_to_dirs": False, "img2img_batch_show_results_limit": 32}
+    seen: list[str] = []
+    done = threading.Event()
+    poller = threading.Thread(target=poll_progress, args=(base, seen, done), daemon=True)
+    poller.start()
+    try:
+        r = get_json(f"{base}/heie-check-batch/run", {"input": str(work / "inputs"), "samples": str(work / name / "samples"),
+                                                       "grids": str(work / name / "grids"), "n_iter": 1, "batch_size": 2,
+                                                       "opts": opts, "reject_plan": reject_plan}, timeout=1800)
+    finally:
+        done.set()
+        poller.join()
+    r["progress_seen"] = seen  # type: ignore[index]
+    time.sleep(1)
+    r["idle_progress"] = get_json(f"{base}/sdapi/v1/progress?skip_current_image=true")  # type: ignore[index]
+    (work / f"{name}.json").write_text(json.dumps(r, indent=1))
+    return r  # type: ignore[return-value]
+
+
+def scores_of(r: dict) -> list[float]:
+    return [json.loads(s["heie"])["score"] for s in r["samples"].values() if s["heie"]]
+
+
+def batch_checks(r: dict, label: str, inputs: int, batch_size: int) -> None:
+    jobs = r["jobs"]
+    check(f"{label}: one job per input", len(jobs) == inputs, str(len(jobs)))
+    check(f"{label}: the state held only this input's images at each postprocess",
+          all(j["held_images"] == batch_size and j["judged"] == batch_size for j in jobs),
+          str([(j["held_images"], j["judged"]) for j in jobs]))
+    check(f"{label}: the state released after each input", all(j["state_left"] is False and j["params_left"] == [] for j in jobs),
+          str([j["state_left"] for j in jobs]))
+    check(f"{label}: no earlier file changed or removed by any input's job",
+          all(not j["changed"] and not j["removed"] for j in jobs),
+          "; ".join(f"input {k}: changed {j['changed']} removed {j['removed']}" for k, j in enumerate(jobs) if j["changed"] or j["removed"]))
+    dropped = [j["dropped"] for j in jobs]
+    check(f"{label}: some images rejected and discarded, some kept", 0 < sum(dropped) < inputs * batch_size, str(dropped))
+    grids = r["grids"]
+    check(f"{label}: every grid file left has its parameters infotext", bool(grids) and all(g["parameters"] for g in grids.values()),
+          ", ".join(f"{Path(f).name} {g['size']} {'ok' if g['parameters'] else 'NONE'}" for f, g in grids.items()))
+    expected_grids = sum(1 for d in dropped if d < batch_size)
+    check(f"{label}: one grid per input with an image kept (rebuilt grids on disk too)", len(grids) == expected_grids,
+          f"{len(grids)} grids, expected {expected_grids}")
+    pixels = {}
+    for f in grids:
+        pixels.setdefault(r["final"][f], []).append(Path(f).name)
+    check(f"{label}: no two grids identical", all(len(v) == 1 for v in pixels.values()), str([v for v in pixels.values() if len(v) > 1]))
+    check(f"{label}: no HEIE text left in the state after each input", all(not (j["textinfo_after"] or "").startswith("HEIE") for j in jobs),
+          str([j["textinfo_after"] for j in jobs]))
+    check(f"{label}: HEIE progress text was shown while judging", any(t.startswith("HEIE: ") for t in r["progress_seen"]),
+          str(r["progress_seen"][:4]))
+    idle = r["idle_progress"].get("textinfo")
+    check(f"{label}: /sdapi/v1/progress shows no HEIE text when idle", not (idle or "").startswith("HEIE"), repr(idle))
+    per_input = []
+    for j in jobs:
+        kept = batch_size - j["dropped"]
+        samples = [f for f in j["new"] if "/samples/" in f and f in r["final"]]
+        grids_now = [f for f in j["new"] if "/grids/" in f and f in r["final"]]
+        sizes = [grids[f]["size"] for f in grids_now]
+        ok = len(samples) == kept and len(grids_now) == (1 if kept else 0) and all(s == [64 * kept, 64] for s in sizes) \
+            and all((grids[f]["parameters"] or "").startswith("a cat on a sofa") for f in grids_now)
+        per_input.append((kept, len(samples), sizes, ok))
+    check(f"{label}: per input, its kept images saved and its grid (kept images only) with its infotext",
+          all(x[3] for x in per_input), str([x[:3] for x in per_input]))
+    shown = [p for j in jobs for p in j["gallery_grid_parameters"]]
+    if any(j["gallery_before"] > batch_size for j in jobs):  # return_grid on
+        check(f"{label}: every gallery grid keeps its parameters, one per input with an image kept",
+              all(shown) and len(shown) == sum(1 for j in jobs if j["dropped"] < batch_size), str([bool(p) for p in shown]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="check img2img Batch from directory with the HEIE extension in a real A1111")
+    parser.add_argument("--webui", type=Path, required=True)
+    parser.add_argument("--python", required=True, help="the WebUI venv's python")
+    parser.add_argument("--heie-bin", required=True)
+    parser.add_argument("--inputs", type=int, default=6)
+    parser.add_argument("--threshold", type=float, default=None, help="reject threshold (default: the median score of a keep run)")
+    parser.add_argument("--extension", type=Path, default=EXTENSION, help="the extension folder to link (default: this one)")
+    args = parser.parse_args()
+    webui: Path = args.webui.resolve()
+    work = Path(tempfile.mkdtemp(prefix="heie-webui-batch-"))
+    print(f"work folder {work}", flush=True)
+    make_inputs(work / "inputs", args.inputs)
+
+    heie_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
+    server = subprocess.Popen([args.heie_bin, "serve", "--addr", "127.0.0.1:0", "--http", f"127.0.0.1:{heie_port}",
+                               "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
+                               "--threads", "1", "--n-gpu-layers", "0", "--max-tokens", "8", "--max-tiles", "1"],
+                              stdout=(work / "heie-serve.log").open("wb"), stderr=subprocess.STDOUT, env=env)
+    heie = f"127.0.0.1:{heie_port}"
+    extensions = webui / "extensions"
+    config = webui / "config.json"
+    backup = config.read_bytes() if config.exists() else None
+    webui_process = None
+    try:
+        check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
+        for name in ("heie", "heie-check-batch"):
+            target = extensions / name
+            if target.is_symlink():
+                target.unlink()
+            shutil.rmtree(target, ignore_errors=True)
+        (extensions / "heie").symlink_to(args.extension.resolve())
+        (extensions / "heie-check-batch" / "scripts").mkdir(parents=True)
+        (extensions / "heie-check-batch" / "scripts" / "heie_check_batch.py").write_text(HELPER)
+        port = free_port()
+        log = work / "webui.log"
+        t0 = time.monotonic()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
+        webui_process = subprocess.Popen([args.python, "launch.py", "--skip-prepare-environment", "--use-cpu", "all", "--no-half",
+                                          "--no-download-sd-model", "--api", "--skip-torch-cuda-test", "--port", str(port)],
+                                         cwd=webui, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        # the app_started callbacks (the helper's routes) run after the API is up: wait for those
+        if not check("the WebUI serves with the extension linked", wait_http(f"{base}/heie-check-batch/ready", 600, webui_process),
+                     f"{time.monotonic() - t0:.0f} s"):
+            print(log.read_text(errors="replace")[-3000:])
+            return 1
+        startup_log = len(log.read_text(errors="replace"))  # without a model its load fails at start: not ours
+        threshold = args.threshold
+        if threshold is None:
+            r = batch_run(base, work, "keep", heie, 0.0, "keep", False)
+            scores = sorted(scores_of(r))
+            check("keep run: every image scored", len(scores) == 2 * args.inputs, str(scores))
+            distinct = sorted(set(scores))
+            if len(distinct) < 2:
+                check("the images' scores differ (a threshold between them exists)", False, str(distinct))
+                return 1
+            threshold = round(distinct[len(distinct) // 2], 6)  # rejects the images scoring below the median
+            print(f"threshold {threshold} (scores {scores})", flush=True)
+        for name, return_grid in (("discard-grid-off", False), ("discard-grid-on", True)):
+            r = batch_run(base, work, name, heie, threshold, "discard", return_grid)
+            batch_checks(r, f"{name} (threshold {threshold})", args.inputs, 2)
+        # The scores of the fixture model are close together, so which input gets 0, 1 or 2 rejects above is
+        # chance; here each case comes for sure: per image a threshold of 1 (rejected) or 0 (kept).
+        patterns = [[False, False], [True, False], [True, True], [False, True]]
+        plan = [patterns[k % len(patterns)] for k in range(args.inputs)]
+        for name, return_grid in (("planned-grid-off", False), ("planned-grid-on", True)):
+            r = batch_run(base, work, name, heie, threshold, "discard", return_grid, reject_plan=plan)
+            batch_checks(r, f"{name} (rejects per input {[sum(x) for x in plan]})", args.inputs, 2)
+        stop(webui_process)
+        text = log.read_text(errors="replace")
+        bad = [line for line in text[startup_log:].splitlines() if "Traceback" in line or ("heie" in line.lower() and "Error" in line)]
+        bad += [line for line in text[:startup_log].splitlines() if "heie" in line.lower() and "Error" in line]
+        check("the WebUI log has no traceback during the runs, no HEIE error", not bad, " | ".join(bad[:3]))
+    finally:
+        if webui_process is not None:
+            stop(webui_process)
+        server.terminate()
+        server.wait(20)
+        for name in ("heie", "heie-check-batch"):
+            target = extensions / name
+            if target.is_symlink():
+                target.unlink()
+            shutil.rmtree(target, ignore_errors=True)
+        if backup is not None:
+            config.write_bytes(backup)
+        elif config.exists():
+            config.unlink()
+    failed = [r for r in results if not r[1]]
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed; files in {work}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
