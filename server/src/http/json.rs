@@ -43,8 +43,27 @@ pub(super) async fn read<T: DeserializeOwned>(headers: &HeaderMap, body: Body, l
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(Code::InvalidArgument, format!("request body: empty; expected the JSON of a heie.v1.{what}")));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("request body: not the JSON of a heie.v1.{what}: {e}")))
+    // The path of the field that failed (`options.seed`) goes first, as the gRPC edge names fields.
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes)).map_err(|e| {
+        let at = match e.path().to_string() {
+            path if path == "." => String::new(),
+            path => format!("{path}: "),
+        };
+        ApiError::new(Code::InvalidArgument, format!("request body: not the JSON of a heie.v1.{what}: {at}{}", plain_reason(e.inner())))
+    })
+}
+
+/// serde's reason for a JSON error, in words a client can act on. The proto3 JSON mapping reads
+/// 64-bit integers and floats as "a number or a string holding one" through an untagged enum, whose
+/// own message ("data did not match any variant of untagged enum Content") names a type no client
+/// has seen.
+fn plain_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.contains("untagged enum") {
+        let position = text.rsplit_once(" at line ").map(|(_, p)| format!(" at line {p}")).unwrap_or_default();
+        return format!("expected a number, or a string holding one{position}");
+    }
+    text
 }
 
 /// A 200 reply with the proto3 JSON of `value`.
@@ -78,6 +97,13 @@ mod tests {
 
         let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"imgae":{}}"#), 4096, "EvaluateRequest").await.unwrap_err();
         assert!(format!("{e:?}").contains("unknown field `imgae`"), "{e:?}");
+        // A wrong type names the field and what was expected, not serde's internal types.
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"options":{"seed":true}}"#), 4096, "EvaluateRequest").await.unwrap_err();
+        let m = format!("{e:?}");
+        assert!(m.contains("options.seed: expected a number, or a string holding one"), "{m}");
+        assert!(!m.contains("untagged") && !m.contains("Content"), "{m}");
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"options":{"maxTokensPerSection":"many"}}"#), 4096, "EvaluateRequest").await.unwrap_err();
+        assert!(format!("{e:?}").contains("options.maxTokensPerSection: "), "{e:?}");
         let e = read::<pb::EvaluateRequest>(&headers(), Body::from(" "), 4096, "EvaluateRequest").await.unwrap_err();
         assert!(format!("{e:?}").contains("empty"), "{e:?}");
         let e = read::<pb::EvaluateRequest>(&headers(), Body::from(vec![b' '; 5000]), 4096, "EvaluateRequest").await.unwrap_err();
