@@ -1,11 +1,15 @@
 //! `heie serve` as a process: flags, environment and TOML config merged; port 0 reported; a tonic
-//! client over TCP; the Prometheus endpoint; SIGTERM stops it cleanly.
+//! client over TCP; the Prometheus endpoint; SIGTERM stops it cleanly. `heie bench` as a process: its
+//! rows, HEIE's ablations, and its llama-server peer — in CI the fake `fixtures/fake_llama_server.py`
+//! (started by the bench, or running), a real llama-server where `HEIE_TEST_LLAMA_SERVER` names one.
 
+mod fake_peer;
 mod service_support;
 
 use std::time::Duration;
 
 use heie_proto::v1 as pb;
+use serde_json::{json, Value};
 use service_support::*;
 use tonic::Code;
 
@@ -136,14 +140,14 @@ fn bench_asks_for_the_llama_server_it_compares_with() {
     assert!(old_name.contains("no-speedups"), "{old_name}");
 }
 
-/// Against a real llama-server (a bench prerequisite, not a CI one: building it takes ~15 minutes), run
-/// only where `HEIE_TEST_LLAMA_SERVER` names the binary, as the real-model tests are.
+/// Against a real llama-server (a bench prerequisite, not a CI one: building it takes ~15 minutes; see
+/// the README's Throughput section). `HEIE_TEST_LLAMA_SERVER=PATH cargo test --test service_process --
+/// --ignored` runs it; CI runs the same bench against the fake below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs HEIE_TEST_LLAMA_SERVER (a llama-server binary built from llama.cpp)"]
 async fn bench_compares_with_a_real_llama_server_on_the_same_work() {
-    let Ok(binary) = std::env::var("HEIE_TEST_LLAMA_SERVER") else {
-        eprintln!("skipped: HEIE_TEST_LLAMA_SERVER is not set");
-        return;
-    };
+    let binary = std::env::var("HEIE_TEST_LLAMA_SERVER")
+        .expect("HEIE_TEST_LLAMA_SERVER must name a llama-server binary to run this test (see the README's Throughput section)");
     let _serial = serial().await;
     let rows = bench_rows(
         bench_on_the_fixture()
@@ -161,4 +165,197 @@ async fn bench_compares_with_a_real_llama_server_on_the_same_work() {
         assert!(row["vs_llama_server"].as_f64().unwrap() > 0.0, "{row}");
     }
     assert_eq!(rows[1]["vs_llama_server"], 1.0);
+}
+
+/// HEIE's resolved flash-attention setting for `--flash-attn auto` as llama-server spells it: the peer
+/// must run the same attention kernels.
+fn heie_flash_attn_auto() -> &'static str {
+    use heie_server::engine::{flash_attention_for, runs_on_gpu};
+    match flash_attention_for(None, runs_on_gpu(-1)) {
+        None => "auto",
+        Some(true) => "on",
+        Some(false) => "off",
+    }
+}
+
+/// A request the peer received carried HEIE's work: its system prompt and instruction, the bench's image
+/// (a PNG of the size asked for), as many tokens as asked, greedy, with usage in the stream.
+fn assert_heie_work(chat: &Value, (width, height): (u64, u64), max_tokens: f64) {
+    use heie_server::pipeline::prompt::{GROUNDING_HINT, INSTRUCTION, SYSTEM_PROMPT};
+    assert_eq!(chat["system"], SYSTEM_PROMPT);
+    assert_eq!(chat["text"], format!("{INSTRUCTION} {GROUNDING_HINT}"));
+    assert_eq!((chat["image"]["width"].as_u64(), chat["image"]["height"].as_u64()), (Some(width), Some(height)), "{chat}");
+    assert_eq!(chat["max_tokens"].as_f64(), Some(max_tokens), "{chat}");
+    assert_eq!(chat["temperature"], 0.0);
+    assert_eq!(chat["include_usage"], true);
+}
+
+/// The peer path in CI, against the fake llama-server (`fixtures/fake_llama_server.py`, which knows
+/// llama-server's flags from llama.cpp's own source and refuses any other): one peer per in-flight count
+/// started with HEIE's settings, given HEIE's work, its stream read into rows beside HEIE's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_starts_llama_server_with_heies_settings_and_gives_it_heies_work() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("peer.jsonl");
+    let script = fake_peer::script();
+    let rows = bench_rows(
+        bench_on_the_fixture()
+            .args(["--threads", "1", "--parallel", "1,2", "--paths", "llama-server,heie", "--llama-server", script.to_str().unwrap()])
+            .args(["--requests", "3", "--max-tokens", "2", "--width", "96", "--height", "64", "--ctx-size", "1024", "--batch-size", "64"])
+            .envs(fake_peer::env(&log, None)),
+    );
+    let events = fake_peer::events(&log);
+    assert_eq!(fake_peer::of(&events, "refused"), Vec::<Value>::new(), "every request well-formed, none sent before /health said ready");
+
+    let starts = fake_peer::of(&events, "start");
+    assert_eq!(starts.len(), 2, "one peer per in-flight count: {starts:?}");
+    for (start, slots) in starts.iter().zip([1u64, 2]) {
+        let flag = |name: &str| start["parsed"][name].clone();
+        assert_eq!(flag("--model"), model(LLM).to_str().unwrap());
+        assert_eq!(flag("--mmproj"), model(MMPROJ).to_str().unwrap());
+        assert_eq!(flag("--parallel"), slots, "a slot per request in flight");
+        assert_eq!(flag("--ctx-size"), 1024 * slots, "HEIE's per-sequence context for each slot");
+        assert_eq!(flag("--kv-unified"), false, "a KV stream per slot, as HEIE's per-sequence cache");
+        assert_eq!((flag("--threads"), flag("--threads-batch")), (json!(1), json!(1)));
+        assert_eq!((flag("--batch-size"), flag("--ubatch-size")), (json!(64), json!(64)));
+        assert_eq!(flag("--flash-attn"), heie_flash_attn_auto(), "HEIE's resolved flash-attention setting");
+        assert_eq!(flag("--n-gpu-layers"), -1);
+    }
+
+    let settings: Vec<(&str, u64)> = rows.iter().map(|r| (r["path"].as_str().unwrap(), r["in_flight"].as_u64().unwrap())).collect();
+    assert_eq!(settings, [("heie", 1), ("llama-server", 1), ("heie", 2), ("llama-server", 2)], "HEIE first at each in-flight count");
+    let chats = fake_peer::of(&events, "chat");
+    for (pair, start) in rows.chunks(2).zip(&starts) {
+        let (heie, peer) = (&pair[0], &pair[1]);
+        let asked = heie["generated_per_request"].as_f64().unwrap().round();
+        assert!(asked > 0.0, "{heie}");
+        let served: Vec<&Value> = chats.iter().filter(|c| c["pid"] == start["pid"]).collect();
+        assert_eq!(served.len(), 1 + 3, "a warm-up, then the measured requests");
+        for chat in &served {
+            assert_heie_work(chat, (96, 64), asked);
+        }
+        assert_eq!(peer["requests"], 3, "{peer}");
+        assert_eq!(peer["generated_per_request"].as_f64(), Some(asked), "as many tokens as HEIE generated: {peer}");
+        let (ttft, latency) = (peer["ttft_p50_ms"].as_f64().unwrap(), peer["latency_p50_ms"].as_f64().unwrap());
+        assert!(ttft > 0.0 && ttft <= latency, "{peer}");
+        // The server's own numbers, read from its usage and timings.
+        assert_eq!(peer["prompt_tokens"].as_f64(), served[0]["prompt_tokens"].as_f64(), "{peer}");
+        assert_eq!(peer["prefill_ms"].as_f64(), served[0]["prompt_ms"].as_f64(), "{peer}");
+        assert_eq!(peer["sequence_decode_tokens_per_s"].as_f64(), served[0]["predicted_per_second"].as_f64(), "{peer}");
+        assert_eq!(peer["vs_llama_server"], 1.0);
+        let ratio = heie["images_per_s"].as_f64().unwrap() / peer["images_per_s"].as_f64().unwrap();
+        assert!((heie["vs_llama_server"].as_f64().unwrap() - ratio).abs() <= 1e-9 * ratio, "{heie}");
+    }
+}
+
+/// `--flash-attn` reaches the peer as HEIE runs with it: `auto` resolved the way HEIE resolves it, `on`
+/// and `off` as given. Only the peer path runs (asked for every section at its cap), so no engine starts.
+#[test]
+fn bench_gives_the_peer_heies_flash_attention_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = fake_peer::script();
+    for (setting, expected) in [("auto", heie_flash_attn_auto()), ("on", "on"), ("off", "off")] {
+        let log = dir.path().join(format!("peer-{setting}.jsonl"));
+        let rows = bench_rows(
+            bench_on_the_fixture()
+                .args(["--threads", "1", "--parallel", "1", "--paths", "llama-server", "--llama-server", script.to_str().unwrap()])
+                .args(["--requests", "1", "--max-tokens", "2", "--width", "96", "--height", "64", "--flash-attn", setting])
+                .envs(fake_peer::env(&log, None)),
+        );
+        let events = fake_peer::events(&log);
+        let starts = fake_peer::of(&events, "start");
+        assert_eq!(starts.len(), 1);
+        assert_eq!(starts[0]["parsed"]["--flash-attn"], expected, "--flash-attn {setting}");
+        assert_eq!(rows[0]["generated_per_request"], 3.0 * 2.0, "three sections at --max-tokens each");
+        for chat in fake_peer::of(&events, "chat") {
+            assert_heie_work(&chat, (96, 64), 6.0);
+        }
+    }
+}
+
+/// `--llama-server http://…`: a peer already running (here the fake, started by the test) is driven as
+/// it is, with HEIE's work, and not restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_a_running_llama_server_given_its_url() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("peer.jsonl");
+    let fake = fake_peer::RunningFake::start(&log, &model(LLM), &model(MMPROJ));
+    let rows = bench_rows(
+        bench_on_the_fixture()
+            .args(["--threads", "1", "--parallel", "2", "--paths", "heie,llama-server", "--llama-server", &fake.url])
+            .args(["--requests", "4", "--max-tokens", "2", "--width", "96", "--height", "64"]),
+    );
+    let events = fake_peer::events(&log);
+    assert_eq!(fake_peer::of(&events, "start").len(), 1, "only the test started it");
+    assert_eq!(fake_peer::of(&events, "refused"), Vec::<Value>::new());
+    let (heie, peer) = (&rows[0], &rows[1]);
+    assert_eq!((&heie["path"], &peer["path"]), (&json!("heie"), &json!("llama-server")));
+    let asked = heie["generated_per_request"].as_f64().unwrap().round();
+    let chats = fake_peer::of(&events, "chat");
+    assert_eq!(chats.len(), 1 + 4, "a warm-up, then the measured requests");
+    for chat in &chats {
+        assert_heie_work(chat, (96, 64), asked);
+    }
+    assert_eq!((&peer["requests"], &peer["in_flight"]), (&json!(4), &json!(2)), "{peer}");
+    assert_eq!(peer["generated_per_request"].as_f64(), Some(asked), "{peer}");
+    assert!(peer["ttft_p50_ms"].as_f64().unwrap() > 0.0, "{peer}");
+    assert!(heie["vs_llama_server"].as_f64().unwrap() > 0.0, "{heie}");
+}
+
+/// A peer that dies while starting, or fails a request mid-stream, fails the bench with one line that
+/// says so (and, for a peer the bench started, the end of its log), never a row of zeros.
+#[test]
+fn bench_fails_clearly_when_the_peer_dies_at_start_or_fails_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = fake_peer::script();
+    let cases = [
+        ("load", ["llama-server did not come up", "exiting due to model loading error", "llama-server exited with"]),
+        ("stream", ["llama-server warm-up request", "llama-server failed a request", "decoding failed"]),
+    ];
+    for (fault, needles) in cases {
+        let log = dir.path().join(format!("peer-{fault}.jsonl"));
+        let out = bench_on_the_fixture()
+            .args(["--threads", "1", "--parallel", "1", "--paths", "llama-server", "--llama-server", script.to_str().unwrap()])
+            .args(["--requests", "1", "--max-tokens", "2", "--width", "96", "--height", "64", "--json"])
+            .envs(fake_peer::env(&log, Some(fault)))
+            .env("HEIE_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{fault}: {stderr}");
+        assert!(out.stdout.is_empty(), "{fault}: no rows");
+        assert!(stderr.starts_with("heie: error: "), "{fault}: {stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{fault}: {needle:?} missing from {stderr}");
+        }
+    }
+}
+
+/// The fake refuses what llama-server refuses (an unknown flag, a value its handler rejects, a missing
+/// value or model file) with exit 1 and llama.cpp's message, so a wrong flag in the bench fails the
+/// tests above instead of passing them.
+#[test]
+fn the_fake_llama_server_refuses_what_llama_server_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (llm, mmproj) = (model(LLM), model(MMPROJ));
+    let base = ["--model", llm.to_str().unwrap(), "--mmproj", mmproj.to_str().unwrap(), "--port", "0"];
+    let cases: [(&[&str], &str); 6] = [
+        (&["--no-kv-unify"], "error: invalid argument: --no-kv-unify"),
+        (&["--flash-attn", "yes"], "error: unknown value for --flash-attn: 'yes'"),
+        (&["--threads", "one"], "error while handling argument \"--threads\""),
+        (&["--parallel", "0"], "invalid value for n_parallel"),
+        (&["--ctx-size"], "expected value for argument"),
+        (&["--model", "/nonexistent/model.gguf"], "--model /nonexistent/model.gguf"),
+    ];
+    for (extra, needle) in cases {
+        let log = dir.path().join("refused.jsonl");
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let (code, stderr) = fake_peer::run(&log, &args);
+        assert_eq!(code, Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {needle:?} missing from {stderr}");
+        let events = fake_peer::events(&log);
+        assert!(fake_peer::of(&events, "start").is_empty(), "{extra:?} never serves");
+    }
 }
