@@ -150,6 +150,8 @@ pub struct RequestOptions {
     heatmap_height: Option<u32>,
     /// Requested heatmap encodings, deduplicated, in request order; never empty.
     pub encodings: Vec<pb::HeatmapEncoding>,
+    /// Where RAW_F32_LE first stands in the request's own list (before deduplication), to name it.
+    raw_f32_at: Option<usize>,
     max_message_bytes: usize,
 }
 
@@ -184,7 +186,7 @@ impl RequestOptions {
     /// A RAW_F32_LE heatmap is exactly 4 bytes a pixel: one that cannot fit in a message is refused
     /// now rather than after the whole evaluation.
     pub fn check_payload(&self, eval: &EvalOptions, width: u32, height: u32) -> Result<(), ServiceError> {
-        let Some(i) = self.encodings.iter().position(|e| *e == pb::HeatmapEncoding::RawF32Le) else { return Ok(()) };
+        let Some(i) = self.raw_f32_at else { return Ok(()) };
         let (w, h) = eval.heatmap_size.unwrap_or((width, height));
         let bytes = u64::from(w) * u64::from(h) * 4;
         // Room for the event's other fields.
@@ -271,7 +273,8 @@ pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Res
         max_tiles,
         ..Default::default()
     };
-    Ok(RequestOptions { base, heatmap_width, heatmap_height, encodings, max_message_bytes: defaults.max_message_bytes })
+    let raw_f32_at = o.heatmap_encodings.iter().position(|&e| e == pb::HeatmapEncoding::RawF32Le as i32);
+    Ok(RequestOptions { base, heatmap_width, heatmap_height, encodings, raw_f32_at, max_message_bytes: defaults.max_message_bytes })
 }
 
 #[cfg(test)]
@@ -361,6 +364,13 @@ mod tests {
                 assert_eq!(field, "options.heatmap_encodings[0]");
                 assert!(reason.contains("512×512") && reason.contains("--max-message-bytes"), "{reason}");
             }
+            other => panic!("{other:?}"),
+        }
+        // Named by its place in the request's own list, repeats and all.
+        let repeated = pb::Options { heatmap_encodings: vec![3, 3, 1], ..Default::default() };
+        let o = options(Some(&repeated), &d).unwrap();
+        match o.check_payload(&o.for_image(512, 512, None, "image").unwrap(), 512, 512).unwrap_err() {
+            ServiceError::InvalidArgument { field, .. } => assert_eq!(field, "options.heatmap_encodings[2]"),
             other => panic!("{other:?}"),
         }
         let small = pb::Options { heatmap_width: 256, heatmap_height: 256, heatmap_encodings: vec![3, 1], ..Default::default() };
