@@ -1,6 +1,6 @@
-"""Manual check of img2img "Batch from directory" with the extension inside a real AUTOMATIC1111 WebUI
-(not collected by pytest: no test_ prefix). Needs a WebUI checkout with its venv and requirements
-installed; no SD model is needed.
+"""Manual check of img2img "Batch from directory" with the extension inside a real AUTOMATIC1111 WebUI or
+Stable Diffusion WebUI Forge (not collected by pytest: no test_ prefix). Needs a WebUI checkout with its
+venv and requirements installed; no SD model is needed.
 
     python3 plugins/a1111/tests/check_batch_in_webui.py --webui /work/cache/webui --python /work/cache/venv/bin/python \
         --heie-bin target/debug/heie
@@ -12,7 +12,10 @@ img2img path end to end: ``modules.img2img.img2img`` (mode 5, "Batch from direct
 ``save_image``, grid making and saving, ``Processed``) are the WebUI's. Only what needs a model is
 stubbed, in a throw-away helper extension ``heie-check-batch``: a fake ``shared.sd_model``, no weight
 reload, no textual-inversion reload, no sampler/VAE/conditioning: the "latent" is the input image and
-``sample`` returns it plus seeded noise, marked already decoded.
+``sample`` returns it plus seeded noise, marked already decoded. On Forge (a ``modules_forge`` folder) the
+stub also replaces ``forge_model_reload`` and carries the few ``forge_objects`` fields its
+``process_images_inner`` and built-in LoRA extension read; ``img2img`` is called by parameter name (Forge's
+has more image inputs and ``distilled_cfg_scale``) and the WebUI gets ``--always-cpu``.
 
 For each run (``discard``, ``grid_save`` on, batch size 2, 6 input images, a reject threshold between
 the images' scores found by a first ``keep`` run; ``return_grid`` off, then on), per input: every file
@@ -44,7 +47,7 @@ REPO = EXTENSION.parents[1]
 MODELS = REPO / "tests" / "fixtures" / "models"
 
 HELPER = r'''
-import dataclasses, hashlib, json, os, types
+import dataclasses, hashlib, inspect, json, os, types
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -55,6 +58,19 @@ from modules.sd_hijack import model_hijack
 
 class _Decoded(list):
     already_decoded = True
+
+
+class _ForgeObjects:
+    """Forge's UNet/CLIP/VAE patchers of a model: process_images_inner copies them and reads the VAE's channels,
+    the built-in LoRA extension the UNet's weight type."""
+
+    def __init__(self):
+        self.vae = types.SimpleNamespace(latent_channels=4)
+        self.unet = types.SimpleNamespace(model=types.SimpleNamespace(storage_dtype=torch.float32))
+        self.clip = None
+
+    def shallow_copy(self):
+        return self
 
 
 class _FakeModel(torch.nn.Module):
@@ -75,17 +91,34 @@ class _FakeModel(torch.nn.Module):
         self.first_stage_model = torch.nn.Module()
         self.diffusion = torch.nn.Module()
         self.model = types.SimpleNamespace(diffusion_model=self.diffusion, conditioning_key="crossattn")
+        # what Forge reads besides (its own model class, no ldm): tiling, comments, config, patchers
+        self.tiling_enabled = False
+        self.comments = []
+        self.extra_generation_params = {}
+        self.use_distilled_cfg_scale = False
+        self.model_config = types.SimpleNamespace()
+        self.forge_objects = self.forge_objects_original = self.forge_objects_after_applying_lora = _ForgeObjects()
+        self.current_lora_hash = str([])  # as Forge's model starts: no LoRA applied (none is asked for)
 
     @contextmanager
     def ema_scope(self):
         yield
 
+    def is_webui_legacy_model(self):  # Forge: an SD1-like model (the live preview's approximate VAE is webui's own)
+        return True
+
 
 def _stub_model():
     sd_models.reload_model_weights = lambda *a, **k: None
-    model_hijack.embedding_db.load_textual_inversion_embeddings = lambda *a, **k: None
+    if hasattr(model_hijack, "embedding_db"):  # A1111; Forge's hijack has none (its loader holds the embeddings)
+        model_hijack.embedding_db.load_textual_inversion_embeddings = lambda *a, **k: None
     sd_models.model_data.was_loaded_at_least_once = True
     shared.sd_model = _FakeModel()
+    if hasattr(sd_models, "forge_model_reload"):  # Forge loads (and unloads) through its own function, per job and per batch
+        keep = lambda *a, **k: (shared.sd_model, False)
+        sd_models.forge_model_reload = keep
+        processing.forge_model_reload = keep
+        processing.need_global_unload = False
     sd_samplers.create_sampler = lambda *a, **k: None
     processing.images_tensor_to_samples = lambda image, *a, **k: image * 2 - 1  # the "latent" is the image
     processing.StableDiffusionProcessingImg2Img.img2img_image_conditioning = lambda self, *a, **k: None
@@ -174,9 +207,18 @@ def _run(body):
         args[heie.args_from] = True  # the accordion's "Judge generated images"
         run = call_queue.wrap_gradio_gpu_call(img2img.img2img, extra_outputs=[None, "", ""])
         request = types.SimpleNamespace(username=None)
-        out = run("task(heie-check-batch)", request, 5, "a cat on a sofa", "", [], None, None, None, None, None, None, None,
-                  4, 100, 1, body["n_iter"], body["batch_size"], 7.0, 1.5, 0.75, 0, 64, 64, 1.0, 0, False, 32, 0,
-                  body["input"], body["samples"], "", [], False, [], "", "from dir", [], *args)
+        # by name: Forge's img2img has more image inputs (sketch_fg, init_img_with_mask_fg, ...) and distilled_cfg_scale
+        values = dict(id_task="task(heie-check-batch)", request=request, mode=5, prompt="a cat on a sofa", negative_prompt="",
+                      prompt_styles=[], mask_blur=4, mask_alpha=100, inpainting_fill=1, n_iter=body["n_iter"],
+                      batch_size=body["batch_size"], cfg_scale=7.0, distilled_cfg_scale=3.5, image_cfg_scale=1.5,
+                      denoising_strength=0.75, selected_scale_tab=0, height=64, width=64, scale_by=1.0, resize_mode=0,
+                      inpaint_full_res=False, inpaint_full_res_padding=32, inpainting_mask_invert=0,
+                      img2img_batch_input_dir=body["input"], img2img_batch_output_dir=body["samples"],
+                      img2img_batch_inpaint_mask_dir="", override_settings_texts=[], img2img_batch_use_png_info=False,
+                      img2img_batch_png_info_props=[], img2img_batch_png_info_dir="", img2img_batch_source_type="from dir",
+                      img2img_batch_upload=[])
+        names = [k for k, v in inspect.signature(img2img.img2img).parameters.items() if v.kind is v.POSITIONAL_OR_KEYWORD]
+        out = run(*[values.get(k) for k in names], *args)  # the image inputs (not used in batch mode) None
     finally:
         module_globals["postprocess"] = real_postprocess
         module_globals["postprocess_image"] = real_postprocess_image
@@ -309,7 +351,7 @@ def batch_checks(r: dict, label: str, inputs: int, batch_size: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="check img2img Batch from directory with the HEIE extension in a real A1111")
+    parser = argparse.ArgumentParser(description="check img2img Batch from directory with the HEIE extension in a real A1111 or Forge")
     parser.add_argument("--webui", type=Path, required=True)
     parser.add_argument("--python", required=True, help="the WebUI venv's python")
     parser.add_argument("--heie-bin", required=True)
@@ -347,8 +389,11 @@ def main() -> int:
         log = work / "webui.log"
         t0 = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
-        webui_process = subprocess.Popen([args.python, "launch.py", "--skip-prepare-environment", "--use-cpu", "all", "--no-half",
-                                          "--no-download-sd-model", "--api", "--skip-torch-cuda-test", "--port", str(port)],
+        flags = ["--skip-prepare-environment", "--use-cpu", "all", "--no-half", "--no-download-sd-model", "--api",
+                 "--skip-torch-cuda-test", "--port", str(port)]
+        if (webui / "modules_forge").is_dir():  # Forge: its memory manager picks the device itself, CUDA unless told
+            flags.append("--always-cpu")
+        webui_process = subprocess.Popen([args.python, "launch.py", *flags],
                                          cwd=webui, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
