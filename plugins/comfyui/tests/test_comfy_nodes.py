@@ -9,7 +9,6 @@ import importlib.util
 import ipaddress
 import json
 import socket
-import subprocess
 import sys
 import time
 import types
@@ -24,12 +23,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
+from conftest import (  # the plugins' shared server helpers
+    SLOW_STEP_MS, HeieServer, _binary, _free_port, running_serve, step_delay_env,
+)
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
 from heie_nodes.nodes import MAX_TOKENS_PER_SECTION, NothingPassed
 
 PACK = Path(__file__).resolve().parents[1]
+DECODE_STEPS = "heie_decode_steps_total"
 
 
 class InterruptProcessingException(Exception):
@@ -298,12 +300,13 @@ def test_rerank_returns_the_best_k_in_order(heie_server, comfy: FakeComfy) -> No
 
 # -- deadlines, errors, cancel --------------------------------------------------------------------
 
-def test_an_image_past_its_deadline_loses_only_its_own_verdict(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
-    out = HeieEvaluate().evaluate(_images(2), explanation=True, address=heie_server.address, timeout=0.001,
+def test_an_image_past_its_deadline_loses_only_its_own_verdict(slow_server: HeieServer, comfy: FakeComfy) -> None:
+    # On the slow server an image's evaluation lasts dozens of decode steps of SLOW_STEP_MS or more: past 0.3 s.
+    out = HeieEvaluate().evaluate(_images(2), explanation=True, address=slow_server.address, timeout=0.3,
                                   max_tokens=64, unique_id="5")
     scores, heatmaps, _, explanations, results = _result(out)
     assert scores == [0.0, 0.0] and heatmaps.shape == (2, 16, 16)
-    assert all("no verdict within the node's timeout of 0.001 s" in e["error"] for e in json.loads(results))
+    assert all("no verdict within the node's timeout of 0.3 s" in e["error"] for e in json.loads(results))
     assert all(t.startswith(f"#{i + 1}: no score: no verdict within") for i, t in enumerate(out["ui"]["text"]))
     assert all(e.startswith("no score: ") for e in explanations)
 
@@ -386,26 +389,13 @@ def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def secure_server(ca_cert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second real server: TLS, an API key, and one parallel slot (images are judged one after the
-    other, so an image's time does not depend on the others')."""
-    log = tmp_path_factory.mktemp("comfy-secure") / "serve.log"
+    """A second real server: TLS and an API key."""
     pki = ca_cert.parent
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(_binary()), "serve", "--addr", "127.0.0.1:0", "--model", str(MODELS / "tiny-llm.gguf"),
-             "--mmproj", str(MODELS / "tiny-mmproj.gguf"), "--max-tokens", "4", "--max-tiles", "1",
-             "--parallel", "1", "--threads", "1", "--shutdown-grace", "1", "--api-key", KEY,
-             "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        yield _wait_for_serving(process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    args = ["--addr", "127.0.0.1:0", "--max-tokens", "4", "--max-tiles", "1", "--parallel", "1", "--threads", "1",
+            "--shutdown-grace", "1", "--api-key", KEY, "--tls-cert", str(pki / "server.pem"),
+            "--tls-key", str(pki / "server.key")]
+    with running_serve(args, tmp_path_factory.mktemp("comfy-secure") / "serve.log") as address:
+        yield address
 
 
 def test_api_key_is_read_from_the_environment(secure_server: str, ca_cert: Path, comfy: FakeComfy,
@@ -432,26 +422,38 @@ def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, com
     assert "ca_cert" in str(caught.value) and "missing.pem" in str(caught.value)
 
 
-def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComfy,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a one-slot server the images of a batch are judged one after the other. With a timeout of
-    2.5 times one image's time, a batch of 6 (about 6 images' time) still scores every image: the
-    deadline is each image's, not the batch's; a deadline for the whole batch would cut it."""
-    monkeypatch.setenv("HEIE_API_KEY", KEY)
+@pytest.fixture(scope="module")
+def one_slot_slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeieServer]:
+    """One parallel slot (the images of a batch are judged one after the other) and every decode step at least
+    ``SLOW_STEP_MS`` longer (the server's test-only hook), so an image's time is set by its decode steps."""
+    log = tmp_path_factory.mktemp("comfy-one-slot") / "serve.log"
+    metrics_addr = f"127.0.0.1:{_free_port()}"
+    args = ["--addr", "127.0.0.1:0", "--metrics-addr", metrics_addr, "--max-tokens", "4", "--max-tiles", "1",
+            "--parallel", "1", "--threads", "1", "--shutdown-grace", "1"]
+    with running_serve(args, log, step_delay_env(_binary(), SLOW_STEP_MS)) as address:
+        yield HeieServer(address, f"http://{metrics_addr}/metrics", log)
+
+
+def test_timeout_is_per_image(one_slot_slow_server: HeieServer, comfy: FakeComfy) -> None:
+    """The deadline is each image's, not the batch's. One image takes S decode steps, each at least SLOW_STEP_MS:
+    with a timeout of three times that, every image of a batch of 6 (the same picture, so the same S, judged one
+    after the other) is scored, although the batch lasts at least 6·S steps, twice the timeout — a deadline for the
+    whole batch would cut it. Both bounds come from the server's step counter and its step delay, not from timing
+    this machine."""
+    server = one_slot_slow_server
     node = HeieEvaluate()
-    args = dict(explanation=True, address=secure_server, max_tokens=96, ca_cert=str(ca_cert))
-    single = []
-    for _ in range(2):
-        started = time.monotonic()
-        _result(node.evaluate(_images(1), timeout=0, **args))
-        single.append(time.monotonic() - started)
-    timeout = 2.5 * max(single)
+    image = _images(1)
+    args = dict(explanation=False, address=server.address, max_tokens=2)
+    _result(node.evaluate(image, timeout=0, **args))  # the first call also computes the cached system prompt
+    before = server.metric(DECODE_STEPS)
+    _result(node.evaluate(image, timeout=0, **args))
+    steps = server.metric(DECODE_STEPS) - before
+    timeout = 3 * steps * SLOW_STEP_MS / 1000
     started = time.monotonic()
-    scores, _, _, _, results = _result(node.evaluate(_images(6), timeout=timeout, **args))
+    scores, _, _, _, results = _result(node.evaluate(np.repeat(image, 6, axis=0), timeout=timeout, **args))
     whole = time.monotonic() - started
-    assert [e["error"] for e in json.loads(results)] == [None] * 6, (single, whole)
-    if whole <= timeout:  # a noisy machine made the single images look slow: the run proves nothing
-        pytest.skip(f"the batch ({whole:.2f} s) fit in one image's timeout ({timeout:.2f} s)")
+    assert [e["error"] for e in json.loads(results)] == [None] * 6, (steps, timeout, whole)
+    assert whole > timeout  # guaranteed by the step delay (at least twice): the batch outlasted one image's deadline
 
 
 def test_the_address_widget_takes_every_form_the_client_balances_over() -> None:
