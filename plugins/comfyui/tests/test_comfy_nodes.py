@@ -1,6 +1,7 @@
 """The HEIE nodes called the way ComfyUI calls them, against a real server, with stand-ins for the
 host modules ComfyUI would provide (comfy.model_management, comfy.utils, server, comfy_execution): CI has
-no torch, so ComfyUI itself cannot run here. real_comfyui_check.py runs the same nodes in a real ComfyUI."""
+no torch, so ComfyUI itself cannot run here; torch tensors are torch_standin.py's there (real torch where it is
+installed). tools/check_real_comfyui.sh runs the same nodes in a real ComfyUI."""
 
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
 from heie_nodes.nodes import MAX_TOKENS_PER_SECTION, NothingPassed
 
+import torch_standin  # tests/torch_standin.py: the nodes' torch path without torch
+
 PACK = Path(__file__).resolve().parents[1]
 DECODE_STEPS = "heie_decode_steps_total"
+NO_TORCH = ("torch is not installed; CI does not install it (PyPI's torch for Linux pulls the CUDA packages, "
+            "gigabytes): the same code path runs there through tests/torch_standin.py")
 
 
 class InterruptProcessingException(Exception):
@@ -187,13 +192,64 @@ def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # typ
 
 
 def test_evaluate_node_with_torch(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
     images = torch.from_numpy(_images(1, 16, 16))
     scores, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(
         images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2))
     assert isinstance(heatmaps, torch.Tensor) and tuple(heatmaps.shape) == (1, 16, 16)
     assert isinstance(overlays, torch.Tensor) and tuple(overlays.shape) == (1, 16, 16, 3)
     assert len(scores) == 1
+
+
+@pytest.fixture
+def fake_torch(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """tests/torch_standin.py as ``torch``: the nodes' torch path (tensors.py) runs without torch installed."""
+    module = torch_standin.module()
+    monkeypatch.setitem(sys.modules, "torch", module)
+    return module
+
+
+def test_evaluate_node_takes_and_gives_torch_tensors(heie_server, comfy: FakeComfy, fake_torch: types.ModuleType,  # type: ignore[no-untyped-def]
+                                                     closed_address: str) -> None:
+    """A tensor on a GPU that requires grad (the strictest input) is read through detach().cpu(); the heatmaps and
+    overlays come back as tensors, also for an empty batch."""
+    images = torch_standin.on(_images(2), "cuda:0", requires_grad=True)
+    scores, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(
+        images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2))
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+    assert isinstance(heatmaps, fake_torch.Tensor) and heatmaps.shape == (2, 16, 16)  # type: ignore[attr-defined]
+    assert isinstance(overlays, fake_torch.Tensor) and overlays.shape == (2, 16, 16, 3)  # type: ignore[attr-defined]
+    assert 0.0 <= float(torch_standin.data_of(overlays).min()) and float(torch_standin.data_of(overlays).max()) <= 1.0
+    empty = torch_standin.on(_images(1)[:0], "cuda:0")
+    _, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(empty, explanation=False, address=closed_address, timeout=5))
+    assert isinstance(heatmaps, fake_torch.Tensor) and heatmaps.shape == (0, 16, 16)  # type: ignore[attr-defined]
+    assert isinstance(overlays, fake_torch.Tensor) and overlays.shape == (0, 16, 16, 3)  # type: ignore[attr-defined]
+
+
+def test_filter_and_rerank_pick_rows_of_torch_tensors(heie_server, comfy: FakeComfy, fake_torch: types.ModuleType) -> None:  # type: ignore[no-untyped-def]
+    """Filter and Rerank select rows of IMAGE, LATENT and MASK tensors on their own device, an empty selection
+    (nothing rejected) and a reordering (best first) too."""
+    pixels = _images(3)
+    images = torch_standin.on(pixels, "cuda:0")
+    latent = {"samples": torch_standin.on(_latent(3)["samples"], "cuda:0"), "batch_index": [0, 1, 2]}
+    mask = torch_standin.on(np.stack([np.full((16, 16), i, np.float32) for i in range(3)]), "cuda:0")
+    passed, rejected, _, passed_latent, passed_mask = _result(HeieFilter().filter(
+        images, threshold=0.0, stop_if_none_pass=False, explanation=False, address=heie_server.address, timeout=120,
+        latent=latent, mask=mask, max_tokens=2))
+    for tensor in (passed, rejected, passed_latent["samples"], passed_mask):
+        assert isinstance(tensor, fake_torch.Tensor) and tensor.device == "cuda:0"  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(torch_standin.data_of(passed), pixels)
+    assert rejected.shape == (0, 16, 16, 3)
+    assert [float(s[0, 0, 0]) for s in torch_standin.data_of(passed_latent["samples"])] == [0, 1, 2]
+    assert [float(m[0, 0]) for m in torch_standin.data_of(passed_mask)] == [0, 1, 2]
+    best, best_latent, scores, order = _result(HeieRerank().rerank(
+        images, top_k=2, fast=True, address=heie_server.address, timeout=120, latent=latent, max_tokens=2))
+    index = [n - 1 for n in order]
+    assert len(index) == 2 and scores == sorted(scores, reverse=True)
+    for tensor in (best, best_latent["samples"]):
+        assert isinstance(tensor, fake_torch.Tensor) and tensor.device == "cuda:0"  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(torch_standin.data_of(best), pixels[index])
+    assert [float(s[0, 0, 0]) for s in torch_standin.data_of(best_latent["samples"])] == index
 
 
 def test_evaluate_empty_batch_contacts_no_server(closed_address: str, comfy: FakeComfy) -> None:
