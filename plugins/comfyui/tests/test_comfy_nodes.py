@@ -209,8 +209,8 @@ def fake_torch(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     return module
 
 
-def test_evaluate_node_takes_and_gives_torch_tensors(heie_server, comfy: FakeComfy, fake_torch: types.ModuleType,  # type: ignore[no-untyped-def]
-                                                     closed_address: str) -> None:
+def test_evaluate_node_takes_and_gives_torch_tensors(heie_server: HeieServer, comfy: FakeComfy,
+                                                     fake_torch: types.ModuleType, closed_address: str) -> None:
     """A tensor on a GPU that requires grad (the strictest input) is read through detach().cpu(); the heatmaps and
     overlays come back as tensors, also for an empty batch."""
     images = torch_standin.on(_images(2), "cuda:0", requires_grad=True)
@@ -226,7 +226,8 @@ def test_evaluate_node_takes_and_gives_torch_tensors(heie_server, comfy: FakeCom
     assert isinstance(overlays, fake_torch.Tensor) and overlays.shape == (0, 16, 16, 3)  # type: ignore[attr-defined]
 
 
-def test_filter_and_rerank_pick_rows_of_torch_tensors(heie_server, comfy: FakeComfy, fake_torch: types.ModuleType) -> None:  # type: ignore[no-untyped-def]
+def test_filter_and_rerank_pick_rows_of_torch_tensors(heie_server: HeieServer, comfy: FakeComfy,
+                                                      fake_torch: types.ModuleType) -> None:
     """Filter and Rerank select rows of IMAGE, LATENT and MASK tensors on their own device, an empty selection
     (nothing rejected) and a reordering (best first) too."""
     pixels = _images(3)
