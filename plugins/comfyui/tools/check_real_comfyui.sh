@@ -43,8 +43,14 @@ if [ -e "$link" ] || [ -L "$link" ]; then
 else
   made_link=1
 fi
-remove_link() { if [ "$made_link" = 1 ]; then rm -f "$link"; fi; }
-trap remove_link EXIT
+# pip builds a local package inside its folder (build/): it builds heie-client from a copy instead.
+client="$(mktemp -d)"
+cleanup() {
+  if [ "$made_link" = 1 ]; then rm -f "$link"; fi
+  rm -rf "$client"
+}
+trap cleanup EXIT
+cp -r "$repo/plugins/python/." "$client/"
 
 heie_bin="${HEIE_BIN:-$repo/target/debug/heie}"
 if [ ! -x "$heie_bin" ]; then
@@ -71,11 +77,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   if [ -n "${HEIE_TORCH_INDEX_URL:-}" ]; then
     "$py" -m pip install --quiet torch torchvision torchaudio --index-url "$HEIE_TORCH_INDEX_URL"
   fi
-  "$py" -m pip install --quiet -r "$comfy/requirements.txt" "$repo/plugins/python"
+  "$py" -m pip install --quiet -r "$comfy/requirements.txt" "$client"
   echo "$wanted" > "$stamp"
 fi
 # This checkout's client, whatever the stamp says: it is the code under test.
-"$py" -m pip install --quiet --no-deps --force-reinstall "$repo/plugins/python"
+"$py" -m pip install --quiet --no-deps --force-reinstall "$client"
 
 log="$runs/comfyui-$(date +%Y%m%d-%H%M%S).log"
 echo "== checking (ComfyUI $(git -C "$comfy" rev-parse --short HEAD 2>/dev/null || echo '?'), heie $heie_bin)"
