@@ -3,13 +3,12 @@ Test modules import the fixtures they use from here (not a conftest.py: plugins/
 the shared ``conftest`` module by name, and a second conftest.py would shadow it).
 
 The extension talks only HTTP/JSON, so these servers expose ``--http`` on a free port (gRPC on port 0,
-unused). The binary is $HEIE_BIN, else target/debug/heie (built when missing). One
+unused). The binary, the servers' environment and the step-delay hook are plugins/conftest.py's. One
 llama.cpp thread: its worker threads spin-wait and CI machines are small.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -18,9 +17,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 import pytest
+
+from conftest import SLOW_STEP_MS, _binary, server_env, step_delay_env  # plugins/conftest.py
 
 EXTENSION = Path(__file__).resolve().parents[1]
 REPO = EXTENSION.parents[1]
@@ -44,7 +45,7 @@ class HttpServer:
         return f"http://{self.address}"
 
     def metric(self, name: str) -> float:
-        """The value of an unlabelled Prometheus metric (0 when absent)."""
+        """The value of a Prometheus metric, ``name`` with its labels if it has any (0 when absent)."""
         with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=10) as reply:
             for line in reply.read().decode().splitlines():
                 if line.startswith(name + " "):
@@ -58,18 +59,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _binary() -> Path:
-    env = os.environ.get("HEIE_BIN")
-    if env:
-        return Path(env)
-    # As plugins/conftest.py: cargo's target folder, built when missing.
-    binary = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "heie"
-    if not binary.exists():
-        subprocess.run(["cargo", "build", "--locked", "--bin", "heie"], cwd=REPO, check=True)
-    return binary
-
-
-def _start(tmp: Path, api_key: Optional[str]) -> tuple[subprocess.Popen[bytes], HttpServer]:
+def _start(tmp: Path, api_key: Optional[str],
+           extra_env: Optional[Mapping[str, str]] = None) -> tuple[subprocess.Popen[bytes], HttpServer]:
     address = f"127.0.0.1:{_free_port()}"
     metrics_address = f"127.0.0.1:{_free_port()}"
     command = [
@@ -86,8 +77,7 @@ def _start(tmp: Path, api_key: Optional[str]) -> tuple[subprocess.Popen[bytes], 
     ]
     if api_key:
         command += ["--api-key", api_key]
-    # The server reads HEIE_* variables too; the test must not inherit a developer's.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
+    env = server_env(extra_env)  # without a developer's HEIE_* variables, which the server would read as flags
     log = tmp / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -129,6 +119,17 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
     """A server that requires ``Authorization: Bearer a1111-test-key``."""
     process, server = _start(tmp_path_factory.mktemp("heie-http-key"), API_KEY)
+    try:
+        yield server
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def slow_http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """Every decode step lasts at least ``SLOW_STEP_MS`` longer (the server's test-only hook): an evaluation takes
+    dozens of steps or more, so it outlasts a short time limit, or an interrupt, on however fast a machine."""
+    process, server = _start(tmp_path_factory.mktemp("heie-http-slow"), None, step_delay_env(_binary(), SLOW_STEP_MS))
     try:
         yield server
     finally:

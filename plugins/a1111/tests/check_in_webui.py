@@ -4,6 +4,8 @@ prefix). It needs a WebUI checkout with its venv and requirements installed; no 
     python3 plugins/a1111/tests/check_in_webui.py --webui /work/a1111-webui --python /work/a1111-venv/bin/python \
         --heie-bin /work/bin/heie
 
+``tools/check_real_webui.sh /path/to/webui`` sets that venv up and runs this (README "Before a release").
+
 What it does, printing PASS/FAIL per step:
 1. starts ``heie serve --http`` on the fixture model;
 2. exports the extension (tools/export_repo.py --commit) and ``git clone``s it into
@@ -192,10 +194,19 @@ def get_json(url: str, body: object = None, timeout: float = 600) -> object:
         return json.loads(reply.read())
 
 
-def start_webui(webui: Path, python: str, port: int, log: Path) -> subprocess.Popen:
+def protobuf_pin(webui: Path) -> str:
+    """The protobuf version the WebUI's requirements_versions.txt pins ('' when none)."""
+    for line in (webui / "requirements_versions.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.strip().lower() == "protobuf":
+            return version.strip()
+    return ""
+
+
+def start_webui(webui: Path, python: str, port: int, log: Path, extra_args: list[str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
     command = [python, "launch.py", "--skip-prepare-environment", "--use-cpu", "all", "--no-half",
-               "--no-download-sd-model", "--api", "--skip-torch-cuda-test", "--port", str(port)]
+               "--no-download-sd-model", "--api", "--skip-torch-cuda-test", "--port", str(port), *extra_args]
     sink = log.open("ab")
     return subprocess.Popen(command, cwd=webui, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, start_new_session=True)
@@ -295,6 +306,8 @@ def main() -> int:
     parser.add_argument("--python", required=True, help="the WebUI venv's python")
     parser.add_argument("--heie-bin", required=True)
     parser.add_argument("--skip-reinstall", action="store_true")
+    parser.add_argument("--launch-arg", action="append", default=[], metavar="ARG",
+                        help="one more argument of the WebUI's launch.py (repeat it), e.g. --launch-arg=--always-cpu for Forge")
     args = parser.parse_args()
     webui: Path = args.webui.resolve()
     work = Path(tempfile.mkdtemp(prefix="heie-webui-check-"))
@@ -344,7 +357,7 @@ def main() -> int:
             port = free_port()
             log = work / f"webui-{start}.log"
             t0 = time.monotonic()
-            webui_process = start_webui(webui, args.python, port, log)
+            webui_process = start_webui(webui, args.python, port, log, args.launch_arg)
             up = wait_http(f"http://127.0.0.1:{port}/sdapi/v1/options", 600, webui_process)
             if not check(f"start {start}: the WebUI serves with the extension", up, f"{time.monotonic() - t0:.0f} s"):
                 print(log.read_text(errors="replace")[-3000:])
@@ -359,7 +372,9 @@ def main() -> int:
             check(f"start {start}: the WebUI log has no HEIE error", not bad, " | ".join(bad[:3]))
         protobuf_after = subprocess.run([args.python, "-c", "import google.protobuf as p; print(p.__version__)"],
                                         capture_output=True, text=True).stdout.strip()
-        check("the WebUI's protobuf is untouched", protobuf_before == protobuf_after == "3.20.0", f"{protobuf_before} → {protobuf_after}")
+        pinned = protobuf_pin(webui)  # A1111 pins 3.20.0; Forge pins none
+        check("the WebUI's protobuf is untouched", protobuf_before == protobuf_after and pinned in ("", protobuf_after),
+              f"{protobuf_before} → {protobuf_after}, pinned {pinned or 'nowhere'}")
     finally:
         if webui_process is not None:
             stop(webui_process)

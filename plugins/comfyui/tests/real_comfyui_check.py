@@ -19,6 +19,8 @@ Run it with ComfyUI's Python (it needs aiohttp, which ComfyUI installs):
     HEIE_BIN=/path/to/heie /path/to/comfy-venv/bin/python plugins/comfyui/tests/real_comfyui_check.py \\
         --comfyui /path/to/ComfyUI
 
+``tools/check_real_comfyui.sh /path/to/ComfyUI`` sets that venv up and runs this (README "Before a release").
+
 Exit status 0 when every check passed.
 """
 

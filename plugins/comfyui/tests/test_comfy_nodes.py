@@ -1,6 +1,7 @@
 """The HEIE nodes called the way ComfyUI calls them, against a real server, with stand-ins for the
 host modules ComfyUI would provide (comfy.model_management, comfy.utils, server, comfy_execution): CI has
-no torch, so ComfyUI itself cannot run here. real_comfyui_check.py runs the same nodes in a real ComfyUI."""
+no torch, so ComfyUI itself cannot run here; torch tensors are torch_standin.py's there (real torch where it is
+installed). tools/check_real_comfyui.sh runs the same nodes in a real ComfyUI."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import importlib.util
 import ipaddress
 import json
 import socket
-import subprocess
 import sys
 import time
 import types
@@ -24,12 +24,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
+from conftest import (  # the plugins' shared server helpers
+    SLOW_STEP_MS, HeieServer, _binary, _free_port, running_serve, step_delay_env,
+)
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
 from heie_nodes.nodes import MAX_TOKENS_PER_SECTION, NothingPassed
 
+import torch_standin  # tests/torch_standin.py: the nodes' torch path without torch
+
 PACK = Path(__file__).resolve().parents[1]
+DECODE_STEPS = "heie_decode_steps_total"
+NO_TORCH = ("torch is not installed; CI does not install it (PyPI's torch for Linux pulls the CUDA packages, "
+            "gigabytes): the same code path runs there through tests/torch_standin.py")
 
 
 class InterruptProcessingException(Exception):
@@ -185,13 +192,65 @@ def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # typ
 
 
 def test_evaluate_node_with_torch(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
     images = torch.from_numpy(_images(1, 16, 16))
     scores, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(
         images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2))
     assert isinstance(heatmaps, torch.Tensor) and tuple(heatmaps.shape) == (1, 16, 16)
     assert isinstance(overlays, torch.Tensor) and tuple(overlays.shape) == (1, 16, 16, 3)
     assert len(scores) == 1
+
+
+@pytest.fixture
+def fake_torch(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """tests/torch_standin.py as ``torch``: the nodes' torch path (tensors.py) runs without torch installed."""
+    module = torch_standin.module()
+    monkeypatch.setitem(sys.modules, "torch", module)
+    return module
+
+
+def test_evaluate_node_takes_and_gives_torch_tensors(heie_server: HeieServer, comfy: FakeComfy,
+                                                     fake_torch: types.ModuleType, closed_address: str) -> None:
+    """A tensor on a GPU that requires grad (the strictest input) is read through detach().cpu(); the heatmaps and
+    overlays come back as tensors, also for an empty batch."""
+    images = torch_standin.on(_images(2), "cuda:0", requires_grad=True)
+    scores, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(
+        images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2))
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+    assert isinstance(heatmaps, fake_torch.Tensor) and heatmaps.shape == (2, 16, 16)  # type: ignore[attr-defined]
+    assert isinstance(overlays, fake_torch.Tensor) and overlays.shape == (2, 16, 16, 3)  # type: ignore[attr-defined]
+    assert 0.0 <= float(torch_standin.data_of(overlays).min()) and float(torch_standin.data_of(overlays).max()) <= 1.0
+    empty = torch_standin.on(_images(1)[:0], "cuda:0")
+    _, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(empty, explanation=False, address=closed_address, timeout=5))
+    assert isinstance(heatmaps, fake_torch.Tensor) and heatmaps.shape == (0, 16, 16)  # type: ignore[attr-defined]
+    assert isinstance(overlays, fake_torch.Tensor) and overlays.shape == (0, 16, 16, 3)  # type: ignore[attr-defined]
+
+
+def test_filter_and_rerank_pick_rows_of_torch_tensors(heie_server: HeieServer, comfy: FakeComfy,
+                                                      fake_torch: types.ModuleType) -> None:
+    """Filter and Rerank select rows of IMAGE, LATENT and MASK tensors on their own device, an empty selection
+    (nothing rejected) and a reordering (best first) too."""
+    pixels = _images(3)
+    images = torch_standin.on(pixels, "cuda:0")
+    latent = {"samples": torch_standin.on(_latent(3)["samples"], "cuda:0"), "batch_index": [0, 1, 2]}
+    mask = torch_standin.on(np.stack([np.full((16, 16), i, np.float32) for i in range(3)]), "cuda:0")
+    passed, rejected, _, passed_latent, passed_mask = _result(HeieFilter().filter(
+        images, threshold=0.0, stop_if_none_pass=False, explanation=False, address=heie_server.address, timeout=120,
+        latent=latent, mask=mask, max_tokens=2))
+    for tensor in (passed, rejected, passed_latent["samples"], passed_mask):
+        assert isinstance(tensor, fake_torch.Tensor) and tensor.device == "cuda:0"  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(torch_standin.data_of(passed), pixels)
+    assert rejected.shape == (0, 16, 16, 3)
+    assert [float(s[0, 0, 0]) for s in torch_standin.data_of(passed_latent["samples"])] == [0, 1, 2]
+    assert [float(m[0, 0]) for m in torch_standin.data_of(passed_mask)] == [0, 1, 2]
+    best, best_latent, scores, order = _result(HeieRerank().rerank(
+        images, top_k=2, fast=True, address=heie_server.address, timeout=120, latent=latent, max_tokens=2))
+    index = [n - 1 for n in order]
+    assert len(index) == 2 and scores == sorted(scores, reverse=True)
+    for tensor in (best, best_latent["samples"]):
+        assert isinstance(tensor, fake_torch.Tensor) and tensor.device == "cuda:0"  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(torch_standin.data_of(best), pixels[index])
+    assert [float(s[0, 0, 0]) for s in torch_standin.data_of(best_latent["samples"])] == index
 
 
 def test_evaluate_empty_batch_contacts_no_server(closed_address: str, comfy: FakeComfy) -> None:
@@ -298,12 +357,13 @@ def test_rerank_returns_the_best_k_in_order(heie_server, comfy: FakeComfy) -> No
 
 # -- deadlines, errors, cancel --------------------------------------------------------------------
 
-def test_an_image_past_its_deadline_loses_only_its_own_verdict(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
-    out = HeieEvaluate().evaluate(_images(2), explanation=True, address=heie_server.address, timeout=0.001,
+def test_an_image_past_its_deadline_loses_only_its_own_verdict(slow_server: HeieServer, comfy: FakeComfy) -> None:
+    # On the slow server an image's evaluation lasts dozens of decode steps of SLOW_STEP_MS or more: past 0.3 s.
+    out = HeieEvaluate().evaluate(_images(2), explanation=True, address=slow_server.address, timeout=0.3,
                                   max_tokens=64, unique_id="5")
     scores, heatmaps, _, explanations, results = _result(out)
     assert scores == [0.0, 0.0] and heatmaps.shape == (2, 16, 16)
-    assert all("no verdict within the node's timeout of 0.001 s" in e["error"] for e in json.loads(results))
+    assert all("no verdict within the node's timeout of 0.3 s" in e["error"] for e in json.loads(results))
     assert all(t.startswith(f"#{i + 1}: no score: no verdict within") for i, t in enumerate(out["ui"]["text"]))
     assert all(e.startswith("no score: ") for e in explanations)
 
@@ -386,26 +446,13 @@ def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def secure_server(ca_cert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second real server: TLS, an API key, and one parallel slot (images are judged one after the
-    other, so an image's time does not depend on the others')."""
-    log = tmp_path_factory.mktemp("comfy-secure") / "serve.log"
+    """A second real server: TLS and an API key."""
     pki = ca_cert.parent
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(_binary()), "serve", "--addr", "127.0.0.1:0", "--model", str(MODELS / "tiny-llm.gguf"),
-             "--mmproj", str(MODELS / "tiny-mmproj.gguf"), "--max-tokens", "4", "--max-tiles", "1",
-             "--parallel", "1", "--threads", "1", "--shutdown-grace", "1", "--api-key", KEY,
-             "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        yield _wait_for_serving(process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    args = ["--addr", "127.0.0.1:0", "--max-tokens", "4", "--max-tiles", "1", "--parallel", "1", "--threads", "1",
+            "--shutdown-grace", "1", "--api-key", KEY, "--tls-cert", str(pki / "server.pem"),
+            "--tls-key", str(pki / "server.key")]
+    with running_serve(args, tmp_path_factory.mktemp("comfy-secure") / "serve.log") as address:
+        yield address
 
 
 def test_api_key_is_read_from_the_environment(secure_server: str, ca_cert: Path, comfy: FakeComfy,
@@ -432,26 +479,38 @@ def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, com
     assert "ca_cert" in str(caught.value) and "missing.pem" in str(caught.value)
 
 
-def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComfy,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a one-slot server the images of a batch are judged one after the other. With a timeout of
-    2.5 times one image's time, a batch of 6 (about 6 images' time) still scores every image: the
-    deadline is each image's, not the batch's; a deadline for the whole batch would cut it."""
-    monkeypatch.setenv("HEIE_API_KEY", KEY)
+@pytest.fixture(scope="module")
+def one_slot_slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeieServer]:
+    """One parallel slot (the images of a batch are judged one after the other) and every decode step at least
+    ``SLOW_STEP_MS`` longer (the server's test-only hook), so an image's time is set by its decode steps."""
+    log = tmp_path_factory.mktemp("comfy-one-slot") / "serve.log"
+    metrics_addr = f"127.0.0.1:{_free_port()}"
+    args = ["--addr", "127.0.0.1:0", "--metrics-addr", metrics_addr, "--max-tokens", "4", "--max-tiles", "1",
+            "--parallel", "1", "--threads", "1", "--shutdown-grace", "1"]
+    with running_serve(args, log, step_delay_env(_binary(), SLOW_STEP_MS)) as address:
+        yield HeieServer(address, f"http://{metrics_addr}/metrics", log)
+
+
+def test_timeout_is_per_image(one_slot_slow_server: HeieServer, comfy: FakeComfy) -> None:
+    """The deadline is each image's, not the batch's. One image takes S decode steps, each at least SLOW_STEP_MS:
+    with a timeout of three times that, every image of a batch of 6 (the same picture, so the same S, judged one
+    after the other) is scored, although the batch lasts at least 6·S steps, twice the timeout — a deadline for the
+    whole batch would cut it. Both bounds come from the server's step counter and its step delay, not from timing
+    this machine."""
+    server = one_slot_slow_server
     node = HeieEvaluate()
-    args = dict(explanation=True, address=secure_server, max_tokens=96, ca_cert=str(ca_cert))
-    single = []
-    for _ in range(2):
-        started = time.monotonic()
-        _result(node.evaluate(_images(1), timeout=0, **args))
-        single.append(time.monotonic() - started)
-    timeout = 2.5 * max(single)
+    image = _images(1)
+    args = dict(explanation=False, address=server.address, max_tokens=2)
+    _result(node.evaluate(image, timeout=0, **args))  # the first call also computes the cached system prompt
+    before = server.metric(DECODE_STEPS)
+    _result(node.evaluate(image, timeout=0, **args))
+    steps = server.metric(DECODE_STEPS) - before
+    timeout = 3 * steps * SLOW_STEP_MS / 1000
     started = time.monotonic()
-    scores, _, _, _, results = _result(node.evaluate(_images(6), timeout=timeout, **args))
+    scores, _, _, _, results = _result(node.evaluate(np.repeat(image, 6, axis=0), timeout=timeout, **args))
     whole = time.monotonic() - started
-    assert [e["error"] for e in json.loads(results)] == [None] * 6, (single, whole)
-    if whole <= timeout:  # a noisy machine made the single images look slow: the run proves nothing
-        pytest.skip(f"the batch ({whole:.2f} s) fit in one image's timeout ({timeout:.2f} s)")
+    assert [e["error"] for e in json.loads(results)] == [None] * 6, (steps, timeout, whole)
+    assert whole > timeout  # guaranteed by the step delay (at least twice): the batch outlasted one image's deadline
 
 
 def test_the_address_widget_takes_every_form_the_client_balances_over() -> None:
