@@ -1,10 +1,12 @@
 //! `heie serve` on a network, as a process with real tonic clients: TLS (plaintext answered with a
 //! TLS alert), mutual TLS (no client certificate, or one from another CA, refused in the handshake),
-//! API keys on every `heie.v1` call and on reflection (health open), the key file reloaded on SIGHUP,
-//! the per-connection stream limit, health turning NOT_SERVING before shutdown refuses anything,
-//! queued requests refused with UNAVAILABLE at shutdown, and the process exiting non-zero when its
-//! engine or finalizer thread dies; the `--http` port serving HTTPS with the same certificate, client
-//! CA and keys (checked with curl). Certificates are generated here, at test time.
+//! API keys on every `heie.v1` call and on reflection (health open), the key file reloaded on SIGHUP
+//! and a warning when every user can read it, the per-connection stream limit, a client that never
+//! finishes its TLS handshake dropped after the limit while others are served, health turning
+//! NOT_SERVING before shutdown refuses anything, queued requests refused with UNAVAILABLE at
+//! shutdown, and the process exiting non-zero when its engine or finalizer thread dies; the `--http`
+//! port serving HTTPS with the same certificate, client CA and keys (checked with curl).
+//! Certificates are generated here, at test time.
 
 mod http_support;
 mod service_support;
@@ -559,4 +561,94 @@ async fn the_http_port_serves_https_with_the_same_certificate_client_ca_and_keys
     let mut keyed = with_cert.to_vec();
     keyed.extend(["-H", "Authorization: Bearer https-test-key-42"]);
     assert_eq!(curl(&format!("{base}/v1/info"), &keyed), Ok(200));
+}
+
+/// The `HTTP API and page on https://ADDR/` line of a server started with `--http`.
+fn https_addr(server: &ServeProcess) -> std::net::SocketAddr {
+    let lines = server.stderr();
+    let line = lines.iter().find_map(|l| l.strip_prefix("heie: HTTP API and page on https://"));
+    line.unwrap_or_else(|| panic!("no HTTPS address printed: {lines:?}")).trim_end_matches('/').parse().expect("a socket address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_tls_handshake_is_dropped_after_the_limit_while_others_are_served() {
+    use heie_server::service::tls::HANDSHAKE_TIMEOUT;
+    use tokio::io::AsyncReadExt as _;
+    let _serial = serial().await;
+    let pki = Pki::new();
+    let mut args = tls_flags(&pki);
+    args.extend(["--http".into(), "127.0.0.1:0".into()]);
+    let server = spawn(&args, &[]);
+    let https = https_addr(&server);
+
+    // One silent TCP client on each TLS port: connected, never sends a byte.
+    let t0 = Instant::now();
+    let mut silent = Vec::new();
+    for (port, addr) in [("gRPC", server.addr), ("HTTPS", https)] {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("TCP connects");
+        silent.push(tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            // End of stream or a reset: the server dropped the connection.
+            let read = tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buf)).await;
+            assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{port}: the server closes a silent connection, got {read:?}");
+            (port, t0.elapsed())
+        }));
+    }
+
+    // Meanwhile other clients are served on both ports.
+    let ch = tls_channel(server.addr, &pki.ca_pem, None).await.expect("a TLS client connects meanwhile");
+    assert_eq!(health(&ch).await.unwrap(), ServingStatus::Serving);
+    assert_eq!(info_code(&ch, None).await, Code::Ok);
+    let ca = pki.path("ca.pem").display().to_string();
+    let url = format!("https://127.0.0.1:{}/healthz", https.port());
+    let https_status = tokio::task::spawn_blocking(move || curl(&url, &["--cacert", &ca])).await.unwrap();
+    assert_eq!(https_status, Ok(200), "an HTTPS client is served meanwhile");
+    assert!(silent.iter().all(|s| !s.is_finished()), "the silent connections were still open while others were served");
+
+    for handle in silent {
+        let (port, after) = handle.await.unwrap();
+        assert!(
+            after >= HANDSHAKE_TIMEOUT - Duration::from_secs(1) && after < Duration::from_secs(30),
+            "{port}: a silent connection is dropped about {HANDSHAKE_TIMEOUT:?} after it connects, not {after:?}"
+        );
+    }
+    // The server is still fine afterwards.
+    assert_eq!(info_code(&ch, None).await, Code::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_readable_by_every_user_gets_a_warning_that_names_it_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "warned-key-1\n").unwrap();
+    let chmod = |mode: u32| std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o644);
+    let server = spawn(&["--api-key-file".into(), keys.display().to_string()], &[("HEIE_LOG", "info")]);
+    let warnings = || server.stderr().into_iter().filter(|l| l.contains("readable by every user")).collect::<Vec<_>>();
+    let reloads = || server.stderr().iter().filter(|l| l.contains("API keys reloaded")).count();
+
+    let at_start = warnings();
+    assert_eq!(at_start.len(), 1, "mode 0644 warns once at start-up: {:?}", server.stderr());
+    assert!(at_start[0].contains("WARN"), "{}", at_start[0]);
+    assert!(at_start[0].contains(&keys.display().to_string()), "the warning names the file: {}", at_start[0]);
+    assert!(at_start[0].contains("chmod 600"), "the warning says the fix: {}", at_start[0]);
+
+    // Fixed (0600): the file is read again on SIGHUP without a warning.
+    chmod(0o600);
+    server.signal("-HUP");
+    assert!(eventually(Duration::from_secs(20), async || reloads() == 1).await, "{:?}", server.stderr());
+    assert_eq!(warnings().len(), 1, "mode 0600 gets no warning: {:?}", server.stderr());
+    // Readable by the group only: still not every user.
+    chmod(0o640);
+    server.signal("-HUP");
+    assert!(eventually(Duration::from_secs(20), async || reloads() == 2).await, "{:?}", server.stderr());
+    assert_eq!(warnings().len(), 1, "mode 0640 gets no warning: {:?}", server.stderr());
+    // Opened up again: the reload warns again.
+    chmod(0o604);
+    server.signal("-HUP");
+    assert!(eventually(Duration::from_secs(20), async || reloads() == 3).await, "{:?}", server.stderr());
+    assert_eq!(warnings().len(), 2, "mode 0604 warns on reload: {:?}", server.stderr());
+    assert!(!server.stderr().iter().any(|l| l.contains("warned-key-1")), "keys are never logged");
 }
