@@ -1,15 +1,17 @@
 //! `heie serve --http` as a process, spoken to by curl: `HEIE_HTTP` turns the HTTP edge on, the
 //! address is printed, SSE streams through `curl -N`, errors come back as JSON with their status,
-//! and SIGTERM stops the process cleanly.
+//! SIGTERM stops the process cleanly, and SIGHUP re-reads `--api-key-file` for the HTTP port too.
 
 mod http_support;
 mod service_support;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_support::*;
 use serde_json::json;
+use service_support::serial_blocking;
 
 fn curl(args: &[&str]) -> String {
     let out = Command::new("curl").args(["-sS", "--max-time", "120"]).args(args).output().expect("curl runs (.ci/setup installs it)");
@@ -19,6 +21,7 @@ fn curl(args: &[&str]) -> String {
 
 #[test]
 fn curl_streams_an_evaluation_and_sees_errors_as_json() {
+    let _serial = serial_blocking();
     let mut server = HttpProcess::spawn(&["--max-tokens", "6", "--parallel", "1"], &[("HEIE_HTTP", "127.0.0.1:0")]);
     let base = format!("http://{}", server.http);
 
@@ -52,4 +55,78 @@ fn curl_streams_an_evaluation_and_sees_errors_as_json() {
     let status = server.terminate(Duration::from_secs(15));
     assert!(status.success(), "clean exit: {status:?}; stderr {:?}", server.stderr());
     assert!(server.stderr().iter().any(|l| l == "heie: stopped"), "{:?}", server.stderr());
+}
+
+/// `GET url` with an optional bearer key: the HTTP status and the body.
+fn get_with_key(url: &str, key: Option<&str>) -> (u16, String) {
+    let mut args = vec!["-w".to_string(), "\n%{http_code}".to_string()];
+    if let Some(k) = key {
+        args.extend(["-H".to_string(), format!("Authorization: Bearer {k}")]);
+    }
+    args.push(url.to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = curl(&refs);
+    let (body, status) = out.rsplit_once('\n').expect("curl wrote the status last");
+    (status.parse().expect("an HTTP status"), body.to_string())
+}
+
+/// Waits (bounded, polling) until `probe` holds.
+fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if probe() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn write_keys(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_key_file_for_the_http_port_and_a_broken_file_keeps_the_old_keys() {
+    let _serial = serial_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    write_keys(&keys, "# operators\nhttp-key-one\n");
+    let keys_arg = keys.display().to_string();
+    let mut server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--api-key-file", &keys_arg], &[("HEIE_LOG", "info")]);
+    let info = format!("http://{}/v1/info", server.http);
+    let code = |key: Option<&str>| get_with_key(&info, key).0;
+
+    let (status, body) = get_with_key(&info, None);
+    assert_eq!(status, 401, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "UNAUTHENTICATED", "{error}");
+    assert_eq!(code(Some("http-key-one")), 200);
+    assert_eq!(get_with_key(&format!("http://{}/healthz", server.http), None).0, 200, "health needs no key");
+
+    // A key added to the file works after SIGHUP; the one taken out is refused.
+    write_keys(&keys, "http-key-two\n");
+    server.signal("-HUP");
+    assert!(eventually(Duration::from_secs(20), || code(Some("http-key-two")) == 200), "the new key is accepted: {:?}", server.stderr());
+    assert_eq!(code(Some("http-key-one")), 401, "the removed key is refused");
+    assert_eq!(code(Some("wrong")), 401);
+
+    // A file with no key, then no file at all: each reload fails, says so, and the keys in use stay.
+    let failures = |s: &HttpProcess| s.stderr().iter().filter(|l| l.contains("reloading the API keys failed")).count();
+    for missing in [false, true] {
+        let what = if missing { "a missing file" } else { "a file with no key" };
+        let before = failures(&server);
+        if missing {
+            std::fs::remove_file(&keys).unwrap();
+        } else {
+            write_keys(&keys, "# nobody\n");
+        }
+        server.signal("-HUP");
+        assert!(eventually(Duration::from_secs(20), || failures(&server) > before), "{what}: the failed reload is logged: {:?}", server.stderr());
+        assert_eq!(code(Some("http-key-two")), 200, "{what}: the keys in use stay");
+        assert_eq!(code(Some("http-key-one")), 401, "{what}: no old key comes back");
+    }
+    assert!(!server.stderr().iter().any(|l| l.contains("http-key-")), "keys are never logged: {:?}", server.stderr());
+    assert!(server.terminate(Duration::from_secs(20)).success(), "{:?}", server.stderr());
 }

@@ -1,6 +1,8 @@
-//! `heie serve` on a network, as a process with real tonic clients: TLS (plaintext refused), mutual
-//! TLS (no client certificate refused), API keys on every `heie.v1` call and on reflection (health
-//! open), the key file reloaded on SIGHUP, the per-connection stream limit, health turning
+//! `heie serve` on a network, as a process with real tonic clients: TLS (plaintext answered with a
+//! TLS alert), mutual TLS (no client certificate, or one from another CA, refused in the handshake),
+//! API keys on every `heie.v1` call and on reflection (health open), the key file reloaded on SIGHUP
+//! and a warning when every user can read it, the per-connection stream limit, a client that never
+//! finishes its TLS handshake dropped after the limit while others are served, health turning
 //! NOT_SERVING before shutdown refuses anything, queued requests refused with UNAVAILABLE at
 //! shutdown, and the process exiting non-zero when its engine or finalizer thread dies; the `--http`
 //! port serving HTTPS with the same certificate, client CA and keys (checked with curl).
@@ -144,6 +146,66 @@ async fn reflection_code(channel: &Channel, v1: bool, key: Option<&str>) -> Code
     result.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
 }
 
+/// The message of an error and of every error under it, joined with `: `.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// Asserts that a client the server must not serve failed in the transport — the connection, or the
+/// first call with a `tonic::transport::Error` under its status — and never got as far as a gRPC
+/// status from the server (such as UNAUTHENTICATED, which would mean it was spoken to).
+async fn assert_turned_away_in_transport(connected: Result<Channel, tonic::transport::Error>, what: &str) {
+    let Ok(ch) = connected else { return };
+    let status = match health(&ch).await {
+        Ok(serving) => panic!("{what}: the client was served (health {serving:?})"),
+        Err(status) => status,
+    };
+    let from_transport = std::error::Error::source(&status).is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+    assert!(from_transport, "{what}: a transport failure, not a status from the server: {}", chain(&status));
+}
+
+/// What the server says to a TLS client (trusting `ca_pem`, presenting `identity` when given) right
+/// after the handshake: the client only reads, so it gets either the server's first bytes (an
+/// HTTP/2 server's SETTINGS frame) or the alert that ended the connection. TLS 1.3 lets a client
+/// finish its side before the server has checked its certificate, so this is where a refusal shows.
+async fn tls_verdict(addr: std::net::SocketAddr, ca_pem: &str, identity: Option<(&str, &str)>) -> Result<usize, String> {
+    use tokio::io::AsyncReadExt as _;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls::{self, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap()).unwrap()
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("TCP connects");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the server said nothing for 20 s".into()),
+    }
+}
+
 /// Waits until `probe` says true (bounded), polling.
 async fn eventually(within: Duration, mut probe: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -167,13 +229,11 @@ async fn tls_and_api_keys_guard_every_call_but_health_and_the_key_file_reloads_o
     let mut server = spawn(&args, &[("HEIE_LOG", "info")]);
     assert!(!server.stderr().iter().any(|l| l.contains("flag-key") || l.contains("file-key-one")), "keys are never logged");
 
-    // A plaintext client gets nowhere on the TLS port.
     let plain = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect_timeout(Duration::from_secs(5));
-    let refused = match plain.connect().await {
-        Err(_) => true,
-        Ok(ch) => health(&ch).await.is_err(),
-    };
-    assert!(refused, "a plaintext client must not be served on a TLS port");
+    // A plaintext client gets nowhere on the TLS port: its HTTP/2 preface is answered with a fatal TLS
+    // alert, and a tonic client sees a transport error, never a gRPC status from the server.
+    assert_tls_alert(&plaintext_reply(server.addr, HTTP2_PREFACE), "the gRPC port");
+    assert_turned_away_in_transport(plain.connect().await, "a plaintext client").await;
 
     let ch = tls_channel(server.addr, &pki.ca_pem, None).await.expect("a TLS client connects");
     assert_eq!(health(&ch).await.unwrap(), ServingStatus::Serving, "health needs no key");
@@ -236,21 +296,21 @@ async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
     args.extend(["--tls-client-ca".into(), pki.path("ca.pem").display().to_string()]);
     let mut server = spawn(&args, &[]);
 
-    // No client certificate: the handshake (or the first call) fails.
-    let anonymous = match tls_channel(server.addr, &pki.ca_pem, None).await {
-        Err(_) => true,
-        Ok(ch) => health(&ch).await.is_err(),
-    };
-    assert!(anonymous, "a client without a certificate must be refused");
+    // No client certificate: the server ends the handshake with a `certificate required` alert, and a
+    // tonic client gets no further than its transport.
+    let verdict = tls_verdict(server.addr, &pki.ca_pem, None).await;
+    assert!(matches!(&verdict, Err(e) if e.contains("CertificateRequired")), "{verdict:?}");
+    assert_turned_away_in_transport(tls_channel(server.addr, &pki.ca_pem, None).await, "no client certificate").await;
 
-    // A certificate from another CA is refused too.
+    // A certificate from another CA: an `unknown CA` alert.
     let (_, other) = ca("someone else's CA");
     let (cert, key) = leaf(&other, "intruder", &[]);
-    let intruder = match tls_channel(server.addr, &pki.ca_pem, Some((&cert, &key))).await {
-        Err(_) => true,
-        Ok(ch) => health(&ch).await.is_err(),
-    };
-    assert!(intruder, "a certificate from another CA must be refused");
+    let verdict = tls_verdict(server.addr, &pki.ca_pem, Some((&cert, &key))).await;
+    assert!(matches!(&verdict, Err(e) if e.contains("UnknownCA")), "the server rejects the issuer: {verdict:?}");
+    assert_turned_away_in_transport(tls_channel(server.addr, &pki.ca_pem, Some((&cert, &key))).await, "a foreign certificate").await;
+    // The CA's own client certificate passes the handshake (the server speaks first: HTTP/2 SETTINGS).
+    let verdict = tls_verdict(server.addr, &pki.ca_pem, Some((&pki.client_cert, &pki.client_key))).await;
+    assert!(matches!(verdict, Ok(n) if n > 0), "{verdict:?}");
 
     let ch = tls_channel(server.addr, &pki.ca_pem, Some((&pki.client_cert, &pki.client_key))).await.expect("mTLS connects");
     assert_eq!(health(&ch).await.unwrap(), ServingStatus::Serving);
@@ -297,15 +357,20 @@ async fn one_connection_holds_at_most_max_concurrent_streams_calls_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_health_not_serving_first_then_refuses_queued_requests_and_drains_the_running_one() {
     let _serial = serial().await;
-    let args: Vec<String> =
-        ["--parallel", "1", "--max-queue", "4", "--drain-delay", "2", "--shutdown-grace", "30"].map(String::from).to_vec();
-    // Every decode step takes 25 ms longer (test-only HEIE_FAULT_STEP_DELAY_MS), so the running
-    // request holds the slot for seconds on any machine.
+    const DRAIN: Duration = Duration::from_secs(3);
+    let args: Vec<String> = ["--parallel", "1", "--max-queue", "4", "--drain-delay", "3", "--shutdown-grace", "30"]
+        .map(String::from)
+        .into_iter()
+        .chain(["--metrics-addr".into(), "127.0.0.1:0".into()])
+        .collect();
+    // Every decode step takes 25 ms longer (test-only HEIE_FAULT_STEP_DELAY_MS), and hot sampling
+    // rarely stops early, so the running request holds the slot for seconds past the drain delay on
+    // any machine, yet ends well inside the grace period.
     let mut server = spawn(&args, &[("HEIE_FAULT_STEP_DELAY_MS", "25")]);
     let ch = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
 
     // One request in the only slot, two queued behind it.
-    let running_options = pb::Options { max_tokens_per_section: 40, ..Default::default() };
+    let running_options = pb::Options { max_tokens_per_section: 80, temperature: 5.0, seed: Some(7), ..Default::default() };
     let mut running = EvaluatorClient::new(ch.clone()).evaluate(request(image_of(64, 48), running_options)).await.unwrap().into_inner();
     assert!(running.message().await.unwrap().is_some());
     let mut queued = Vec::new();
@@ -313,16 +378,22 @@ async fn sigterm_turns_health_not_serving_first_then_refuses_queued_requests_and
         let mut c = EvaluatorClient::new(ch.clone());
         queued.push(tokio::spawn(async move { evaluate(&mut c, request(image_of(48, 48), options(2))).await }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = server.metrics_addr.expect("metrics address printed");
+    let depth = || async move { tokio::task::spawn_blocking(move || sample(&scrape(metrics), "heie_queue_depth")).await.unwrap() };
+    assert!(eventually(Duration::from_secs(30), async || depth().await == Some(2.0)).await, "two requests wait for the slot");
 
     server.signal("-TERM");
     let t0 = Instant::now();
-    // Health says NOT_SERVING during the drain delay, while calls are still answered.
-    let not_serving = eventually(Duration::from_secs(1), async || matches!(health(&ch).await, Ok(ServingStatus::NotServing))).await;
-    assert!(not_serving, "health turns NOT_SERVING at once");
+    // Health says NOT_SERVING before anything is refused (both queued requests still wait)…
+    let not_serving = eventually(Duration::from_secs(30), async || matches!(health(&ch).await, Ok(ServingStatus::NotServing))).await;
+    assert!(not_serving, "health turns NOT_SERVING");
+    assert!(queued.iter().all(|q| !q.is_finished()), "health turned NOT_SERVING before the queued requests were refused");
+    // …and the listener still accepts new connections and calls during the drain delay: the queued
+    // requests, refused when it ends, are still waiting after this call was answered.
     let fresh = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await;
-    assert!(fresh.is_ok() && t0.elapsed() < Duration::from_secs(2), "the listener still accepts during the drain delay");
-    assert_eq!(info_code(&fresh.unwrap(), None).await, Code::Ok);
+    let fresh = fresh.expect("the listener still accepts during the drain delay");
+    assert_eq!(info_code(&fresh, None).await, Code::Ok);
+    assert!(queued.iter().all(|q| !q.is_finished()), "the new call was answered inside the drain delay");
 
     // After the delay the queued requests end with UNAVAILABLE, saying they never started…
     for q in queued {
@@ -332,7 +403,7 @@ async fn sigterm_turns_health_not_serving_first_then_refuses_queued_requests_and
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("did not start"), "{}", status.message());
     }
-    assert!(t0.elapsed() >= Duration::from_secs(2), "nothing is refused before the drain delay");
+    assert!(t0.elapsed() >= DRAIN, "nothing is refused before the drain delay");
     // …and the running one finishes normally within the grace period.
     let mut kinds = Vec::new();
     loop {
@@ -343,7 +414,7 @@ async fn sigterm_turns_health_not_serving_first_then_refuses_queued_requests_and
         }
     }
     assert_eq!(kinds.last(), Some(&"done"));
-    drop(ch);
+    drop((ch, fresh));
     let status = server.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status:?}; {:?}", server.stderr());
 }
@@ -386,6 +457,7 @@ async fn a_finalizer_panic_makes_the_server_exit_non_zero() {
 
 #[test]
 fn bad_tls_and_key_settings_are_one_line_errors_before_listening() {
+    let _serial = serial_blocking();
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty-keys");
     std::fs::write(&empty, "# none yet\n").unwrap();
@@ -413,10 +485,30 @@ fn bad_tls_and_key_settings_are_one_line_errors_before_listening() {
     }
 }
 
-/// `curl` against the HTTPS port: the HTTP status, or `Err(exit code)` when no HTTP exchange happened.
-fn curl(url: &str, extra: &[&str]) -> Result<u16, i32> {
+/// The client preface of HTTP/2 (what a plaintext gRPC client sends first).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// `reply` is one fatal TLS alert record (content type 21, TLS 1.2 record version, 2 bytes, level 2).
+fn assert_tls_alert(reply: &[u8], port: &str) {
+    assert!(reply.len() == 7 && reply.starts_with(&[21, 3, 3, 0, 2, 2]), "{port}: a fatal TLS alert, got {:?}", String::from_utf8_lossy(reply));
+}
+
+/// What a TLS port sends back to a client that speaks plaintext `bytes` (until it closes).
+fn plaintext_reply(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    use std::io::{Read as _, Write as _};
+    let mut socket = std::net::TcpStream::connect(addr).expect("TCP connects");
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.write_all(bytes).unwrap();
+    let mut reply = Vec::new();
+    let _ = socket.read_to_end(&mut reply);
+    reply
+}
+
+/// `curl` against the HTTPS port: the HTTP status, or `Err((exit code, curl's error line))` when no
+/// HTTP exchange happened.
+fn curl(url: &str, extra: &[&str]) -> Result<u16, (i32, String)> {
     let out = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"])
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"])
         .args(extra)
         .arg(url)
         .output()
@@ -425,12 +517,13 @@ fn curl(url: &str, extra: &[&str]) -> Result<u16, i32> {
     if out.status.success() && code != 0 {
         Ok(code)
     } else {
-        Err(out.status.code().unwrap_or(-1))
+        Err((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).trim().to_string()))
     }
 }
 
-#[test]
-fn the_http_port_serves_https_with_the_same_certificate_client_ca_and_keys() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_serves_https_with_the_same_certificate_client_ca_and_keys() {
+    let _serial = serial().await;
     let pki = Pki::new();
     std::fs::write(pki.path("client.pem"), &pki.client_cert).unwrap();
     std::fs::write(pki.path("client.key"), &pki.client_key).unwrap();
@@ -452,10 +545,15 @@ fn the_http_port_serves_https_with_the_same_certificate_client_ca_and_keys() {
     let key = pki.path("client.key").display().to_string();
     let with_cert = ["--cacert", ca.as_str(), "--cert", cert.as_str(), "--key", key.as_str()];
 
-    // Plain HTTP on the TLS port gets no HTTP answer.
-    assert!(curl(&format!("http://127.0.0.1:{}/healthz", server.http.port()), &[]).is_err(), "plaintext must be refused");
-    // TLS without a client certificate: refused in the handshake.
-    assert!(curl(&format!("{base}/healthz"), &["--cacert", &ca]).is_err(), "a client without a certificate must be refused");
+    // Plain HTTP on the TLS port gets a fatal TLS alert, no HTTP answer.
+    assert_tls_alert(&plaintext_reply(server.http, b"GET /healthz HTTP/1.1\r\nHost: heie\r\n\r\n"), "the HTTPS port");
+    let plain = curl(&format!("http://127.0.0.1:{}/healthz", server.http.port()), &[]);
+    assert!(plain.is_err(), "plaintext must be refused: {plain:?}");
+    // TLS without a client certificate: the handshake ends with a `certificate required` alert.
+    let verdict = tls_verdict(server.http, &pki.ca_pem, None).await;
+    assert!(matches!(&verdict, Err(e) if e.contains("CertificateRequired")), "{verdict:?}");
+    let anonymous = curl(&format!("{base}/healthz"), &["--cacert", &ca]);
+    assert!(anonymous.is_err(), "a client without a certificate must be refused: {anonymous:?}");
     // With the certificate: health and the page are open, the API needs the key.
     assert_eq!(curl(&format!("{base}/healthz"), &with_cert), Ok(200));
     assert_eq!(curl(&format!("{base}/"), &with_cert), Ok(200));
@@ -463,4 +561,94 @@ fn the_http_port_serves_https_with_the_same_certificate_client_ca_and_keys() {
     let mut keyed = with_cert.to_vec();
     keyed.extend(["-H", "Authorization: Bearer https-test-key-42"]);
     assert_eq!(curl(&format!("{base}/v1/info"), &keyed), Ok(200));
+}
+
+/// The `HTTP API and page on https://ADDR/` line of a server started with `--http`.
+fn https_addr(server: &ServeProcess) -> std::net::SocketAddr {
+    let lines = server.stderr();
+    let line = lines.iter().find_map(|l| l.strip_prefix("heie: HTTP API and page on https://"));
+    line.unwrap_or_else(|| panic!("no HTTPS address printed: {lines:?}")).trim_end_matches('/').parse().expect("a socket address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_tls_handshake_is_dropped_after_the_limit_while_others_are_served() {
+    use heie_server::service::tls::HANDSHAKE_TIMEOUT;
+    use tokio::io::AsyncReadExt as _;
+    let _serial = serial().await;
+    let pki = Pki::new();
+    let mut args = tls_flags(&pki);
+    args.extend(["--http".into(), "127.0.0.1:0".into()]);
+    let server = spawn(&args, &[]);
+    let https = https_addr(&server);
+
+    // One silent TCP client on each TLS port: connected, never sends a byte.
+    let t0 = Instant::now();
+    let mut silent = Vec::new();
+    for (port, addr) in [("gRPC", server.addr), ("HTTPS", https)] {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("TCP connects");
+        silent.push(tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            // End of stream or a reset: the server dropped the connection.
+            let read = tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buf)).await;
+            assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{port}: the server closes a silent connection, got {read:?}");
+            (port, t0.elapsed())
+        }));
+    }
+
+    // Meanwhile other clients are served on both ports.
+    let ch = tls_channel(server.addr, &pki.ca_pem, None).await.expect("a TLS client connects meanwhile");
+    assert_eq!(health(&ch).await.unwrap(), ServingStatus::Serving);
+    assert_eq!(info_code(&ch, None).await, Code::Ok);
+    let ca = pki.path("ca.pem").display().to_string();
+    let url = format!("https://127.0.0.1:{}/healthz", https.port());
+    let https_status = tokio::task::spawn_blocking(move || curl(&url, &["--cacert", &ca])).await.unwrap();
+    assert_eq!(https_status, Ok(200), "an HTTPS client is served meanwhile");
+    assert!(silent.iter().all(|s| !s.is_finished()), "the silent connections were still open while others were served");
+
+    for handle in silent {
+        let (port, after) = handle.await.unwrap();
+        assert!(
+            after >= HANDSHAKE_TIMEOUT - Duration::from_secs(1) && after < Duration::from_secs(30),
+            "{port}: a silent connection is dropped about {HANDSHAKE_TIMEOUT:?} after it connects, not {after:?}"
+        );
+    }
+    // The server is still fine afterwards.
+    assert_eq!(info_code(&ch, None).await, Code::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_readable_by_every_user_gets_a_warning_that_names_it_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "warned-key-1\n").unwrap();
+    let chmod = |mode: u32| std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o644);
+    let server = spawn(&["--api-key-file".into(), keys.display().to_string()], &[("HEIE_LOG", "info")]);
+    let warnings = || server.stderr().into_iter().filter(|l| l.contains("readable by every user")).collect::<Vec<_>>();
+    let reloads = || server.stderr().iter().filter(|l| l.contains("API keys reloaded")).count();
+
+    let at_start = warnings();
+    assert_eq!(at_start.len(), 1, "mode 0644 warns once at start-up: {:?}", server.stderr());
+    assert!(at_start[0].contains("WARN"), "{}", at_start[0]);
+    assert!(at_start[0].contains(&keys.display().to_string()), "the warning names the file: {}", at_start[0]);
+    assert!(at_start[0].contains("chmod 600"), "the warning says the fix: {}", at_start[0]);
+
+    // Fixed (0600): the file is read again on SIGHUP without a warning.
+    chmod(0o600);
+    server.signal("-HUP");
+    assert!(eventually(Duration::from_secs(20), async || reloads() == 1).await, "{:?}", server.stderr());
+    assert_eq!(warnings().len(), 1, "mode 0600 gets no warning: {:?}", server.stderr());
+    // Readable by the group only: still not every user.
+    chmod(0o640);
+    server.signal("-HUP");
+    assert!(eventually(Duration::from_secs(20), async || reloads() == 2).await, "{:?}", server.stderr());
+    assert_eq!(warnings().len(), 1, "mode 0640 gets no warning: {:?}", server.stderr());
+    // Opened up again: the reload warns again.
+    chmod(0o604);
+    server.signal("-HUP");
+    assert!(eventually(Duration::from_secs(20), async || reloads() == 3).await, "{:?}", server.stderr());
+    assert_eq!(warnings().len(), 2, "mode 0604 warns on reload: {:?}", server.stderr());
+    assert!(!server.stderr().iter().any(|l| l.contains("warned-key-1")), "keys are never logged");
 }

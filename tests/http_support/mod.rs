@@ -299,6 +299,11 @@ impl Drop for HttpProcess {
 }
 
 impl HttpProcess {
+    /// Sends a signal (`-HUP`, `-TERM`, …) by name.
+    pub fn signal(&self, name: &str) {
+        Command::new("kill").args([name, &self.child.id().to_string()]).status().expect("kill runs");
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");

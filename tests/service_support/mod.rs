@@ -29,9 +29,16 @@ pub const MMPROJ: &str = "tiny-mmproj.gguf";
 
 /// Serialises the tests of one binary: each starts an engine whose llama.cpp threads busy-wait, and
 /// several at once on a 2-core machine slow each other down a hundredfold.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Takes the binary's one-test-at-a-time lock (async tests).
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+    SERIAL.lock().await
+}
+
+/// [`serial`] for plain `#[test]` functions (outside any runtime).
+pub fn serial_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
 }
 
 pub fn limits(parallel: u32, max_queue: u32) -> ServiceLimits {
