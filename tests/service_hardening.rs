@@ -39,26 +39,12 @@ fn invalid(got: &Collected) -> (String, String) {
     (field, message)
 }
 
-/// Lines of the request log (target `heie::request`) in the server's stderr, colours removed.
+/// Lines of the request log (target `heie::request`) in the server's stderr. stderr is a pipe here,
+/// as in a log file or collector: no line may carry terminal colour codes.
 fn request_lines(server: &ServeProcess) -> Vec<String> {
-    server.stderr().into_iter().filter(|l| l.contains("heie::request")).map(|l| strip_ansi(&l)).collect()
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    let lines: Vec<String> = server.stderr().into_iter().filter(|l| l.contains("heie::request")).collect();
+    assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "colour codes in a piped log: {lines:?}");
+    lines
 }
 
 /// Waits (bounded) for a log line containing every needle.

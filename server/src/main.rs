@@ -6,7 +6,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_with_env();
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEIE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal: in a file or a log collector they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match cli.log_format {
         LogFormat::Text => log.init(),
         // One JSON object per line, the span fields (request id, method) included.
