@@ -30,21 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_in_webui import check, free_port, get_json, results, stop, wait_http  # noqa: E402
-
-EXTENSION = Path(__file__).resolve().parents[1]
-REPO = EXTENSION.parents[1]
-MODELS = REPO / "tests" / "fixtures" / "models"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: webui_harness lies beside it
+from webui_harness import EXTENSION, Report, get_json, heie_http_server, restored_webui, running_webui, free_port, wait_http  # noqa: E402
 
 HELPER = r'''
 import dataclasses, hashlib, inspect, json, os, types
@@ -304,35 +297,35 @@ def scores_of(r: dict) -> list[float]:
     return [json.loads(s["heie"])["score"] for s in r["samples"].values() if s["heie"]]
 
 
-def batch_checks(r: dict, label: str, inputs: int, batch_size: int) -> None:
+def batch_checks(report: Report, r: dict, label: str, inputs: int, batch_size: int) -> None:
     jobs = r["jobs"]
-    check(f"{label}: one job per input", len(jobs) == inputs, str(len(jobs)))
-    check(f"{label}: the state held only this input's images at each postprocess",
+    report.check(f"{label}: one job per input", len(jobs) == inputs, str(len(jobs)))
+    report.check(f"{label}: the state held only this input's images at each postprocess",
           all(j["held_images"] == batch_size and j["judged"] == batch_size for j in jobs),
           str([(j["held_images"], j["judged"]) for j in jobs]))
-    check(f"{label}: the state released after each input", all(j["state_left"] is False and j["params_left"] == [] for j in jobs),
+    report.check(f"{label}: the state released after each input", all(j["state_left"] is False and j["params_left"] == [] for j in jobs),
           str([j["state_left"] for j in jobs]))
-    check(f"{label}: no earlier file changed or removed by any input's job",
+    report.check(f"{label}: no earlier file changed or removed by any input's job",
           all(not j["changed"] and not j["removed"] for j in jobs),
           "; ".join(f"input {k}: changed {j['changed']} removed {j['removed']}" for k, j in enumerate(jobs) if j["changed"] or j["removed"]))
     dropped = [j["dropped"] for j in jobs]
-    check(f"{label}: some images rejected and discarded, some kept", 0 < sum(dropped) < inputs * batch_size, str(dropped))
+    report.check(f"{label}: some images rejected and discarded, some kept", 0 < sum(dropped) < inputs * batch_size, str(dropped))
     grids = r["grids"]
-    check(f"{label}: every grid file left has its parameters infotext", bool(grids) and all(g["parameters"] for g in grids.values()),
+    report.check(f"{label}: every grid file left has its parameters infotext", bool(grids) and all(g["parameters"] for g in grids.values()),
           ", ".join(f"{Path(f).name} {g['size']} {'ok' if g['parameters'] else 'NONE'}" for f, g in grids.items()))
     expected_grids = sum(1 for d in dropped if d < batch_size)
-    check(f"{label}: one grid per input with an image kept (rebuilt grids on disk too)", len(grids) == expected_grids,
+    report.check(f"{label}: one grid per input with an image kept (rebuilt grids on disk too)", len(grids) == expected_grids,
           f"{len(grids)} grids, expected {expected_grids}")
     pixels = {}
     for f in grids:
         pixels.setdefault(r["final"][f], []).append(Path(f).name)
-    check(f"{label}: no two grids identical", all(len(v) == 1 for v in pixels.values()), str([v for v in pixels.values() if len(v) > 1]))
-    check(f"{label}: no HEIE text left in the state after each input", all(not (j["textinfo_after"] or "").startswith("HEIE") for j in jobs),
+    report.check(f"{label}: no two grids identical", all(len(v) == 1 for v in pixels.values()), str([v for v in pixels.values() if len(v) > 1]))
+    report.check(f"{label}: no HEIE text left in the state after each input", all(not (j["textinfo_after"] or "").startswith("HEIE") for j in jobs),
           str([j["textinfo_after"] for j in jobs]))
-    check(f"{label}: HEIE progress text was shown while judging", any(t.startswith("HEIE: ") for t in r["progress_seen"]),
+    report.check(f"{label}: HEIE progress text was shown while judging", any(t.startswith("HEIE: ") for t in r["progress_seen"]),
           str(r["progress_seen"][:4]))
     idle = r["idle_progress"].get("textinfo")
-    check(f"{label}: /sdapi/v1/progress shows no HEIE text when idle", not (idle or "").startswith("HEIE"), repr(idle))
+    report.check(f"{label}: /sdapi/v1/progress shows no HEIE text when idle", not (idle or "").startswith("HEIE"), repr(idle))
     per_input = []
     for j in jobs:
         kept = batch_size - j["dropped"]
@@ -342,11 +335,11 @@ def batch_checks(r: dict, label: str, inputs: int, batch_size: int) -> None:
         ok = len(samples) == kept and len(grids_now) == (1 if kept else 0) and all(s == [64 * kept, 64] for s in sizes) \
             and all((grids[f]["parameters"] or "").startswith("a cat on a sofa") for f in grids_now)
         per_input.append((kept, len(samples), sizes, ok))
-    check(f"{label}: per input, its kept images saved and its grid (kept images only) with its infotext",
+    report.check(f"{label}: per input, its kept images saved and its grid (kept images only) with its infotext",
           all(x[3] for x in per_input), str([x[:3] for x in per_input]))
     shown = [p for j in jobs for p in j["gallery_grid_parameters"]]
     if any(j["gallery_before"] > batch_size for j in jobs):  # return_grid on
-        check(f"{label}: every gallery grid keeps its parameters, one per input with an image kept",
+        report.check(f"{label}: every gallery grid keeps its parameters, one per input with an image kept",
               all(shown) and len(shown) == sum(1 for j in jobs if j["dropped"] < batch_size), str([bool(p) for p in shown]))
 
 
@@ -364,88 +357,53 @@ def main() -> int:
     print(f"work folder {work}", flush=True)
     make_inputs(work / "inputs", args.inputs)
 
-    heie_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
-    server = subprocess.Popen([args.heie_bin, "serve", "--addr", "127.0.0.1:0", "--http", f"127.0.0.1:{heie_port}",
-                               "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
-                               "--threads", "1", "--n-gpu-layers", "0", "--max-tokens", "8", "--max-tiles", "1"],
-                              stdout=(work / "heie-serve.log").open("wb"), stderr=subprocess.STDOUT, env=env)
-    heie = f"127.0.0.1:{heie_port}"
-    extensions = webui / "extensions"
-    config = webui / "config.json"
-    backup = config.read_bytes() if config.exists() else None
-    webui_process = None
-    try:
-        check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
-        for name in ("heie", "heie-check-batch"):
-            target = extensions / name
-            if target.is_symlink():
-                target.unlink()
-            shutil.rmtree(target, ignore_errors=True)
+    report = Report()
+    # Forge: its memory manager picks the device itself, CUDA unless told
+    launch_args = ["--always-cpu"] if (webui / "modules_forge").is_dir() else []
+    with heie_http_server(args.heie_bin, work / "heie-serve.log", ("--n-gpu-layers", "0")) as (server, heie), \
+            restored_webui(webui, ("heie", "heie-check-batch")):
+        report.check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
+        extensions = webui / "extensions"
         (extensions / "heie").symlink_to(args.extension.resolve())
         (extensions / "heie-check-batch" / "scripts").mkdir(parents=True)
         (extensions / "heie-check-batch" / "scripts" / "heie_check_batch.py").write_text(HELPER)
         port = free_port()
         log = work / "webui.log"
         t0 = time.monotonic()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
-        flags = ["--skip-prepare-environment", "--use-cpu", "all", "--no-half", "--no-download-sd-model", "--api",
-                 "--skip-torch-cuda-test", "--port", str(port)]
-        if (webui / "modules_forge").is_dir():  # Forge: its memory manager picks the device itself, CUDA unless told
-            flags.append("--always-cpu")
-        webui_process = subprocess.Popen([args.python, "launch.py", *flags],
-                                         cwd=webui, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        # the app_started callbacks (the helper's routes) run after the API is up: wait for those
-        if not check("the WebUI serves with the extension linked", wait_http(f"{base}/heie-check-batch/ready", 600, webui_process),
-                     f"{time.monotonic() - t0:.0f} s"):
-            print(log.read_text(errors="replace")[-3000:])
-            return 1
-        startup_log = len(log.read_text(errors="replace"))  # without a model its load fails at start: not ours
-        threshold = args.threshold
-        if threshold is None:
-            r = batch_run(base, work, "keep", heie, 0.0, "keep", False)
-            scores = sorted(scores_of(r))
-            check("keep run: every image scored", len(scores) == 2 * args.inputs, str(scores))
-            distinct = sorted(set(scores))
-            if len(distinct) < 2:
-                check("the images' scores differ (a threshold between them exists)", False, str(distinct))
+        with running_webui(webui, args.python, port, log, launch_args) as webui_process:
+            base = f"http://127.0.0.1:{port}"
+            # the app_started callbacks (the helper's routes) run after the API is up: wait for those
+            if not report.check("the WebUI serves with the extension linked",
+                                wait_http(f"{base}/heie-check-batch/ready", 600, webui_process), f"{time.monotonic() - t0:.0f} s"):
+                print(log.read_text(errors="replace")[-3000:])
                 return 1
-            threshold = round(distinct[len(distinct) // 2], 6)  # rejects the images scoring below the median
-            print(f"threshold {threshold} (scores {scores})", flush=True)
-        for name, return_grid in (("discard-grid-off", False), ("discard-grid-on", True)):
-            r = batch_run(base, work, name, heie, threshold, "discard", return_grid)
-            batch_checks(r, f"{name} (threshold {threshold})", args.inputs, 2)
-        # The scores of the fixture model are close together, so which input gets 0, 1 or 2 rejects above is
-        # chance; here each case comes for sure: per image a threshold of 1 (rejected) or 0 (kept).
-        patterns = [[False, False], [True, False], [True, True], [False, True]]
-        plan = [patterns[k % len(patterns)] for k in range(args.inputs)]
-        for name, return_grid in (("planned-grid-off", False), ("planned-grid-on", True)):
-            r = batch_run(base, work, name, heie, threshold, "discard", return_grid, reject_plan=plan)
-            batch_checks(r, f"{name} (rejects per input {[sum(x) for x in plan]})", args.inputs, 2)
-        stop(webui_process)
-        text = log.read_text(errors="replace")
+            startup_log = len(log.read_text(errors="replace"))  # without a model its load fails at start: not ours
+            threshold = args.threshold
+            if threshold is None:
+                r = batch_run(base, work, "keep", heie, 0.0, "keep", False)
+                scores = sorted(scores_of(r))
+                report.check("keep run: every image scored", len(scores) == 2 * args.inputs, str(scores))
+                distinct = sorted(set(scores))
+                if len(distinct) < 2:
+                    report.check("the images' scores differ (a threshold between them exists)", False, str(distinct))
+                    return 1
+                threshold = round(distinct[len(distinct) // 2], 6)  # rejects the images scoring below the median
+                print(f"threshold {threshold} (scores {scores})", flush=True)
+            for name, return_grid in (("discard-grid-off", False), ("discard-grid-on", True)):
+                r = batch_run(base, work, name, heie, threshold, "discard", return_grid)
+                batch_checks(report, r, f"{name} (threshold {threshold})", args.inputs, 2)
+            # The scores of the fixture model are close together, so which input gets 0, 1 or 2 rejects above is
+            # chance; here each case comes for sure: per image a threshold of 1 (rejected) or 0 (kept).
+            patterns = [[False, False], [True, False], [True, True], [False, True]]
+            plan = [patterns[k % len(patterns)] for k in range(args.inputs)]
+            for name, return_grid in (("planned-grid-off", False), ("planned-grid-on", True)):
+                r = batch_run(base, work, name, heie, threshold, "discard", return_grid, reject_plan=plan)
+                batch_checks(report, r, f"{name} (rejects per input {[sum(x) for x in plan]})", args.inputs, 2)
+        text = log.read_text(errors="replace")  # the WebUI stopped: its log is complete
         bad = [line for line in text[startup_log:].splitlines() if "Traceback" in line or ("heie" in line.lower() and "Error" in line)]
         bad += [line for line in text[:startup_log].splitlines() if "heie" in line.lower() and "Error" in line]
-        check("the WebUI log has no traceback during the runs, no HEIE error", not bad, " | ".join(bad[:3]))
-    finally:
-        if webui_process is not None:
-            stop(webui_process)
-        server.terminate()
-        server.wait(20)
-        for name in ("heie", "heie-check-batch"):
-            target = extensions / name
-            if target.is_symlink():
-                target.unlink()
-            shutil.rmtree(target, ignore_errors=True)
-        if backup is not None:
-            config.write_bytes(backup)
-        elif config.exists():
-            config.unlink()
-    failed = [r for r in results if not r[1]]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed; files in {work}")
-    return 1 if failed else 0
+        report.check("the WebUI log has no traceback during the runs, no HEIE error", not bad, " | ".join(bad[:3]))
+    return report.finish(f"; files in {work}")
 
 
 if __name__ == "__main__":

@@ -30,22 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-EXTENSION = Path(__file__).resolve().parents[1]
-REPO = EXTENSION.parents[1]
-MODELS = REPO / "tests" / "fixtures" / "models"
-results: list[tuple[str, bool, str]] = []
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: webui_harness lies beside it
+from webui_harness import EXTENSION, Report, get_json, free_port, heie_http_server, restored_webui, running_webui, wait_http  # noqa: E402
 
 # The helper extension, run inside the WebUI. It drives the WebUI's real processing pieces in
 # process_images_inner's order and returns what came out, as JSON.
@@ -160,40 +152,6 @@ script_callbacks.on_app_started(_on_app_started)
 '''
 
 
-def check(name: str, ok: bool, detail: str = "") -> bool:
-    results.append((name, ok, detail))
-    print(f"{'PASS' if ok else 'FAIL'}  {name}{'  — ' + detail if detail else ''}", flush=True)
-    return ok
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, process: subprocess.Popen) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                if reply.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    return False
-
-
-def get_json(url: str, body: object = None, timeout: float = 600) -> object:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(request, timeout=timeout) as reply:
-        return json.loads(reply.read())
-
-
 def protobuf_pin(webui: Path) -> str:
     """The protobuf version the WebUI's requirements_versions.txt pins ('' when none)."""
     for line in (webui / "requirements_versions.txt").read_text().splitlines():
@@ -203,36 +161,17 @@ def protobuf_pin(webui: Path) -> str:
     return ""
 
 
-def start_webui(webui: Path, python: str, port: int, log: Path, extra_args: list[str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
-    command = [python, "launch.py", "--skip-prepare-environment", "--use-cpu", "all", "--no-half",
-               "--no-download-sd-model", "--api", "--skip-torch-cuda-test", "--port", str(port), *extra_args]
-    sink = log.open("ab")
-    return subprocess.Popen(command, cwd=webui, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> None:
+def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, label: str) -> None:
     options = get_json(f"{base}/sdapi/v1/options")
     keys = sorted(k for k in options if k.startswith("heie_"))  # type: ignore[union-attr]
-    check(f"{label}: /sdapi/v1/options has the heie_* options", len(keys) == 9, ", ".join(keys))
-    check(f"{label}: heie_timeout is a float setting", isinstance(options.get("heie_timeout"), float), repr(options.get("heie_timeout")))  # type: ignore[union-attr]
+    report.check(f"{label}: /sdapi/v1/options has the heie_* options", len(keys) == 9, ", ".join(keys))
+    report.check(f"{label}: heie_timeout is a float setting", isinstance(options.get("heie_timeout"), float), repr(options.get("heie_timeout")))  # type: ignore[union-attr]
     config = get_json(f"{base}/config")
     labels = {c.get("props", {}).get("label") for c in config.get("components", [])}  # type: ignore[union-attr]
-    check(f"{label}: the settings page has the HEIE widgets", "Time limit per image, seconds (0 = none)" in labels
+    report.check(f"{label}: the settings page has the HEIE widgets", "Time limit per image, seconds (0 = none)" in labels
           and "Rejected images" in labels and "Reject images scoring below (0 = never)" in labels)
     scripts = get_json(f"{base}/sdapi/v1/scripts")
-    check(f"{label}: the script is registered for txt2img and img2img",
+    report.check(f"{label}: the script is registered for txt2img and img2img",
           "heie" in scripts["txt2img"] and "heie" in scripts["img2img"], str(scripts["txt2img"]))  # type: ignore[index]
     common = {"heie_address": heie, "heie_explanation": False, "heie_max_tokens": 2, "heie_timeout": 120.0}
 
@@ -242,27 +181,27 @@ def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> Non
     parsed = r["parsed"]  # type: ignore[index]
     per_image = parsed[1:]
     metas = [json.loads(p["heie"]) for p in per_image if "heie" in p]
-    check(f"{label}: each image's infotext has its score and heie JSON", len(metas) == 4
+    report.check(f"{label}: each image's infotext has its score and heie JSON", len(metas) == 4
           and all(set(m) == {"score", "mode", "summary", "version"} for m in metas)
           and all(abs(float(p["HEIE score"]) - json.loads(p["heie"])["score"]) < 1e-3 for p in per_image),
           json.dumps(per_image[0].get("heie")))
-    check(f"{label}: each image judged once", r["judged"] == 4, str(r["judged"]))  # type: ignore[index]
-    check(f"{label}: the job's state released at postprocess", r["state_left"] is False, str(r["state_left"]))  # type: ignore[index]
-    check(f"{label}: the grid's infotext carries no HEIE entry",
+    report.check(f"{label}: each image judged once", r["judged"] == 4, str(r["judged"]))  # type: ignore[index]
+    report.check(f"{label}: the job's state released at postprocess", r["state_left"] is False, str(r["state_left"]))  # type: ignore[index]
+    report.check(f"{label}: the grid's infotext carries no HEIE entry",
           not any(k.startswith("HEIE") or k == "heie" for k in parsed[0]), r["infotexts"][0].splitlines()[-1][:200])  # type: ignore[index]
-    check(f"{label}: saved PNGs carry the heie text chunk = the infotext's",
+    report.check(f"{label}: saved PNGs carry the heie text chunk = the infotext's",
           all(t and json.loads(t["heie"]) == m for t, m in zip(r["saved_text"], metas)))  # type: ignore[index]
-    check(f"{label}: overlays saved beside the images", len(r["overlays"]) == 4, str(len(r["overlays"])))  # type: ignore[index]
-    check(f"{label}: progress text set while judging", all(t and t.startswith("HEIE: image ") for t in r["progress"]), str(r["progress"][:2]))  # type: ignore[index]
-    check(f"{label}: progress text cleared when the job ends", r["textinfo_after"] is None, str(r["textinfo_after"]))  # type: ignore[index]
-    check(f"{label}: entries removed from the job after postprocess; Processed.js() works",
+    report.check(f"{label}: overlays saved beside the images", len(r["overlays"]) == 4, str(len(r["overlays"])))  # type: ignore[index]
+    report.check(f"{label}: progress text set while judging", all(t and t.startswith("HEIE: image ") for t in r["progress"]), str(r["progress"][:2]))  # type: ignore[index]
+    report.check(f"{label}: progress text cleared when the job ends", r["textinfo_after"] is None, str(r["textinfo_after"]))  # type: ignore[index]
+    report.check(f"{label}: entries removed from the job after postprocess; Processed.js() works",
           r["params_left"] == [] and r["js_ok"])  # type: ignore[index]
 
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-b"), "n_iter": 1, "batch_size": 3,
                                              "opts": {**common, "heie_reject_action": "keep", "heie_threshold": 0.0,
                                                       "heie_save_overlay": False}, "dead_for": [1], "dead_address": dead, "seed": 2})
     a, failed, c = r["parsed"][1:]  # type: ignore[index]
-    check(f"{label}: an image the server failed has its error and no stale score",
+    report.check(f"{label}: an image the server failed has its error and no stale score",
           failed.get("HEIE error") == "UNAVAILABLE" and "HEIE score" not in failed and "HEIE score" in a and "HEIE score" in c,
           json.dumps({k: v for k, v in failed.items() if "HEIE" in k or k == "heie"}))
 
@@ -271,14 +210,14 @@ def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> Non
         r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-c"), "n_iter": 1, "batch_size": 2,
                                                  "opts": move, "seed": 3 + run})
     rejected = r["rejected"]  # type: ignore[index]
-    check(f"{label}: two runs of rejects moved, none overwritten", len(rejected) == 4 and len(set(rejected)) == 4,
+    report.check(f"{label}: two runs of rejects moved, none overwritten", len(rejected) == 4 and len(set(rejected)) == 4,
           ", ".join(Path(f).name for f in rejected))
 
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-f"), "n_iter": 1, "batch_size": 1,
                                              "opts": {**common, "heie_max_tokens": 1000, "heie_explanation": True,
                                                       "heie_threshold": 0.0, "heie_reject_action": "keep"},
                                              "interrupt_after": 0.5, "seed": 7})
-    check(f"{label}: Interrupt while judging cancels the call (HEIE error: CANCELLED)",
+    report.check(f"{label}: Interrupt while judging cancels the call (HEIE error: CANCELLED)",
           r["parsed"][1].get("HEIE error") == "CANCELLED" and r["elapsed"] < 5,  # type: ignore[index]
           f"{r['elapsed']:.2f} s, {json.dumps({k: v for k, v in r['parsed'][1].items() if 'HEIE' in k})}")  # type: ignore[index]
 
@@ -286,7 +225,7 @@ def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> Non
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-e"), "n_iter": 1, "batch_size": 3,
                                              "opts": discard, "reject_for": [1], "seed": 6})
     grid_text = r["grid_text"] or {}  # type: ignore[index]
-    check(f"{label}: discard of one image drops it and rebuilds the grid (gallery and file)",
+    report.check(f"{label}: discard of one image drops it and rebuilds the grid (gallery and file)",
           r["n_images"] == 3 and r["grid_size"] == [32, 16] and not Path(r["saved"][1]).exists()  # type: ignore[index]
           and Path(r["saved"][0]).exists() and Path(r["saved"][2]).exists() and len(r["infotexts"]) == 3  # type: ignore[index]
           and "HEIE" not in grid_text.get("parameters", "HEIE") and r["all_seeds"] == [1000, 1002],  # type: ignore[index]
@@ -295,7 +234,7 @@ def webui_checks(base: str, heie: str, dead: str, work: Path, label: str) -> Non
     discard_all = {**common, "heie_threshold": 1.0, "heie_reject_action": "discard", "heie_save_overlay": False}
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-d"), "n_iter": 1, "batch_size": 3,
                                              "opts": discard_all, "seed": 5})
-    check(f"{label}: discard of every image removes them and the grid", r["n_images"] == 0
+    report.check(f"{label}: discard of every image removes them and the grid", r["n_images"] == 0
           and not any(Path(f).exists() for f in r["saved"]) and not Path(r["grid_file"]).exists(),  # type: ignore[index]
           f"images left {r['n_images']}")  # type: ignore[index]
 
@@ -313,30 +252,19 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="heie-webui-check-"))
     print(f"work folder {work}", flush=True)
 
-    heie_port = free_port()
-    heie_log = work / "heie-serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIE_")}
-    server = subprocess.Popen([args.heie_bin, "serve", "--addr", "127.0.0.1:0", "--http", f"127.0.0.1:{heie_port}",
-                               "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
-                               "--threads", "1", "--max-tokens", "8", "--max-tiles", "1"],
-                              stdout=heie_log.open("wb"), stderr=subprocess.STDOUT, env=env)
-    heie = f"127.0.0.1:{heie_port}"
-    extensions = webui / "extensions"
-    config = webui / "config.json"
-    backup = config.read_bytes() if config.exists() else None
-    webui_process = None
-    try:
-        check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
+    report = Report()
+    with heie_http_server(args.heie_bin, work / "heie-serve.log") as (server, heie), \
+            restored_webui(webui, ("heie", "heie-check")):
+        report.check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
         sys.path.insert(0, str(EXTENSION / "tools"))
         import export_repo
 
+        extensions = webui / "extensions"
         export = work / "heie-a1111-export"
         export_repo.export(export, commit=True)
-        for name in ("heie", "heie-check"):
-            shutil.rmtree(extensions / name, ignore_errors=True)
         subprocess.run(["git", "clone", "-q", export.as_uri(), str(extensions / "heie")], check=True)
-        check("exported repository cloned into extensions/heie (Install from URL layout)",
-              (extensions / "heie" / "scripts" / "heie.py").is_file())
+        report.check("exported repository cloned into extensions/heie (Install from URL layout)",
+                     (extensions / "heie" / "scripts" / "heie.py").is_file())
         (extensions / "heie-check" / "scripts").mkdir(parents=True)
         (extensions / "heie-check" / "scripts" / "heie_check.py").write_text(HELPER)
 
@@ -348,47 +276,33 @@ def main() -> int:
                     t0 = time.monotonic()
                     done = subprocess.run([args.python, "-m", "pip", "install", "-q", "-r", "requirements_versions.txt"],
                                           cwd=webui, capture_output=True, text=True)
-                    check("the WebUI's requirement install ran", done.returncode == 0,
-                          f"{time.monotonic() - t0:.0f} s {done.stderr[-300:]}")
+                    report.check("the WebUI's requirement install ran", done.returncode == 0,
+                                 f"{time.monotonic() - t0:.0f} s {done.stderr[-300:]}")
                 met = subprocess.run([args.python, "-c", "from modules import launch_utils; "
                                       "print(launch_utils.requirements_met('requirements_versions.txt'))"],
                                      cwd=webui, capture_output=True, text=True).stdout.strip()
-                check("the WebUI sees its requirements met (it would reinstall nothing)", met.endswith("True"), met)
+                report.check("the WebUI sees its requirements met (it would reinstall nothing)", met.endswith("True"), met)
             port = free_port()
             log = work / f"webui-{start}.log"
             t0 = time.monotonic()
-            webui_process = start_webui(webui, args.python, port, log, args.launch_arg)
-            up = wait_http(f"http://127.0.0.1:{port}/sdapi/v1/options", 600, webui_process)
-            if not check(f"start {start}: the WebUI serves with the extension", up, f"{time.monotonic() - t0:.0f} s"):
-                print(log.read_text(errors="replace")[-3000:])
-                break
-            try:
-                webui_checks(f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}")
-            except Exception as err:  # noqa: BLE001 - report and go on to the log check
-                check(f"start {start}: checks ran", False, repr(err)[:500])
-            stop(webui_process)
-            text = log.read_text(errors="replace")
+            with running_webui(webui, args.python, port, log, args.launch_arg) as webui_process:
+                up = wait_http(f"http://127.0.0.1:{port}/sdapi/v1/options", 600, webui_process)
+                if not report.check(f"start {start}: the WebUI serves with the extension", up, f"{time.monotonic() - t0:.0f} s"):
+                    print(log.read_text(errors="replace")[-3000:])
+                    break
+                try:
+                    webui_checks(report, f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}")
+                except Exception as err:  # noqa: BLE001 - report and go on to the log check
+                    report.check(f"start {start}: checks ran", False, repr(err)[:500])
+            text = log.read_text(errors="replace")  # the WebUI stopped: its log is complete
             bad = [line for line in text.splitlines() if "bad options item type" in line or "heie" in line.lower() and "Error" in line]
-            check(f"start {start}: the WebUI log has no HEIE error", not bad, " | ".join(bad[:3]))
+            report.check(f"start {start}: the WebUI log has no HEIE error", not bad, " | ".join(bad[:3]))
         protobuf_after = subprocess.run([args.python, "-c", "import google.protobuf as p; print(p.__version__)"],
                                         capture_output=True, text=True).stdout.strip()
         pinned = protobuf_pin(webui)  # A1111 pins 3.20.0; Forge pins none
-        check("the WebUI's protobuf is untouched", protobuf_before == protobuf_after and pinned in ("", protobuf_after),
-              f"{protobuf_before} → {protobuf_after}, pinned {pinned or 'nowhere'}")
-    finally:
-        if webui_process is not None:
-            stop(webui_process)
-        server.terminate()
-        server.wait(20)
-        for name in ("heie", "heie-check"):
-            shutil.rmtree(extensions / name, ignore_errors=True)
-        if backup is not None:
-            config.write_bytes(backup)
-        elif config.exists():
-            config.unlink()
-    failed = [r for r in results if not r[1]]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+        report.check("the WebUI's protobuf is untouched", protobuf_before == protobuf_after and pinned in ("", protobuf_after),
+                     f"{protobuf_before} → {protobuf_after}, pinned {pinned or 'nowhere'}")
+    return report.finish()
 
 
 if __name__ == "__main__":
