@@ -24,16 +24,11 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 extension="$(dirname "$here")"
 repo="$(cd "$extension/../.." && pwd)"
+# shellcheck source=../../tools/host_check.sh
+. "$repo/plugins/tools/host_check.sh"
 
-webui="${1:-${HEIE_WEBUI:-}}"
-if [ -z "$webui" ]; then
-  echo "usage: $0 /path/to/stable-diffusion-webui   (or HEIE_WEBUI=/path/to/it $0); A1111 or Forge" >&2
-  exit 2
-fi
-webui="$(cd "$webui" && pwd)"
-for file in launch.py requirements_versions.txt; do
-  [ -f "$webui/$file" ] || { echo "$webui is not an A1111/Forge checkout: no $file" >&2; exit 2; }
-done
+host_checkout webui "$0 /path/to/stable-diffusion-webui   (or HEIE_WEBUI=/path/to/it $0); A1111 or Forge" \
+  "an A1111/Forge" "${1:-${HEIE_WEBUI:-}}" launch.py requirements_versions.txt
 # Forge runs on the CPU only when told so; A1111 takes --use-cpu all (check_in_webui.py passes it).
 if [ -d "$webui/modules_forge" ]; then
   flavour=forge
@@ -43,39 +38,20 @@ else
   launch_args=()
 fi
 
-heie_bin="${HEIE_BIN:-$repo/target/debug/heie}"
-if [ ! -x "$heie_bin" ]; then
-  [ -n "${HEIE_BIN:-}" ] && { echo "HEIE_BIN=$heie_bin is not an executable" >&2; exit 2; }
-  (cd "$repo" && cargo build --locked -p heie-server --bin heie)
-fi
-
-cache="${HEIE_HOSTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/heie-hosts}"
-venv="$cache/$flavour-venv"
-runs="$cache/runs"
-mkdir -p "$runs"
-if [ ! -x "$venv/bin/python" ]; then
-  echo "== making the venv $venv"
-  "${HEIE_HOST_PYTHON:-python3}" -m venv "$venv"
-fi
+host_heie_bin heie_bin "$repo"
+host_venv venv runs "$flavour"
 py="$venv/bin/python"
 
 # The WebUI's installer, again only when its requirements or its commit changed.
 wanted="$(sha256sum < "$webui/requirements_versions.txt" | cut -c1-16)-$(git -C "$webui" rev-parse HEAD 2>/dev/null || echo unknown)"
 stamp="$venv/.heie-prepared"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+if host_stale "$stamp" "$wanted"; then
   echo "== the WebUI's installer into $venv (the first time: torch, its requirements and repositories, minutes)"
   (cd "$webui" && "$py" launch.py --skip-torch-cuda-test --skip-python-version-check --exit)
-  echo "$wanted" > "$stamp"
+  host_stamp "$stamp" "$wanted"
 fi
 
-log="$runs/$flavour-$(date +%Y%m%d-%H%M%S).log"
 echo "== checking ($flavour $(git -C "$webui" rev-parse --short HEAD 2>/dev/null || echo '?'), heie $heie_bin)"
-status=0
-TMPDIR="$runs" python3 "$extension/tests/check_in_webui.py" --webui "$webui" --python "$py" --heie-bin "$heie_bin" \
-  ${launch_args[@]+"${launch_args[@]}"} 2>&1 | tee "$log" || status=$?
-work="$(ls -1dt "$runs"/heie-webui-check-* 2>/dev/null | head -n 1)"
-echo "== the check's output: $log"
-if [ -n "$work" ]; then
-  echo "== its work folder (heie-serve.log, webui-1.log, webui-2.log, the images and grids each job saved): $work"
-fi
-exit "$status"
+host_run_check "$runs" "$flavour" heie-webui-check "heie-serve.log, webui-1.log, webui-2.log, the images and grids each job saved" \
+  python3 "$extension/tests/check_in_webui.py" --webui "$webui" --python "$py" --heie-bin "$heie_bin" \
+  ${launch_args[@]+"${launch_args[@]}"}

@@ -22,15 +22,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 pack="$(dirname "$here")"
 repo="$(cd "$pack/../.." && pwd)"
 
-comfy="${1:-${HEIE_COMFYUI:-}}"
-if [ -z "$comfy" ]; then
-  echo "usage: $0 /path/to/ComfyUI   (or HEIE_COMFYUI=/path/to/ComfyUI $0)" >&2
-  exit 2
-fi
-comfy="$(cd "$comfy" && pwd)"
-for file in main.py requirements.txt; do
-  [ -f "$comfy/$file" ] || { echo "$comfy is not a ComfyUI checkout: no $file" >&2; exit 2; }
-done
+# shellcheck source=../../tools/host_check.sh
+. "$repo/plugins/tools/host_check.sh"
+
+host_checkout comfy "$0 /path/to/ComfyUI   (or HEIE_COMFYUI=/path/to/ComfyUI $0)" "a ComfyUI" "${1:-${HEIE_COMFYUI:-}}" \
+  main.py requirements.txt
 
 # custom_nodes/heie must be this pack (the check makes the link); another install there would be tested instead.
 link="$comfy/custom_nodes/heie"
@@ -52,45 +48,25 @@ cleanup() {
 trap cleanup EXIT
 cp -r "$repo/plugins/python/." "$client/"
 
-heie_bin="${HEIE_BIN:-$repo/target/debug/heie}"
-if [ ! -x "$heie_bin" ]; then
-  [ -n "${HEIE_BIN:-}" ] && { echo "HEIE_BIN=$heie_bin is not an executable" >&2; exit 2; }
-  (cd "$repo" && cargo build --locked -p heie-server --bin heie)
-fi
-
-cache="${HEIE_HOSTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/heie-hosts}"
-venv="$cache/comfyui-venv"
-runs="$cache/runs"
-mkdir -p "$runs"
-if [ ! -x "$venv/bin/python" ]; then
-  echo "== making the venv $venv"
-  "${HEIE_HOST_PYTHON:-python3}" -m venv "$venv"
-fi
+host_heie_bin heie_bin "$repo"
+host_venv venv runs comfyui
 py="$venv/bin/python"
 
 # ComfyUI's requirements (torch first when an index is given), again only when they or the client's changed.
 wanted="$(cat "$comfy/requirements.txt" "$repo/plugins/python/pyproject.toml" | sha256sum | cut -c1-16)-${HEIE_TORCH_INDEX_URL:-pypi}"
 stamp="$venv/.heie-requirements"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+if host_stale "$stamp" "$wanted"; then
   echo "== installing ComfyUI's requirements into $venv (the first time: torch and its packages, minutes)"
   "$py" -m pip install --quiet --upgrade pip
   if [ -n "${HEIE_TORCH_INDEX_URL:-}" ]; then
     "$py" -m pip install --quiet torch torchvision torchaudio --index-url "$HEIE_TORCH_INDEX_URL"
   fi
   "$py" -m pip install --quiet -r "$comfy/requirements.txt" "$client"
-  echo "$wanted" > "$stamp"
+  host_stamp "$stamp" "$wanted"
 fi
 # This checkout's client, whatever the stamp says: it is the code under test.
 "$py" -m pip install --quiet --no-deps --force-reinstall "$client"
 
-log="$runs/comfyui-$(date +%Y%m%d-%H%M%S).log"
 echo "== checking (ComfyUI $(git -C "$comfy" rev-parse --short HEAD 2>/dev/null || echo '?'), heie $heie_bin)"
-status=0
-TMPDIR="$runs" HEIE_BIN="$heie_bin" "$py" "$pack/tests/real_comfyui_check.py" --comfyui "$comfy" --python "$py" \
-  2>&1 | tee "$log" || status=$?
-work="$(ls -1dt "$runs"/heie-comfy-check-* 2>/dev/null | head -n 1)"
-echo "== the check's output: $log"
-if [ -n "$work" ]; then
-  echo "== its work folder (serve.log, comfyui.log, output/ with the images the workflows saved): $work"
-fi
-exit "$status"
+host_run_check "$runs" comfyui heie-comfy-check "serve.log, comfyui.log, output/ with the images the workflows saved" \
+  env HEIE_BIN="$heie_bin" "$py" "$pack/tests/real_comfyui_check.py" --comfyui "$comfy" --python "$py"
