@@ -22,7 +22,8 @@ fn curl(args: &[&str]) -> String {
 #[test]
 fn curl_streams_an_evaluation_and_sees_errors_as_json() {
     let _serial = serial_blocking();
-    let mut server = HttpProcess::spawn(&["--max-tokens", "6", "--parallel", "1"], &[("HEIE_HTTP", "127.0.0.1:0")]);
+    // No HEIE_LOG: the default log, which has the access log on.
+    let mut server = HttpProcess::spawn(&["--max-tokens", "6", "--parallel", "1"], &[("HEIE_HTTP", "127.0.0.1:0"), ("HEIE_LOG", "")]);
     let base = format!("http://{}", server.http);
 
     let health = curl(&["-i", &format!("{base}/healthz")]);
@@ -55,6 +56,12 @@ fn curl_streams_an_evaluation_and_sees_errors_as_json() {
     let status = server.terminate(Duration::from_secs(15));
     assert!(status.success(), "clean exit: {status:?}; stderr {:?}", server.stderr());
     assert!(server.stderr().iter().any(|l| l == "heie: stopped"), "{:?}", server.stderr());
+    // The access log is on by default: one line per call, `/v1/info` included.
+    let lines: Vec<String> = server.stderr().into_iter().filter(|l| l.contains("heie::request")).collect();
+    for (rpc, outcome) in [("Evaluate", "completed"), ("Evaluate", "rejected"), ("GetInfo", "completed")] {
+        let found = lines.iter().any(|l| l.contains(&format!("rpc=\"{rpc}\"")) && l.contains(&format!("outcome=\"{outcome}\"")));
+        assert!(found, "no {rpc} {outcome} line in the default log: {lines:?}");
+    }
 }
 
 /// `GET url` with an optional bearer key: the HTTP status and the body.
@@ -128,5 +135,8 @@ fn sighup_reloads_the_key_file_for_the_http_port_and_a_broken_file_keeps_the_old
         assert_eq!(code(Some("http-key-one")), 401, "{what}: no old key comes back");
     }
     assert!(!server.stderr().iter().any(|l| l.contains("http-key-")), "keys are never logged: {:?}", server.stderr());
+    // Refusals at the door leave their request line like every other call.
+    let refused = server.stderr().into_iter().filter(|l| l.contains("heie::request") && l.contains("rpc=\"GetInfo\"") && l.contains("status=\"UNAUTHENTICATED\"")).count();
+    assert!(refused >= 3, "{refused} refused GetInfo lines: {:?}", server.stderr());
     assert!(server.terminate(Duration::from_secs(20)).success(), "{:?}", server.stderr());
 }

@@ -5,7 +5,9 @@ use heie_server::cli::{Cli, Command, LogFormat};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse_with_env();
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEIE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // Warnings, plus the one line per request (an access log, on by default as in TGI and
+        // llama-server); `HEIE_LOG` replaces both.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,heie::request=info"));
     // Colour codes only for a person at a terminal: in a file or a log collector they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

@@ -238,17 +238,26 @@ pub struct HttpProcess {
 }
 
 impl HttpProcess {
-    /// Spawns `heie serve ARGS` on the fixture models and waits until it serves.
+    /// Spawns `heie serve ARGS` on the fixture models and waits until it serves. `HEIE_LOG` is `warn`
+    /// unless `env` sets it; a variable given as `""` is removed (`("HEIE_LOG", "")`: the default log).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> HttpProcess {
-        let mut child = Command::new(heie_bin())
+        let mut command = Command::new(heie_bin());
+        command
             .arg("serve")
             .args(["--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
             .args(["--threads", "1", "--n-gpu-layers", "0", "--addr", "127.0.0.1:0"])
             .args(args)
             .env_remove("HEIE_CONFIG")
             .env_remove("HEIE_HTTP")
-            .env("HEIE_LOG", "warn")
-            .envs(env.iter().copied())
+            .env("HEIE_LOG", "warn");
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -42,8 +42,8 @@ async fn healthz(State(state): State<AppState>) -> Response {
     (status, [("content-type", "application/json")], format!("{{\"status\":\"{word}\"}}")).into_response()
 }
 
-async fn get_info(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(json::reply(&info::get(&state.shared)?))
+async fn get_info(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Result<Response, ApiError> {
+    Ok(json::reply(&info::get(&state.shared, Some(peer))?))
 }
 
 /// Answers with the evaluation's events as SSE once it is admitted; refusals before that are plain

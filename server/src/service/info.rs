@@ -7,10 +7,14 @@ use crate::pipeline::options::{MAX_GENERATION_PROMPT_BYTES, MAX_HEATMAP_SIDE, MA
 use super::events::{heads_mode, prompt_mode};
 use super::{ServiceError, Shared};
 
-/// GetInfo, transport-neutral and counted in the metrics: the gRPC and HTTP edges both call this.
-pub(crate) fn get(shared: &Shared) -> Result<pb::ServerInfo, ServiceError> {
+/// GetInfo, transport-neutral, counted in the metrics and written to the request log: the gRPC and
+/// HTTP edges both call this, so `/v1/info` leaves the same line as the RPC.
+pub(crate) fn get(shared: &Shared, peer: Option<std::net::SocketAddr>) -> Result<pb::ServerInfo, ServiceError> {
+    let log = super::request_log::RequestLog::start("GetInfo", peer);
     let result = server_info(shared);
-    shared.metrics.record_request("GetInfo", result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code()));
+    let code = result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code());
+    shared.metrics.record_request("GetInfo", code);
+    super::request_log::finish(&log, if result.is_ok() { "completed" } else { "rejected" }, code);
     result
 }
 

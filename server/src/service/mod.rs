@@ -178,10 +178,6 @@ impl EvaluatorRpc for EvaluatorService {
     }
 
     async fn get_info(&self, request: Request<pb::GetInfoRequest>) -> Result<Response<pb::ServerInfo>, Status> {
-        let log = request_log::RequestLog::start("GetInfo", request.remote_addr());
-        let result = info::get(&self.shared);
-        let code = result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code());
-        request_log::finish(&log, if result.is_ok() { "completed" } else { "rejected" }, code);
-        result.map(Response::new).map_err(Status::from)
+        info::get(&self.shared, request.remote_addr()).map(Response::new).map_err(Status::from)
     }
 }
