@@ -97,7 +97,7 @@ def evaluate_images(
         try:
             workers = max(1, min(total, client.info().limits.parallel_slots or 1))
         except HeieError as err:
-            raise explain(err, address) from None
+            raise explain(err, address, client.tls, ca_cert) from None
         client.timeout = timeout or None  # from here on: the node's deadline, for each image's call
 
         def judge(index: int) -> None:
@@ -147,7 +147,7 @@ def evaluate_images(
                 raise
         host.raise_if_interrupted()
         if fatal:
-            raise explain(fatal[0], address) from None
+            raise explain(fatal[0], address, client.tls, ca_cert) from None
     return [v if v is not None else Verdict(None, "no answer") for v in verdicts]
 
 

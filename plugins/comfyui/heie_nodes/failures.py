@@ -4,7 +4,8 @@ address, what to do), with the server's own message where it has one, instead of
 from __future__ import annotations
 
 from heie_client import (
-    DeadlineExceeded, HeieError, InsecureTransport, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable,
+    ConnectionFailure, DeadlineExceeded, HeieError, InsecureTransport, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable,
+    connection_failure,
 )
 
 from .connection import API_KEY_VARIABLE
@@ -18,9 +19,37 @@ def _where(error: HeieError, address: str) -> str:
     return error.address or address
 
 
-def explain(error: HeieError, address: str) -> HeieNodeError:
-    """The node error for a failed call to the server(s) in ``address``."""
+def _connection(failure: ConnectionFailure, where: str, ca_cert: str, detail: str) -> HeieNodeError:
+    fix_ca = "Set ca_cert to the PEM CA certificate that signed the server's --tls-cert."
+    if failure is ConnectionFailure.CERTIFICATE_NOT_TRUSTED:
+        trusted_by = f"the CA certificate in ca_cert ({ca_cert})" if ca_cert else "this machine's CA certificates"
+        return HeieNodeError(f"HEIE: the server at {where} speaks TLS, but its certificate is not trusted by "
+                             f"{trusted_by}. {fix_ca}")
+    if failure is ConnectionFailure.SERVER_SPEAKS_TLS:
+        return HeieNodeError(f"HEIE: the server at {where} speaks TLS and the node connected without it "
+                             f"(ca_cert is empty). {fix_ca}")
+    if failure is ConnectionFailure.SERVER_SPEAKS_PLAINTEXT:
+        return HeieNodeError(f"HEIE: the server at {where} speaks plaintext, not TLS, and ca_cert is set. Clear "
+                             f"ca_cert, or start the server with --tls-cert and --tls-key.")
+    if failure is ConnectionFailure.CERTIFICATE_NAME_MISMATCH:
+        return HeieNodeError(f"HEIE: the server at {where} has a TLS certificate that is not issued for that "
+                             f"address. Set the node's address to a name the certificate lists.")
+    if failure is ConnectionFailure.TLS_HANDSHAKE:
+        return HeieNodeError(f"HEIE: the TLS handshake with the server at {where} failed ({detail}). Check ca_cert; "
+                             f"a server started with --tls-client-ca also wants client certificates, which the "
+                             f"node does not send.")
+    return HeieNodeError(
+        f"HEIE: no server answers at {where}. Start it with `heie serve` (see the HEIE README), "
+        f"or set the node's address to where it runs.")
+
+
+def explain(error: HeieError, address: str, tls: bool = False, ca_cert: str = "") -> HeieNodeError:
+    """The node error for a failed call to the server(s) in ``address``, made by a client that
+    connected with TLS when ``tls`` (verified by the CA file ``ca_cert``, else the system's roots)."""
     where = _where(error, address)
+    failure = connection_failure(error, tls)
+    if failure is not None:
+        return _connection(failure, where, ca_cert, error.message)
     if isinstance(error, Unavailable):
         # heie serve's own UNAVAILABLE messages (loading, shutting down, engine restarting) all speak of
         # "the server" or "the model"; anything else is gRPC failing to reach a server at all.

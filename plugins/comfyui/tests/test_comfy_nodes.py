@@ -376,6 +376,8 @@ def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     (folder / "ca.pem").write_bytes(certificate("comfy test CA", ca_key, ca_key.public_key(), True))
+    other_key = ec.generate_private_key(ec.SECP256R1())  # same name, another key: signed nothing here
+    (folder / "other-ca.pem").write_bytes(certificate("comfy test CA", other_key, other_key.public_key(), True))
     server_key = ec.generate_private_key(ec.SECP256R1())
     (folder / "server.pem").write_bytes(certificate(
         "localhost", ca_key, server_key.public_key(), False, (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),)))
@@ -430,6 +432,27 @@ def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, com
         HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30,
                             ca_cert=str(ca_cert.parent / "missing.pem"))
     assert "ca_cert" in str(caught.value) and "missing.pem" in str(caught.value)
+
+
+def test_a_tls_failure_says_what_failed(secure_server: str, heie_server, ca_cert: Path, comfy: FakeComfy,  # type: ignore[no-untyped-def]
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """gRPC reports all three as UNAVAILABLE, like a port where nothing listens; the node tells them apart."""
+    monkeypatch.delenv("HEIE_API_KEY", raising=False)
+
+    def failure(address: str, ca: str = "") -> str:
+        with pytest.raises(HeieNodeError) as caught:
+            HeieRerank().rerank(_images(1), top_k=1, fast=True, address=address, timeout=30, ca_cert=ca)
+        message = str(caught.value)
+        assert address in message and "heie serve`" not in message and "no server answers" not in message, message
+        return message
+
+    message = failure(secure_server)  # no ca_cert against a TLS server
+    assert "speaks TLS" in message and "ca_cert" in message, message
+    wrong_ca = str(ca_cert.parent / "other-ca.pem")
+    message = failure(secure_server, wrong_ca)
+    assert "not trusted" in message and wrong_ca in message, message
+    message = failure(heie_server.address, str(ca_cert))  # ca_cert against a plaintext server
+    assert "speaks plaintext" in message and "ca_cert" in message, message
 
 
 def test_timeout_is_per_image(secure_server: str, ca_cert: Path, comfy: FakeComfy,
