@@ -171,9 +171,11 @@ class HeieFilter(_HeieNode):
             blocker = host.blocker()
             outputs = ((images, images, [], latent, mask) if blocker is None else (blocker,) * len(self.RETURN_TYPES))
             return _node_result(host, [], outputs, empty_text="no images to judge (empty batch)")
-        passed = [i for i, s in enumerate(scores) if s >= threshold]
-        rejected = [i for i, s in enumerate(scores) if s < threshold]
-        notes = ["passed" if s >= threshold else "rejected" for s in scores]
+        # An image without a verdict (its timeout ran out) never passes, not even at threshold 0.
+        passes = [v.score is not None and v.score >= threshold for v in verdicts]
+        passed = [i for i, ok in enumerate(passes) if ok]
+        rejected = [i for i, ok in enumerate(passes) if not ok]
+        notes = ["passed" if ok else "rejected" for ok in passes]
         if not passed and stop_if_none_pass:
             blocker = host.blocker()
             if blocker is None:

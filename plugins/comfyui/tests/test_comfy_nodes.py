@@ -263,6 +263,21 @@ def test_filter_none_pass_outside_comfyui_gives_empty_batches(heie_server, comfy
     assert passed_latent["samples"].shape == (0, 4, 2, 2)
 
 
+def test_filter_never_passes_an_image_without_a_score(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    """Threshold 0 passes every scored image, but an image whose timeout ran out has no score: rejected."""
+    images = _images(2)
+    out = HeieFilter().filter(images, threshold=0.0, stop_if_none_pass=False, explanation=True,
+                              address=heie_server.address, timeout=0.001, max_tokens=64, latent=_latent(2))
+    passed, rejected, scores, passed_latent, _ = _result(out)
+    assert scores == [0.0, 0.0]
+    assert passed.shape == (0, 16, 16, 3) and passed_latent["samples"].shape[0] == 0
+    np.testing.assert_array_equal(rejected, images)
+    assert [t.split(":", 1)[0] for t in out["ui"]["text"]] == ["#1 (rejected)", "#2 (rejected)"], out["ui"]["text"]
+    with pytest.raises(NothingPassed):
+        HeieFilter().filter(images, threshold=0.0, stop_if_none_pass=True, explanation=True,
+                            address=heie_server.address, timeout=0.001, max_tokens=64)
+
+
 def test_filter_stops_the_workflow_when_nothing_passes(heie_server, comfy: FakeComfy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     images = _images(2)
     args = dict(threshold=1.0, stop_if_none_pass=True, explanation=False, address=heie_server.address, timeout=120, max_tokens=2)
