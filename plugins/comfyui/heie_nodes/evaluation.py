@@ -20,7 +20,7 @@ from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError,
 from heie_client.result import ResultBuilder
 
 from .connection import open_client
-from .failures import HeieNodeError, explain
+from .failures import HeieNodeError, explain, too_many_tokens
 from .live_text import LiveText
 from .tensors import batch_size, to_numpy
 
@@ -94,10 +94,15 @@ def evaluate_images(
     except ValueError as err:  # a bad address widget, an unreadable CA file, a key refused over plaintext
         raise HeieNodeError(f"HEIE: {err}") from None
     with client:
+        asked = options.max_tokens_per_section
         try:
-            workers = max(1, min(total, client.info().limits.parallel_slots or 1))
+            limits = client.info().limits
         except HeieError as err:
-            raise explain(err, address, client.tls, ca_cert) from None
+            raise explain(err, address, client.tls, ca_cert, asked) from None
+        if limits.max_tokens_per_section and asked > limits.max_tokens_per_section:  # refuse before any image
+            raise too_many_tokens(asked, address, limits.max_tokens_per_section,
+                                  f"it writes at most {limits.max_tokens_per_section} tokens per section")
+        workers = max(1, min(total, limits.parallel_slots or 1))
         client.timeout = timeout or None  # from here on: the node's deadline, for each image's call
 
         def judge(index: int) -> None:
@@ -147,7 +152,7 @@ def evaluate_images(
                 raise
         host.raise_if_interrupted()
         if fatal:
-            raise explain(fatal[0], address, client.tls, ca_cert) from None
+            raise explain(fatal[0], address, client.tls, ca_cert, asked) from None
     return [v if v is not None else Verdict(None, "no answer") for v in verdicts]
 
 

@@ -3,6 +3,9 @@ address, what to do), with the server's own message where it has one, instead of
 
 from __future__ import annotations
 
+import re
+from typing import Optional
+
 from heie_client import (
     ConnectionFailure, DeadlineExceeded, HeieError, InsecureTransport, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable,
     connection_failure,
@@ -43,10 +46,41 @@ def _connection(failure: ConnectionFailure, where: str, ca_cert: str, detail: st
         f"or set the node's address to where it runs.")
 
 
-def explain(error: HeieError, address: str, tls: bool = False, ca_cert: str = "") -> HeieNodeError:
+#: The server's refusal of a request whose context does not fit (pipeline/evaluator.rs, ``prepare``).
+_CONTEXT_REFUSAL = re.compile(
+    r"(?P<views>\d+) image views × (?P<per_view>\d+) \+ (?P<prompt>\d+) prompt \+ (?P<generated>\d+) generated\) "
+    r"but the server's --ctx-size gives each request (?P<available>\d+)")
+
+
+def largest_max_tokens(detail: str, requested: int) -> Optional[int]:
+    """The largest max_tokens the refused request would have fitted with, read from the server's
+    context arithmetic (None when the message does not carry it)."""
+    found = _CONTEXT_REFUSAL.search(detail)
+    if found is None or requested <= 0:
+        return None
+    n = {k: int(v) for k, v in found.groupdict().items()}
+    sections = max(1, round(n["generated"] / requested))  # an explanation has three sections, fast mode one
+    return max(0, (n["available"] - n["views"] * n["per_view"] - n["prompt"]) // sections)
+
+
+def too_many_tokens(requested: int, where: str, most: Optional[int], why: str) -> HeieNodeError:
+    """The node error for a ``max_tokens`` widget the server cannot honour, in the widget's own terms."""
+    limit = f"at most {most}" if most is not None else "a lower value"
+    return HeieNodeError(
+        f"HEIE: max_tokens {requested} is more than the server at {where} can take ({why}). Set the node's "
+        f"max_tokens to {limit}, or 0 for the server's default.")
+
+
+def explain(error: HeieError, address: str, tls: bool = False, ca_cert: str = "", max_tokens: int = 0) -> HeieNodeError:
     """The node error for a failed call to the server(s) in ``address``, made by a client that
-    connected with TLS when ``tls`` (verified by the CA file ``ca_cert``, else the system's roots)."""
+    connected with TLS when ``tls`` (verified by the CA file ``ca_cert``, else the system's roots) and
+    asked for ``max_tokens`` per section (the widget; 0 = the server's default)."""
     where = _where(error, address)
+    if isinstance(error, InvalidArgument) and error.message.startswith("options.max_tokens_per_section") and max_tokens:
+        most = largest_max_tokens(error.message, max_tokens)
+        why = ("its --ctx-size leaves room for fewer explanation tokens per image" if most is not None
+               else error.message.split(": ", 1)[-1])
+        return too_many_tokens(max_tokens, where, most, why)
     failure = connection_failure(error, tls)
     if failure is not None:
         return _connection(failure, where, ca_cert, error.message)

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
-from heie_nodes.nodes import MAX_TOKENS_PER_SECTION, NothingPassed
+from heie_nodes.nodes import MAX_TOKENS, NothingPassed
 
 PACK = Path(__file__).resolve().parents[1]
 
@@ -139,8 +139,8 @@ def test_pack_loads_the_way_comfyui_loads_it() -> None:
         assert inputs["required"]["address"][1]["default"] == "127.0.0.1:50051"
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_IS_LIST) == len(cls.OUTPUT_TOOLTIPS)
         assert callable(getattr(cls, cls.FUNCTION))
-        # The server refuses more than 2048 tokens per section: the widget stops there.
-        assert inputs["optional"]["max_tokens"][1]["max"] == MAX_TOKENS_PER_SECTION == 2048
+        # A default server (--ctx-size 4096) refuses an explained request far below its advertised 2048.
+        assert inputs["optional"]["max_tokens"][1]["max"] == MAX_TOKENS == 512
         assert inputs["optional"]["ca_cert"][1]["default"] == ""
         # No widget holds a key: widget values are saved in workflows and in every PNG ComfyUI writes.
         names = [n for group in ("required", "optional") for n in inputs.get(group, {})]
@@ -333,13 +333,48 @@ def test_no_server_is_a_clear_node_error(closed_address: str, comfy: FakeComfy) 
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-def test_a_refused_request_shows_the_servers_message(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(HeieNodeError) as caught:  # the widget stops at 2048; a script can still pass more
+def _admitted(address: str, max_tokens: int) -> bool:
+    """Whether the server admits an explained request with ``max_tokens`` per section (its first event
+    comes back; the call is then cancelled, so nothing is decoded to the end)."""
+    from heie_client import Client, EvaluateOptions, InvalidArgument
+
+    pixels = (_images(1)[0] * 255).astype(np.uint8)
+    options = EvaluateOptions(explanation=True, max_tokens_per_section=max_tokens, heatmap_encodings=())
+    with Client(address, timeout=60) as client:
+        try:
+            with client.evaluate_stream(pixels, options) as stream:
+                next(iter(stream))
+        except InvalidArgument:
+            return False
+    return True
+
+
+def test_the_max_tokens_widget_is_what_a_default_server_takes(heie_server) -> None:  # type: ignore[no-untyped-def]
+    """The fixture server runs with the default --ctx-size; its images are one tile, so it takes more
+    than the widget's top (a 6-tile InternVL3 image leaves room for about 580)."""
+    assert _admitted(heie_server.address, MAX_TOKENS)
+
+
+def test_max_tokens_the_server_cannot_take_is_named_as_the_widget(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    """Within the server's advertised 2048 but past its context: the server refuses; the node says so
+    in the widget's terms, with the most the server takes for this image."""
+    with pytest.raises(HeieNodeError) as caught:
         HeieEvaluate().evaluate(_images(1), explanation=True, address=heie_server.address, timeout=30,
-                                max_tokens=MAX_TOKENS_PER_SECTION + 1)
+                                max_tokens=2000)
     message = str(caught.value)
-    assert message.startswith(f"HEIE: the server at {heie_server.address} refused the request: ")
-    assert "max_tokens_per_section" in message and "2048" in message
+    assert message.startswith(f"HEIE: max_tokens 2000 is more than the server at {heie_server.address} can take")
+    assert "max_tokens_per_section" not in message, message
+    most = int(message.split("at most ", 1)[1].split(",", 1)[0])
+    assert _admitted(heie_server.address, most) and not _admitted(heie_server.address, most + 1), message
+
+
+def test_max_tokens_past_the_servers_cap_is_refused_before_any_image(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(HeieNodeError) as caught:  # a script can pass more than the widget allows
+        HeieEvaluate().evaluate(_images(2), explanation=False, address=heie_server.address, timeout=30,
+                                max_tokens=2049)
+    message = str(caught.value)
+    assert message.startswith("HEIE: max_tokens 2049 is more than the server") and "at most 2048" in message, message
+    assert "max_tokens_per_section" not in message, message
 
 
 def test_interrupt_mid_stream_cancels_the_call(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
