@@ -64,6 +64,8 @@ class Verdict:
 
 
 _FINISHED = object()
+#: Why an image has no verdict when Cancel came before its call was sent.
+NOT_SENT = "cancelled before it was sent"
 
 
 def evaluate_images(
@@ -108,6 +110,9 @@ def evaluate_images(
         def judge(index: int) -> None:
             builder = ResultBuilder()
             try:
+                if stop.is_set():  # Cancel (or a fatal error) came before this image's turn: never send it
+                    verdicts[index] = Verdict(None, NOT_SENT)
+                    return
                 stream = client.evaluate_stream(np.asarray(frames[index]), options, prompt or None, stop.is_set)
                 with stream:
                     for event in stream:
@@ -130,12 +135,14 @@ def evaluate_images(
                 events.put((index, _FINISHED))
 
         finished = 0
+        interrupted = False
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="heie-image") as pool:
             for index in range(total):
                 pool.submit(judge, index)
             try:
                 while finished < total:
                     if not stop.is_set() and host.interrupted():
+                        interrupted = True
                         stop.set()
                     try:
                         index, event = events.get(timeout=POLL_S)
@@ -150,6 +157,8 @@ def evaluate_images(
             except BaseException:
                 stop.set()  # the pool waits for its workers: make them cancel their calls first
                 raise
+        if interrupted or host.interrupted():
+            live.cancelled()  # the node's last text says so, under each image's outcome
         host.raise_if_interrupted()
         if fatal:
             raise explain(fatal[0], address, client.tls, ca_cert, asked) from None

@@ -391,6 +391,31 @@ def test_interrupt_mid_stream_cancels_the_call(heie_server, comfy: FakeComfy) ->
     assert heie_server.metric('heie_sequences_total{outcome="cancelled"}') > cancelled_before
 
 
+def _evaluate_calls(server) -> float:  # type: ignore[no-untyped-def]
+    """Evaluate calls the server has finished, whatever their status."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in server.metrics().splitlines()
+               if line.startswith('heie_requests_total{method="Evaluate"'))
+
+
+def test_after_cancel_no_image_is_sent_and_the_text_says_cancelled(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    """8 images on a 4-slot server: 4 calls run at once; Cancel comes with the first text, so the other
+    4 images are never sent, and the node's last text ends with a line saying the run was cancelled."""
+    calls_before = _evaluate_calls(heie_server)
+    comfy.interrupt_on_text = True
+    with pytest.raises(InterruptProcessingException):
+        HeieEvaluate().evaluate(_images(8), explanation=True, address=heie_server.address, timeout=300,
+                                max_tokens=400, unique_id="4")
+    deadline = time.monotonic() + 10  # the server counts a call once it has ended
+    while _evaluate_calls(heie_server) - calls_before < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert _evaluate_calls(heie_server) - calls_before == 4
+    last = comfy.texts[-1][0].splitlines()
+    assert last[-1] == "cancelled: 0 of 8 images judged", last
+    assert [line.split(":", 1)[0] for line in last[:-1]] == [f"#{i}" for i in range(1, 9)], last
+    assert all(line.endswith("cancelled before it was sent") for line in last[4:8]), last
+
+
 def test_live_text_is_escaped_for_the_page(comfy: FakeComfy) -> None:
     """ComfyUI's frontend inserts progress text as HTML; model output must arrive as text."""
     from heie_nodes.host import ComfyHost
