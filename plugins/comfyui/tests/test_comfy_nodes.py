@@ -64,7 +64,8 @@ def comfy(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeComfy]:
     mm.processing_interrupted = lambda: fake.interrupted  # type: ignore[attr-defined]
 
     def throw() -> None:
-        if fake.interrupted:
+        if fake.interrupted:  # as ComfyUI: the flag is cleared by the throw
+            fake.interrupted = False
             raise InterruptProcessingException()
 
     mm.throw_exception_if_processing_interrupted = throw  # type: ignore[attr-defined]
@@ -76,6 +77,7 @@ def comfy(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeComfy]:
 
         def update_absolute(self, value: int, total: int) -> None:
             fake.progress.append((value, total))
+            throw()  # ComfyUI's progress hook (main.py's hijack_progress) raises the interrupt from here
 
     utils.ProgressBar = ProgressBar  # type: ignore[attr-defined]
     server = types.ModuleType("server")
