@@ -20,7 +20,7 @@ from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError,
 from heie_client.result import ResultBuilder
 
 from .connection import open_client
-from .failures import HeieNodeError, explain
+from .failures import HeieNodeError, explain, too_many_tokens
 from .live_text import LiveText
 from .tensors import batch_size, to_numpy
 
@@ -64,6 +64,8 @@ class Verdict:
 
 
 _FINISHED = object()
+#: Why an image has no verdict when Cancel came before its call was sent.
+NOT_SENT = "cancelled before it was sent"
 
 
 def evaluate_images(
@@ -94,15 +96,23 @@ def evaluate_images(
     except ValueError as err:  # a bad address widget, an unreadable CA file, a key refused over plaintext
         raise HeieNodeError(f"HEIE: {err}") from None
     with client:
+        asked = options.max_tokens_per_section
         try:
-            workers = max(1, min(total, client.info().limits.parallel_slots or 1))
+            limits = client.info().limits
         except HeieError as err:
-            raise explain(err, address) from None
+            raise explain(err, address, client.tls, ca_cert, asked) from None
+        if limits.max_tokens_per_section and asked > limits.max_tokens_per_section:  # refuse before any image
+            raise too_many_tokens(asked, address, limits.max_tokens_per_section,
+                                  f"it writes at most {limits.max_tokens_per_section} tokens per section")
+        workers = max(1, min(total, limits.parallel_slots or 1))
         client.timeout = timeout or None  # from here on: the node's deadline, for each image's call
 
         def judge(index: int) -> None:
             builder = ResultBuilder()
             try:
+                if stop.is_set():  # Cancel (or a fatal error) came before this image's turn: never send it
+                    verdicts[index] = Verdict(None, NOT_SENT)
+                    return
                 stream = client.evaluate_stream(np.asarray(frames[index]), options, prompt or None, stop.is_set)
                 with stream:
                     for event in stream:
@@ -125,12 +135,14 @@ def evaluate_images(
                 events.put((index, _FINISHED))
 
         finished = 0
+        interrupted = False
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="heie-image") as pool:
             for index in range(total):
                 pool.submit(judge, index)
             try:
                 while finished < total:
                     if not stop.is_set() and host.interrupted():
+                        interrupted = True
                         stop.set()
                     try:
                         index, event = events.get(timeout=POLL_S)
@@ -145,9 +157,11 @@ def evaluate_images(
             except BaseException:
                 stop.set()  # the pool waits for its workers: make them cancel their calls first
                 raise
+        if interrupted or host.interrupted():
+            live.cancelled()  # the node's last text says so, under each image's outcome
         host.raise_if_interrupted()
         if fatal:
-            raise explain(fatal[0], address) from None
+            raise explain(fatal[0], address, client.tls, ca_cert, asked) from None
     return [v if v is not None else Verdict(None, "no answer") for v in verdicts]
 
 

@@ -22,25 +22,40 @@ class ComfyHost:
         self.node_id = node_id
         self._bar: Any = None
         self._last_text: Optional[str] = None
+        self._interrupt: Optional[BaseException] = None  # ComfyUI's interrupt, caught in a progress update
 
     def interrupted(self) -> bool:
         """True once the user pressed Cancel in ComfyUI (polled while a call runs)."""
+        if self._interrupt is not None:
+            return True
         mm = _module("comfy.model_management")
         return bool(mm is not None and mm.processing_interrupted())
 
     def raise_if_interrupted(self) -> None:
         """Raises ComfyUI's own interrupt exception, which ComfyUI reports as an interruption."""
+        if self._interrupt is not None:
+            raise self._interrupt
         mm = _module("comfy.model_management")
         if mm is not None:
             mm.throw_exception_if_processing_interrupted()
 
     def progress(self, value: int, total: int) -> None:
+        """Moves the node's progress bar. ComfyUI's progress hook raises the interrupt (and clears
+        ComfyUI's flag) from inside the update: it is kept here and raised by
+        :meth:`raise_if_interrupted`, so that the node can first cancel its calls and say so on the node."""
         utils = _module("comfy.utils")
         if utils is None or not hasattr(utils, "ProgressBar"):
             return
         if self._bar is None:
             self._bar = utils.ProgressBar(total)
-        self._bar.update_absolute(value, total)
+        mm = _module("comfy.model_management")
+        interrupt = getattr(mm, "InterruptProcessingException", None)
+        try:
+            self._bar.update_absolute(value, total)
+        except BaseException as err:
+            if interrupt is None or not isinstance(err, interrupt):
+                raise
+            self._interrupt = err
 
     def text(self, text: str) -> None:
         """Shows ``text`` on the node (ComfyUI's progress text; the last one stays after the run).

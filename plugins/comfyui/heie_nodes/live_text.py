@@ -30,6 +30,8 @@ class LiveText:
         self._text = [""] * total
         self._score: list[Optional[float]] = [None] * total
         self._outcome: list[Optional[str]] = [None] * total
+        self._final_scores: list[Optional[float]] = [None] * total
+        self._cancelled = ""
         self._finished = 0
         self._last_sent_at = 0.0
         self._last_frame = ""
@@ -48,8 +50,15 @@ class LiveText:
     def finish(self, index: int, score: Optional[float], failure: str) -> None:
         """Image ``index`` is done: its line becomes its score, or ``failure`` when it has none."""
         self._outcome[index] = f"score {score:.3f}" if score is not None else f"no score: {failure or 'no answer'}"
+        self._final_scores[index] = score
         self._finished += 1
         self._host.progress(self._finished, self._total)
+        self._send()
+
+    def cancelled(self) -> None:
+        """The run was cancelled: the last frame is every image's line, then a line saying so."""
+        judged = sum(1 for score in self._final_scores if score is not None)
+        self._cancelled = f"cancelled: {judged} of {self._total} image{'s' if self._total != 1 else ''} judged"
         self._send()
 
     def render(self) -> str:
@@ -61,6 +70,8 @@ class LiveText:
                 shown = for_people(self._text[i], self._score[i])
                 tail = " ".join("".join(c if c.isprintable() else " " for c in shown).split())[-TAIL_CHARS:]
                 lines.append(f"#{i + 1}: …{tail}")
+        if self._cancelled:
+            lines.append(self._cancelled)
         return "\n".join(lines)
 
     def _send(self) -> None:

@@ -22,8 +22,12 @@ from .report import node_text, results_json, ui_text
 from .tensors import batch_size, like, select, select_latent, select_mask, to_numpy
 
 CATEGORY = "HEIE"
-#: The server's largest max_tokens_per_section (GetInfo limits.max_tokens_per_section); more is refused.
-MAX_TOKENS_PER_SECTION = 2048
+#: Top of the max_tokens widget: what a server with the default --ctx-size (4096 tokens per request)
+#: takes with an explanation for a 6-tile InternVL3 image (7 views × 256 tokens + ~560 prompt tokens +
+#: 3 sections × max_tokens must fit). GetInfo's limits.max_tokens_per_section (2048) is only the absolute
+#: cap: a default server refuses an explained request long before it, for every image. A server with a
+#: larger --ctx-size takes more (scripts may pass more); the node then says at once what the server takes.
+MAX_TOKENS = 512
 
 
 class NothingPassed(RuntimeError):
@@ -43,8 +47,10 @@ def _server_inputs() -> dict[str, Any]:
 def _optional_inputs() -> dict[str, Any]:
     return {
         "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "the generation prompt, as context for the judge"}),
-        "max_tokens": ("INT", {"default": 0, "min": 0, "max": MAX_TOKENS_PER_SECTION,
-                               "tooltip": "tokens per explanation section; 0 = server default"}),
+        "max_tokens": ("INT", {"default": 0, "min": 0, "max": MAX_TOKENS,
+                               "tooltip": "tokens per explanation section; 0 = the server's default (192). How many "
+                                          "a server takes depends on its --ctx-size and the image's size: when it "
+                                          "cannot take this many, the node says so at once, with the most it takes"}),
         "ca_cert": ("STRING", {"default": "", "tooltip": "path of a PEM CA certificate: set, the node connects with TLS "
                                                          "verified by it. The API key is read from HEIE_API_KEY in "
                                                          "ComfyUI's environment, never stored in the workflow"}),
@@ -171,9 +177,11 @@ class HeieFilter(_HeieNode):
             blocker = host.blocker()
             outputs = ((images, images, [], latent, mask) if blocker is None else (blocker,) * len(self.RETURN_TYPES))
             return _node_result(host, [], outputs, empty_text="no images to judge (empty batch)")
-        passed = [i for i, s in enumerate(scores) if s >= threshold]
-        rejected = [i for i, s in enumerate(scores) if s < threshold]
-        notes = ["passed" if s >= threshold else "rejected" for s in scores]
+        # An image without a verdict (its timeout ran out) never passes, not even at threshold 0.
+        passes = [v.score is not None and v.score >= threshold for v in verdicts]
+        passed = [i for i, ok in enumerate(passes) if ok]
+        rejected = [i for i, ok in enumerate(passes) if not ok]
+        notes = ["passed" if ok else "rejected" for ok in passes]
         if not passed and stop_if_none_pass:
             blocker = host.blocker()
             if blocker is None:

@@ -12,7 +12,11 @@ page does, and prints one ``ok:``/``FAIL:`` line per check:
 - the results stay in /history as ui text (score and explanation per image, markers filled in); the live
   text frames are never empty and never repeat;
 - with no server at the address the node error names the address and says to start ``heie serve``;
-- Cancel (/interrupt) stops the server's work (its cancelled-sequences counter goes up).
+- ``ca_cert`` against a plaintext server says the server speaks plaintext;
+- threshold 0 passes no image without a score (its timeout ran out);
+- the max_tokens widget's top runs on a default server, and ComfyUI refuses more, naming the widget;
+- Cancel (/interrupt) stops the server's work (its cancelled-sequences counter goes up), the images not
+  yet sent are never sent, and the node's last text ends with a ``cancelled`` line.
 
 Run it with ComfyUI's Python (it needs aiohttp, which ComfyUI installs):
 
@@ -95,6 +99,13 @@ def metric(metrics_url: str, prefix: str) -> float:
         if line.startswith(prefix):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def evaluate_calls(metrics_url: str) -> float:
+    """Evaluate calls the server has finished, whatever their status."""
+    _, body, _ = get(metrics_url)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith('heie_requests_total{method="Evaluate"'))
 
 
 class Comfy:
@@ -188,7 +199,7 @@ async def main_async(base: str, address: str, dead: str, metrics_url: str) -> No
     check(all(n in info for n in ("HeieEvaluate", "HeieFilter", "HeieRerank")), "nodes registered in /object_info")
     evaluate = info.get("HeieEvaluate", {})
     max_tokens = evaluate.get("input", {}).get("optional", {}).get("max_tokens", [None, {}])[1].get("max")
-    check(max_tokens == 2048, "max_tokens widget stops at the server's 2048", max_tokens)
+    check(max_tokens == 512, "max_tokens widget stops at 512 (what a default server takes)", max_tokens)
     check(info.get("HeieRerank", {}).get("output_name") == ["best", "best_latent", "scores", "order"],
           "Rerank outputs as documented")
     _, body, _ = get(f"{base}/api/workflow_templates")
@@ -246,10 +257,53 @@ async def main_async(base: str, address: str, dead: str, metrics_url: str) -> No
           "no server: the node error names the address and says to start heie serve", message)
     print(f"   node error shown: {message}")
 
+    # -- TLS against a plaintext server: says so, not "no server" --
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if bundle.exists():
+        prompt = judge_prompt(address, 0.5, True, "tls")
+        prompt["4"]["inputs"]["ca_cert"] = str(bundle)
+        result = await comfy.run(prompt)
+        errors = [m["data"] for m in result["messages"] if m["type"] == "execution_error"]
+        message = errors[0].get("exception_message", "") if errors else ""
+        check(bool(errors) and "speaks plaintext" in message and "no server answers" not in message,
+              "tls: ca_cert against a plaintext server says the server speaks plaintext", message)
+        print(f"   node error shown: {message}")
+
+    # -- threshold 0: an image without a score (its timeout ran out) still never passes --
+    prompt = judge_prompt(address, 0.0, False, "no score")
+    prompt["5"]["inputs"].update(timeout=0.001, max_tokens=64)
+    result = await comfy.run(prompt)
+    check(result.get("end") == "execution_success" and not ran(result, "6"),
+          "threshold 0: images without a score are not passed (Save Image skipped)", result.get("end"))
+    check(all("(rejected)" in t for t in ui_text(result, "5")) and len(ui_text(result, "5")) == 2,
+          "threshold 0: both images reported rejected", ui_text(result, "5"))
+
+    # -- max_tokens: the widget's top runs; ComfyUI itself refuses more, naming the widget --
+    prompt = judge_prompt(address, 0.0, False, "max tokens")
+    prompt["7"]["inputs"].update(max_tokens=512, explanation=True)
+    prompt["5"]["inputs"].update(threshold=1.0)  # nothing passes: Evaluate (7) runs on the rejects
+    result = await comfy.run(prompt)
+    check(result.get("end") == "execution_success" and ran(result, "7"),
+          "max_tokens 512 (the widget's top) is taken by a default server", result.get("end"))
+    prompt["7"]["inputs"].update(max_tokens=2000)
+    # ComfyUI runs the outputs that validate and lists the others' errors in the /prompt reply.
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/prompt", json={"prompt": prompt, "client_id": comfy.client_id}) as reply:
+            queued = await reply.json()
+    refused = json.dumps(queued.get("node_errors", {}).get("7", queued.get("error", {})))
+    check("max_tokens" in refused and "bigger than max of 512" in refused,
+          "max_tokens 2000 is refused by ComfyUI naming the widget", refused[:300])
+    print(f"   ComfyUI's refusal: {refused[:300]}")
+    await asyncio.sleep(3)  # let the part that did validate finish before the next run
+
     # -- Cancel stops the server's work --
     before = metric(metrics_url, 'heie_sequences_total{outcome="cancelled"}')
+    calls_before = evaluate_calls(metrics_url)
     prompt = judge_prompt(address, 0.5, True, "cancel")
-    # 400 tokens per section: seconds of decoding on the fixture model (2048 would pass its 4096 context).
+    # 4 images on the 2-slot server: the last 2 must never be sent after Cancel.
+    prompt["10"] = {"class_type": "ImageBatch", "inputs": {"image1": ["3", 0], "image2": ["3", 0]}}
+    prompt["4"]["inputs"]["images"] = ["10", 0]
+    # 400 tokens per section: seconds of decoding on the fixture model (1200 would not fit its 4096 context).
     prompt["4"]["inputs"].update(fast=False, max_tokens=400)
     interrupted_at: list[float] = []
 
@@ -268,6 +322,12 @@ async def main_async(base: str, address: str, dead: str, metrics_url: str) -> No
     after = metric(metrics_url, 'heie_sequences_total{outcome="cancelled"}')
     took = time.monotonic() - interrupted_at[0] if interrupted_at else float("nan")
     check(after > before, f"cancel: the server cancelled {after - before:.0f} sequences ({took:.2f} s after /interrupt)")
+    await asyncio.sleep(0.5)
+    calls = evaluate_calls(metrics_url) - calls_before
+    check(calls == 2, f"cancel: only the 2 images in flight reached the server ({calls:.0f} calls for 4 images)")
+    last = result["texts"].get("4", [""])[-1]
+    check(last.splitlines()[-1:] == ["cancelled: 0 of 4 images judged"],
+          "cancel: the node's last text ends with a cancelled line", last[-300:])
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ from conftest import (  # the plugins' shared server helpers
 )
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
-from heie_nodes.nodes import MAX_TOKENS_PER_SECTION, NothingPassed
+from heie_nodes.nodes import MAX_TOKENS, NothingPassed
 
 import torch_standin  # tests/torch_standin.py: the nodes' torch path without torch
 
@@ -71,7 +71,8 @@ def comfy(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeComfy]:
     mm.processing_interrupted = lambda: fake.interrupted  # type: ignore[attr-defined]
 
     def throw() -> None:
-        if fake.interrupted:
+        if fake.interrupted:  # as ComfyUI: the flag is cleared by the throw
+            fake.interrupted = False
             raise InterruptProcessingException()
 
     mm.throw_exception_if_processing_interrupted = throw  # type: ignore[attr-defined]
@@ -83,6 +84,7 @@ def comfy(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeComfy]:
 
         def update_absolute(self, value: int, total: int) -> None:
             fake.progress.append((value, total))
+            throw()  # ComfyUI's progress hook (main.py's hijack_progress) raises the interrupt from here
 
     utils.ProgressBar = ProgressBar  # type: ignore[attr-defined]
     server = types.ModuleType("server")
@@ -146,8 +148,8 @@ def test_pack_loads_the_way_comfyui_loads_it() -> None:
         assert inputs["required"]["address"][1]["default"] == "127.0.0.1:50051"
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_IS_LIST) == len(cls.OUTPUT_TOOLTIPS)
         assert callable(getattr(cls, cls.FUNCTION))
-        # The server refuses more than 2048 tokens per section: the widget stops there.
-        assert inputs["optional"]["max_tokens"][1]["max"] == MAX_TOKENS_PER_SECTION == 2048
+        # A default server (--ctx-size 4096) refuses an explained request far below its advertised 2048.
+        assert inputs["optional"]["max_tokens"][1]["max"] == MAX_TOKENS == 512
         assert inputs["optional"]["ca_cert"][1]["default"] == ""
         # No widget holds a key: widget values are saved in workflows and in every PNG ComfyUI writes.
         names = [n for group in ("required", "optional") for n in inputs.get(group, {})]
@@ -322,6 +324,21 @@ def test_filter_none_pass_outside_comfyui_gives_empty_batches(heie_server, comfy
     assert passed_latent["samples"].shape == (0, 4, 2, 2)
 
 
+def test_filter_never_passes_an_image_without_a_score(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    """Threshold 0 passes every scored image, but an image whose timeout ran out has no score: rejected."""
+    images = _images(2)
+    out = HeieFilter().filter(images, threshold=0.0, stop_if_none_pass=False, explanation=True,
+                              address=heie_server.address, timeout=0.001, max_tokens=64, latent=_latent(2))
+    passed, rejected, scores, passed_latent, _ = _result(out)
+    assert scores == [0.0, 0.0]
+    assert passed.shape == (0, 16, 16, 3) and passed_latent["samples"].shape[0] == 0
+    np.testing.assert_array_equal(rejected, images)
+    assert [t.split(":", 1)[0] for t in out["ui"]["text"]] == ["#1 (rejected)", "#2 (rejected)"], out["ui"]["text"]
+    with pytest.raises(NothingPassed):
+        HeieFilter().filter(images, threshold=0.0, stop_if_none_pass=True, explanation=True,
+                            address=heie_server.address, timeout=0.001, max_tokens=64)
+
+
 def test_filter_stops_the_workflow_when_nothing_passes(heie_server, comfy: FakeComfy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     images = _images(2)
     args = dict(threshold=1.0, stop_if_none_pass=True, explanation=False, address=heie_server.address, timeout=120, max_tokens=2)
@@ -378,13 +395,48 @@ def test_no_server_is_a_clear_node_error(closed_address: str, comfy: FakeComfy) 
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-def test_a_refused_request_shows_the_servers_message(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(HeieNodeError) as caught:  # the widget stops at 2048; a script can still pass more
+def _admitted(address: str, max_tokens: int) -> bool:
+    """Whether the server admits an explained request with ``max_tokens`` per section (its first event
+    comes back; the call is then cancelled, so nothing is decoded to the end)."""
+    from heie_client import Client, EvaluateOptions, InvalidArgument
+
+    pixels = (_images(1)[0] * 255).astype(np.uint8)
+    options = EvaluateOptions(explanation=True, max_tokens_per_section=max_tokens, heatmap_encodings=())
+    with Client(address, timeout=60) as client:
+        try:
+            with client.evaluate_stream(pixels, options) as stream:
+                next(iter(stream))
+        except InvalidArgument:
+            return False
+    return True
+
+
+def test_the_max_tokens_widget_is_what_a_default_server_takes(heie_server) -> None:  # type: ignore[no-untyped-def]
+    """The fixture server runs with the default --ctx-size; its images are one tile, so it takes more
+    than the widget's top (a 6-tile InternVL3 image leaves room for about 580)."""
+    assert _admitted(heie_server.address, MAX_TOKENS)
+
+
+def test_max_tokens_the_server_cannot_take_is_named_as_the_widget(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    """Within the server's advertised 2048 but past its context: the server refuses; the node says so
+    in the widget's terms, with the most the server takes for this image."""
+    with pytest.raises(HeieNodeError) as caught:
         HeieEvaluate().evaluate(_images(1), explanation=True, address=heie_server.address, timeout=30,
-                                max_tokens=MAX_TOKENS_PER_SECTION + 1)
+                                max_tokens=2000)
     message = str(caught.value)
-    assert message.startswith(f"HEIE: the server at {heie_server.address} refused the request: ")
-    assert "max_tokens_per_section" in message and "2048" in message
+    assert message.startswith(f"HEIE: max_tokens 2000 is more than the server at {heie_server.address} can take")
+    assert "max_tokens_per_section" not in message, message
+    most = int(message.split("at most ", 1)[1].split(",", 1)[0])
+    assert _admitted(heie_server.address, most) and not _admitted(heie_server.address, most + 1), message
+
+
+def test_max_tokens_past_the_servers_cap_is_refused_before_any_image(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(HeieNodeError) as caught:  # a script can pass more than the widget allows
+        HeieEvaluate().evaluate(_images(2), explanation=False, address=heie_server.address, timeout=30,
+                                max_tokens=2049)
+    message = str(caught.value)
+    assert message.startswith("HEIE: max_tokens 2049 is more than the server") and "at most 2048" in message, message
+    assert "max_tokens_per_section" not in message, message
 
 
 def test_interrupt_mid_stream_cancels_the_call(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
@@ -399,6 +451,31 @@ def test_interrupt_mid_stream_cancels_the_call(heie_server, comfy: FakeComfy) ->
     while heie_server.metric('heie_sequences_total{outcome="cancelled"}') <= cancelled_before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert heie_server.metric('heie_sequences_total{outcome="cancelled"}') > cancelled_before
+
+
+def _evaluate_calls(server) -> float:  # type: ignore[no-untyped-def]
+    """Evaluate calls the server has finished, whatever their status."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in server.metrics().splitlines()
+               if line.startswith('heie_requests_total{method="Evaluate"'))
+
+
+def test_after_cancel_no_image_is_sent_and_the_text_says_cancelled(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    """8 images on a 4-slot server: 4 calls run at once; Cancel comes with the first text, so the other
+    4 images are never sent, and the node's last text ends with a line saying the run was cancelled."""
+    calls_before = _evaluate_calls(heie_server)
+    comfy.interrupt_on_text = True
+    with pytest.raises(InterruptProcessingException):
+        HeieEvaluate().evaluate(_images(8), explanation=True, address=heie_server.address, timeout=300,
+                                max_tokens=400, unique_id="4")
+    deadline = time.monotonic() + 10  # the server counts a call once it has ended
+    while _evaluate_calls(heie_server) - calls_before < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert _evaluate_calls(heie_server) - calls_before == 4
+    last = comfy.texts[-1][0].splitlines()
+    assert last[-1] == "cancelled: 0 of 8 images judged", last
+    assert [line.split(":", 1)[0] for line in last[:-1]] == [f"#{i}" for i in range(1, 9)], last
+    assert all(line.endswith("cancelled before it was sent") for line in last[4:8]), last
 
 
 def test_live_text_is_escaped_for_the_page(comfy: FakeComfy) -> None:
@@ -436,6 +513,8 @@ def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     (folder / "ca.pem").write_bytes(certificate("comfy test CA", ca_key, ca_key.public_key(), True))
+    other_key = ec.generate_private_key(ec.SECP256R1())  # same name, another key: signed nothing here
+    (folder / "other-ca.pem").write_bytes(certificate("comfy test CA", other_key, other_key.public_key(), True))
     server_key = ec.generate_private_key(ec.SECP256R1())
     (folder / "server.pem").write_bytes(certificate(
         "localhost", ca_key, server_key.public_key(), False, (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),)))
@@ -477,6 +556,27 @@ def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, com
         HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30,
                             ca_cert=str(ca_cert.parent / "missing.pem"))
     assert "ca_cert" in str(caught.value) and "missing.pem" in str(caught.value)
+
+
+def test_a_tls_failure_says_what_failed(secure_server: str, heie_server, ca_cert: Path, comfy: FakeComfy,  # type: ignore[no-untyped-def]
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """gRPC reports all three as UNAVAILABLE, like a port where nothing listens; the node tells them apart."""
+    monkeypatch.delenv("HEIE_API_KEY", raising=False)
+
+    def failure(address: str, ca: str = "") -> str:
+        with pytest.raises(HeieNodeError) as caught:
+            HeieRerank().rerank(_images(1), top_k=1, fast=True, address=address, timeout=30, ca_cert=ca)
+        message = str(caught.value)
+        assert address in message and "heie serve`" not in message and "no server answers" not in message, message
+        return message
+
+    message = failure(secure_server)  # no ca_cert against a TLS server
+    assert "speaks TLS" in message and "ca_cert" in message, message
+    wrong_ca = str(ca_cert.parent / "other-ca.pem")
+    message = failure(secure_server, wrong_ca)
+    assert "not trusted" in message and wrong_ca in message, message
+    message = failure(heie_server.address, str(ca_cert))  # ca_cert against a plaintext server
+    assert "speaks plaintext" in message and "ca_cert" in message, message
 
 
 @pytest.fixture(scope="module")

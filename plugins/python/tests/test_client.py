@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import grpc
 import numpy as np
@@ -150,3 +151,18 @@ def test_deadline_is_typed(slow_server: HeieServer) -> None:
             hurried.evaluate(_noise(16, 16, 11), EvaluateOptions(max_tokens_per_section=200))
     wait_until(lambda: slow_server.metric("heie_active_sequences") == 0, "out of its slot")
     assert slow_server.metric(COMPLETED) == completed_before
+
+
+def test_a_stream_cancelled_before_it_starts_is_never_sent(client: Client, heie_server) -> None:  # type: ignore[no-untyped-def]
+    """A host that was interrupted before an image's turn: the call must not reach the server."""
+    def evaluate_calls() -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in heie_server.metrics().splitlines()
+                   if line.startswith('heie_requests_total{method="Evaluate"'))
+
+    before = evaluate_calls()
+    with pytest.raises(Cancelled, match="before the call started"):
+        with client.evaluate_stream(_noise(16, 16, 3), EvaluateOptions(max_tokens_per_section=4),
+                                    cancel_when=lambda: True) as stream:
+            list(stream)
+    time.sleep(0.3)
+    assert evaluate_calls() == before

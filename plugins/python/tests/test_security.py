@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
-from heie_client import Client, EvaluateOptions, HealthStatus, InsecureTransport, Unauthenticated, Unavailable
+from heie_client import Client, ConnectionFailure, EvaluateOptions, HealthStatus, InsecureTransport, Unauthenticated, Unavailable
 from heie_client.cli import main as heie_score
 from heie_client.security import is_loopback
 
@@ -137,6 +137,24 @@ def test_without_a_client_certificate_or_tls_the_server_is_unreachable(pki: Path
     with Client(secure_server, timeout=10) as plaintext:
         with pytest.raises(Unavailable):
             plaintext.health()
+
+
+def test_a_connection_failure_says_what_failed(pki: Path, secure_server: str, heie_server, dead_address: str) -> None:  # type: ignore[no-untyped-def]
+    """gRPC answers UNAVAILABLE for all of these; connection_failure tells them apart."""
+    from heie_client import connection_failure
+
+    cases = [
+        (dict(), secure_server, ConnectionFailure.SERVER_SPEAKS_TLS),
+        (dict(tls=True), secure_server, ConnectionFailure.CERTIFICATE_NOT_TRUSTED),  # the system's roots
+        (dict(ca_cert=pki / "ca.pem"), heie_server.address, ConnectionFailure.SERVER_SPEAKS_PLAINTEXT),
+        (dict(ca_cert=pki / "ca.pem"), dead_address, ConnectionFailure.NO_SERVER),
+        (dict(), dead_address, ConnectionFailure.NO_SERVER),
+    ]
+    for options, address, expected in cases:
+        with Client(address, timeout=10, **options) as client:  # type: ignore[arg-type]
+            with pytest.raises(Unavailable) as caught:
+                client.info()
+            assert connection_failure(caught.value, client.tls) is expected, (options, caught.value.message)
 
 
 def test_heie_score_takes_tls_flags_and_the_key_from_the_environment(

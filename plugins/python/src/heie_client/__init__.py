@@ -7,6 +7,7 @@
 """
 
 from .client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
+from .connection_failures import ConnectionFailure, connection_failure
 from .errors import (
     Cancelled, DeadlineExceeded, HeieError, InsecureTransport, Internal, InvalidArgument, InvalidImage, ProtocolError,
     ResourceExhausted, Unauthenticated, Unavailable,
@@ -25,10 +26,10 @@ from .stream import EventStream
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchEvent", "Cancelled", "Client", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DeadlineExceeded", "Done",
+    "BatchEvent", "Cancelled", "Client", "ConnectionFailure", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DeadlineExceeded", "Done",
     "EvaluateOptions", "Event", "EventStream", "FinishReason", "HeadsMode", "HealthStatus", "Heatmap",
     "HeatmapEncoding", "HeatmapSource", "HeieError", "InsecureTransport", "Internal", "InvalidArgument", "InvalidImage",
     "LevelProbability", "Limits", "PromptMode", "ProtocolError", "RankedImage", "Ranking", "RegionBox",
     "Reranked", "ResourceExhausted", "Result", "Score", "Section", "ServerInfo", "Started", "TextDelta",
-    "Unauthenticated", "Unavailable", "decode_heatmap", "decode_overlay", "to_pixels", "to_wire",
+    "Unauthenticated", "Unavailable", "connection_failure", "decode_heatmap", "decode_overlay", "to_pixels", "to_wire",
 ]

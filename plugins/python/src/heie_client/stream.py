@@ -45,7 +45,9 @@ class EventStream(Generic[E]):
         self._finished = threading.Event()
         self._cancelled = False
         self._watcher: Optional[threading.Thread] = None
-        if cancel_when is not None:
+        if cancel_when is not None and cancel_when():
+            self._cancelled = True  # already cancelled: the call is never sent (iteration raises Cancelled)
+        elif cancel_when is not None:
             self._watcher = threading.Thread(
                 target=self._watch, args=(cancel_when, poll_interval), name="heie-cancel-watch", daemon=True
             )
@@ -128,7 +130,8 @@ class EventStream(Generic[E]):
         return error
 
     def _watch(self, cancel_when: CancelCheck, interval: float) -> None:
-        while not self._finished.wait(interval):
-            if cancel_when():
+        while not self._finished.is_set():
+            if cancel_when():  # checked before the first wait too: a call opened just now is cancelled at once
                 self.cancel()
                 return
+            self._finished.wait(interval)
