@@ -176,6 +176,8 @@ mod tests {
         assert_eq!(env("heads init", "out"), "HEIE_HEADS_INIT_OUT");
         assert_eq!(env("bench", "parallel"), "HEIE_BENCH_PARALLEL");
         assert_eq!(env("eval", "log-format"), "HEIE_LOG_FORMAT");
+        assert_eq!(env("serve", "body-timeout"), "HEIE_BODY_TIMEOUT");
+        assert_eq!(env("serve", "max-body-bytes-in-flight"), "HEIE_MAX_BODY_BYTES_IN_FLIGHT");
     }
 
     /// Parses with a clean environment plus `vars` (each test thread sets its own names).
@@ -212,6 +214,10 @@ mod tests {
         assert!(e.no_explanation && e.json && !e.write_metadata);
         assert_eq!(e.prompt.as_deref(), Some("a cat"));
         assert_eq!(e.model.disable_speedups, ["prefix-cache", "batched-text"]);
+
+        let cli = parse_with(&[("HEIE_BODY_TIMEOUT", "2.5"), ("HEIE_MAX_BODY_BYTES_IN_FLIGHT", "123456789")], &["heie", "serve"]).unwrap();
+        let super::super::Command::Serve(s) = cli.command else { panic!("serve") };
+        assert_eq!((s.body_timeout, s.max_body_bytes_in_flight), (Some(2.5), Some(123_456_789)));
 
         // A flag on the command line beats the variable; a bad value names the variable's flag.
         let cli = parse_with(&[("HEIE_TRAIN_BATCH_SIZE", "3")], &["heie", "train", "--shards", "s", "--out", "o", "--batch-size", "5"]).unwrap();

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::pipeline::options::MAX_TOKENS_PER_SECTION;
 use crate::service::server::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS};
-use crate::service::{self, ApiKey, ApiKeys, NetworkOptions, ServeOptions, ServiceLimits, TlsFiles};
+use crate::service::{self, ApiKey, ApiKeys, HttpBodyOptions, NetworkOptions, ServeOptions, ServiceLimits, TlsFiles};
 
 use super::model_args::ModelArgs;
 
@@ -96,6 +96,15 @@ pub struct ServeArgs {
     /// Calls one connection may have open at once; more wait in the client [default: 64].
     #[arg(long, env = "HEIE_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
+    /// Seconds an HTTP request body may take to arrive in full; slower ones get 408 and their
+    /// connection is closed [default: 30].
+    #[arg(long, env = "HEIE_BODY_TIMEOUT")]
+    pub body_timeout: Option<f64>,
+    /// Bytes of HTTP request bodies all connections together may hold while they arrive; a request
+    /// whose body does not fit gets 503 with Retry-After before it is read [default: 4 × the HTTP
+    /// body limit, about 341 MiB at the default --max-message-bytes].
+    #[arg(long, env = "HEIE_MAX_BODY_BYTES_IN_FLIGHT")]
+    pub max_body_bytes_in_flight: Option<usize>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -124,6 +133,8 @@ struct ConfigFile {
     http2_keepalive_interval: Option<f64>,
     http2_keepalive_timeout: Option<f64>,
     max_concurrent_streams: Option<u32>,
+    body_timeout: Option<f64>,
+    max_body_bytes_in_flight: Option<usize>,
     model: Option<PathBuf>,
     mmproj: Option<PathBuf>,
     heads: Option<PathBuf>,
@@ -174,7 +185,7 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         Some(path) => read_config(path)?,
         None => ConfigFile::default(),
     };
-    let network = network_options(args, &mut file)?;
+    let mut network = network_options(args, &mut file)?;
     let explicit = |id: &str| {
         matches
             .and_then(|m| m.value_source(id))
@@ -218,6 +229,11 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
     anyhow::ensure!((1..=40).contains(&model.max_tiles), "--max-tiles must be 1..=40, got {}", model.max_tiles);
     let drain = args.drain_delay.or(file.drain_delay).unwrap_or(DEFAULT_DRAIN_DELAY_S);
     anyhow::ensure!(drain.is_finite() && (0.0..=3600.0).contains(&drain), "--drain-delay must be 0..=3600 seconds");
+    network.http_bodies = http_bodies(
+        args.body_timeout.or(file.body_timeout),
+        args.max_body_bytes_in_flight.or(file.max_body_bytes_in_flight),
+        max_message_bytes,
+    )?;
     let addr = match args.addr.or(file.addr) {
         Some(a) => a,
         None => DEFAULT_ADDR.parse().expect("the default address parses"),
@@ -245,6 +261,26 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         drain_delay: Duration::from_secs_f64(drain),
         model,
     })
+}
+
+/// The HTTP API's body timeout and in-flight budget (flag, else file), checked.
+fn http_bodies(timeout: Option<f64>, max_in_flight: Option<usize>, max_message_bytes: usize) -> anyhow::Result<HttpBodyOptions> {
+    let timeout = match timeout {
+        Some(v) => {
+            anyhow::ensure!(v.is_finite() && v > 0.0 && v <= 86_400.0, "--body-timeout must be more than 0 and at most 86400 seconds, got {v}");
+            Duration::from_secs_f64(v)
+        }
+        None => HttpBodyOptions::default().timeout,
+    };
+    if let Some(n) = max_in_flight {
+        // A smaller budget would refuse a body the size limit allows with 503 forever.
+        let limit = crate::http::body_limit(max_message_bytes);
+        anyhow::ensure!(
+            n >= limit,
+            "--max-body-bytes-in-flight must be at least the HTTP body limit, {limit} bytes (from --max-message-bytes {max_message_bytes}), got {n}"
+        );
+    }
+    Ok(HttpBodyOptions { timeout, max_in_flight })
 }
 
 /// TLS, keys, keepalive and stream limits from the flags and the file.
@@ -282,7 +318,14 @@ fn network_options(args: &ServeArgs, file: &mut ConfigFile) -> anyhow::Result<Ne
     anyhow::ensure!(!timeout.is_zero(), "--http2-keepalive-timeout must be more than 0 seconds");
     let streams = args.max_concurrent_streams.or(file.max_concurrent_streams).unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS);
     anyhow::ensure!(streams >= 1, "--max-concurrent-streams must be at least 1");
-    Ok(NetworkOptions { tls, api_keys, keepalive_interval: interval, keepalive_timeout: timeout, max_concurrent_streams: streams })
+    Ok(NetworkOptions {
+        tls,
+        api_keys,
+        keepalive_interval: interval,
+        keepalive_timeout: timeout,
+        max_concurrent_streams: streams,
+        http_bodies: HttpBodyOptions::default(),
+    })
 }
 
 /// The `serve` subcommand's matches, re-parsed from the process arguments, to learn which model
@@ -492,5 +535,32 @@ mod tests {
         assert_eq!(settings(&args, Some(&m)).unwrap().options.http_addr, Some("0.0.0.0:9000".parse().unwrap()));
         let (args, m) = parse(&["serve"]);
         assert_eq!(settings(&args, Some(&m)).unwrap().options.http_addr, None);
+    }
+
+    #[test]
+    fn http_body_limits_come_from_the_flags_or_the_file_and_are_checked() {
+        let (args, m) = parse(&["serve"]);
+        let b = settings(&args, Some(&m)).unwrap().options.network.http_bodies;
+        assert_eq!(b, HttpBodyOptions { timeout: Duration::from_secs(30), max_in_flight: None });
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("heie.toml");
+        std::fs::write(&config, "body-timeout = 2.5\nmax-body-bytes-in-flight = 200000000\n").unwrap();
+        let path = config.to_str().unwrap();
+        let (args, m) = parse(&["serve", "--config", path]);
+        let b = settings(&args, Some(&m)).unwrap().options.network.http_bodies;
+        assert_eq!(b, HttpBodyOptions { timeout: Duration::from_millis(2500), max_in_flight: Some(200_000_000) });
+        let (args, m) = parse(&["serve", "--config", path, "--body-timeout", "7", "--max-body-bytes-in-flight", "300000000"]);
+        let b = settings(&args, Some(&m)).unwrap().options.network.http_bodies;
+        assert_eq!(b, HttpBodyOptions { timeout: Duration::from_secs(7), max_in_flight: Some(300_000_000) }, "flags beat the file");
+        for bad in [&["serve", "--body-timeout", "0"][..], &["serve", "--body-timeout=-1"], &["serve", "--max-body-bytes-in-flight", "1000"]] {
+            let (args, m) = parse(bad);
+            let e = format!("{:#}", settings(&args, Some(&m)).unwrap_err());
+            assert!(e.contains(bad[1].split('=').next().unwrap()), "{bad:?}: {e}");
+        }
+        // The budget must hold one body of the largest size: checked against --max-message-bytes.
+        let (args, m) = parse(&["serve", "--max-message-bytes", "3000", "--max-body-bytes-in-flight", "8096"]);
+        assert!(settings(&args, Some(&m)).is_ok());
+        let (args, m) = parse(&["serve", "--max-message-bytes", "3000", "--max-body-bytes-in-flight", "8095"]);
+        assert!(settings(&args, Some(&m)).is_err());
     }
 }

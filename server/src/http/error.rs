@@ -12,20 +12,30 @@ use crate::service::ServiceError;
 #[derive(Debug)]
 pub(super) struct ApiError {
     code: Code,
-    /// Usually the status of `code`; 413 for an oversized body, 405 for a wrong method.
+    /// Usually the status of `code`; 413 for an oversized body, 408 for one too slow to
+    /// arrive (DEADLINE_EXCEEDED is 504 otherwise: the server's own deadline), 405 for a wrong method.
     status: StatusCode,
     message: String,
+    /// Ask the client to close the connection after this reply (`Connection: close`): sent when
+    /// the request's body was left unread, so the connection cannot carry another request.
+    close: bool,
 }
 
 impl ApiError {
     /// An error with the HTTP status of its gRPC code.
     pub(super) fn new(code: Code, message: impl Into<String>) -> ApiError {
-        ApiError { code, status: http_status(code), message: message.into() }
+        ApiError { code, status: http_status(code), message: message.into(), close: false }
     }
 
     /// An error whose HTTP status says more than its code's (413 Payload Too Large, 405, 404).
     pub(super) fn with_status(status: StatusCode, code: Code, message: impl Into<String>) -> ApiError {
-        ApiError { code, status, message: message.into() }
+        ApiError { code, status, message: message.into(), close: false }
+    }
+
+    /// The same error, with `Connection: close` on its reply.
+    pub(super) fn closing(mut self) -> ApiError {
+        self.close = true;
+        self
     }
 
     /// The body of an error, also sent as the data of an SSE `error` event.
@@ -51,6 +61,9 @@ impl IntoResponse for ApiError {
         // RFC 9110 requires a challenge with every 401; RFC 6750 names the scheme the API takes.
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"heie\""));
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

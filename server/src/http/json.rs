@@ -6,9 +6,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::time::Duration;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 
+use super::body_budget::{BodyBudget, BodyPermit};
 use super::error::ApiError;
 
 /// Bytes of JSON allowed for a `max_message_bytes` protobuf message: base64 makes bytes 4/3 as long,
@@ -17,9 +19,27 @@ pub(super) fn body_limit(max_message_bytes: usize) -> usize {
     max_message_bytes.saturating_mul(4) / 3 + 4096
 }
 
-/// Reads the body (refusing it from its Content-Length, or as soon as it grows past `limit`, before
+/// How request bodies are read: their size limit, their time limit and the budget they share.
+#[derive(Clone, Debug)]
+pub(super) struct BodyRules {
+    /// Largest body accepted, in bytes (see [`body_limit`]).
+    pub limit: usize,
+    /// Time the whole body may take to arrive, from the handler's start.
+    pub timeout: Duration,
+    /// Bytes of body all connections together may hold.
+    pub budget: BodyBudget,
+}
+
+/// Reads the body (refusing it from its Content-Length, or as soon as it grows past the limit, before
 /// anything is decoded) and decodes it as the proto3 JSON of `T`, whose name `what` errors use.
-pub(super) async fn read<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> Result<T, ApiError> {
+///
+/// The body's bytes are reserved in the shared budget before they are read (all of a declared
+/// Content-Length at once; a chunked body as it arrives), and a body that does not fit is refused
+/// with 503 and `Retry-After` without being read. A body that has not fully arrived within the
+/// time limit is refused with 408. Either way the buffer and the reservation are dropped here, and
+/// the reply asks to close the connection (its unread rest is not worth draining).
+pub(super) async fn read<T: DeserializeOwned>(headers: &HeaderMap, body: Body, rules: &BodyRules, what: &str) -> Result<T, ApiError> {
+    let limit = rules.limit;
     let too_large = || {
         ApiError::with_status(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -31,15 +51,45 @@ pub(super) async fn read<T: DeserializeOwned>(headers: &HeaderMap, body: Body, l
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(Code::InvalidArgument, format!("request body: could not be read: {e}")))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
+    let busy = |permit: &BodyPermit| {
+        ApiError::new(
+            Code::Unavailable,
+            format!(
+                "request body: the server is already reading {} bytes of other requests' bodies (--max-body-bytes-in-flight {}); try again shortly",
+                rules.budget.total_bytes().saturating_sub(rules.budget.available_bytes()).saturating_sub(permit.bytes()),
+                rules.budget.total_bytes()
+            ),
+        )
+        .closing()
+    };
+    let mut permit = rules.budget.permit();
+    if let Some(n) = declared {
+        permit.grow_to(n).map_err(|_| busy(&permit))?;
     }
+    let reading = async {
+        let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::new(Code::InvalidArgument, format!("request body: could not be read: {e}")))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            permit.grow_to((bytes.len() + chunk.len()) as u64).map_err(|_| busy(&permit))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    };
+    let bytes = match tokio::time::timeout(rules.timeout, reading).await {
+        Ok(read) => read?,
+        Err(_) => {
+            return Err(ApiError::with_status(
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
+                format!("request body: not received within {} s (--body-timeout)", rules.timeout.as_secs_f64()),
+            )
+            .closing())
+        }
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(Code::InvalidArgument, format!("request body: empty; expected the JSON of a heie.v1.{what}")));
     }
@@ -83,10 +133,14 @@ mod tests {
         HeaderMap::new()
     }
 
+    fn rules(limit: usize) -> BodyRules {
+        BodyRules { limit, timeout: Duration::from_secs(30), budget: BodyBudget::new(1 << 20) }
+    }
+
     #[tokio::test]
     async fn decodes_proto3_json_and_refuses_unknown_fields_oversized_and_empty_bodies() {
         let body = r#"{"image":{"encoded":"iVBORw==","generationPrompt":"a cat"},"options":{"maxTokensPerSection":64,"heatmapEncodings":["HEATMAP_ENCODING_OVERLAY_PNG"],"seed":"7"}}"#;
-        let r: pb::EvaluateRequest = read(&headers(), Body::from(body), 4096, "EvaluateRequest").await.unwrap();
+        let r: pb::EvaluateRequest = read(&headers(), Body::from(body), &rules(4096), "EvaluateRequest").await.unwrap();
         let image = r.image.unwrap();
         assert_eq!(image.source, Some(pb::image::Source::Encoded(vec![0x89, b'P', b'N', b'G'])));
         assert_eq!(image.generation_prompt.as_deref(), Some("a cat"));
@@ -95,24 +149,55 @@ mod tests {
         assert_eq!(options.heatmap_encodings, vec![pb::HeatmapEncoding::OverlayPng as i32]);
         assert_eq!(options.seed, Some(7));
 
-        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"imgae":{}}"#), 4096, "EvaluateRequest").await.unwrap_err();
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"imgae":{}}"#), &rules(4096), "EvaluateRequest").await.unwrap_err();
         assert!(format!("{e:?}").contains("unknown field `imgae`"), "{e:?}");
         // A wrong type names the field and what was expected, not serde's internal types.
-        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"options":{"seed":true}}"#), 4096, "EvaluateRequest").await.unwrap_err();
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"options":{"seed":true}}"#), &rules(4096), "EvaluateRequest").await.unwrap_err();
         let m = format!("{e:?}");
         assert!(m.contains("options.seed: expected a number, or a string holding one"), "{m}");
         assert!(!m.contains("untagged") && !m.contains("Content"), "{m}");
-        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"options":{"maxTokensPerSection":"many"}}"#), 4096, "EvaluateRequest").await.unwrap_err();
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(r#"{"options":{"maxTokensPerSection":"many"}}"#), &rules(4096), "EvaluateRequest").await.unwrap_err();
         assert!(format!("{e:?}").contains("options.maxTokensPerSection: "), "{e:?}");
-        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(" "), 4096, "EvaluateRequest").await.unwrap_err();
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(" "), &rules(4096), "EvaluateRequest").await.unwrap_err();
         assert!(format!("{e:?}").contains("empty"), "{e:?}");
-        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(vec![b' '; 5000]), 4096, "EvaluateRequest").await.unwrap_err();
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from(vec![b' '; 5000]), &rules(4096), "EvaluateRequest").await.unwrap_err();
         assert!(format!("{e:?}").contains("PAYLOAD_TOO_LARGE") || format!("{e:?}").contains("413"), "{e:?}");
         let mut declared = headers();
         declared.insert(header::CONTENT_LENGTH, "5000".parse().unwrap());
-        let e = read::<pb::EvaluateRequest>(&declared, Body::from("{}"), 4096, "EvaluateRequest").await.unwrap_err();
+        let e = read::<pb::EvaluateRequest>(&declared, Body::from("{}"), &rules(4096), "EvaluateRequest").await.unwrap_err();
         assert!(format!("{e:?}").contains("413"), "refused from Content-Length alone: {e:?}");
         assert_eq!(body_limit(3000), 4000 + 4096);
+    }
+
+    #[tokio::test]
+    async fn bodies_are_refused_when_the_budget_is_spent_and_when_they_stall() {
+        let rules = BodyRules { limit: 64 * 1024, timeout: Duration::from_millis(300), budget: BodyBudget::new(16 * 1024) };
+        let mut declared = headers();
+        declared.insert(header::CONTENT_LENGTH, "20000".parse().unwrap());
+        let e = read::<pb::EvaluateRequest>(&declared, Body::from(vec![b' '; 20000]), &rules, "EvaluateRequest").await.unwrap_err();
+        let m = format!("{e:?}");
+        assert!(m.contains("Unavailable") && m.contains("--max-body-bytes-in-flight") && m.contains("close: true"), "{m}");
+        // Without Content-Length (chunked) the bytes are counted as they arrive.
+        let chunks = tokio_stream::iter((0..5).map(|_| Ok::<_, std::io::Error>(vec![b' '; 4096])));
+        let e = read::<pb::EvaluateRequest>(&headers(), Body::from_stream(chunks), &rules, "EvaluateRequest").await.unwrap_err();
+        assert!(format!("{e:?}").contains("Unavailable"), "{e:?}");
+        assert_eq!(rules.budget.available_bytes(), 16 * 1024, "refused bodies give their bytes back");
+        // A body that stops arriving is refused 408 after the timeout, and its bytes are returned.
+        let stalled = tokio_stream::iter([Ok::<_, std::io::Error>(b"{".to_vec())]).chain(tokio_stream::pending());
+        let started = std::time::Instant::now();
+        let e = read::<pb::EvaluateRequest>(&declared_len(100), Body::from_stream(stalled), &rules, "EvaluateRequest").await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let m = format!("{e:?}");
+        assert!(m.contains("408") && m.contains("DeadlineExceeded") && m.contains("--body-timeout") && m.contains("close: true"), "{m}");
+        assert_eq!(rules.budget.available_bytes(), 16 * 1024);
+        let r: pb::EvaluateRequest = read(&headers(), Body::from("{}"), &rules, "EvaluateRequest").await.unwrap();
+        assert_eq!(r, pb::EvaluateRequest::default());
+    }
+
+    fn declared_len(n: usize) -> HeaderMap {
+        let mut h = headers();
+        h.insert(header::CONTENT_LENGTH, n.to_string().parse().unwrap());
+        h
     }
 
     #[test]

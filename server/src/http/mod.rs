@@ -10,7 +10,8 @@
 //! | --- | --- |
 //! | `routes.rs` | the router and one handler per route |
 //! | `access.rs` | the one gate every `/v1/*` request passes (where API keys are checked) |
-//! | `json.rs` | reading a size-limited proto3 JSON body, writing JSON replies |
+//! | `json.rs` | reading a size- and time-limited proto3 JSON body, writing JSON replies |
+//! | `body_budget.rs` | the request-body bytes all connections together may hold |
 //! | `error.rs` | errors as `{"error":{"code","message"}}` with the HTTP status of their gRPC code |
 //! | `deadline.rs` | the `X-Heie-Timeout-Ms` header |
 //! | `sse.rs` | an evaluation's events as server-sent events |
@@ -18,6 +19,7 @@
 //! | `tls_listener.rs` | HTTPS with the gRPC port's certificate (when the server has TLS) |
 
 mod access;
+mod body_budget;
 mod deadline;
 mod error;
 mod json;
@@ -41,8 +43,44 @@ struct AppState {
     shared: Arc<Shared>,
     /// The same API keys the gRPC port checks (a no-op set when the server has none).
     keys: ApiKeys,
-    /// Largest request body accepted, in bytes (see [`json::body_limit`]).
-    body_limit: usize,
+    /// Size and time limits of request bodies, and the budget they share.
+    body: json::BodyRules,
+}
+
+/// How long a request body may take to arrive, and how many body bytes all connections together
+/// may hold while they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyOptions {
+    pub timeout: Duration,
+    /// `None`: [`default_body_bytes_in_flight`] of the body limit.
+    pub max_in_flight: Option<usize>,
+}
+
+/// 30 s: a full-size body (about 85 MiB at the default --max-message-bytes) arrives in that time
+/// over a 25 Mbit/s link, and a client that sends slower than that would hold its share of the
+/// budget for longer than any of our requests takes to evaluate. (nginx's `client_body_timeout`
+/// is 60 s between two reads; ours bounds the whole body, so a drip cannot extend it.)
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for BodyOptions {
+    fn default() -> BodyOptions {
+        BodyOptions { timeout: DEFAULT_BODY_TIMEOUT, max_in_flight: None }
+    }
+}
+
+/// The largest request body the HTTP API accepts for a `max_message_bytes` message (the JSON of a
+/// message is longer: base64).
+pub fn body_limit(max_message_bytes: usize) -> usize {
+    json::body_limit(max_message_bytes)
+}
+
+/// Four full-size bodies: enough that one large upload never blocks another (typical images are a
+/// few MB, so hundreds of those fit), while the bodies' memory stays a fixed multiple of the body
+/// limit (about 340 MiB at the default) instead of growing with the number of connections. Sizing
+/// it from --parallel + --max-queue would allow 68 full bodies (5.8 GB) at the defaults, more than
+/// the queue ever holds decoded at once.
+pub fn default_body_bytes_in_flight(body_limit: usize) -> usize {
+    body_limit.saturating_mul(4)
 }
 
 /// The running HTTP server. Dropping it aborts it.
@@ -61,11 +99,14 @@ impl HttpServer {
         shared: Arc<Shared>,
         keys: ApiKeys,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+        bodies: BodyOptions,
     ) -> std::io::Result<HttpServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let body_limit = json::body_limit(shared.limits().max_message_bytes);
-        let app = routes::router(AppState { shared, keys, body_limit });
+        let limit = body_limit(shared.limits().max_message_bytes);
+        let in_flight = bodies.max_in_flight.unwrap_or_else(|| default_body_bytes_in_flight(limit));
+        let body = json::BodyRules { limit, timeout: bodies.timeout, budget: body_budget::BodyBudget::new(in_flight as u64) };
+        let app = routes::router(AppState { shared, keys, body });
         let (graceful, graceful_rx) = oneshot::channel::<()>();
         let stop = async {
             let _ = graceful_rx.await;

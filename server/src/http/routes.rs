@@ -55,7 +55,7 @@ async fn post_evaluate(
     body: Body,
 ) -> Result<Response, ApiError> {
     let deadline = deadline::from_headers(&headers)?;
-    let request: pb::EvaluateRequest = json::read(&headers, body, state.body_limit, "EvaluateRequest").await?;
+    let request: pb::EvaluateRequest = json::read(&headers, body, &state.body, "EvaluateRequest").await?;
     let events = evaluate::open(state.shared.clone(), request, deadline, RequestLog::start("Evaluate", Some(peer))).await?;
     Ok(sse::response(events))
 }
@@ -69,7 +69,7 @@ async fn post_rerank(
     body: Body,
 ) -> Result<Response, ApiError> {
     let deadline = deadline::from_headers(&headers)?;
-    let request: pb::RerankRequest = json::read(&headers, body, state.body_limit, "RerankRequest").await?;
+    let request: pb::RerankRequest = json::read(&headers, body, &state.body, "RerankRequest").await?;
     Ok(json::reply(&rerank::run(state.shared.clone(), request, deadline, RequestLog::start("Rerank", Some(peer))).await?))
 }
 

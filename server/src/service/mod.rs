@@ -33,6 +33,7 @@ use tonic::{Request, Response, Status};
 use crate::pipeline::Evaluator;
 
 pub use auth::{ApiKey, ApiKeys};
+pub use crate::http::BodyOptions as HttpBodyOptions;
 pub use server::{start, NetworkOptions, RunningServer, ServeOptions};
 pub use tls::TlsFiles;
 pub use status::ServiceError;

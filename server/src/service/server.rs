@@ -29,7 +29,7 @@ use crate::pipeline::{EvalOptions, EvalResult, Evaluator};
 use super::auth::ApiKeys;
 use super::metrics::{self, ServiceMetrics};
 use super::tls::TlsFiles;
-use crate::http::HttpServer;
+use crate::http::{BodyOptions as HttpBodyOptions, HttpServer};
 use super::{EvaluatorService, ServiceLimits, Shared};
 
 /// The accepted connections with Nagle's algorithm off. tonic sets `TCP_NODELAY` only on listeners
@@ -71,6 +71,8 @@ pub struct NetworkOptions {
     pub keepalive_timeout: Duration,
     /// Streams (calls) one connection may have open at once; more wait on the client side.
     pub max_concurrent_streams: u32,
+    /// Time and in-flight budget of the HTTP API's request bodies.
+    pub http_bodies: HttpBodyOptions,
 }
 
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -86,6 +88,7 @@ impl Default for NetworkOptions {
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            http_bodies: HttpBodyOptions::default(),
         }
     }
 }
@@ -187,7 +190,7 @@ pub async fn start(
     );
 
     let http = match options.http_addr {
-        Some(a) => Some(HttpServer::start(a, shared.clone(), keys.clone(), http_tls).await.with_context(|| format!("cannot listen on {a} (HTTP)"))?),
+        Some(a) => Some(HttpServer::start(a, shared.clone(), keys.clone(), http_tls, network.http_bodies).await.with_context(|| format!("cannot listen on {a} (HTTP)"))?),
         None => None,
     };
     let http_addr = http.as_ref().map(|h| h.addr);
