@@ -106,6 +106,8 @@ pub struct Engine {
     /// Set by [`Engine::stop_admitting`]: new work is refused and queued work is turned away.
     closing: Arc<AtomicBool>,
     liveness: Liveness,
+    /// Shared with the decode loop; only test builds can change it (`set_step_delay`).
+    #[cfg(feature = "fault-injection")]
     step_delay: faults::StepDelay,
     thread: Option<JoinHandle<()>>,
 }
@@ -277,6 +279,7 @@ impl Engine {
             max_queue: config.max_queue.max(1),
             closing,
             liveness,
+            #[cfg(feature = "fault-injection")]
             step_delay,
             thread: Some(thread),
         })
