@@ -5,65 +5,16 @@
 //! the decoder itself runs under memory limits so a header that lies cannot make it allocate more.
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder as _, ImageError, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
+use image::{DynamicImage, ImageReader, RgbImage, RgbaImage};
 
-use super::image_container::{check_complete, ContainerError};
+pub use super::image_input_error::ImageInputError;
+use super::image_header::{check_dimensions, decode_error, decoder_limits, format_name, read_header};
 
 /// Default pixel budget: 40 megapixels covers every common camera and generator output while
 /// keeping a decoded RGB frame (120 MB) well inside the server's memory.
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
-
-/// Why an input could not become an image.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageInputError {
-    /// The bytes do not start with a PNG, JPEG or WebP signature.
-    #[error("not a recognised image (PNG, JPEG or WebP)")]
-    UnrecognisedFormat,
-    /// The image has more pixels than the budget allows.
-    #[error("image is {width}x{height} pixels, more than the limit of {max} pixels")]
-    TooLarge { width: u32, height: u32, max: u64 },
-    /// The image has no pixels at all.
-    #[error("image has zero width or height ({width}x{height})")]
-    Empty { width: u32, height: u32 },
-    /// The header or pixel data could not be decoded.
-    #[error("corrupt or truncated {format} image: {reason}")]
-    Corrupt {
-        format: &'static str,
-        reason: String,
-    },
-    /// The decoder needed more memory than the pixel budget allows (a lying or hostile file).
-    #[error("{format} image needs more memory to decode than allowed: {reason}")]
-    DecoderLimit {
-        format: &'static str,
-        reason: String,
-    },
-    /// The file's structure is cut short or broken (checked before decoding, see `image_container`).
-    #[error(transparent)]
-    Incomplete(#[from] ContainerError),
-    /// A raw pixel buffer has an unsupported channel count.
-    #[error("raw pixels must have 3 (RGB) or 4 (RGBA) channels, got {channels}")]
-    UnsupportedChannels { channels: u8 },
-    /// A raw pixel buffer's length does not match its declared shape.
-    #[error(
-        "raw pixel buffer for {width}x{height}x{channels} must be {expected} bytes, got {got}"
-    )]
-    RawLength {
-        width: u32,
-        height: u32,
-        channels: u8,
-        expected: u64,
-        got: u64,
-    },
-    /// The image file does not exist.
-    #[error("image file not found: {}", path.display())]
-    NotFound { path: PathBuf },
-    /// The image file exists but could not be read.
-    #[error("cannot read image file {}: {reason}", path.display())]
-    Unreadable { path: PathBuf, reason: String },
-}
 
 /// Decodes a PNG, JPEG or WebP file (format guessed from its content) into RGB, turned the way its
 /// EXIF orientation says, i.e. as every viewer shows it (a phone photo stored sideways is judged
@@ -87,50 +38,6 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageInpu
 /// decodes a pixel. Cheap: the header and the container's markers only.
 pub fn probe(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), ImageInputError> {
     read_header(bytes, max_pixels).map(|h| h.shown())
-}
-
-/// What an image's header says.
-struct Header {
-    format: ImageFormat,
-    /// Width and height of the stored pixel grid.
-    stored: (u32, u32),
-    /// How a viewer turns the stored grid (EXIF `Orientation`; none when absent).
-    orientation: Orientation,
-}
-
-impl Header {
-    /// Width and height as the image is shown: a quarter turn swaps them.
-    fn shown(&self) -> (u32, u32) {
-        let (w, h) = self.stored;
-        match self.orientation {
-            Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH => (h, w),
-            _ => (w, h),
-        }
-    }
-}
-
-fn read_header(bytes: &[u8], max_pixels: u64) -> Result<Header, ImageInputError> {
-    let format = supported_format(bytes)?;
-    let name = format_name(format);
-    // Header only. Decoders parse the header when constructed and allocate nothing proportional to
-    // the declared size, so this is safe for any input.
-    let mut header_reader = ImageReader::with_format(Cursor::new(bytes), format);
-    header_reader.limits(decoder_limits(max_pixels, None));
-    let mut decoder = match header_reader.into_decoder() {
-        Ok(decoder) => decoder,
-        Err(e) => {
-            // A file cut inside its header is reported as cut, not as whatever the decoder tripped on.
-            check_complete(format, bytes)?;
-            return Err(decode_error(name, e));
-        }
-    };
-    let (width, height) = decoder.dimensions();
-    // A broken or unreadable EXIF block is ignored, as viewers ignore it: the pixels are still fine.
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    check_dimensions(width, height, max_pixels)?;
-    // A cut-off file would decode "successfully" with the missing part grey.
-    check_complete(format, bytes)?;
-    Ok(Header { format, stored: (width, height), orientation })
 }
 
 /// Wraps a raw, tightly packed RGB (3 channels) or RGBA (4 channels) buffer, row-major.
@@ -188,61 +95,6 @@ pub fn load_path(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage, Im
     decode_image(&bytes, max_pixels)
 }
 
-fn supported_format(bytes: &[u8]) -> Result<ImageFormat, ImageInputError> {
-    match image::guess_format(bytes) {
-        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => Ok(f),
-        _ => Err(ImageInputError::UnrecognisedFormat),
-    }
-}
-
-fn format_name(format: ImageFormat) -> &'static str {
-    match format {
-        ImageFormat::Png => "PNG",
-        ImageFormat::Jpeg => "JPEG",
-        _ => "WebP",
-    }
-}
-
-fn check_dimensions(width: u32, height: u32, max_pixels: u64) -> Result<(), ImageInputError> {
-    if width == 0 || height == 0 {
-        return Err(ImageInputError::Empty { width, height });
-    }
-    if u64::from(width) * u64::from(height) > max_pixels {
-        return Err(ImageInputError::TooLarge {
-            width,
-            height,
-            max: max_pixels,
-        });
-    }
-    Ok(())
-}
-
-/// Decoder limits for a pixel budget: 8 bytes per pixel covers the widest output we accept
-/// (16-bit RGBA); the fixed slack covers metadata and codec working buffers of small images.
-fn decoder_limits(max_pixels: u64, exact_size: Option<(u32, u32)>) -> Limits {
-    const SLACK_BYTES: u64 = 16 << 20;
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(SLACK_BYTES));
-    if let Some((w, h)) = exact_size {
-        limits.max_image_width = Some(w);
-        limits.max_image_height = Some(h);
-    }
-    limits
-}
-
-fn decode_error(format: &'static str, error: ImageError) -> ImageInputError {
-    match error {
-        ImageError::Limits(e) => ImageInputError::DecoderLimit {
-            format,
-            reason: e.to_string(),
-        },
-        other => ImageInputError::Corrupt {
-            format,
-            reason: other.to_string(),
-        },
-    }
-}
-
 /// Converts any decoded colour type to 8-bit RGB, compositing transparency on white: models see
 /// generated images as a viewer would on a page, and black behind alpha would invent dark regions.
 fn flatten_to_rgb(image: DynamicImage) -> RgbImage {
@@ -265,6 +117,7 @@ fn flatten_to_rgb(image: DynamicImage) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::image_container::ContainerError;
     use image::codecs::jpeg::JpegEncoder;
     use image::codecs::png::PngEncoder;
     use image::codecs::webp::WebPEncoder;
