@@ -205,3 +205,7 @@ impl Scheduler {
         self.metrics.active.store(self.slots.len(), Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;
