@@ -1,14 +1,18 @@
-//! The llama.cpp engine: loads an InternVL GGUF pair, owns the llama context on one thread, and runs
+//! The engine: loads an InternVL GGUF pair, owns the model runtime's context on one thread, and runs
 //! [`SequenceProgram`]s with continuous batching. It knows nothing about gRPC or chains of thought.
+//!
+//! The runtime is reached through two traits (`runtime.rs`: [`Vocabulary`], [`Runtime`]); llama.cpp,
+//! the one implementation, lives in `llama/` with all of the crate's `unsafe`. The decode loop
+//! (`decode_loop/`) is generic over the runtime and knows no llama.cpp call.
 
 mod decode_loop;
 mod error;
 mod faults;
-mod ffi;
-pub mod gguf_file;
 mod liveness;
+mod llama;
 mod metrics;
 mod program;
+mod runtime;
 mod sampler;
 mod speedups;
 mod stats;
@@ -21,19 +25,22 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 pub use error::EngineError;
-pub use ffi::{gpu_devices, supports_gpu_offload, Model, Token};
+pub use llama::{gguf_file, gpu_devices, runs_on_gpu, supports_gpu_offload, Model};
 pub use liveness::Liveness;
 #[doc(hidden)]
 pub use faults::injected_fault;
 pub use metrics::EngineMetrics;
 pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
+pub use runtime::{Runtime, Token, Vocabulary};
 pub use sampler::argmax;
 pub use speedups::SpeedUps;
 pub use stats::SequenceStats;
 
 use decode_loop::DecodeLoop;
-use ffi::{Context, ContextParams, Vision};
-use gguf_file::GgufFile;
+
+/// The runtime this build runs. A concrete type, not `dyn Runtime`: the decode loop is monomorphised
+/// over it, so nothing on the per-token path becomes an indirect call (see `runtime.rs`).
+type ActiveRuntime = llama::LlamaRuntime;
 
 /// How to load and run the model.
 #[derive(Debug, Clone)]
@@ -120,50 +127,10 @@ fn require_file(path: &Path, what: &str) -> Result<(), EngineError> {
     }
 }
 
-/// Reads the vision tower's geometry from the mmproj metadata and checks it is an InternVL projector.
-fn read_vision_geometry(mmproj: &Path, meta: &GgufFile) -> Result<(u32, usize, u32, String), EngineError> {
-    let projector = meta.string("clip.projector_type").unwrap_or_default();
-    if projector != "internvl" {
-        return Err(EngineError::Load(format!(
-            "{} is not an InternVL mmproj (projector type {:?}, expected \"internvl\")",
-            mmproj.display(),
-            projector
-        )));
-    }
-    let missing = |k: &str| EngineError::Load(format!("{} lacks metadata {k}", mmproj.display()));
-    let tile = meta.u32("clip.vision.image_size").ok_or_else(|| missing("clip.vision.image_size"))?;
-    let patch = meta.u32("clip.vision.patch_size").ok_or_else(|| missing("clip.vision.patch_size"))?;
-    let shuffle = meta.u32("clip.vision.projector.scale_factor").unwrap_or(2);
-    let projection = meta.u32("clip.vision.projection_dim").ok_or_else(|| missing("clip.vision.projection_dim"))?;
-    if patch == 0 || shuffle == 0 || tile % (patch * shuffle) != 0 {
-        return Err(EngineError::Load(format!(
-            "{}: tile {tile} px is not a multiple of patch {patch} × pixel shuffle {shuffle}",
-            mmproj.display()
-        )));
-    }
-    let side = (tile / patch / shuffle) as usize;
-    let name = meta.string("general.name").unwrap_or_else(|| file_name(mmproj));
-    Ok((tile, side * side, projection, name))
-}
-
-/// Whether the model's layers go to a GPU: a GPU build, a GPU present, and layers asked for.
-pub fn runs_on_gpu(n_gpu_layers: i32) -> bool {
-    offloads_to(&gpu_devices(), n_gpu_layers)
-}
-
-/// [`runs_on_gpu`] with the GPU list already enumerated.
-fn offloads_to(gpus: &[String], n_gpu_layers: i32) -> bool {
-    supports_gpu_offload() && !gpus.is_empty() && n_gpu_layers != 0
-}
-
 /// The flash-attention setting to run with: the one asked for, else off on the CPU (it measured
 /// slower there at every load, see `EngineConfig::flash_attention`) and llama.cpp's choice on a GPU.
 pub fn flash_attention_for(asked: Option<bool>, gpu: bool) -> Option<bool> {
     asked.or(if gpu { None } else { Some(false) })
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 impl Engine {
@@ -174,40 +141,8 @@ impl Engine {
         if config.slots == 0 || config.ctx_per_sequence < 256 || config.n_batch == 0 {
             return Err(EngineError::Load("slots must be ≥ 1, ctx size ≥ 256 and batch ≥ 1".into()));
         }
-        // Both files are checked in Rust first: llama.cpp may abort on a truncated or corrupt one.
-        gguf_file::check(&config.model, "model")?;
-        let mmproj_meta = gguf_file::check(&config.mmproj, "mmproj")?;
-        let (tile_size, tokens_per_tile, projection, mmproj_name) = read_vision_geometry(&config.mmproj, &mmproj_meta)?;
-        let model = Arc::new(Model::load(&config.model, config.n_gpu_layers)?);
-        if model.n_embd() != projection as usize {
-            return Err(EngineError::Load(format!(
-                "mmproj {} projects to width {projection} but the model {} has width {}: they are not a pair",
-                config.mmproj.display(),
-                config.model.display(),
-                model.n_embd()
-            )));
-        }
-        let native_markers = model.special_token("[MAP]").zip(model.special_token("[SCORE]"));
-        let gpus = gpu_devices();
-        let gpu = offloads_to(&gpus, config.n_gpu_layers);
-        let info = ModelInfo {
-            llm_name: model.meta("general.name").unwrap_or_else(|| file_name(&config.model)),
-            mmproj_name,
-            n_embd: model.n_embd(),
-            n_vocab: model.n_vocab(),
-            tile_size,
-            tokens_per_tile,
-            native_markers,
-            device: if gpu {
-                let layers = if config.n_gpu_layers < 0 { model.n_layers() as i32 } else { config.n_gpu_layers };
-                let layers = layers.min(model.n_layers() as i32);
-                format!("{}, {layers} of {} layers offloaded", gpus.join(", "), model.n_layers())
-            } else {
-                "CPU".to_string()
-            },
-            slots: config.slots,
-            ctx_per_sequence: config.ctx_per_sequence,
-        };
+        let llama::Loaded { model, info, gpu } = llama::load(config)?;
+        let tokens_per_tile = info.tokens_per_tile;
         let metrics = Arc::new(EngineMetrics::default());
         let (commands, receiver) = sync_channel::<Command>(config.max_queue.max(1) + 1);
         let (ready_tx, ready_rx) = sync_channel::<Result<(), EngineError>>(1);
@@ -222,28 +157,9 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("heie-engine".into())
             .spawn(move || {
-                // One more sequence, and room for its cells, holds the cached shared prefix. With
-                // per-sequence streams every stream gets n_ctx / n_seq_max cells, the prefix's too.
-                let per_sequence_kv = cfg.speedups.per_sequence_kv;
-                let n_ctx = if per_sequence_kv {
-                    cfg.ctx_per_sequence * (cfg.slots + 1)
-                } else {
-                    cfg.ctx_per_sequence * cfg.slots + decode_loop::PREFIX_CELLS
-                };
-                let params = ContextParams {
-                    n_ctx,
-                    n_batch: cfg.n_batch,
-                    n_seq_max: cfg.slots + 1,
-                    threads: cfg.threads,
-                    flash_attention: flash_attention_for(cfg.flash_attention, gpu),
-                    per_sequence_kv,
-                };
-                let vision_batch_tokens = tokens_per_tile * cfg.vision_batch_tiles.max(1);
-                let built = Context::new(thread_model.clone(), &params).and_then(|ctx| {
-                    Vision::load(&cfg.mmproj, thread_model.clone(), gpu, cfg.threads, vision_batch_tokens).map(|v| (ctx, v))
-                });
-                let (ctx, vision) = match built {
-                    Ok(parts) => parts,
+                let built = ActiveRuntime::new(thread_model, &cfg, gpu, tokens_per_tile, decode_loop::PREFIX_CELLS);
+                let runtime = match built {
+                    Ok(runtime) => runtime,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -251,14 +167,11 @@ impl Engine {
                 };
                 let _ = ready_tx.send(Ok(()));
                 let decode_loop = DecodeLoop::new(
-                    thread_model,
-                    ctx,
-                    vision,
+                    runtime,
                     receiver,
                     thread_metrics,
                     cfg.slots as usize,
                     cfg.ctx_per_sequence as i32,
-                    cfg.n_batch as usize,
                     cfg.speedups,
                     thread_closing,
                     thread_step_delay,

@@ -4,7 +4,7 @@
 //! [`Step`], runs it batched with every other active sequence, and reports results back. This keeps
 //! one decode loop for any number of concurrent requests.
 
-use super::ffi::Token;
+use super::runtime::Token;
 use super::stats::SequenceStats;
 
 /// How the next tokens are chosen.

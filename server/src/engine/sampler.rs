@@ -1,6 +1,6 @@
 //! Token sampling: greedy by default (deterministic), or temperature sampling from a seeded stream.
 
-use super::ffi::Token;
+use super::runtime::Token;
 use super::program::Sampling;
 
 /// A per-sequence sampler. The random stream is SplitMix64, so a seed gives the same tokens on every

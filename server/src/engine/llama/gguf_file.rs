@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::ffi::ggml_type_layout;
-use super::EngineError;
+use super::backend::ggml_type_layout;
+use crate::engine::EngineError;
 
 /// The four bytes every GGUF file starts with.
 const MAGIC: &[u8; 4] = b"GGUF";

@@ -1,0 +1,140 @@
+//! Image work: a sequence's tiles through the vision tower, then their embedding rows decoded into the
+//! sequence. Done in pieces — one tile's encode, or one `n_batch` chunk of rows — between the decode
+//! steps of the other sequences, so a new image never stalls running streams for longer than one
+//! piece. Which image moves on, and whether it may go all the way, is the scheduler's call.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::sequence::SlotState;
+use super::DecodeLoop;
+use crate::engine::program::{SequenceEnd, TileBitmap};
+use crate::engine::runtime::{Runtime, Vocabulary};
+use crate::engine::EngineError;
+
+/// An image's tiles on their way into the context.
+pub(super) struct ImageWork {
+    tiles: Vec<TileBitmap>,
+    /// Tiles encoded so far.
+    encoded: usize,
+    /// Encoded tiles whose rows are not all decoded yet, oldest first, and how many rows of the front
+    /// one are.
+    pending: VecDeque<Vec<f32>>,
+    front_rows_done: usize,
+}
+
+impl ImageWork {
+    pub fn new(tiles: Vec<TileBitmap>) -> ImageWork {
+        ImageWork { tiles, encoded: 0, pending: VecDeque::new(), front_rows_done: 0 }
+    }
+
+    fn pending_rows(&self, width: usize) -> usize {
+        self.pending.iter().map(|f| f.len() / width).sum::<usize>() - self.front_rows_done
+    }
+
+    fn done(&self) -> bool {
+        self.encoded == self.tiles.len() && self.pending.is_empty()
+    }
+}
+
+impl<R: Runtime> DecodeLoop<R> {
+    /// Moves the scheduler's chosen image on by one piece, or all the way when no other sequence is
+    /// running (nobody would wait, and the vision tower then encodes all its tiles in one batch).
+    pub(super) fn image_work(&mut self) {
+        let Some((i, all_the_way)) = self.scheduler.image_turn() else { return };
+        loop {
+            if let Err(e) = self.image_piece(i, all_the_way) {
+                self.scheduler.slots[i].end = Some(SequenceEnd::Failed(e));
+                return;
+            }
+            let SlotState::Imaging(work) = &self.scheduler.slots[i].state else { return };
+            if work.done() {
+                self.scheduler.slots[i].state = SlotState::Ready;
+                return;
+            }
+            if !all_the_way {
+                return;
+            }
+        }
+    }
+
+    /// One piece of slot `i`'s image work: decode a chunk of encoded rows when a full `n_batch` chunk
+    /// is ready (or nothing is left to encode), else encode the next tile — or, with `all_tiles`, every
+    /// remaining tile in one batched encode.
+    fn image_piece(&mut self, i: usize, all_tiles: bool) -> Result<(), EngineError> {
+        let width = self.runtime.vocab().n_embd();
+        let capacity = self.runtime.batch_capacity();
+        let SlotState::Imaging(work) = &self.scheduler.slots[i].state else { return Ok(()) };
+        let pending = work.pending_rows(width);
+        let encode_next = work.encoded < work.tiles.len()
+            && pending < capacity
+            && (pending == 0 || self.speedups.batched_image_prefill);
+        if encode_next {
+            self.encode_piece(i, all_tiles, width)
+        } else {
+            self.feed_piece(i, pending, width, capacity)
+        }
+    }
+
+    /// Encodes slot `i`'s next tile (all remaining tiles with `all_tiles`), hands each tile's features
+    /// to the program and queues their rows.
+    fn encode_piece(&mut self, i: usize, all_tiles: bool, width: usize) -> Result<(), EngineError> {
+        let slot = &mut self.scheduler.slots[i];
+        let SlotState::Imaging(work) = &mut slot.state else { return Ok(()) };
+        let t0 = Instant::now();
+        let take = if all_tiles { work.tiles.len() - work.encoded } else { 1 };
+        let tiles = &work.tiles[work.encoded..work.encoded + take];
+        let features = if self.speedups.batched_vision && take > 1 {
+            self.runtime.encode_tiles(tiles)?
+        } else {
+            tiles.iter().map(|t| self.runtime.encode_tile(t)).collect::<Result<Vec<_>, _>>()?
+        };
+        let encode = t0.elapsed();
+        self.metrics.record_image_encode(encode);
+        slot.stats.image_encode += encode;
+        work.encoded += take;
+        for f in features {
+            // The program keeps each tile's features for the heads, in tile order.
+            slot.program.on_image_features(&f, f.len() / width);
+            // Only whole rows are queued: an empty tile would leave `feed_piece` nothing to take (and
+            // no way to make progress).
+            if f.len() >= width {
+                work.pending.push_back(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one chunk of slot `i`'s encoded rows: up to `capacity` rows, across tile boundaries
+    /// (one decode per chunk, not one per tile) unless that speed-up is off.
+    fn feed_piece(&mut self, i: usize, pending: usize, width: usize, capacity: usize) -> Result<(), EngineError> {
+        let slot = &mut self.scheduler.slots[i];
+        let SlotState::Imaging(work) = &mut slot.state else { return Ok(()) };
+        if slot.pos + pending as i32 > self.ctx_per_seq {
+            return Err(EngineError::ContextFull(format!("{pending} image tokens at position {} of {}", slot.pos, self.ctx_per_seq)));
+        }
+        let t1 = Instant::now();
+        self.runtime.clear_embeddings();
+        let mut rows = 0;
+        while rows < capacity {
+            let Some(front) = work.pending.front() else { break };
+            let row = &front[work.front_rows_done * width..(work.front_rows_done + 1) * width];
+            self.runtime.push_embedding(row, slot.pos + rows as i32, slot.seq);
+            rows += 1;
+            work.front_rows_done += 1;
+            if work.front_rows_done * width == front.len() {
+                work.pending.pop_front();
+                work.front_rows_done = 0;
+                if !self.speedups.batched_image_prefill {
+                    break;
+                }
+            }
+        }
+        self.runtime.decode_embeddings()?;
+        slot.pos += rows as i32;
+        slot.stats.image_tokens += rows as u32;
+        slot.stats.prefill += t1.elapsed();
+        slot.stats.image_prefill += t1.elapsed();
+        Ok(())
+    }
+}
