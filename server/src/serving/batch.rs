@@ -18,7 +18,7 @@ use super::call::Call;
 use super::encode::failed_done;
 use super::evaluate::{end_stream, pump, ImageEnd};
 use super::outgoing::{self, OutStream, Outgoing};
-use super::submit::{submit, Asked, Images, Submission};
+use super::submit::{admit_call, Admitted, Asked, Images, Submission};
 use super::{expired, Serving, ServingError};
 
 type Item = pb::BatchEvent;
@@ -31,14 +31,7 @@ pub async fn open(serving: Arc<Serving>, request: pb::EvaluateBatchRequest, dead
     let call = Call::start(&serving, "EvaluateBatch", peer);
     let span = tracing::info_span!("rpc", method = "EvaluateBatch", images = request.images.len());
     let asked = Asked { options: request.options, score_only: false };
-    let submitted = submit(&serving, Images::Many(request.images), asked, deadline, call.log()).instrument(span.clone()).await;
-    let (places, images) = match submitted {
-        Ok(s) => s,
-        Err(e) => {
-            call.rejected(&e);
-            return Err(e);
-        }
-    };
+    let Admitted { call, places, images } = admit_call(&serving, call, Images::Many(request.images), asked, deadline, &span).await?;
     let (out, stream) = outgoing::channel(64);
     tokio::spawn(run(serving, call, places, images, out, deadline).instrument(span));
     Ok(stream)

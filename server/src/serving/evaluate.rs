@@ -21,7 +21,7 @@ use super::call::Call;
 use super::encode::Outgoing as Encoded;
 use super::outgoing::{self, OutStream, Outgoing};
 use super::request_log::{self, SharedLog};
-use super::submit::{submit, Asked, Images, Submission};
+use super::submit::{admit_call, Admitted, Asked, Images, Submission};
 use super::{expired, Serving, ServingError};
 
 /// Wire events a stream may buffer towards a slow client before forwarding waits.
@@ -37,14 +37,7 @@ pub async fn open(serving: Arc<Serving>, request: pb::EvaluateRequest, deadline:
     let call = Call::start(&serving, "Evaluate", peer);
     let span = tracing::info_span!("rpc", method = "Evaluate", request_id = tracing::field::Empty);
     let asked = Asked { options: request.options, score_only: false };
-    let submitted = submit(&serving, Images::One(request.image), asked, deadline, call.log()).instrument(span.clone()).await;
-    let (places, mut images) = match submitted {
-        Ok(s) => s,
-        Err(e) => {
-            call.rejected(&e);
-            return Err(e);
-        }
-    };
+    let Admitted { call, places, mut images } = admit_call(&serving, call, Images::One(request.image), asked, deadline, &span).await?;
     let image = images.pop().expect("one image was submitted");
     let (out, stream) = outgoing::channel(STREAM_BUFFER);
     tokio::spawn(forward(serving, call, places, image, out, deadline).instrument(span));

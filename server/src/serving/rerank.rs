@@ -15,7 +15,7 @@ use crate::pipeline::EvalEvent;
 use super::batch::ranking;
 use super::call::Call;
 use super::request_log::{self, SharedLog};
-use super::submit::{submit, Asked, Images, Submission};
+use super::submit::{admit_call, Admitted, Asked, Images, Submission};
 use super::{expired, Serving, ServingError};
 
 /// Scores and ranks. If the caller drops this future (its client left), every image still being
@@ -26,14 +26,7 @@ pub async fn run(serving: Arc<Serving>, request: pb::RerankRequest, deadline: Op
     let span = tracing::info_span!("rpc", method = "Rerank", images = request.images.len());
     let top_k = request.top_k;
     let asked = Asked { options: request.options, score_only: request.fast };
-    let submitted = submit(&serving, Images::Many(request.images), asked, deadline, call.log()).instrument(span.clone()).await;
-    let (places, images) = match submitted {
-        Ok(s) => s,
-        Err(e) => {
-            call.rejected(&e);
-            return Err(e);
-        }
-    };
+    let Admitted { call, places, images } = admit_call(&serving, call, Images::Many(request.images), asked, deadline, &span).await?;
     let scores = tokio::select! {
         scores = collect(images, &serving, call.log()).instrument(span) => scores,
         _ = expired(deadline) => Err(ServingError::DeadlineExceeded),

@@ -12,7 +12,10 @@ use tokio::time::Instant;
 use crate::pipeline::events::EventReceiver;
 use crate::pipeline::{Evaluator, PreparedRequest};
 
+use tracing::Instrument as _;
+
 use super::admission::Places;
+use super::call::Call;
 use super::encode::EventEncoder;
 use super::request_log::{self, SharedLog};
 use super::requests::{self, ValidImage};
@@ -85,6 +88,32 @@ pub(crate) async fn submit(
         _ = expired(deadline) => return Err(ServingError::DeadlineExceeded),
     };
     Ok((places, submissions))
+}
+
+/// A call's images, admitted and queued: the call goes on with its places and submissions.
+pub(crate) struct Admitted {
+    pub call: Call,
+    pub places: Places,
+    pub images: Vec<Submission>,
+}
+
+/// [`submit`] for a call (in its span): a refusal is written to the call's log line and metrics
+/// before it is returned, so every call records the same way.
+pub(crate) async fn admit_call(
+    serving: &Arc<Serving>,
+    call: Call,
+    images: Images,
+    asked: Asked,
+    deadline: Option<Instant>,
+    span: &tracing::Span,
+) -> Result<Admitted, ServingError> {
+    match submit(serving, images, asked, deadline, call.log()).instrument(span.clone()).await {
+        Ok((places, images)) => Ok(Admitted { call, places, images }),
+        Err(e) => {
+            call.rejected(&e);
+            Err(e)
+        }
+    }
 }
 
 /// Queues one decoded image (tiling runs on the calling thread: the pixel pool). Only an overlay
