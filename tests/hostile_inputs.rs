@@ -27,8 +27,8 @@ use heie_server::pipeline::image_container::ContainerError;
 use heie_server::pipeline::image_input::{decode_image, probe, ImageInputError};
 use heie_server::pipeline::options::{MAX_HEATMAP_SIDE, MAX_TEMPERATURE, MAX_TOKENS_PER_SECTION};
 use heie_server::pipeline::reference::{ReferenceCot, ReferenceError, MAX_REFERENCE_BYTES};
-use heie_server::service::convert::{self, RequestDefaults};
-use heie_server::service::status::ServiceError;
+use heie_server::serving::requests::{self as convert, RequestDefaults};
+use heie_server::serving::ServingError;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -159,9 +159,9 @@ fn raw_fault(width: u32, height: u32, channels: u32, len: usize) -> Option<&'sta
     }
 }
 
-fn field_of(err: ServiceError) -> String {
+fn field_of(err: ServingError) -> String {
     match err {
-        ServiceError::InvalidArgument { field, .. } => field,
+        ServingError::InvalidArgument { field, .. } => field,
         other => panic!("not INVALID_ARGUMENT: {other:?}"),
     }
 }
@@ -339,9 +339,9 @@ proptest! {
         // A RAW_F32_LE heatmap too large for a message is refused before the work, on that encoding.
         let (w, h) = heatmap.unwrap_or(size);
         let too_large = wanted.contains(&pb::HeatmapEncoding::RawF32Le) && u64::from(w) * u64::from(h) * 4 + 1024 > d.max_message_bytes as u64;
-        match opts.check_payload(&eval, pending.width, pending.height) {
+        match opts.check_payload((w, h)) {
             Ok(()) => prop_assert!(!too_large),
-            Err(ServiceError::InvalidArgument { field, reason }) => {
+            Err(ServingError::InvalidArgument { field, reason }) => {
                 prop_assert!(too_large, "refused {field}: {reason}");
                 prop_assert!(field.starts_with("options.heatmap_encodings[") && reason.contains("RAW_F32_LE"), "{field}: {reason}");
             }

@@ -367,14 +367,14 @@ async fn rerank_answers_the_same_ranking_as_grpc() {
 async fn while_loading_health_and_the_api_answer_503_and_the_page_loads() {
     let _serial = serial().await;
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let options = heie_server::service::ServeOptions {
+    let options = heie_server::server::ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: None,
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
         limits: limits(1, 4),
         network: Default::default(),
     };
-    let mut server = heie_server::service::start(options, move || {
+    let mut server = heie_server::server::start(options, move || {
         wait.recv()?;
         let engine = heie_server::engine::Engine::start(&config(LLM, MMPROJ, 1))?;
         Ok(heie_server::pipeline::Evaluator::new(std::sync::Arc::new(engine))?)
@@ -429,9 +429,9 @@ async fn shutdown_gives_streams_the_grace_period_then_ends_them_with_unavailable
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_guard_the_api_but_not_health_or_the_page() {
     let _serial = serial().await;
-    let key: heie_server::service::ApiKey = "http-test-key-1234".parse().unwrap();
-    let network = heie_server::service::NetworkOptions {
-        api_keys: heie_server::service::ApiKeys::new(&[key], None).unwrap(),
+    let key: heie_server::serving::ApiKey = "http-test-key-1234".parse().unwrap();
+    let network = heie_server::server::NetworkOptions {
+        api_keys: heie_server::serving::ApiKeys::new(&[key], None).unwrap(),
         ..Default::default()
     };
     let server = start_http_server_with(limits(1, 4), network).await;
@@ -467,42 +467,47 @@ async fn api_keys_guard_the_api_but_not_health_or_the_page() {
 }
 
 /// A load balancer probing `/healthz` must stop sending before anything is refused: from the moment
-/// the drain begins, `/healthz` answers 503 NOT_SERVING and gRPC health NOT_SERVING, while the drain
-/// delay still serves calls on both ports; after it the HTTP port closes.
+/// the drain begins, `/healthz` answers 503 NOT_SERVING and gRPC health NOT_SERVING — together, since
+/// both read the core's one serving state — while the drain delay still serves calls on both ports;
+/// after it the HTTP port closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_turns_503_when_the_drain_begins_while_calls_are_still_served() {
+async fn healthz_and_grpc_health_turn_not_serving_together_when_the_drain_begins_while_calls_are_still_served() {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
     let _serial = serial().await;
     let server = start_http_server(limits(1, 4)).await;
     let http = server.http_addr.unwrap();
     let grpc = server.addr;
+    let mut health = HealthClient::new(tonic::transport::Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap());
+    let check = |mut h: HealthClient<tonic::transport::Channel>| async move {
+        h.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status
+    };
+    let mut watch = health.watch(HealthCheckRequest { service: "heie.v1.Evaluator".into() }).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32, "Watch starts with the current status");
     assert_eq!(get(http, "/healthz").await.status, 200);
+    assert_eq!(check(health.clone()).await, ServingStatus::Serving as i32);
     let delay = Duration::from_secs(3);
     let began = Instant::now();
     let drain = tokio::spawn(server.drain(delay, Duration::from_secs(2)));
     let mut probes = 0;
     loop {
-        let health = get(http, "/healthz").await;
-        if health.status == 503 {
-            assert_eq!(health.json().await, json!({ "status": "NOT_SERVING" }));
+        let grpc_before = check(health.clone()).await;
+        let reply = get(http, "/healthz").await;
+        if reply.status == 503 {
+            assert_eq!(reply.json().await, json!({ "status": "NOT_SERVING" }));
             break;
         }
+        // HTTP still says SERVING, so gRPC, asked just before, cannot have turned already.
+        assert_eq!(grpc_before, ServingStatus::Serving as i32, "gRPC health turned while /healthz still said SERVING");
         probes += 1;
         // It turns within milliseconds; half the delay is a generous bound that leaves the rest of
         // the delay for the checks below.
         assert!(began.elapsed() < delay / 2, "/healthz said SERVING {probes} times into the drain delay");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // gRPC health says the same (it is set right after the shared state).
-    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
-    let mut health = HealthClient::new(tonic::transport::Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap());
-    loop {
-        let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
-        if status == ServingStatus::NotServing as i32 {
-            break;
-        }
-        assert!(began.elapsed() < delay, "gRPC health still SERVING while /healthz says NOT_SERVING");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // The same state: gRPC health says NOT_SERVING at once, with no retry, and Watch reports the change.
+    assert_eq!(check(health.clone()).await, ServingStatus::NotServing as i32, "gRPC health still SERVING while /healthz says NOT_SERVING");
+    let changed = tokio::time::timeout(Duration::from_secs(1), watch.message()).await.expect("Watch reports the change").unwrap().unwrap();
+    assert_eq!(changed.status, ServingStatus::NotServing as i32);
     // Still inside the delay: the replica answers calls, so nothing in flight towards it is lost.
     assert_eq!(get(http, "/v1/info").await.status, 200);
     assert!(client(grpc).await.get_info(pb::GetInfoRequest {}).await.is_ok());

@@ -68,7 +68,13 @@ fn assert_screenshot(path: &std::path::Path) {
 
 #[test]
 fn the_page_streams_an_evaluation_in_chromium() {
-    let server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--parallel", "1", "--max-queue", "2", "--max-tokens", "24"], &[]);
+    // Each decode step takes 10 ms longer, so the script's long evaluations (3 × 1100 tokens) hold
+    // the slot for half a minute on any machine: the page's request then always finds it taken. On
+    // a fast machine an undelayed one ended within the second the page needed to submit.
+    let server = HttpProcess::spawn(
+        &["--http", "127.0.0.1:0", "--parallel", "1", "--max-queue", "2", "--max-tokens", "24"],
+        &[("HEIE_FAULT_STEP_DELAY_MS", "10")],
+    );
     let out_dir = screenshot_dir();
     let url = format!("http://{}/", server.http);
     let image = example_png_path();

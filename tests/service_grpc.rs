@@ -488,14 +488,14 @@ async fn health_is_not_serving_until_warm_and_shutdown_cancels_after_the_grace_p
 
     // The loader waits for a go signal, so the not-yet-ready state can be observed.
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let serve = heie_server::service::ServeOptions {
+    let serve = heie_server::server::ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: None,
         http_addr: None,
         limits: limits(1, 4),
         network: Default::default(),
     };
-    let mut server = heie_server::service::start(serve, move || {
+    let mut server = heie_server::server::start(serve, move || {
         wait.recv()?;
         Ok(heie_server::pipeline::Evaluator::new(std::sync::Arc::new(heie_server::engine::Engine::start(&config(LLM, MMPROJ, 1))?))?)
     })

@@ -572,7 +572,7 @@ fn https_addr(server: &ServeProcess) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_finishes_its_tls_handshake_is_dropped_after_the_limit_while_others_are_served() {
-    use heie_server::service::tls::HANDSHAKE_TIMEOUT;
+    use heie_server::tls::HANDSHAKE_TIMEOUT;
     use tokio::io::AsyncReadExt as _;
     let _serial = serial().await;
     let pki = Pki::new();

@@ -1,30 +1,28 @@
 //! Helpers of the HTTP API tests: an in-process server with `--http` on the fixture models, a
-//! `heie serve --http` child process, and a plain HTTP/1.1 client (written here on a TCP socket so
+//! `heie serve --http` child process (over `service_support`'s one process helper), and a plain HTTP/1.1 client (written here on a TCP socket so
 //! the tests see exactly the bytes on the wire: status lines, chunked framing, SSE blocks).
 #![allow(dead_code)]
 
-use std::io::{BufRead as _, BufReader as StdBufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use heie_server::engine::Engine;
 use heie_server::pipeline::Evaluator;
-use heie_server::service::{self, RunningServer, ServeOptions, ServiceLimits};
+use heie_server::server::{self, RunningServer, ServeOptions};
+use heie_server::serving::ServingLimits;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
-use crate::service_support::{config, heie_bin, model, LLM, MMPROJ};
+use crate::service_support::{config, ServeProcess, LLM, MMPROJ};
 
 /// Starts an in-process server (gRPC and HTTP on 127.0.0.1:0) and waits until it is ready.
-pub async fn start_http_server(limits: ServiceLimits) -> RunningServer {
+pub async fn start_http_server(limits: ServingLimits) -> RunningServer {
     start_http_server_with(limits, Default::default()).await
 }
 
 /// [`start_http_server`] with network options (API keys, TLS) of the test's choosing.
-pub async fn start_http_server_with(limits: ServiceLimits, network: service::NetworkOptions) -> RunningServer {
+pub async fn start_http_server_with(limits: ServingLimits, network: server::NetworkOptions) -> RunningServer {
     let options = ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: None,
@@ -32,7 +30,7 @@ pub async fn start_http_server_with(limits: ServiceLimits, network: service::Net
         limits: limits.clone(),
         network,
     };
-    let mut server = service::start(options, move || {
+    let mut server = server::start(options, move || {
         let mut cfg = config(LLM, MMPROJ, limits.parallel);
         cfg.max_queue = limits.max_queue as usize;
         Ok(Evaluator::new(Arc::new(Engine::start(&cfg)?))?)
@@ -229,100 +227,36 @@ pub async fn expect_error(reply: Reply, status: u16, code: &str) -> String {
     body["error"]["message"].as_str().expect("a message").to_string()
 }
 
-/// A `heie serve --http` child process (one llama.cpp thread); killed when dropped.
+/// A `heie serve --http` child process (one llama.cpp thread): the one [`ServeProcess`] helper,
+/// with both addresses at hand; killed when dropped.
 pub struct HttpProcess {
-    pub child: Child,
+    pub process: ServeProcess,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
-    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpProcess {
-    /// Spawns `heie serve ARGS` on the fixture models and waits until it serves. `HEIE_LOG` is `warn`
-    /// unless `env` sets it; a variable given as `""` is removed (`("HEIE_LOG", "")`: the default log).
+    /// Spawns `heie serve --addr 127.0.0.1:0 ARGS` (ARGS name the HTTP address) on the fixture models
+    /// and waits until it serves. `HEIE_LOG` is `warn` unless `env` sets it; a variable given as `""`
+    /// is removed (`("HEIE_LOG", "")`: the default log).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> HttpProcess {
-        let mut command = Command::new(heie_bin());
-        command
-            .arg("serve")
-            .args(["--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
-            .args(["--threads", "1", "--n-gpu-layers", "0", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("HEIE_CONFIG")
-            .env_remove("HEIE_HTTP")
-            .env("HEIE_LOG", "warn");
-        for (name, value) in env {
-            if value.is_empty() {
-                command.env_remove(name);
-            } else {
-                command.env(name, value);
-            }
-        }
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("heie serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let keep = lines.clone();
-        std::thread::spawn(move || {
-            for line in StdBufReader::new(stderr).lines().map_while(Result::ok) {
-                keep.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let (mut http, mut grpc) = (None, None);
-        while grpc.is_none() {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    let http_line = line.strip_prefix("heie: HTTP API and page on ");
-                    if let Some(a) = http_line.and_then(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://"))) {
-                        http = Some(a.trim_end_matches('/').parse().expect("a socket address"));
-                    }
-                    if let Some(a) = line.strip_prefix("heie: serving on ") {
-                        grpc = Some(a.trim().parse().expect("a socket address"));
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("heie serve did not report serving; stderr: {:?}", lines.lock().unwrap());
-                }
-            }
-        }
-        let http = http.unwrap_or_else(|| panic!("no HTTP address printed; stderr: {:?}", lines.lock().unwrap()));
-        HttpProcess { child, http, grpc: grpc.unwrap(), stderr: lines }
-    }
-
-    pub fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
+        let args: Vec<&str> = ["--addr", "127.0.0.1:0"].into_iter().chain(args.iter().copied()).collect();
+        let process = ServeProcess::spawn_threads(1, &args, env);
+        let http = process.http_addr.unwrap_or_else(|| panic!("no HTTP address printed; stderr: {:?}", process.stderr()));
+        let grpc = process.addr;
+        HttpProcess { process, http, grpc }
     }
 }
 
-impl Drop for HttpProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for HttpProcess {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.process
     }
 }
 
-impl HttpProcess {
-    /// Sends a signal (`-HUP`, `-TERM`, …) by name.
-    pub fn signal(&self, name: &str) {
-        Command::new("kill").args([name, &self.child.id().to_string()]).status().expect("kill runs");
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "heie serve did not exit after SIGTERM; stderr: {:?}", self.stderr());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+impl std::ops::DerefMut for HttpProcess {
+    fn deref_mut(&mut self) -> &mut ServeProcess {
+        &mut self.process
     }
 }

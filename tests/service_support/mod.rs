@@ -13,7 +13,8 @@ use heie_proto::v1::evaluator_client::EvaluatorClient;
 use heie_server::cli::serve::{DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES};
 use heie_server::engine::Engine;
 use heie_server::pipeline::Evaluator;
-use heie_server::service::{self, RunningServer, ServeOptions, ServiceLimits};
+use heie_server::server::{self, RunningServer, ServeOptions};
+use heie_server::serving::ServingLimits;
 use image::codecs::png::PngEncoder;
 use image::{ImageEncoder, RgbImage};
 use tonic::transport::Channel;
@@ -41,8 +42,8 @@ pub fn serial_blocking() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.blocking_lock()
 }
 
-pub fn limits(parallel: u32, max_queue: u32) -> ServiceLimits {
-    ServiceLimits {
+pub fn limits(parallel: u32, max_queue: u32) -> ServingLimits {
+    ServingLimits {
         max_pixels: 4_000_000,
         max_batch: DEFAULT_MAX_BATCH,
         parallel,
@@ -56,7 +57,7 @@ pub fn limits(parallel: u32, max_queue: u32) -> ServiceLimits {
 }
 
 /// Starts an in-process server on 127.0.0.1:0 over the fixture models and waits until SERVING.
-pub async fn start_server(limits: ServiceLimits, metrics: bool) -> RunningServer {
+pub async fn start_server(limits: ServingLimits, metrics: bool) -> RunningServer {
     let options = ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: metrics.then(|| "127.0.0.1:0".parse().unwrap()),
@@ -64,7 +65,7 @@ pub async fn start_server(limits: ServiceLimits, metrics: bool) -> RunningServer
         limits: limits.clone(),
         network: Default::default(),
     };
-    let mut server = service::start(options, move || {
+    let mut server = server::start(options, move || {
         let mut cfg = config(LLM, MMPROJ, limits.parallel);
         cfg.max_queue = limits.max_queue as usize;
         Ok(Evaluator::new(Arc::new(Engine::start(&cfg)?))?)
@@ -207,6 +208,8 @@ pub struct ServeProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// The HTTP API's address, when started with `--http`.
+    pub http_addr: Option<SocketAddr>,
     pub stderr_lines: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -238,10 +241,18 @@ impl ServeProcess {
             .args(["--threads", &threads.to_string(), "--n-gpu-layers", "0"])
             .args(extra)
             .env_remove("HEIE_CONFIG")
+            .env_remove("HEIE_HTTP")
             .env("HEIE_LOG", "warn")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // A variable given as "" is removed (`("HEIE_LOG", "")`: the default log).
+        for (name, value) in env {
+            if value.is_empty() {
+                cmd.env_remove(name);
+            } else {
+                cmd.env(name, value);
+            }
+        }
         let mut child = cmd.spawn().expect("heie serve starts");
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -253,14 +264,18 @@ impl ServeProcess {
                 let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut addr, mut metrics_addr) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (mut addr, mut metrics_addr, mut http_addr) = (None, None, None);
         while addr.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("heie: serving on ") {
                         addr = Some(a.trim().parse().expect("a socket address"));
+                    }
+                    let http_line = line.strip_prefix("heie: HTTP API and page on ");
+                    if let Some(a) = http_line.and_then(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://"))) {
+                        http_addr = Some(a.trim_end_matches('/').parse().expect("a socket address"));
                     }
                     if let Some(m) = line.strip_prefix("heie: metrics on http://") {
                         metrics_addr = Some(m.trim_end_matches("/metrics").parse().expect("a socket address"));
@@ -272,7 +287,7 @@ impl ServeProcess {
                 }
             }
         }
-        ServeProcess { child, addr: addr.unwrap(), metrics_addr, stderr_lines: lines }
+        ServeProcess { child, addr: addr.unwrap(), metrics_addr, http_addr, stderr_lines: lines }
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.

@@ -10,6 +10,7 @@ use crate::engine::{Engine, EngineConfig, Sampling, SpeedUps};
 use crate::pipeline::trained::TrainedHeads;
 use crate::pipeline::{EvalOptions, Evaluator};
 use crate::pipeline::image_input::DEFAULT_MAX_PIXELS;
+use crate::pipeline::options::MAX_TILES;
 
 use super::default_model;
 
@@ -101,8 +102,8 @@ impl ModelArgs {
             (None, Some(_)) => anyhow::bail!("--model is required with --mmproj"),
             (None, None) => default_model::resolve()?,
         };
-        if !(1..=40).contains(&self.max_tiles) {
-            anyhow::bail!("--max-tiles must be 1..=40, got {}", self.max_tiles);
+        if !(1..=MAX_TILES).contains(&self.max_tiles) {
+            anyhow::bail!("--max-tiles must be 1..={MAX_TILES}, got {}", self.max_tiles);
         }
         let threads = self
             .threads

@@ -24,7 +24,7 @@ pub(super) async fn v1_access(State(state): State<AppState>, request: Request, n
         Ok(()) => next.run(request).await,
         Err(e) => {
             let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-            state.shared.record_refusal(rpc_of(request.uri().path()), peer, &e);
+            state.serving.record_refusal(rpc_of(request.uri().path()), peer, &e);
             ApiError::from(e).into_response()
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use tokio::time::Instant;
-use tonic::Code;
+use crate::serving::Code;
 
 use super::error::ApiError;
 

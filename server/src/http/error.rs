@@ -3,10 +3,8 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tonic::Code;
 
-use crate::service::status::code_name;
-use crate::service::ServiceError;
+use crate::serving::{Code, ServingError};
 
 /// An error reply of the HTTP API.
 #[derive(Debug)]
@@ -40,12 +38,12 @@ impl ApiError {
 
     /// The body of an error, also sent as the data of an SSE `error` event.
     pub(super) fn body(code: Code, message: &str) -> serde_json::Value {
-        serde_json::json!({ "code": code_name(code), "message": message })
+        serde_json::json!({ "code": code.name(), "message": message })
     }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> ApiError {
+impl From<ServingError> for ApiError {
+    fn from(e: ServingError) -> ApiError {
         ApiError::new(e.code(), e.to_string())
     }
 }

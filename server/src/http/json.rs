@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
-use tonic::Code;
+use crate::serving::Code;
 
 use super::body_budget::{BodyBudget, BodyPermit};
 use super::error::ApiError;
@@ -120,7 +120,7 @@ fn plain_reason(e: &serde_json::Error) -> String {
 pub(super) fn reply<T: Serialize>(value: &T) -> Response {
     match serde_json::to_string(value) {
         Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => ApiError::from(crate::service::ServiceError::internal(format!("encoding the reply as JSON: {e}"))).into_response(),
+        Err(e) => ApiError::from(crate::serving::ServingError::internal(format!("encoding the reply as JSON: {e}"))).into_response(),
     }
 }
 

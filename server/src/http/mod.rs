@@ -2,8 +2,8 @@
 //! of the same `heie.v1` messages, server-sent events for the evaluation stream, and the web page.
 //!
 //! A thin edge: each route turns its body into the `heie_proto::v1` request message and calls the
-//! same transport-neutral service functions as the gRPC methods, so validation, limits, the queue,
-//! cancellation, deadlines and metrics are theirs. This module adds only what HTTP needs: the body
+//! serving core (`crate::serving`) as the gRPC methods do, so validation, limits, the queue,
+//! cancellation, deadlines, health and metrics are the core's. This module adds only what HTTP needs: the body
 //! limit, JSON, SSE framing, status codes and the embedded page.
 //!
 //! | file | concept |
@@ -35,12 +35,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::service::{ApiKeys, Shared};
+use crate::serving::{ApiKeys, Serving};
 
 /// What every handler sees.
 #[derive(Clone)]
 struct AppState {
-    shared: Arc<Shared>,
+    serving: Arc<Serving>,
     /// The same API keys the gRPC port checks (a no-op set when the server has none).
     keys: ApiKeys,
     /// Size and time limits of request bodies, and the budget they share.
@@ -89,6 +89,8 @@ pub(crate) struct HttpServer {
     pub addr: SocketAddr,
     graceful: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The task has ended and been reaped (a JoinHandle must not be polled again).
+    finished: bool,
 }
 
 impl HttpServer {
@@ -96,17 +98,17 @@ impl HttpServer {
     /// when `tls` is given (the gRPC port's certificate).
     pub(crate) async fn start(
         addr: SocketAddr,
-        shared: Arc<Shared>,
+        serving: Arc<Serving>,
         keys: ApiKeys,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
         bodies: BodyOptions,
     ) -> std::io::Result<HttpServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let limit = body_limit(shared.limits().max_message_bytes);
+        let limit = body_limit(serving.limits().max_message_bytes);
         let in_flight = bodies.max_in_flight.unwrap_or_else(|| default_body_bytes_in_flight(limit));
         let body = json::BodyRules { limit, timeout: bodies.timeout, budget: body_budget::BodyBudget::new(in_flight as u64) };
-        let app = routes::router(AppState { shared, keys, body });
+        let app = routes::router(AppState { serving, keys, body });
         let (graceful, graceful_rx) = oneshot::channel::<()>();
         let stop = async {
             let _ = graceful_rx.await;
@@ -131,11 +133,11 @@ impl HttpServer {
                 tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await })
             }
         };
-        Ok(HttpServer { addr, graceful: Some(graceful), task })
+        Ok(HttpServer { addr, graceful: Some(graceful), task, finished: false })
     }
 
     /// Starts a graceful shutdown: no new connections are accepted, open ones finish what they are
-    /// doing. (`/healthz` already answers 503: it reads the shared state, which the drain turned
+    /// doing. (`/healthz` already answers 503: it reads the core's one state, which the drain turned
     /// NOT_SERVING before its delay.)
     pub(crate) fn begin_shutdown(&mut self) {
         if let Some(g) = self.graceful.take() {
@@ -145,7 +147,12 @@ impl HttpServer {
 
     /// Waits until every connection has closed, at most `within`; aborts the server after that.
     pub(crate) async fn finish(&mut self, within: Duration) -> bool {
-        match tokio::time::timeout(within, &mut self.task).await {
+        if self.finished {
+            return true;
+        }
+        let ended = tokio::time::timeout(within, &mut self.task).await;
+        self.finished = ended.is_ok();
+        match ended {
             Ok(Ok(Ok(()))) => true,
             Ok(Ok(Err(e))) => {
                 tracing::error!(error = %e, "the HTTP server failed");

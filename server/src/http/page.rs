@@ -4,7 +4,7 @@
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tonic::Code;
+use crate::serving::Code;
 
 use super::error::ApiError;
 

@@ -11,12 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use heie_proto::v1 as pb;
-use tonic::Code;
 
 use super::error::ApiError;
 use super::{access, deadline, json, page, sse, AppState};
-use crate::service::request_log::RequestLog;
-use crate::service::{evaluate, info, rerank};
+use crate::serving::{evaluate, info, rerank, Code};
 
 pub(super) fn router(state: AppState) -> Router {
     let v1 = Router::new()
@@ -37,13 +35,13 @@ pub(super) fn router(state: AppState) -> Router {
 /// 200 `{"status":"SERVING"}` once the model is loaded and warmed up; 503 `NOT_SERVING` while
 /// loading and from the start of shutdown (before its drain delay, like gRPC health).
 async fn healthz(State(state): State<AppState>) -> Response {
-    let serving = state.shared.is_serving();
+    let serving = state.serving.is_serving();
     let (status, word) = if serving { (StatusCode::OK, "SERVING") } else { (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING") };
     (status, [("content-type", "application/json")], format!("{{\"status\":\"{word}\"}}")).into_response()
 }
 
 async fn get_info(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Result<Response, ApiError> {
-    Ok(json::reply(&info::get(&state.shared, Some(peer))?))
+    Ok(json::reply(&info::get(&state.serving, Some(peer))?))
 }
 
 /// Answers with the evaluation's events as SSE once it is admitted; refusals before that are plain
@@ -56,7 +54,7 @@ async fn post_evaluate(
 ) -> Result<Response, ApiError> {
     let deadline = deadline::from_headers(&headers)?;
     let request: pb::EvaluateRequest = json::read(&headers, body, &state.body, "EvaluateRequest").await?;
-    let events = evaluate::open(state.shared.clone(), request, deadline, RequestLog::start("Evaluate", Some(peer))).await?;
+    let events = evaluate::open(state.serving.clone(), request, deadline, Some(peer)).await?;
     Ok(sse::response(events))
 }
 
@@ -70,7 +68,7 @@ async fn post_rerank(
 ) -> Result<Response, ApiError> {
     let deadline = deadline::from_headers(&headers)?;
     let request: pb::RerankRequest = json::read(&headers, body, &state.body, "RerankRequest").await?;
-    Ok(json::reply(&rerank::run(state.shared.clone(), request, deadline, RequestLog::start("Rerank", Some(peer))).await?))
+    Ok(json::reply(&rerank::run(state.serving.clone(), request, deadline, Some(peer)).await?))
 }
 
 async fn not_found() -> ApiError {

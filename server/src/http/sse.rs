@@ -11,29 +11,29 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use heie_proto::v1 as pb;
 use tokio_stream::{Stream, StreamExt as _};
-use tonic::{Code, Status};
+use crate::serving::Code;
 
 use super::error::ApiError;
-use crate::service::ServiceError;
+use crate::serving::ServingError;
 
 /// How often an idle stream (queued behind other work) sends a comment line, so proxies keep it open
 /// and a vanished client is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// The SSE response for a stream of evaluation events.
-pub(super) fn response(events: impl Stream<Item = Result<pb::EvaluateEvent, Status>> + Send + 'static) -> Response {
+pub(super) fn response(events: impl Stream<Item = Result<pb::EvaluateEvent, ServingError>> + Send + 'static) -> Response {
     let messages = events.map(|item| Ok::<_, Infallible>(message(item)));
     Sse::new(messages).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
 /// One SSE message.
-fn message(item: Result<pb::EvaluateEvent, Status>) -> Event {
+fn message(item: Result<pb::EvaluateEvent, ServingError>) -> Event {
     match item {
         Ok(event) => match serde_json::to_string(&event) {
             Ok(data) => Event::default().event(case_name(&event)).data(data),
-            Err(e) => error(Code::Internal, &ServiceError::internal(format!("encoding an event as JSON: {e}")).to_string()),
+            Err(e) => error(Code::Internal, &ServingError::internal(format!("encoding an event as JSON: {e}")).to_string()),
         },
-        Err(e) => error(e.code(), e.message()),
+        Err(e) => error(e.code(), &e.to_string()),
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::service::tls::HANDSHAKE_TIMEOUT;
+use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Handshakes in progress at once; more connections wait in the kernel's accept queue.
 const MAX_HANDSHAKES: usize = 128;

@@ -56,7 +56,8 @@ impl SectionTexts {
 pub struct Captured {
     pub request_id: u64,
     pub tiling: Tiling,
-    pub heatmap_size: Option<(u32, u32)>,
+    /// The size the heatmaps are rendered at (decided once, by the request's preparation).
+    pub heatmap_size: (u32, u32),
     pub sampling: Sampling,
     pub sections: SectionTexts,
     pub boxes: Vec<RegionBox>,
@@ -82,11 +83,11 @@ pub struct Captured {
 }
 
 impl Captured {
-    pub fn new(request_id: u64, tiling: Tiling, options: &EvalOptions, preprocess: Duration, started: Instant) -> Captured {
+    pub fn new(request_id: u64, tiling: Tiling, heatmap_size: (u32, u32), options: &EvalOptions, preprocess: Duration, started: Instant) -> Captured {
         Captured {
             request_id,
             tiling,
-            heatmap_size: options.heatmap_size,
+            heatmap_size,
             sampling: options.sampling,
             sections: SectionTexts::default(),
             boxes: Vec::new(),
@@ -105,9 +106,9 @@ impl Captured {
         }
     }
 
-    /// The heatmap's size: as requested, else the original image's.
+    /// The heatmaps' size.
     pub fn output_size(&self) -> (u32, u32) {
-        self.heatmap_size.unwrap_or((self.tiling.original_width, self.tiling.original_height))
+        self.heatmap_size
     }
 }
 
@@ -120,6 +121,6 @@ impl Default for Captured {
             original_height: 0,
             has_thumbnail: false,
         };
-        Captured::new(0, tiling, &EvalOptions::default(), Duration::ZERO, Instant::now())
+        Captured::new(0, tiling, (0, 0), &EvalOptions::default(), Duration::ZERO, Instant::now())
     }
 }

@@ -15,6 +15,7 @@ use super::captured::Captured;
 use super::finalize::Finalizer;
 use super::heads_worker::MapsRequest;
 use super::options::{EvalOptions, SHORT_ANALYSIS_TOKENS};
+use super::prepared::PreparedRequest;
 use super::prompt;
 use super::prompt_tokens::PromptTokens;
 use super::reference::ReferenceTokens;
@@ -194,29 +195,41 @@ pub fn context_budget(
     budget
 }
 
+/// What every program of an evaluator shares.
+pub struct ProgramSetup {
+    pub tokens: Arc<PromptTokens>,
+    /// Trained heads give the primary score (else the rating turn does).
+    pub trained: bool,
+    pub finalizer: Finalizer,
+}
+
+/// When and as what a program starts.
+pub struct ProgramStart {
+    pub request_id: u64,
+    /// When the request arrived (the total time counts from here).
+    pub started: Instant,
+    /// The time the request took before its program was built (decoding, preparing, tiling).
+    pub preprocess: std::time::Duration,
+}
+
 impl CotProgram {
-    /// Builds the program for one image. `tiles` are the tile bitmaps then the thumbnail, in order;
-    /// `trained`: trained heads give the primary score (else the rating turn does); `reference`: the
-    /// sections to feed instead of generating them (teacher forcing).
-    #[allow(clippy::too_many_arguments)]
+    /// Builds the program of one prepared request. `tiles` are the tile bitmaps then the thumbnail,
+    /// in order, cut as `tiling` says; a reference in the request is fed instead of generating the
+    /// sections (teacher forcing).
     pub fn new(
-        tokens: Arc<PromptTokens>,
-        trained: bool,
-        after_image: Vec<Token>,
+        setup: &ProgramSetup,
+        prepared: PreparedRequest,
         tiling: Tiling,
         tiles: Vec<TileBitmap>,
-        options: &EvalOptions,
-        reference: Option<ReferenceTokens>,
         events: EventSender,
-        request_id: u64,
-        started: Instant,
-        preprocess: std::time::Duration,
-        finalizer: Finalizer,
+        start: ProgramStart,
     ) -> CotProgram {
-        let plan = plan(&tokens, trained, after_image, options, reference.as_ref());
-        let captured = Captured::new(request_id, tiling, options, preprocess, started);
+        let PreparedRequest { options, heatmap_size, after_image, reference, .. } = prepared;
+        let plan = plan(&setup.tokens, setup.trained, after_image, &options, reference.as_ref());
+        let captured = Captured::new(start.request_id, tiling, heatmap_size, &options, start.preprocess, start.started);
+        let finalizer = setup.finalizer.clone();
         CotProgram {
-            tokens,
+            tokens: setup.tokens.clone(),
             plan,
             at: 0,
             tiles,
@@ -528,6 +541,27 @@ mod tests {
         }
     }
 
+    fn setup() -> ProgramSetup {
+        ProgramSetup { tokens: Arc::new(tokens()), trained: false, finalizer: Finalizer::start(None) }
+    }
+
+    /// A one-tile request whose chat text after the image is one token.
+    fn prepared(options: EvalOptions, reference: Option<ReferenceTokens>) -> PreparedRequest {
+        PreparedRequest {
+            options,
+            image_size: (56, 56),
+            heatmap_size: (56, 56),
+            grid: TileGrid { cols: 1, rows: 1 },
+            budget: ContextBudget::default(),
+            after_image: vec![0],
+            reference,
+        }
+    }
+
+    fn start() -> ProgramStart {
+        ProgramStart { request_id: 1, started: Instant::now(), preprocess: Default::default() }
+    }
+
     fn section(text: &str, tokens: Vec<Token>) -> ReferenceSection {
         ReferenceSection { text: text.to_string(), tokens }
     }
@@ -542,20 +576,7 @@ mod tests {
         let (events, mut receiver) = event_channel();
         // Even with the explanation off: the reference is the context the heads train with.
         let options = EvalOptions { explanation: false, ..EvalOptions::default() };
-        let mut program = CotProgram::new(
-            Arc::new(tokens()),
-            false,
-            vec![0],
-            one_tile(),
-            Vec::new(),
-            &options,
-            Some(reference),
-            events,
-            1,
-            Instant::now(),
-            Default::default(),
-            Finalizer::start(None),
-        );
+        let mut program = CotProgram::new(&setup(), prepared(options, Some(reference)), one_tile(), Vec::new(), events, start());
         let mut fed = Vec::new();
         let mut captures = Vec::new();
         for _ in 0..30 {
@@ -600,20 +621,7 @@ mod tests {
         let tiling = one_tile();
         let (events, mut receiver) = event_channel();
         let options = EvalOptions::default();
-        let mut program = CotProgram::new(
-            Arc::new(tokens()),
-            false,
-            vec![0],
-            tiling,
-            Vec::new(),
-            &options,
-            None,
-            events,
-            1,
-            Instant::now(),
-            Default::default(),
-            Finalizer::start(None),
-        );
+        let mut program = CotProgram::new(&setup(), prepared(options, None), tiling, Vec::new(), events, start());
         // Drive the plan up to the [MAP] markers, writing one grounded box in the regions section.
         let mut saw_markers = false;
         for _ in 0..20 {

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use image::RgbImage;
 
-use crate::engine::{Engine, EngineError, TileBitmap};
+use crate::engine::{Engine, EngineError, EngineMetrics, ModelInfo, TileBitmap};
 
-use super::cot_program::{context_budget, ContextBudget, CotProgram};
+use super::cot_program::{context_budget, ContextBudget, CotProgram, ProgramSetup, ProgramStart};
 use super::events::{event_channel, EvalEvent, EventReceiver, OutputMode, PromptMode};
 use super::finalize::Finalizer;
 use super::image_input::ImageInputError;
 use super::options::{EvalOptions, OptionError};
+use super::prepared::{context_error, views, PreparedRequest};
 use super::reference::ReferenceTokens;
 use super::prompt_tokens::{after_image_tokens, PromptTokens};
 use super::tiling;
@@ -27,6 +28,9 @@ pub enum PipelineError {
     Options(#[from] OptionError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A request prepared for one image size was given an image of another (a bug of the caller).
+    #[error("the request was prepared for a {}×{} image but the decoded image is {}×{}", .prepared.0, .prepared.1, .decoded.0, .decoded.1)]
+    WrongImage { prepared: (u32, u32), decoded: (u32, u32) },
 }
 
 /// Runs HEIE evaluations on an engine.
@@ -57,6 +61,33 @@ impl Evaluator {
         &self.engine
     }
 
+    // The engine's runtime surface, as the serving core needs it: the core never reaches through
+    // the pipeline into the engine.
+
+    /// What the loaded model is and how it runs (names, device, slots, context, tile size).
+    pub fn info(&self) -> &Arc<ModelInfo> {
+        self.engine.info()
+    }
+
+    /// Why a thread the evaluator cannot run without died, once one has.
+    pub fn death(&self) -> Option<String> {
+        self.engine.liveness().death()
+    }
+
+    /// Resolves with the cause when the engine thread or the finalizer dies.
+    pub async fn died(&self) -> String {
+        self.engine.liveness().died().await
+    }
+
+    pub fn engine_metrics(&self) -> &Arc<EngineMetrics> {
+        self.engine.metrics()
+    }
+
+    /// Requests still waiting for a slot end at once (refused: never started); new ones are refused.
+    pub fn stop_admitting(&self) {
+        self.engine.stop_admitting()
+    }
+
     pub fn prompt_mode(&self) -> PromptMode {
         if self.tokens.native {
             PromptMode::Native
@@ -73,43 +104,29 @@ impl Evaluator {
         }
     }
 
-    /// Checks options for an image of `width × height` before any pixel is decoded, and fills in
-    /// what the image decides: the default heatmap size is clamped (aspect kept) to the trained
-    /// heads' largest side, and the worst-case context the request can take must fit `--ctx-size`.
-    /// A failure names the option to change.
-    pub fn prepare(&self, width: u32, height: u32, options: EvalOptions) -> Result<EvalOptions, OptionError> {
-        let mut options = options.validated()?;
-        if self.trained && options.heatmap_size.is_none() {
-            options.heatmap_size = clamp_side(width, height, heie_heads::MAX_OUTPUT_SIDE as u32);
-        }
+    /// Works out everything about a request for an image of `width × height` before any pixel is
+    /// decoded, once (see [`PreparedRequest`]): checks the options, picks the tile grid, tokenises
+    /// the text, decides the heatmap size (the default is the image's, clamped with its aspect kept to
+    /// the trained heads' largest side) and checks that the worst-case context fits `--ctx-size`. A
+    /// failure names the option to change.
+    pub fn prepare(&self, width: u32, height: u32, options: EvalOptions) -> Result<PreparedRequest, OptionError> {
+        let options = options.validated()?;
+        let heatmap_size = match options.heatmap_size {
+            Some(size) => size,
+            None if self.trained => clamp_side(width, height, heie_heads::MAX_OUTPUT_SIDE as u32).unwrap_or((width, height)),
+            None => (width, height),
+        };
         let info = self.engine.info();
         let grid = tiling::choose_grid(width, height, 1, options.max_tiles, info.tile_size);
-        let n_views = grid.n_tiles() as usize + usize::from(grid.n_tiles() != 1);
+        let n_views = views(&grid);
         let (after_image, user) = after_image_tokens(self.engine.model(), options.generation_prompt.as_deref(), self.tokens.native);
         let reference = options.reference.as_ref().map(|r| r.tokenize(self.engine.model()));
-        let budget = self.budget(after_image, user, &options, reference.as_ref(), n_views);
+        let budget = self.budget(after_image.clone(), user, &options, reference.as_ref(), n_views);
         let available = info.ctx_per_sequence as usize;
-        if budget.total() <= available {
-            return Ok(options);
+        if budget.total() > available {
+            return Err(context_error(&budget, available, n_views, info.tokens_per_tile));
         }
-        let field = if budget.fixed_text + budget.image + budget.generated <= available {
-            "generation_prompt"
-        } else if budget.fixed_text + budget.image + budget.user_text >= available {
-            "max_tiles"
-        } else {
-            "max_tokens_per_section"
-        };
-        Err(OptionError {
-            field,
-            reason: format!(
-                "the request can take {} context tokens ({n_views} image views × {} + {} prompt + {} generated) but the \
-                 server's --ctx-size gives each request {available}; lower {field}",
-                budget.total(),
-                info.tokens_per_tile,
-                budget.fixed_text + budget.user_text,
-                budget.generated,
-            ),
-        })
+        Ok(PreparedRequest { options, image_size: (width, height), heatmap_size, grid, budget, after_image, reference })
     }
 
     /// The worst-case context of a request with `options` and the most tiles `max_tiles` allows,
@@ -140,34 +157,36 @@ impl Evaluator {
         decode_time: std::time::Duration,
     ) -> Result<(u64, EventReceiver), PipelineError> {
         let started = Instant::now();
-        let options = self.prepare(image.width(), image.height(), options)?;
-        let info = self.engine.info();
-        let (tiling, tiles, thumbnail) = tiling::split(image, 1, options.max_tiles, info.tile_size);
+        let prepared = self.prepare(image.width(), image.height(), options)?;
+        self.evaluate_prepared(image, prepared, decode_time + started.elapsed())
+    }
+
+    /// Tiles the decoded image of a prepared request (on the caller's thread), queues its program
+    /// and returns the event stream. `preprocess`: the time the request took before this (decoding,
+    /// preparing). Fails at once with `QueueFull` when the engine's queue is full.
+    pub fn evaluate_prepared(
+        &self,
+        image: &RgbImage,
+        prepared: PreparedRequest,
+        preprocess: std::time::Duration,
+    ) -> Result<(u64, EventReceiver), PipelineError> {
+        let started = Instant::now();
+        if image.dimensions() != prepared.image_size {
+            return Err(PipelineError::WrongImage { prepared: prepared.image_size, decoded: image.dimensions() });
+        }
+        let tile_size = self.engine.info().tile_size;
+        let (tiling, tiles, thumbnail) = tiling::split_into(image, prepared.grid, tile_size);
         let bitmaps: Vec<TileBitmap> = tiles
             .into_iter()
             .chain(thumbnail)
             .map(|t| TileBitmap { width: t.width(), height: t.height(), rgb: t.into_raw() })
             .collect();
-        let (after_image, _) = after_image_tokens(self.engine.model(), options.generation_prompt.as_deref(), self.tokens.native);
-        // Tokenised here, on the caller's thread, like the rest of the request's text.
-        let reference = options.reference.as_ref().map(|r| r.tokenize(self.engine.model()));
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (mut events, receiver) = event_channel();
         events.send(EvalEvent::Started { request_id, tiling, mode: self.output_mode(), prompt_mode: self.prompt_mode() });
-        let program = CotProgram::new(
-            self.tokens.clone(),
-            self.trained,
-            after_image,
-            tiling,
-            bitmaps,
-            &options,
-            reference,
-            events,
-            request_id,
-            started,
-            decode_time + started.elapsed(),
-            self.finalizer.clone(),
-        );
+        let start = ProgramStart { request_id, started, preprocess: preprocess + started.elapsed() };
+        let setup = ProgramSetup { tokens: self.tokens.clone(), trained: self.trained, finalizer: self.finalizer.clone() };
+        let program = CotProgram::new(&setup, prepared, tiling, bitmaps, events, start);
         self.engine.submit(Box::new(program))?;
         Ok((request_id, receiver))
     }

@@ -21,13 +21,15 @@ pub mod heads_worker;
 pub mod options;
 pub mod prompt;
 pub mod prompt_tokens;
+pub mod prepared;
 pub mod reference;
 pub mod section_text;
 pub mod summary;
 
 pub use evaluator::{Evaluator, PipelineError};
+pub use prepared::PreparedRequest;
 pub use events::{EvalEvent, FinishReason, OutputMode, PromptMode};
-pub use options::EvalOptions;
+pub use options::{EvalOptions, Sampling};
 pub mod result;
 pub use result::EvalResult;
 pub mod trained;

@@ -1,6 +1,6 @@
 //! Validated evaluation options. Built once at the edge (CLI flags, gRPC request); inner code trusts them.
 
-use crate::engine::Sampling;
+pub use crate::engine::Sampling;
 
 use super::reference::ReferenceCot;
 
@@ -10,6 +10,9 @@ pub const MAX_TOKENS_PER_SECTION: u32 = 2048;
 pub const MAX_HEATMAP_SIDE: u32 = 8192;
 /// Largest client prompt (`generation_prompt`), in UTF-8 bytes.
 pub const MAX_GENERATION_PROMPT_BYTES: usize = 4096;
+/// Most tiles an image may be cut into (InternVL's `max_num` is trained up to 40; more would not fit
+/// any context a server is given).
+pub const MAX_TILES: u32 = 40;
 /// Largest sampling temperature.
 pub const MAX_TEMPERATURE: f32 = 5.0;
 /// Tokens for the analysis when the long explanation is skipped (rerank fast path).
@@ -73,8 +76,8 @@ impl EvalOptions {
         if !(0.0..=MAX_TEMPERATURE).contains(&self.sampling.temperature) || self.sampling.temperature.is_nan() {
             return bad("temperature", format!("must be in [0, {MAX_TEMPERATURE}], got {}", self.sampling.temperature));
         }
-        if self.max_tiles == 0 || self.max_tiles > 40 {
-            return bad("max_tiles", format!("must be 1..=40, got {}", self.max_tiles));
+        if self.max_tiles == 0 || self.max_tiles > MAX_TILES {
+            return bad("max_tiles", format!("must be 1..={MAX_TILES}, got {}", self.max_tiles));
         }
         if let Some((w, h)) = self.heatmap_size {
             if w == 0 || h == 0 || w > MAX_HEATMAP_SIDE || h > MAX_HEATMAP_SIDE {

@@ -158,6 +158,8 @@ fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     RgbImage::from_raw(width, height, dst.into_vec()).expect("the resized buffer holds width × height × 3 bytes")
 }
 
+/// Picks the grid ([`choose_grid`]) and cuts the image into its tiles, plus the thumbnail when there
+/// is more than one tile.
 pub fn split(
     image: &RgbImage,
     min_tiles: u32,
@@ -165,7 +167,13 @@ pub fn split(
     tile_size: u32,
 ) -> (Tiling, Vec<RgbImage>, Option<RgbImage>) {
     let (width, height) = image.dimensions();
-    let grid = choose_grid(width, height, min_tiles, max_tiles, tile_size);
+    split_into(image, choose_grid(width, height, min_tiles, max_tiles, tile_size), tile_size)
+}
+
+/// Cuts the image into the tiles of a grid already chosen for it, plus the thumbnail when there is
+/// more than one tile.
+pub fn split_into(image: &RgbImage, grid: TileGrid, tile_size: u32) -> (Tiling, Vec<RgbImage>, Option<RgbImage>) {
+    let (width, height) = image.dimensions();
     let resized = resize_bicubic(image, grid.cols * tile_size, grid.rows * tile_size);
     let tiles: Vec<RgbImage> = (0..grid.n_tiles())
         .map(|i| {

@@ -21,7 +21,8 @@ use anyhow::Context as _;
 use clap::Args;
 use heie_proto::v1 as pb;
 
-use crate::service::{self, ServeOptions, ServiceLimits};
+use crate::server::{self, ServeOptions};
+use crate::serving::ServingLimits;
 
 use super::model_args::ModelArgs;
 use super::serve::{DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES};
@@ -216,7 +217,7 @@ async fn measure_in_process(
     options: &pb::Options,
 ) -> anyhow::Result<(BenchRow, String)> {
     let requests = requests_for(args, parallel);
-    let limits = ServiceLimits {
+    let limits = ServingLimits {
         max_pixels: args.model.max_pixels,
         max_batch: DEFAULT_MAX_BATCH,
         parallel: parallel as u32,
@@ -224,7 +225,7 @@ async fn measure_in_process(
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         max_tiles: args.model.max_tiles,
         default_max_tokens: args.max_tokens,
-        image_workers: crate::service::admission::default_image_workers(),
+        image_workers: crate::serving::admission::default_image_workers(),
         stall_timeout: std::time::Duration::from_secs(crate::cli::serve::DEFAULT_STALL_TIMEOUT_S),
     };
     let serve = ServeOptions { addr: "127.0.0.1:0".parse()?, metrics_addr: None, http_addr: None, limits, network: Default::default() };
@@ -232,7 +233,7 @@ async fn measure_in_process(
     let PathKind::Heie(speedups) = &path.kind else { anyhow::bail!("{} is not an in-process path", path.name) };
     model.disable_speedups = speedups.disabled_names().iter().map(|n| n.to_string()).collect();
     let queue = requests.max(64);
-    let mut server = service::start(serve, move || model.start_evaluator(parallel as u32, queue)).await?;
+    let mut server = server::start(serve, move || model.start_evaluator(parallel as u32, queue)).await?;
     server.ready().await?;
     measure(&[server.addr], &path.name, 1, 1, images, options).await.context("warm-up request")?;
     let engine = server.evaluator().context("server ready")?.engine().clone();

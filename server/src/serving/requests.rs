@@ -1,4 +1,4 @@
-//! Wire requests → validated inputs, in one place. Inner layers never re-check what passes here.
+//! Request messages → checked images and options, in one place, whichever port they came in on.
 //!
 //! Every rejection names the request field at fault (`image.raw.pixels`, `images[2].encoded`,
 //! `options.heatmap_width`), so a client can tell which of its inputs to fix.
@@ -9,13 +9,14 @@ use std::hash::{BuildHasher, Hasher};
 use heie_proto::v1 as pb;
 use image::RgbImage;
 
-use crate::engine::Sampling;
+use crate::pipeline::Sampling;
 use crate::pipeline::image_input::{check_raw, decode_image, from_raw, probe, ImageInputError};
 use crate::pipeline::options::{MAX_HEATMAP_SIDE, MAX_TOKENS_PER_SECTION};
 use crate::pipeline::options::OptionError;
-use crate::pipeline::{EvalOptions, Evaluator};
+use crate::pipeline::{EvalOptions, Evaluator, PreparedRequest};
 
-use super::status::ServiceError;
+use super::error::ServingError;
+use super::ServingLimits;
 
 /// What the server fills in where a request leaves a field at 0 / unset, and its hard limits.
 #[derive(Debug, Clone)]
@@ -27,6 +28,18 @@ pub struct RequestDefaults {
     pub max_batch: u32,
     /// `--max-message-bytes`: a RAW_F32 heatmap larger than this could never be sent.
     pub max_message_bytes: usize,
+}
+
+impl From<&ServingLimits> for RequestDefaults {
+    fn from(limits: &ServingLimits) -> RequestDefaults {
+        RequestDefaults {
+            max_pixels: limits.max_pixels,
+            max_tiles: limits.max_tiles,
+            max_tokens_per_section: limits.default_max_tokens,
+            max_batch: limits.max_batch,
+            max_message_bytes: limits.max_message_bytes,
+        }
+    }
 }
 
 /// One image ready for the pipeline.
@@ -60,54 +73,54 @@ enum PendingSource {
 
 impl PendingImage {
     /// Decodes (or wraps raw pixels) into RGB. CPU- and memory-heavy: call on the pixel pool.
-    pub fn decode(self) -> Result<ValidImage, ServiceError> {
+    pub fn decode(self) -> Result<ValidImage, ServingError> {
         let started = std::time::Instant::now();
         let field = self.field;
         let rgb = match self.source {
             PendingSource::Encoded(bytes) => {
-                decode_image(&bytes, self.max_pixels).map_err(|e| ServiceError::invalid(format!("{field}.encoded"), e))?
+                decode_image(&bytes, self.max_pixels).map_err(|e| ServingError::invalid(format!("{field}.encoded"), e))?
             }
             PendingSource::Raw { pixels, channels } => from_raw(&pixels, self.width, self.height, channels, self.max_pixels)
-                .map_err(|e| ServiceError::invalid(format!("{field}.raw.pixels"), e))?,
+                .map_err(|e| ServingError::invalid(format!("{field}.raw.pixels"), e))?,
         };
         Ok(ValidImage { rgb, generation_prompt: self.generation_prompt, decode_time: started.elapsed() })
     }
 }
 
 /// Checks a request's images without decoding them, naming each `field[i]`.
-pub fn pending_images(images: Vec<pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<Vec<PendingImage>, ServiceError> {
+pub fn pending_images(images: Vec<pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<Vec<PendingImage>, ServingError> {
     check_count(images.len(), field, defaults)?;
     images.into_iter().enumerate().map(|(i, img)| pending_image(Some(img), &format!("{field}[{i}]"), defaults)).collect()
 }
 
 /// An image count within 1..=max batch, or INVALID_ARGUMENT on `field`.
-pub fn check_count(n: usize, field: &str, defaults: &RequestDefaults) -> Result<(), ServiceError> {
+pub fn check_count(n: usize, field: &str, defaults: &RequestDefaults) -> Result<(), ServingError> {
     if n == 0 {
-        return Err(ServiceError::invalid(field, "at least one image is required"));
+        return Err(ServingError::invalid(field, "at least one image is required"));
     }
     if n > defaults.max_batch as usize {
-        return Err(ServiceError::invalid(field, format!("{n} images is more than the server's max batch of {}", defaults.max_batch)));
+        return Err(ServingError::invalid(field, format!("{n} images is more than the server's max batch of {}", defaults.max_batch)));
     }
     Ok(())
 }
 
 /// Checks one image without decoding it; `field` is its path in the request.
-pub fn pending_image(image: Option<pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<PendingImage, ServiceError> {
-    let image = image.ok_or_else(|| ServiceError::invalid(field, "an image is required"))?;
+pub fn pending_image(image: Option<pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<PendingImage, ServingError> {
+    let image = image.ok_or_else(|| ServingError::invalid(field, "an image is required"))?;
     let generation_prompt = image.generation_prompt.filter(|p| !p.trim().is_empty());
     let (source, width, height) = match image.source {
-        None => return Err(ServiceError::invalid(format!("{field}.source"), "set either encoded or raw")),
+        None => return Err(ServingError::invalid(format!("{field}.source"), "set either encoded or raw")),
         Some(pb::image::Source::Encoded(bytes)) => {
             if bytes.is_empty() {
-                return Err(ServiceError::invalid(format!("{field}.encoded"), "is empty"));
+                return Err(ServingError::invalid(format!("{field}.encoded"), "is empty"));
             }
-            let (w, h) = probe(&bytes, defaults.max_pixels).map_err(|e| ServiceError::invalid(format!("{field}.encoded"), e))?;
+            let (w, h) = probe(&bytes, defaults.max_pixels).map_err(|e| ServingError::invalid(format!("{field}.encoded"), e))?;
             (PendingSource::Encoded(bytes), w, h)
         }
         Some(pb::image::Source::Raw(raw)) => {
             let channels = u8::try_from(raw.channels).unwrap_or(0);
             if channels != 3 && channels != 4 {
-                return Err(ServiceError::invalid(
+                return Err(ServingError::invalid(
                     format!("{field}.raw.channels"),
                     format!("must be 3 (RGB) or 4 (RGBA), got {}", raw.channels),
                 ));
@@ -120,7 +133,7 @@ pub fn pending_image(image: Option<pb::Image>, field: &str, defaults: &RequestDe
                     ImageInputError::UnsupportedChannels { .. } => "raw.channels",
                     _ => "raw.pixels",
                 };
-                ServiceError::invalid(format!("{field}.{sub}"), e)
+                ServingError::invalid(format!("{field}.{sub}"), e)
             })?;
             (PendingSource::Raw { pixels: raw.pixels, channels }, raw.width, raw.height)
         }
@@ -129,13 +142,13 @@ pub fn pending_image(image: Option<pb::Image>, field: &str, defaults: &RequestDe
 }
 
 /// Converts a request's images, naming each by `field` (`image`) or `field[i]` (`images`).
-pub fn images(images: &[pb::Image], field: &str, defaults: &RequestDefaults) -> Result<Vec<ValidImage>, ServiceError> {
+pub fn images(images: &[pb::Image], field: &str, defaults: &RequestDefaults) -> Result<Vec<ValidImage>, ServingError> {
     check_count(images.len(), field, defaults)?;
     images.iter().enumerate().map(|(i, img)| image(Some(img), &format!("{field}[{i}]"), defaults)).collect()
 }
 
 /// Converts one image; `field` is its path in the request (`image`, `images[3]`).
-pub fn image(image: Option<&pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<ValidImage, ServiceError> {
+pub fn image(image: Option<&pb::Image>, field: &str, defaults: &RequestDefaults) -> Result<ValidImage, ServingError> {
     pending_image(image.cloned(), field, defaults)?.decode()
 }
 
@@ -156,17 +169,17 @@ pub struct RequestOptions {
 }
 
 /// An option error from the pipeline, named by its place in the request.
-fn option_error(e: OptionError, image_field: &str) -> ServiceError {
+fn option_error(e: OptionError, image_field: &str) -> ServingError {
     match e.field {
-        "generation_prompt" => ServiceError::invalid(format!("{image_field}.generation_prompt"), e.reason),
-        other => ServiceError::invalid(format!("options.{other}"), e.reason),
+        "generation_prompt" => ServingError::invalid(format!("{image_field}.generation_prompt"), e.reason),
+        other => ServingError::invalid(format!("options.{other}"), e.reason),
     }
 }
 
 impl RequestOptions {
     /// The pipeline options for one image of `width × height`: its prompt and, where the request left
     /// them at 0, its size. `field` is the image's path in the request.
-    pub fn for_image(&self, width: u32, height: u32, generation_prompt: Option<String>, field: &str) -> Result<EvalOptions, ServiceError> {
+    pub fn for_image(&self, width: u32, height: u32, generation_prompt: Option<String>, field: &str) -> Result<EvalOptions, ServingError> {
         let heatmap_size = match (self.heatmap_width, self.heatmap_height) {
             (None, None) => None,
             (w, h) => Some((w.unwrap_or(width), h.unwrap_or(height))),
@@ -176,23 +189,22 @@ impl RequestOptions {
 
     /// Everything about one image that can fail before it is decoded: its options, the pipeline's
     /// checks for its size (the context budget, the heads' heatmap side) and the RAW_F32 payload.
-    pub fn admit(&self, image: &PendingImage, evaluator: &Evaluator) -> Result<EvalOptions, ServiceError> {
+    pub fn admit(&self, image: &PendingImage, evaluator: &Evaluator) -> Result<PreparedRequest, ServingError> {
         let eval = self.for_image(image.width, image.height, image.generation_prompt.clone(), &image.field)?;
-        let eval = evaluator.prepare(image.width, image.height, eval).map_err(|e| option_error(e, &image.field))?;
-        self.check_payload(&eval, image.width, image.height)?;
-        Ok(eval)
+        let prepared = evaluator.prepare(image.width, image.height, eval).map_err(|e| option_error(e, &image.field))?;
+        self.check_payload(prepared.heatmap_size)?;
+        Ok(prepared)
     }
 
     /// A RAW_F32_LE heatmap is exactly 4 bytes a pixel: one that cannot fit in a message is refused
     /// now rather than after the whole evaluation.
-    pub fn check_payload(&self, eval: &EvalOptions, width: u32, height: u32) -> Result<(), ServiceError> {
+    pub fn check_payload(&self, (w, h): (u32, u32)) -> Result<(), ServingError> {
         let Some(i) = self.raw_f32_at else { return Ok(()) };
-        let (w, h) = eval.heatmap_size.unwrap_or((width, height));
         let bytes = u64::from(w) * u64::from(h) * 4;
         // Room for the event's other fields.
         const ENVELOPE: u64 = 1024;
         if bytes + ENVELOPE > self.max_message_bytes as u64 {
-            return Err(ServiceError::invalid(
+            return Err(ServingError::invalid(
                 format!("options.heatmap_encodings[{i}]"),
                 format!(
                     "a RAW_F32_LE heatmap of {w}×{h} is {bytes} bytes, more than the server's --max-message-bytes {}; \
@@ -220,13 +232,13 @@ impl RequestOptions {
 }
 
 /// Converts the options message (absent = all defaults).
-pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Result<RequestOptions, ServiceError> {
+pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Result<RequestOptions, ServingError> {
     let default = pb::Options::default();
     let o = options.unwrap_or(&default);
     let max_tokens = match o.max_tokens_per_section {
         0 => defaults.max_tokens_per_section,
         n if n > MAX_TOKENS_PER_SECTION => {
-            return Err(ServiceError::invalid(
+            return Err(ServingError::invalid(
                 "options.max_tokens_per_section",
                 format!("must be at most {MAX_TOKENS_PER_SECTION}, got {n}"),
             ))
@@ -236,7 +248,7 @@ pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Res
     let side = |value: u32, name: &str| match value {
         0 => Ok(None),
         v if v > MAX_HEATMAP_SIDE => {
-            Err(ServiceError::invalid(format!("options.{name}"), format!("must be at most {MAX_HEATMAP_SIDE}, got {v}")))
+            Err(ServingError::invalid(format!("options.{name}"), format!("must be at most {MAX_HEATMAP_SIDE}, got {v}")))
         }
         v => Ok(Some(v)),
     };
@@ -246,7 +258,7 @@ pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Res
     for (i, &raw) in o.heatmap_encodings.iter().enumerate() {
         let encoding = match pb::HeatmapEncoding::try_from(raw) {
             Ok(pb::HeatmapEncoding::Unspecified) | Err(_) => {
-                return Err(ServiceError::invalid(
+                return Err(ServingError::invalid(
                     format!("options.heatmap_encodings[{i}]"),
                     format!("unknown heatmap encoding {raw}"),
                 ))
@@ -261,7 +273,7 @@ pub fn options(options: Option<&pb::Options>, defaults: &RequestDefaults) -> Res
         encodings.push(pb::HeatmapEncoding::Png8);
     }
     if !o.temperature.is_finite() || o.temperature < 0.0 {
-        return Err(ServiceError::invalid("options.temperature", format!("must be >= 0, got {}", o.temperature)));
+        return Err(ServingError::invalid("options.temperature", format!("must be >= 0, got {}", o.temperature)));
     }
     let seed = o.seed.unwrap_or_else(|| RandomState::new().build_hasher().finish());
     let max_tiles = if o.max_tiles == 0 { defaults.max_tiles } else { o.max_tiles.min(defaults.max_tiles) };
@@ -292,9 +304,9 @@ mod tests {
         }
     }
 
-    fn field_of(r: Result<ValidImage, ServiceError>) -> String {
+    fn field_of(r: Result<ValidImage, ServingError>) -> String {
         match r.unwrap_err() {
-            ServiceError::InvalidArgument { field, .. } => field,
+            ServingError::InvalidArgument { field, .. } => field,
             other => panic!("not an invalid argument: {other:?}"),
         }
     }
@@ -315,7 +327,7 @@ mod tests {
         assert_eq!(ok.rgb.dimensions(), (4, 4));
         let three = vec![raw(4, 4, 3, 48); 3];
         match images(&three, "images", &d).unwrap_err() {
-            ServiceError::InvalidArgument { field, .. } => assert_eq!(field, "images"),
+            ServingError::InvalidArgument { field, .. } => assert_eq!(field, "images"),
             other => panic!("{other:?}"),
         }
     }
@@ -338,7 +350,7 @@ mod tests {
         assert_eq!(eval.max_tiles, 6, "capped at the server's limit");
 
         let bad = |o: pb::Options| match options(Some(&o), &d).unwrap_err() {
-            ServiceError::InvalidArgument { field, .. } => field,
+            ServingError::InvalidArgument { field, .. } => field,
             other => panic!("{other:?}"),
         };
         assert_eq!(bad(pb::Options { max_tokens_per_section: 1_000_000, ..Default::default() }), "options.max_tokens_per_section");
@@ -347,7 +359,7 @@ mod tests {
         assert_eq!(bad(pb::Options { temperature: -1.0, ..Default::default() }), "options.temperature");
         let hot = options(Some(&pb::Options { temperature: 9.0, ..Default::default() }), &d).unwrap();
         match hot.for_image(8, 6, None, "image").unwrap_err() {
-            ServiceError::InvalidArgument { field, .. } => assert_eq!(field, "options.temperature"),
+            ServingError::InvalidArgument { field, .. } => assert_eq!(field, "options.temperature"),
             other => panic!("{other:?}"),
         }
     }
@@ -359,8 +371,8 @@ mod tests {
         let o = options(Some(&raw_f32), &d).unwrap();
         // 512 × 512 × 4 = 1 MiB: over the 1 MiB limit once the envelope is counted.
         let eval = o.for_image(512, 512, None, "image").unwrap();
-        match o.check_payload(&eval, 512, 512).unwrap_err() {
-            ServiceError::InvalidArgument { field, reason } => {
+        match o.check_payload(eval.heatmap_size.unwrap_or((512, 512))).unwrap_err() {
+            ServingError::InvalidArgument { field, reason } => {
                 assert_eq!(field, "options.heatmap_encodings[0]");
                 assert!(reason.contains("512×512") && reason.contains("--max-message-bytes"), "{reason}");
             }
@@ -369,15 +381,15 @@ mod tests {
         // Named by its place in the request's own list, repeats and all.
         let repeated = pb::Options { heatmap_encodings: vec![3, 3, 1], ..Default::default() };
         let o = options(Some(&repeated), &d).unwrap();
-        match o.check_payload(&o.for_image(512, 512, None, "image").unwrap(), 512, 512).unwrap_err() {
-            ServiceError::InvalidArgument { field, .. } => assert_eq!(field, "options.heatmap_encodings[2]"),
+        match o.check_payload(o.for_image(512, 512, None, "image").unwrap().heatmap_size.unwrap_or((512, 512))).unwrap_err() {
+            ServingError::InvalidArgument { field, .. } => assert_eq!(field, "options.heatmap_encodings[2]"),
             other => panic!("{other:?}"),
         }
         let small = pb::Options { heatmap_width: 256, heatmap_height: 256, heatmap_encodings: vec![3, 1], ..Default::default() };
         let o = options(Some(&small), &d).unwrap();
         let eval = o.for_image(512, 512, None, "image").unwrap();
-        assert!(o.check_payload(&eval, 512, 512).is_ok());
+        assert!(o.check_payload(eval.heatmap_size.unwrap_or((512, 512))).is_ok());
         let png = options(None, &d).unwrap();
-        assert!(png.check_payload(&png.for_image(4000, 4000, None, "image").unwrap(), 4000, 4000).is_ok(), "PNG sizes are not known in advance");
+        assert!(png.check_payload(png.for_image(4000, 4000, None, "image").unwrap().heatmap_size.unwrap_or((4000, 4000))).is_ok(), "PNG sizes are not known in advance");
     }
 }

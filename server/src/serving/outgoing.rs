@@ -15,13 +15,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::Stream;
-use tonic::Status;
 
-type Item<T> = Result<T, Status>;
+use super::ServingError;
+
+type Item<T> = Result<T, ServingError>;
 
 struct Inner<T> {
     rx: Option<mpsc::Receiver<Item<T>>>,
-    failure: Option<Status>,
+    failure: Option<ServingError>,
     waker: Option<Waker>,
 }
 
@@ -37,8 +38,8 @@ impl<T> State<T> {
     }
 }
 
-/// The stream handed to tonic.
-pub(crate) struct OutStream<T> {
+/// The stream an edge hands to its transport (mapping the error to its own wire form).
+pub struct OutStream<T> {
     state: Arc<State<T>>,
 }
 
@@ -87,7 +88,7 @@ impl<T> Stream for OutStream<T> {
 impl<T> Outgoing<T> {
     /// Ends the stream with `status`, never waiting on the client: queued at once when there is
     /// room, otherwise the events still waiting are dropped and the status takes their place.
-    pub fn fail(&self, status: Status) {
+    pub fn fail(&self, status: ServingError) {
         if let Err(e) = self.tx.try_send(Err(status)) {
             let status = match e {
                 mpsc::error::TrySendError::Full(Err(s)) | mpsc::error::TrySendError::Closed(Err(s)) => s,
@@ -155,10 +156,10 @@ mod tests {
         let t0 = Instant::now();
         out.stalled(Duration::from_secs(3)).await;
         assert!(t0.elapsed() >= Duration::from_secs(3) && t0.elapsed() < Duration::from_secs(5));
-        out.fail(Status::cancelled("stalled"));
+        out.fail(ServingError::Stalled(3.0));
         let next = stream.next().await.unwrap();
         assert_eq!(next.unwrap(), 9, "room was left, so the status queued behind the waiting event");
-        assert_eq!(stream.next().await.unwrap().unwrap_err().code(), tonic::Code::Cancelled);
+        assert_eq!(stream.next().await.unwrap().unwrap_err().code(), crate::serving::Code::Cancelled);
         assert!(stream.next().await.is_none());
     }
 
@@ -167,8 +168,8 @@ mod tests {
         let (out, mut stream) = channel::<u32>(2);
         out.tx.send(Ok(1)).await.unwrap();
         out.tx.send(Ok(2)).await.unwrap();
-        out.fail(Status::cancelled("stalled"));
-        assert_eq!(stream.next().await.unwrap().unwrap_err().code(), tonic::Code::Cancelled);
+        out.fail(ServingError::Stalled(3.0));
+        assert_eq!(stream.next().await.unwrap().unwrap_err().code(), crate::serving::Code::Cancelled);
         assert!(stream.next().await.is_none());
         assert!(out.tx.send(Ok(3)).await.is_err(), "the sender sees the stream gone");
     }

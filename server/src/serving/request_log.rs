@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tonic::Code;
 
 use crate::pipeline::EvalEvent;
 
-use super::status::code_name;
+use super::code::Code;
 
 /// What one RPC did, gathered as it runs.
 #[derive(Debug)]
@@ -76,7 +75,7 @@ pub(crate) fn event(log: &SharedLog, event: &EvalEvent) {
 }
 
 /// Writes the line. `outcome` says how the RPC ended in a word (`completed`, `rejected`,
-/// `cancelled`, `stalled`, `failed`, …); `code` is the gRPC status it ended with.
+/// `cancelled`, `stalled`, `failed`, …); `code` is the status it ended with.
 pub(crate) fn finish(log: &SharedLog, outcome: &str, code: Code) {
     let log = lock(log);
     let ids = log.request_ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
@@ -94,7 +93,7 @@ pub(crate) fn finish(log: &SharedLog, outcome: &str, code: Code) {
         queue_ms = (log.queue_ms * 10.0).round() / 10.0,
         total_ms = (log.started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
         outcome,
-        status = code_name(code),
+        status = code.name(),
         "request"
     );
 }

@@ -1,27 +1,30 @@
 //! GetInfo: what the server runs and the limits it enforces. Cheap; never touches the engine thread.
 
+use std::sync::Arc;
+
 use heie_proto::v1 as pb;
 
 use crate::pipeline::options::{MAX_GENERATION_PROMPT_BYTES, MAX_HEATMAP_SIDE, MAX_TEMPERATURE, MAX_TOKENS_PER_SECTION};
 
-use super::events::{heads_mode, prompt_mode};
-use super::{ServiceError, Shared};
+use super::encode::{heads_mode, prompt_mode};
+use super::{Serving, ServingError};
 
 /// GetInfo, transport-neutral, counted in the metrics and written to the request log: the gRPC and
 /// HTTP edges both call this, so `/v1/info` leaves the same line as the RPC.
-pub(crate) fn get(shared: &Shared, peer: Option<std::net::SocketAddr>) -> Result<pb::ServerInfo, ServiceError> {
-    let log = super::request_log::RequestLog::start("GetInfo", peer);
-    let result = server_info(shared);
-    let code = result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code());
-    shared.metrics.record_request("GetInfo", code);
-    super::request_log::finish(&log, if result.is_ok() { "completed" } else { "rejected" }, code);
+pub fn get(serving: &Arc<Serving>, peer: Option<std::net::SocketAddr>) -> Result<pb::ServerInfo, ServingError> {
+    let call = super::call::Call::start(serving, "GetInfo", peer);
+    let result = server_info(serving);
+    match &result {
+        Ok(_) => call.ended(None),
+        Err(e) => call.rejected(e),
+    }
     result
 }
 
-pub(crate) fn server_info(shared: &Shared) -> Result<pb::ServerInfo, ServiceError> {
-    let evaluator = shared.evaluator()?;
-    let info = evaluator.engine().info();
-    let limits = &shared.limits;
+fn server_info(serving: &Serving) -> Result<pb::ServerInfo, ServingError> {
+    let evaluator = serving.evaluator()?;
+    let info = evaluator.info();
+    let limits = &serving.limits;
     Ok(pb::ServerInfo {
         llm_model: info.llm_name.clone(),
         mmproj_model: info.mmproj_name.clone(),

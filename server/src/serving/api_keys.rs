@@ -6,7 +6,7 @@
 //! key is compared with every one of them in constant time (no early exit, the same work whatever
 //! the key's length or which key matches), so neither the timing nor a memory dump or a `Debug`
 //! print gives a key away. The check is transport-neutral — [`ApiKeys::check`] takes the raw
-//! `authorization` header value — so the gRPC interceptor here and an HTTP edge share it.
+//! `authorization` header value — so the gRPC interceptor (`grpc/auth.rs`) and the HTTP gate share it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,9 +14,8 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq as _;
-use tonic::{Request, Status};
 
-use super::ServiceError;
+use super::ServingError;
 
 type Digest = [u8; 32];
 
@@ -148,18 +147,18 @@ impl ApiKeys {
 
     /// Checks an `authorization` header value (`Bearer KEY`; the scheme is case-insensitive).
     /// `Ok` when no keys are configured.
-    pub fn check(&self, authorization: Option<&str>) -> Result<(), ServiceError> {
+    pub fn check(&self, authorization: Option<&str>) -> Result<(), ServingError> {
         if !self.is_enabled() {
             return Ok(());
         }
         let Some(value) = authorization else {
-            return Err(ServiceError::Unauthenticated("this server needs an API key: send `authorization: Bearer <key>`".into()));
+            return Err(ServingError::Unauthenticated("this server needs an API key: send `authorization: Bearer <key>`".into()));
         };
         let token = value
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or_else(|| ServiceError::Unauthenticated("the authorization value must be `Bearer <key>`".into()))?;
+            .ok_or_else(|| ServingError::Unauthenticated("the authorization value must be `Bearer <key>`".into()))?;
         let presented = digest(token.as_bytes());
         let file_keys = self.file_keys();
         // Every key is compared, whichever matches: the time taken says nothing about the keys.
@@ -172,23 +171,7 @@ impl ApiKeys {
         if bool::from(matched) {
             Ok(())
         } else {
-            Err(ServiceError::Unauthenticated("the API key is not valid".into()))
-        }
-    }
-
-    /// A tonic interceptor that runs [`ApiKeys::check`] on the call's `authorization` metadata.
-    pub fn interceptor(&self) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
-        let keys = self.clone();
-        move |request: Request<()>| {
-            let header = request.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-            match keys.check(header) {
-                Ok(()) => Ok(request),
-                Err(e) => {
-                    let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-                    tracing::info!(%peer, reason = %e, "call refused: unauthenticated");
-                    Err(e.into())
-                }
-            }
+            Err(ServingError::Unauthenticated("the API key is not valid".into()))
         }
     }
 
@@ -235,7 +218,7 @@ fn warn_if_others_can_read(_path: &Path) {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+    use crate::serving::Code;
 
     fn key(s: &str) -> ApiKey {
         s.parse().unwrap()
@@ -250,7 +233,7 @@ mod tests {
         assert_eq!(keys.check(Some("bearer beta-456")), Ok(()), "the scheme is case-insensitive");
         for bad in [None, Some(""), Some("alpha-123"), Some("Basic alpha-123"), Some("Bearer alpha-12"), Some("Bearer alpha-1234")] {
             let e = keys.check(bad).unwrap_err();
-            assert_eq!(tonic::Status::from(e.clone()).code(), Code::Unauthenticated, "{bad:?}");
+            assert_eq!(e.code(), Code::Unauthenticated, "{bad:?}");
             assert!(!e.to_string().contains("alpha"), "the message never shows a key: {e}");
         }
     }

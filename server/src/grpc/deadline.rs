@@ -38,14 +38,6 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Sleeps until the deadline, or forever without one (for `select!`).
-pub async fn expired(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

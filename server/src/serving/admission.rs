@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::ServiceError;
+use super::ServingError;
 
 /// The places a request holds until its stream ends; dropping it frees them.
 pub(crate) type Places = OwnedSemaphorePermit;
@@ -34,24 +34,24 @@ impl Admission {
 
     /// Takes `n` places now or fails: RESOURCE_EXHAUSTED when they are taken, INVALID_ARGUMENT (on
     /// `field`) when `n` is more than the server ever has, so a retry could never succeed.
-    pub fn admit(&self, n: usize, field: &str) -> Result<Places, ServiceError> {
+    pub fn admit(&self, n: usize, field: &str) -> Result<Places, ServingError> {
         if n > self.capacity as usize {
-            return Err(ServiceError::invalid(
+            return Err(ServingError::invalid(
                 field,
                 format!("{n} images need {n} places but the server has {} (--parallel + --max-queue)", self.capacity),
             ));
         }
         self.places.clone().try_acquire_many_owned(n as u32).map_err(|_| {
             let free = self.places.available_permits();
-            ServiceError::QueueFull(format!("{n} place(s) needed, {free} of {} free", self.capacity))
+            ServingError::QueueFull(format!("{n} place(s) needed, {free} of {} free", self.capacity))
         })
     }
 
     /// Runs CPU-heavy pixel work (decoding, tiling, heatmap encoding) on the bounded pool. Waiting for
     /// a worker is cancellable: a request dropped while it waits never starts its job.
-    pub async fn on_pixel_pool<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
-        let _worker = self.pixel_pool.clone().acquire_owned().await.map_err(ServiceError::internal)?;
-        tokio::task::spawn_blocking(job).await.map_err(ServiceError::internal)
+    pub async fn on_pixel_pool<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ServingError> {
+        let _worker = self.pixel_pool.clone().acquire_owned().await.map_err(ServingError::internal)?;
+        tokio::task::spawn_blocking(job).await.map_err(ServingError::internal)
     }
 }
 
@@ -64,7 +64,7 @@ pub fn default_image_workers() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+    use crate::serving::Code;
 
     #[tokio::test]
     async fn places_are_all_or_nothing_and_freed_on_drop() {

@@ -230,7 +230,7 @@ pub fn failed_done(message: &str, device: &str) -> pb::EvaluateEvent {
             &Timings::default(),
             &TokenCounts::default(),
             device,
-            super::status::clean_message(message),
+            super::error::clean_message(message),
         ))),
     }
 }

@@ -1,11 +1,10 @@
-//! Prometheus metrics: what the service counts, plus the engine's counters, in the text exposition
-//! format on `GET /metrics` of `--metrics-addr`.
+//! Prometheus metrics: what the core counts, plus the engine's counters, in the text exposition
+//! format (served on `GET /metrics` of `--metrics-addr` by `server/metrics_endpoint.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::engine::EngineMetrics;
 use crate::pipeline::events::{Timings, TokenCounts};
@@ -88,8 +87,8 @@ impl Default for ServiceMetrics {
 
 impl ServiceMetrics {
     /// Counts one finished RPC by method and outcome.
-    pub fn record_request(&self, method: &'static str, code: tonic::Code) {
-        let code = super::status::code_name(code);
+    pub fn record_request(&self, method: &'static str, code: super::Code) {
+        let code = code.name();
         // A poisoned lock only means another thread panicked mid-increment; the map is still valid.
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *requests.entry((method, code)).or_default() += 1;
@@ -178,27 +177,6 @@ impl ServiceMetrics {
     }
 }
 
-/// Serves `GET /metrics` on an already bound listener until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let render = render.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], render()) }
-        }),
-    );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-}
-
-/// Binds the metrics listener (so a bad address fails at startup, not later).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,9 +184,9 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_requests_are_labelled() {
         let m = ServiceMetrics::default();
-        m.record_request("Evaluate", tonic::Code::Ok);
-        m.record_request("Evaluate", tonic::Code::Ok);
-        m.record_request("Rerank", tonic::Code::ResourceExhausted);
+        m.record_request("Evaluate", super::super::Code::Ok);
+        m.record_request("Evaluate", super::super::Code::Ok);
+        m.record_request("Rerank", super::super::Code::ResourceExhausted);
         let timings = Timings { time_to_first_token_ms: 30.0, total_ms: 200.0, decode_tokens_per_s: 40.0, decode_ms: 100.0, ..Default::default() };
         m.record_evaluation(&timings, &TokenCounts { prompt: 1, image: 2, generated: 4 });
         let engine = EngineMetrics::default();

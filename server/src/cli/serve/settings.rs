@@ -1,6 +1,6 @@
-//! `heie serve`: the gRPC service (and, with `--http`, the HTTP API and page beside it). Flags fall
-//! back to `HEIE_*` environment variables, then to an
-//! optional TOML file (`--config`, keys spelled like the flags: `max-queue = 8`), then to defaults.
+//! `heie serve`'s settings: its flags, which fall back to `HEIE_*` environment variables, then to an
+//! optional TOML file (`--config`, keys spelled like the flags: `max-queue = 8`), then to defaults —
+//! merged and checked into the server's options before anything starts.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -12,11 +12,12 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use serde::Deserialize;
 
-use crate::pipeline::options::MAX_TOKENS_PER_SECTION;
-use crate::service::server::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS};
-use crate::service::{self, ApiKey, ApiKeys, HttpBodyOptions, NetworkOptions, ServeOptions, ServiceLimits, TlsFiles};
+use crate::pipeline::options::{MAX_TILES, MAX_TOKENS_PER_SECTION};
+use crate::http::BodyOptions as HttpBodyOptions;
+use crate::server::{NetworkOptions, ServeOptions, TlsFiles, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS};
+use crate::serving::{ApiKey, ApiKeys, ServingLimits};
 
-use super::model_args::ModelArgs;
+use crate::cli::model_args::ModelArgs;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
 pub const DEFAULT_PARALLEL: u32 = 4;
@@ -214,7 +215,7 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
     let grace = args.shutdown_grace.or(file.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE_S);
     let max_tokens = args.max_tokens.or(file.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
     let stall = args.stall_timeout.or(file.stall_timeout).unwrap_or(DEFAULT_STALL_TIMEOUT_S as f64);
-    let image_workers = args.image_workers.or(file.image_workers).unwrap_or_else(service::admission::default_image_workers);
+    let image_workers = args.image_workers.or(file.image_workers).unwrap_or_else(crate::serving::admission::default_image_workers);
     anyhow::ensure!(stall.is_finite() && stall >= 0.0, "--stall-timeout must be a number of seconds >= 0");
     anyhow::ensure!((1..=256).contains(&image_workers), "--image-workers must be 1..=256, got {image_workers}");
     anyhow::ensure!((1..=64).contains(&parallel), "--parallel must be 1..=64, got {parallel}");
@@ -226,7 +227,7 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         (1..=MAX_TOKENS_PER_SECTION).contains(&max_tokens),
         "--max-tokens must be 1..={MAX_TOKENS_PER_SECTION}, got {max_tokens}"
     );
-    anyhow::ensure!((1..=40).contains(&model.max_tiles), "--max-tiles must be 1..=40, got {}", model.max_tiles);
+    anyhow::ensure!((1..=MAX_TILES).contains(&model.max_tiles), "--max-tiles must be 1..={MAX_TILES}, got {}", model.max_tiles);
     let drain = args.drain_delay.or(file.drain_delay).unwrap_or(DEFAULT_DRAIN_DELAY_S);
     anyhow::ensure!(drain.is_finite() && (0.0..=3600.0).contains(&drain), "--drain-delay must be 0..=3600 seconds");
     network.http_bodies = http_bodies(
@@ -243,7 +244,7 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
             addr,
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
             http_addr: args.http.or(file.http),
-            limits: ServiceLimits {
+            limits: ServingLimits {
                 max_pixels: model.max_pixels,
                 max_batch,
                 parallel,
@@ -330,148 +331,9 @@ fn network_options(args: &ServeArgs, file: &mut ConfigFile) -> anyhow::Result<Ne
 
 /// The `serve` subcommand's matches, re-parsed from the process arguments, to learn which model
 /// flags were set explicitly.
-fn serve_matches(argv: Vec<OsString>) -> Option<ArgMatches> {
-    let matches = super::env_vars::command().try_get_matches_from(argv).ok()?;
+pub(super) fn serve_matches(argv: Vec<OsString>) -> Option<ArgMatches> {
+    let matches = crate::cli::env_vars::command().try_get_matches_from(argv).ok()?;
     matches.subcommand_matches("serve").cloned()
-}
-
-/// Runs the server until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs) -> anyhow::Result<usize> {
-    let matches = serve_matches(std::env::args_os().collect());
-    let settings = settings(&args, matches.as_ref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("heie-rpc").build()?;
-    runtime.block_on(serve(settings))?;
-    Ok(0)
-}
-
-async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
-    let ServeSettings { options, shutdown_grace, drain_delay, model } = settings;
-    let (slots, queue) = (options.limits.parallel, options.limits.max_queue as usize);
-    let max_tokens = options.limits.default_max_tokens;
-    let network = describe_network(&options.network);
-    let http_scheme = if options.network.tls.is_some() { "https" } else { "http" };
-    let mut server = service::start(options, move || {
-        let evaluator = model.start_evaluator(slots, queue)?;
-        check_context(&evaluator, model.max_tiles, max_tokens)?;
-        Ok(evaluator)
-    })
-    .await?;
-    eprintln!("heie: listening on {} (loading the model; health NOT_SERVING)", server.addr);
-    eprintln!("heie: {network}");
-    if let Some(m) = server.metrics_addr {
-        eprintln!("heie: metrics on http://{m}/metrics");
-    }
-    let reload = tokio::spawn(reload_keys_on_sighup(server.api_keys().clone()));
-    if let Some(h) = server.http_addr {
-        eprintln!("heie: HTTP API and page on {http_scheme}://{h}/");
-    }
-    let mut signal = std::pin::pin!(shutdown_signal());
-    tokio::select! {
-        ready = server.ready() => ready?,
-        _ = &mut signal => {
-            eprintln!("heie: stopping before the model finished loading");
-            return Ok(());
-        }
-    }
-    eprintln!("heie: serving on {}", server.addr);
-    let died = tokio::select! {
-        _ = signal => None,
-        cause = server.died() => Some(cause),
-    };
-    reload.abort();
-    if let Some(cause) = died {
-        // Health is NOT_SERVING and in-flight requests have been told (UNAVAILABLE); exit non-zero
-        // so that a supervisor (systemd, Kubernetes) starts a fresh process.
-        tracing::error!(%cause, "exiting: the server cannot evaluate any more");
-        let _ = server.shutdown(Duration::from_secs(1)).await;
-        anyhow::bail!("{cause}; exiting so that a supervisor restarts the server");
-    }
-    eprintln!(
-        "heie: shutting down (health NOT_SERVING; drain delay {:.1} s, grace {:.1} s)",
-        drain_delay.as_secs_f64(),
-        shutdown_grace.as_secs_f64()
-    );
-    server.drain(drain_delay, shutdown_grace).await?;
-    eprintln!("heie: stopped");
-    Ok(())
-}
-
-/// Start-up check: a request at the server's own defaults — the most tiles `--max-tiles` allows, each
-/// section at `--max-tokens` — must fit the context each request gets, or every such request would
-/// be refused; the message names the flag to raise.
-fn check_context(evaluator: &crate::pipeline::Evaluator, max_tiles: u32, max_tokens: u32) -> anyhow::Result<()> {
-    let options = crate::pipeline::EvalOptions { max_tiles, max_tokens_per_section: max_tokens, ..Default::default() };
-    let needed = evaluator.worst_case_context(&options);
-    let ctx = evaluator.engine().info().ctx_per_sequence as usize;
-    anyhow::ensure!(
-        needed <= ctx,
-        "--max-tiles {max_tiles} with --max-tokens {max_tokens} needs up to {needed} context tokens per request but --ctx-size is {ctx}: \
-         raise --ctx-size to at least {needed} (or lower --max-tiles / --max-tokens)"
-    );
-    Ok(())
-}
-
-/// One line on how the port is protected and limited (never the keys themselves).
-fn describe_network(n: &NetworkOptions) -> String {
-    let transport = n.tls.as_ref().map(TlsFiles::describe).unwrap_or_else(|| "plaintext (no TLS)".to_string());
-    let keys = if n.api_keys.is_enabled() {
-        match n.api_keys.file() {
-            Some(f) => format!("{} API key(s) required (file {}, reloaded on SIGHUP)", n.api_keys.len(), f.display()),
-            None => format!("{} API key(s) required", n.api_keys.len()),
-        }
-    } else {
-        "no API key required".to_string()
-    };
-    let keepalive = match n.keepalive_interval {
-        Some(i) => format!("keepalive every {:.0} s (timeout {:.0} s)", i.as_secs_f64(), n.keepalive_timeout.as_secs_f64()),
-        None => "no keepalive pings".to_string(),
-    };
-    format!("{transport}; {keys}; HTTP/2 {keepalive}, at most {} streams per connection", n.max_concurrent_streams)
-}
-
-/// Re-reads the API key file on each SIGHUP; a failed reload keeps the keys in use.
-async fn reload_keys_on_sighup(keys: ApiKeys) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; the API key file will not be reloaded");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            let Some(file) = keys.file() else {
-                tracing::info!("SIGHUP: there is no --api-key-file to reload");
-                continue;
-            };
-            match keys.reload() {
-                Ok(n) => tracing::info!(file = %file.display(), keys = n, "SIGHUP: API keys reloaded"),
-                Err(e) => tracing::error!(error = %e, keys_in_use = keys.len(), "SIGHUP: reloading the API keys failed; the keys in use stay"),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = keys;
-}
-
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 #[cfg(test)]
@@ -480,9 +342,9 @@ mod tests {
 
     fn parse(argv: &[&str]) -> (ServeArgs, ArgMatches) {
         let argv: Vec<OsString> = std::iter::once("heie").chain(argv.iter().copied()).map(OsString::from).collect();
-        let matches = super::super::env_vars::command().get_matches_from(argv.clone());
-        let cli = <super::super::Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("parses");
-        let super::super::Command::Serve(args) = cli.command else { panic!("serve") };
+        let matches = crate::cli::env_vars::command().get_matches_from(argv.clone());
+        let cli = <crate::cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("parses");
+        let crate::cli::Command::Serve(args) = cli.command else { panic!("serve") };
         (args, serve_matches(argv).expect("matches"))
     }
 
