@@ -13,6 +13,7 @@ pub mod utf8_stream;
 
 // The chain-of-thought program and its plumbing.
 pub mod captured;
+pub mod cot_plan;
 pub mod cot_program;
 pub mod evaluator;
 pub mod events;
