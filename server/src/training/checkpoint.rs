@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use heie_heads::adamw::AdamW;
+use heie_heads::training::adamw::AdamW;
 use heie_heads::Heads;
 use serde::{Deserialize, Serialize};
 

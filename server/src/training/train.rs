@@ -15,10 +15,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use heie_heads::adamw::{AdamW, AdamWParams};
-use heie_heads::losses::{focal_loss, laplace_nll, score_mse};
-use heie_heads::metrics::MetricsAccumulator;
-use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures, TensorInput};
+use heie_heads::model::TensorInput;
+use heie_heads::training::adamw::{AdamW, AdamWParams};
+use heie_heads::training::losses::{focal_loss, laplace_nll, score_mse};
+use heie_heads::training::metrics::MetricsAccumulator;
+use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures};
 use serde::{Deserialize, Serialize};
 
 use crate::data::synth::Rng;
