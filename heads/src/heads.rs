@@ -11,7 +11,7 @@ use crate::config::HeadsConfig;
 use crate::error::{HeadsError, Result};
 use crate::fusion;
 use crate::init;
-use crate::input_checks::{all_finite, input_err, pack_features};
+use crate::input_checks::{all_finite, check_score_hidden, input_err, pack_features, validate, validate_views};
 use crate::inputs::{HeadsInput, MapsInput, ProjectedView, ViewInput};
 use crate::model::HeadsModel;
 use crate::outputs::{HeadsMaps, HeadsOutput};
@@ -105,7 +105,7 @@ impl Heads {
         // wake up, where from a worker it runs at once and lends halves to the other worker. On a busy
         // machine those wake-ups were a large share of the time. (Inside the pool already: runs inline.)
         rayon::scope(|_| {
-            let views = self.validate(input)?;
+            let views = validate(&self.config, self.id, input)?;
             let (w, tokens, n) = (self.config.llm_width, self.config.tokens_per_tile(), views.len());
             let features = pack_features(&views, input.grid_cols * input.grid_rows)?;
             // All views in one product: one GEMM of n·g² rows rather than n of g².
@@ -139,7 +139,8 @@ impl Heads {
     pub fn forward_maps(&self, input: &MapsInput<&ProjectedView>) -> Result<HeadsMaps> {
         rayon::scope(|_| {
             let (cols, rows) = (input.grid_cols, input.grid_rows);
-            let views = self.validate_views((cols, rows, input.out_width, input.out_height), &input.tiles, input.thumbnail.as_ref())?;
+            let geometry = (cols, rows, input.out_width, input.out_height);
+            let views = validate_views(&self.config, self.id, geometry, &input.tiles, input.thumbnail.as_ref())?;
             let (tokens, d) = (self.config.tokens_per_tile(), self.config.hidden_width);
             let mut packed = Vec::with_capacity(views.len() * tokens * d);
             for view in &views {
@@ -153,7 +154,7 @@ impl Heads {
     /// Completes [`Heads::forward_maps`] with the `[SCORE]` state (length W, checked): the token scorer
     /// and the calibration, well under a millisecond.
     pub fn score_maps(&self, maps: HeadsMaps, score_hidden: &[f32]) -> Result<HeadsOutput> {
-        self.check_score_hidden(score_hidden)?;
+        check_score_hidden(&self.config, score_hidden)?;
         self.score_checked(maps, score_hidden)
     }
 

@@ -1,10 +1,12 @@
 //! The checks every input passes before the heads use it: grid, tile count, thumbnail, output size,
-//! then every buffer's length and finiteness. The first problem is reported, naming the field.
+//! then every buffer's length and finiteness. The first problem is reported, naming the field. The
+//! checks take the heads' config and id rather than the heads, so that this module imports nothing
+//! from `heads.rs`, which calls it.
 
 use rayon::prelude::*;
 
+use crate::config::HeadsConfig;
 use crate::error::{HeadsError, Result};
-use crate::heads::Heads;
 use crate::inputs::{HeadsInput, TileFeatures, ViewImage, ViewInput, MAX_OUTPUT_SIDE, MAX_TILES};
 
 pub(crate) fn input_err(field: &'static str, reason: String) -> HeadsError {
@@ -59,56 +61,56 @@ pub(crate) fn pack_features(views: &[&TileFeatures], tiles: usize) -> Result<Vec
     Ok(out)
 }
 
-impl Heads {
-    /// Checks `input` against the config: grid, tile count, thumbnail, output size, then every buffer's
-    /// length and (except the features: [`pack_features`] checks those while copying them) finiteness,
-    /// in order; the first problem is reported. Returns the tiles, then the thumbnail.
-    pub(crate) fn validate<'i, 'a>(&self, input: &'i HeadsInput<'a>) -> Result<Vec<&'i TileFeatures<'a>>> {
-        let geometry = (input.grid_cols, input.grid_rows, input.out_width, input.out_height);
-        let views = self.validate_views(geometry, &input.tiles, input.thumbnail.as_ref())?;
-        self.check_score_hidden(input.score_hidden)?;
-        Ok(views)
-    }
+/// Checks `input` against `config`: grid, tile count, thumbnail, output size, then every buffer's
+/// length and (except the features: [`pack_features`] checks those while copying them) finiteness,
+/// in order; the first problem is reported. Returns the tiles, then the thumbnail.
+pub(crate) fn validate<'i, 'a>(config: &HeadsConfig, heads_id: u64, input: &'i HeadsInput<'a>) -> Result<Vec<&'i TileFeatures<'a>>> {
+    let geometry = (input.grid_cols, input.grid_rows, input.out_width, input.out_height);
+    let views = validate_views(config, heads_id, geometry, &input.tiles, input.thumbnail.as_ref())?;
+    check_score_hidden(config, input.score_hidden)?;
+    Ok(views)
+}
 
-    /// [`Heads::validate`] for everything but the `[SCORE]` state; `geometry` = (grid columns, grid
-    /// rows, output width, output height).
-    pub(crate) fn validate_views<'i, 'a, I: ViewImage>(
-        &self,
-        (cols, rows, out_width, out_height): (usize, usize, usize, usize),
-        tiles: &'i [ViewInput<'a, I>],
-        thumbnail: Option<&'i ViewInput<'a, I>>,
-    ) -> Result<Vec<&'i ViewInput<'a, I>>> {
-        let w = self.config.llm_width;
-        if cols == 0 || rows == 0 || cols * rows > MAX_TILES {
-            return Err(input_err("grid", format!("{cols}×{rows} tiles; need 1..={MAX_TILES} tiles")));
-        }
-        if tiles.len() != cols * rows {
-            return Err(input_err("tiles", format!("{} tiles given for a {cols}×{rows} grid (need {})", tiles.len(), cols * rows)));
-        }
-        let single = cols * rows == 1;
-        match (thumbnail, single) {
-            (Some(_), true) => return Err(input_err("thumbnail", "a 1×1 grid has no thumbnail".into())),
-            (None, false) => return Err(input_err("thumbnail", format!("a {cols}×{rows} grid needs the thumbnail"))),
-            _ => {}
-        }
-        for (field, side) in [("out_width", out_width), ("out_height", out_height)] {
-            if side == 0 || side > MAX_OUTPUT_SIDE {
-                return Err(input_err(field, format!("{side} is not in 1..={MAX_OUTPUT_SIDE}")));
-            }
-        }
-        let views: Vec<&ViewInput<I>> = tiles.iter().chain(thumbnail).collect();
-        for (i, tile) in views.iter().enumerate() {
-            let name = || if i < cols * rows { format!("tiles[{i}]") } else { "thumbnail".to_string() };
-            check_values(&|| format!("{}.map_hidden", name()), "map_hidden", tile.map_hidden, w)?;
-            if let Some(reason) = tile.features.foreign_to(self.id) {
-                return Err(input_err("features", format!("{}.features {reason}", name())));
-            }
-            check_values(&|| format!("{}.features", name()), "features", tile.features.values(), I::expected_len(&self.config))?;
-        }
-        Ok(views)
+/// [`validate`] for everything but the `[SCORE]` state; `geometry` = (grid columns, grid rows, output
+/// width, output height). `heads_id` tells a [`ProjectedView`](crate::ProjectedView) made by other heads.
+pub(crate) fn validate_views<'i, 'a, I: ViewImage>(
+    config: &HeadsConfig,
+    heads_id: u64,
+    (cols, rows, out_width, out_height): (usize, usize, usize, usize),
+    tiles: &'i [ViewInput<'a, I>],
+    thumbnail: Option<&'i ViewInput<'a, I>>,
+) -> Result<Vec<&'i ViewInput<'a, I>>> {
+    let w = config.llm_width;
+    if cols == 0 || rows == 0 || cols * rows > MAX_TILES {
+        return Err(input_err("grid", format!("{cols}×{rows} tiles; need 1..={MAX_TILES} tiles")));
     }
+    if tiles.len() != cols * rows {
+        return Err(input_err("tiles", format!("{} tiles given for a {cols}×{rows} grid (need {})", tiles.len(), cols * rows)));
+    }
+    let single = cols * rows == 1;
+    match (thumbnail, single) {
+        (Some(_), true) => return Err(input_err("thumbnail", "a 1×1 grid has no thumbnail".into())),
+        (None, false) => return Err(input_err("thumbnail", format!("a {cols}×{rows} grid needs the thumbnail"))),
+        _ => {}
+    }
+    for (field, side) in [("out_width", out_width), ("out_height", out_height)] {
+        if side == 0 || side > MAX_OUTPUT_SIDE {
+            return Err(input_err(field, format!("{side} is not in 1..={MAX_OUTPUT_SIDE}")));
+        }
+    }
+    let views: Vec<&ViewInput<I>> = tiles.iter().chain(thumbnail).collect();
+    for (i, tile) in views.iter().enumerate() {
+        let name = || if i < cols * rows { format!("tiles[{i}]") } else { "thumbnail".to_string() };
+        check_values(&|| format!("{}.map_hidden", name()), "map_hidden", tile.map_hidden, w)?;
+        if let Some(reason) = tile.features.foreign_to(heads_id) {
+            return Err(input_err("features", format!("{}.features {reason}", name())));
+        }
+        check_values(&|| format!("{}.features", name()), "features", tile.features.values(), I::expected_len(config))?;
+    }
+    Ok(views)
+}
 
-    pub(crate) fn check_score_hidden(&self, score_hidden: &[f32]) -> Result<()> {
-        check_values(&|| "score_hidden".into(), "score_hidden", score_hidden, self.config.llm_width)
-    }
+/// Checks the `[SCORE]` state's length and finiteness.
+pub(crate) fn check_score_hidden(config: &HeadsConfig, score_hidden: &[f32]) -> Result<()> {
+    check_values(&|| "score_hidden".into(), "score_hidden", score_hidden, config.llm_width)
 }

@@ -13,7 +13,7 @@ use ndarray::Array2;
 
 use crate::error::Result;
 use crate::heads::{to_scalar, Heads};
-use crate::input_checks::pack_features;
+use crate::input_checks::{pack_features, validate};
 use crate::inputs::HeadsInput;
 use crate::model::{HeadsModel, TensorInput, TensorOutput};
 use crate::outputs::HeadsOutput;
@@ -61,7 +61,7 @@ impl Heads {
 
     /// Validates `input` against the config and packs it into tensors (tiles, then the thumbnail).
     pub fn input_tensors(&self, input: &HeadsInput) -> Result<TensorInput> {
-        let views = self.validate(input)?;
+        let views = validate(&self.config, self.id, input)?;
         let (w, t, n) = (self.config.llm_width, self.config.tokens_per_tile(), views.len());
         let dev = Device::Cpu;
         let hidden: Vec<f32> = views.iter().flat_map(|v| v.map_hidden.iter().copied()).collect();
