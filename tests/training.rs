@@ -9,7 +9,8 @@ use candle_core::Tensor;
 use heie_heads::HeadsConfig;
 use heie_server::training::checkpoint;
 use heie_server::training::shards::{to_f16, FeatureSample, SampleMeta};
-use heie_server::training::train::{train, ShardSet, TrainConfig};
+use heie_server::training::config::TrainConfig;
+use heie_server::training::train::{train, ShardSet};
 use ndarray::Array2;
 
 const W: usize = 8;

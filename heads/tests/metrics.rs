@@ -1,7 +1,7 @@
 //! The metrics against values computed by hand (the arithmetic is in the comments), including the
 //! degenerate maps on which the reference implementation divides by zero.
 
-use heie_heads::metrics::{
+use heie_heads::training::metrics::{
     auc_judd, average_ranks, cc, kld, map_metrics, mse, nss, pearson, sim, spearman, MetricsAccumulator, KLD_EPS,
 };
 use ndarray::{arr2, Array2};

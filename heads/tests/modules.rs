@@ -6,7 +6,7 @@ use heie_heads::calibration::Calibration;
 use heie_heads::fusion::Fusion;
 use heie_heads::layers::{Attention, ConvTranspose2x2, Linear};
 use heie_heads::scorer::MapScorer;
-use heie_heads::losses::{focal_loss, laplace_nll, score_mse};
+use heie_heads::training::losses::{focal_loss, laplace_nll, score_mse};
 use heie_heads::{CalibrationConfig, FusionVariant, HeadsConfig};
 
 fn dev() -> Device {

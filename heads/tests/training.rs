@@ -5,7 +5,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use common::{tiny_config, Buffers};
-use heie_heads::losses::{focal_loss, laplace_nll, score_mse};
+use heie_heads::training::losses::{focal_loss, laplace_nll, score_mse};
 use heie_heads::{FusionVariant, Heads};
 
 fn total_loss(heads: &Heads, buf: &Buffers, gt: &Tensor, score_gt: &Tensor) -> Tensor {

@@ -6,7 +6,8 @@ use clap::Args;
 use heie_heads::{FusionVariant, HeadsConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::training::train::{train, ShardSet, TrainConfig};
+use crate::training::config::TrainConfig;
+use crate::training::train::{train, ShardSet};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {

@@ -9,7 +9,7 @@ use super::explanation::Section;
 use super::options::EvalOptions;
 use super::rating::Rating;
 use super::tiling::{TileGrid, Tiling};
-use super::heads_worker::Pending;
+use super::pending::Pending;
 use heie_heads::{HeadsMaps, ProjectedView};
 
 /// The explanation text of each section, as shown to the client.

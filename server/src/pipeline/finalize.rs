@@ -13,7 +13,8 @@ use super::events::{
 use super::heatmap::rasterize_boxes;
 use super::summary::summary_line;
 use crate::engine::injected_fault;
-use super::heads_worker::{HeadsWorker, MapsRequest, Pending};
+use super::heads_worker::{HeadsWorker, MapsRequest};
+use super::pending::Pending;
 use super::trained::TrainedHeads;
 use heie_heads::{HeadsMaps, ProjectedView};
 use std::sync::Arc;

@@ -10,33 +10,14 @@
 //! through rayon. A panicking job becomes its request's error; the thread goes on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, Sender, SyncSender};
+use std::sync::Arc;
 
 use heie_heads::{HeadsMaps, MapsInput, ProjectedView, ViewInput};
 
+use super::pending::Pending;
 use super::tiling::Tiling;
 use super::trained::TrainedHeads;
-
-/// A result being computed on the heads thread.
-#[derive(Debug)]
-pub struct Pending<T> {
-    /// In a mutex only so that the captures holding it can be shared; one thread waits on it.
-    result: Mutex<Receiver<Result<T, String>>>,
-}
-
-impl<T> Pending<T> {
-    fn new() -> (SyncSender<Result<T, String>>, Pending<T>) {
-        let (done, result) = sync_channel(1);
-        (done, Pending { result: Mutex::new(result) })
-    }
-
-    /// Blocks until the job has run.
-    pub fn wait(&self) -> Result<T, String> {
-        let result = self.result.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        result.recv().unwrap_or_else(|_| Err("the heads worker stopped".into()))
-    }
-}
 
 /// What the heatmap of one image needs: its tiles' projections (tiles in grid order, then the
 /// thumbnail), their `[MAP]` states in the same order, the grid and the output size.

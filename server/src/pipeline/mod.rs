@@ -20,6 +20,7 @@ pub mod events;
 pub mod finalize;
 pub mod heads_worker;
 pub mod options;
+pub mod pending;
 pub mod prompt;
 pub mod prompt_tokens;
 pub mod prepared;

@@ -9,13 +9,24 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use heie_heads::adamw::AdamW;
-use heie_heads::Heads;
+use heie_heads::training::adamw::AdamW;
+use heie_heads::{Heads, HeadsConfig};
 use serde::{Deserialize, Serialize};
 
-use super::train::{TrainConfig, TrainError, TrainState};
+use super::config::TrainConfig;
+use super::error::TrainError;
 
 const OPTIMIZER_KEY: &str = "heie.optimizer";
+
+/// How far a run got: `OUT.state.json`, saved next to the output after every epoch, for `--resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub epochs_done: usize,
+    pub step: usize,
+    pub best_dev_loss: Option<f64>,
+    pub config: TrainConfig,
+    pub heads: HeadsConfig,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct OptimizerMeta {

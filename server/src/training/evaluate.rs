@@ -1,12 +1,12 @@
-//! `heie evaluate`: the paper's metrics (heads/src/metrics.rs) for the zero-shot outputs, any number of
-//! heads files and a constant baseline, all from one pass of the engine over a split; or for another
-//! system's saved outputs (`--predictions DIR`). Maps are compared at `resolution × resolution`.
+//! `heie evaluate`: the paper's metrics (heads/src/training/metrics.rs) for the zero-shot outputs, any
+//! number of heads files and a constant baseline, all from one pass of the engine over a split; or for
+//! another system's saved outputs (`--predictions DIR`). Maps are compared at `resolution × resolution`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::Instant;
 
-use heie_heads::metrics::{MetricsAccumulator, MetricsSummary};
+use heie_heads::training::metrics::{MetricsAccumulator, MetricsSummary};
 use heie_heads::Heads;
 use ndarray::Array2;
 use serde::Serialize;

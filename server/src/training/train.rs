@@ -15,63 +15,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use heie_heads::adamw::{AdamW, AdamWParams};
-use heie_heads::losses::{focal_loss, laplace_nll, score_mse};
-use heie_heads::metrics::MetricsAccumulator;
-use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures, TensorInput};
-use serde::{Deserialize, Serialize};
+use heie_heads::model::TensorInput;
+use heie_heads::training::adamw::{AdamW, AdamWParams};
+use heie_heads::training::losses::{focal_loss, laplace_nll, score_mse};
+use heie_heads::training::metrics::MetricsAccumulator;
+use heie_heads::{Heads, HeadsConfig, HeadsInput, TileFeatures};
+use serde::Serialize;
 
 use crate::data::synth::Rng;
 
-use super::checkpoint;
+use super::checkpoint::{self, TrainState};
+use super::config::TrainConfig;
+use super::error::{Result, TrainError};
 use super::shards::{self, DenseFeatures, FeatureSample};
-
-/// Hyper-parameters of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub warmup: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
-    pub focal_alpha: f64,
-    pub focal_gamma: f64,
-    pub focal_weight: f64,
-    pub laplace_weight: f64,
-    pub score_weight: f64,
-    /// Steps of the calibration fit on dev (0 = keep the trained calibration).
-    pub calibration_steps: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 10,
-            batch_size: 16,
-            lr: 3e-4,
-            warmup: 0.03,
-            weight_decay: 0.01,
-            seed: 0,
-            focal_alpha: 0.25,
-            focal_gamma: 2.0,
-            focal_weight: 1.0,
-            laplace_weight: 1.0,
-            score_weight: 1.0,
-            calibration_steps: 300,
-        }
-    }
-}
-
-/// Saved next to the output after every epoch, for `--resume`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainState {
-    pub epochs_done: usize,
-    pub step: usize,
-    pub best_dev_loss: Option<f64>,
-    pub config: TrainConfig,
-    pub heads: HeadsConfig,
-}
 
 /// Losses and metrics of one pass over a split.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -94,20 +50,6 @@ pub struct TrainReport {
     pub dev_samples: usize,
     pub mean_step_ms: f64,
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error(transparent)]
-    Shard(#[from] shards::ShardError),
-    #[error(transparent)]
-    Heads(#[from] heie_heads::HeadsError),
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    #[error("{0}")]
-    Setup(String),
-}
-
-type Result<T> = std::result::Result<T, TrainError>;
 
 /// The samples of one or more shard folders, held in memory as f16.
 pub struct ShardSet {
