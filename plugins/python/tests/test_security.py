@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from PIL import Image
 
-from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
+from conftest import running_serve  # the plugins' shared server helpers
 from heie_client import Client, ConnectionFailure, EvaluateOptions, HealthStatus, InsecureTransport, Unauthenticated, Unavailable
 from heie_client.cli import main as heie_score
 from heie_client.security import is_loopback
@@ -73,25 +73,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def secure_server(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``heie serve`` with TLS, required client certificates and one API key."""
     log = tmp_path_factory.mktemp("heie-secure") / "serve.log"
-    command = [
-        str(_binary()), "serve", "--addr", "127.0.0.1:0", "--threads", "1",
-        "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
-        "--max-tokens", "4", "--max-tiles", "1", "--shutdown-grace", "1",
-        "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-        "--tls-client-ca", str(pki / "ca.pem"), "--api-key", KEY,
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        yield _wait_for_serving(process, log)
+    args = ["--addr", "127.0.0.1:0", "--threads", "1", "--max-tokens", "4", "--max-tiles", "1", "--shutdown-grace", "1",
+            "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+            "--tls-client-ca", str(pki / "ca.pem"), "--api-key", KEY]
+    with running_serve(args, log) as address:
+        yield address
         assert KEY not in log.read_text(errors="replace"), "the key is never logged"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _mtls(pki: Path, address: str, token=KEY) -> Client:  # type: ignore[no-untyped-def]
