@@ -140,6 +140,8 @@ async fn evaluate_streams_the_grpc_events_as_server_sent_events() {
     let score = events.iter().find(|e| e.name == "score").unwrap().json();
     let s = score["score"]["score"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&s), "{score}");
+    let summary = events.last().unwrap().json()["done"]["summary"].as_str().unwrap().to_string();
+    assert!(summary.starts_with(&format!("score {s:.3} (zero-shot)")), "the server's verdict line: {summary:?}");
 
     // The same request over gRPC: the same events (greedy decoding is deterministic).
     let request: pb::EvaluateRequest = serde_json::from_value(body).unwrap();

@@ -132,6 +132,8 @@ fn scores_are_written_into_png_jpeg_and_webp_without_touching_pixels() {
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("out").join(format!("{stem}.json"))).unwrap()).unwrap();
         assert!((report["score"].as_f64().unwrap() - score).abs() < 1e-4, "{f}: {score} vs {}", report["score"]);
+        // One summary line, computed once by the pipeline: the report and the metadata carry the same.
+        assert_eq!(report["summary"].as_str(), Some(summary), "{f}");
     }
     assert_eq!(after["picture.png"]["png_software"], "a painter", "other PNG text kept");
     assert_eq!(after["photo.jpg"]["jpeg_exif_make"], "a camera maker", "Exif kept");

@@ -183,6 +183,8 @@ async fn batch_tags_every_event_and_ranks_by_score_and_rerank_agrees() {
         let score = events.iter().find_map(|e| if let Event::Score(s) = e { Some(s.score) } else { None }).unwrap();
         let Some(Event::Done(d)) = events.last() else { unreachable!() };
         assert_ne!(d.finish_reason, pb::FinishReason::Error as i32);
+        // The verdict line comes from the server, led by the primary score as sent.
+        assert!(d.summary.starts_with(&format!("score {score:.3} (zero-shot)")), "image {i}: {:?}", d.summary);
         scores.push(score);
     }
     let ranked: Vec<u32> = ranking.entries.iter().map(|e| e.index).collect();

@@ -72,6 +72,7 @@ fn evaluate_events_round_trip() {
                 finish_reason: FinishReason::Completed as i32,
                 device: "CPU".into(),
                 message: String::new(),
+                summary: "score 0.254 (zero-shot): The left hand has six fingers.".into(),
             })),
         },
     ];

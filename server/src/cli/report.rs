@@ -30,6 +30,7 @@ pub fn eval_report(path: &Path, image: &RgbImage, result: &EvalResult, heatmap: 
         "timings": result.timings,
         "tokens": result.tokens,
         "finish_reason": result.finish_reason,
+        "summary": result.summary,
         "heatmap": heatmap.display().to_string(),
         "overlay": overlay.display().to_string(),
     })

@@ -110,7 +110,8 @@ pub enum EvalEvent {
     Score(ScoreOutput),
     /// What the language model produced for the heads (only with `EvalOptions::emit_captures`).
     Captures(std::sync::Arc<super::captured::Captured>),
-    Done { finish_reason: FinishReason, timings: Timings, tokens: TokenCounts },
+    /// `summary`: the one-line verdict for people ([`super::summary::summary_line`]).
+    Done { finish_reason: FinishReason, timings: Timings, tokens: TokenCounts, summary: String },
     Error(String),
     /// The evaluation never started: the server began shutting down while it was queued (retrying
     /// it elsewhere is safe). Replaces Done.

@@ -11,6 +11,7 @@ use super::events::{
     ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
 };
 use super::heatmap::rasterize_boxes;
+use super::summary::summary_line;
 use crate::engine::injected_fault;
 use super::heads_worker::{HeadsWorker, MapsRequest, Pending};
 use super::trained::TrainedHeads;
@@ -92,23 +93,27 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
             return;
         }
     };
+    // The primary score (the first one sent) decides the summary line.
+    let mut primary: Option<(f32, OutputMode)> = None;
     if finish_reason != FinishReason::Cancelled {
         let (width, height) = captured.output_size();
         if let Some(heads) = heads {
             match heads.run(&captured) {
                 Ok((heatmap, score)) => {
+                    primary = Some((score.score, score.mode));
                     events.send(EvalEvent::Heatmap(heatmap));
                     events.send(EvalEvent::Score(score));
                 }
                 Err(e) => {
                     events.send(EvalEvent::Error(format!("trained heads failed: {e}")));
-                            return;
+                    return;
                 }
             }
         }
         let zero_shot = rasterize_boxes(&captured.boxes, width, height);
         events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot, local_weight: None }));
         if let Some(rating) = &captured.rating {
+            primary = primary.or(Some((rating.score, OutputMode::ZeroShot)));
             events.send(EvalEvent::Score(ScoreOutput {
                 score: rating.score,
                 mode: OutputMode::ZeroShot,
@@ -130,8 +135,9 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         time_to_first_token_ms: stats.first_token.map(|f| ms(f) + ms(stats.queued) + ms(captured.preprocess)).unwrap_or(0.0),
         decode_tokens_per_s: stats.decode_tokens_per_s(),
     };
+    let summary = summary_line(&captured.sections, primary);
     if captured.emit_captures {
         events.send(EvalEvent::Captures(std::sync::Arc::new(captured)));
     }
-    events.send(EvalEvent::Done { finish_reason, timings, tokens });
+    events.send(EvalEvent::Done { finish_reason, timings, tokens, summary });
 }

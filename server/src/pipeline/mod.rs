@@ -23,6 +23,7 @@ pub mod prompt;
 pub mod prompt_tokens;
 pub mod reference;
 pub mod section_text;
+pub mod summary;
 
 pub use evaluator::{Evaluator, PipelineError};
 pub use events::{EvalEvent, FinishReason, OutputMode, PromptMode};

@@ -26,6 +26,8 @@ pub struct EvalResult {
     pub timings: Timings,
     pub tokens: TokenCounts,
     pub error: Option<String>,
+    /// The one-line verdict for people, from Done (empty when the evaluation failed).
+    pub summary: String,
     /// Tile features and marker hidden states, when asked for.
     #[serde(skip)]
     pub captures: Option<std::sync::Arc<super::captured::Captured>>,
@@ -59,6 +61,7 @@ impl EvalResult {
             timings: Timings::default(),
             tokens: TokenCounts::default(),
             error: None,
+            summary: String::new(),
             captures: None,
             event_order: Vec::new(),
         };
@@ -84,8 +87,9 @@ impl EvalResult {
             EvalEvent::Region(b) => self.boxes.push(b),
             EvalEvent::Heatmap(h) => self.heatmaps.push(h),
             EvalEvent::Score(s) => self.scores.push(s),
-            EvalEvent::Done { finish_reason, timings, tokens } => {
+            EvalEvent::Done { finish_reason, timings, tokens, summary } => {
                 self.finish_reason = Some(finish_reason);
+                self.summary = summary;
                 self.timings = timings;
                 self.tokens = tokens;
             }

@@ -69,8 +69,8 @@ impl EventEncoder {
             EvalEvent::Region(b) => one(Event::RegionBox(region(&b, self.image_size.0, self.image_size.1))),
             EvalEvent::Heatmap(h) => Outgoing::Events(self.heatmaps(h).into_iter().map(|h| wrap(Event::Heatmap(h))).collect()),
             EvalEvent::Score(s) => one(Event::Score(score(&s))),
-            EvalEvent::Done { finish_reason, timings, tokens } => {
-                one(Event::Done(done(finish_reason, &timings, &tokens, &self.device, String::new())))
+            EvalEvent::Done { finish_reason, timings, tokens, summary } => {
+                one(Event::Done(pb::Done { summary, ..done(finish_reason, &timings, &tokens, &self.device, String::new()) }))
             }
             EvalEvent::Error(message) => Outgoing::Failed(message),
             EvalEvent::Refused => Outgoing::Refused,
@@ -218,6 +218,7 @@ pub fn done(f: FinishReason, t: &Timings, tokens: &TokenCounts, device: &str, me
         finish_reason: finish_reason(f) as i32,
         device: device.to_string(),
         message,
+        summary: String::new(),
     }
 }
 

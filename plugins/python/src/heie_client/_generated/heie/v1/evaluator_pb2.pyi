@@ -264,18 +264,20 @@ class TokenCounts(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., image_tokens: _Optional[int] = ..., generated_tokens: _Optional[int] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ("timings", "tokens", "finish_reason", "device", "message")
+    __slots__ = ("timings", "tokens", "finish_reason", "device", "message", "summary")
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     timings: Timings
     tokens: TokenCounts
     finish_reason: FinishReason
     device: str
     message: str
-    def __init__(self, timings: _Optional[_Union[Timings, _Mapping]] = ..., tokens: _Optional[_Union[TokenCounts, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., device: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    summary: str
+    def __init__(self, timings: _Optional[_Union[Timings, _Mapping]] = ..., tokens: _Optional[_Union[TokenCounts, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., device: _Optional[str] = ..., message: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class EvaluateBatchRequest(_message.Message):
     __slots__ = ("images", "options")
