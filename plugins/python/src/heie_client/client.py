@@ -149,10 +149,9 @@ class Client:
 
         Over gRPC this is one ``EvaluateBatch`` call (admitted whole or refused whole). The HTTP API has no
         batch route: the HTTP transport sends one ``/v1/evaluate`` per image to the same server, all at
-        once, multiplexes their events in arrival order, turns an image the server refused
-        (INVALID_ARGUMENT …) into that image's failed ``Done`` as ``EvaluateBatch`` does, fails the whole
-        batch on anything else (busy, down, key, deadline; the other calls are cancelled) and ranks the
-        scores itself as the server would (best first, ties by index)."""
+        once, multiplexes their events in arrival order, fails the whole batch when any image fails (a bad
+        image, busy, down, key, deadline; the other calls are cancelled), as ``EvaluateBatch`` refuses a
+        batch with a bad image, and ranks the scores itself as the server would (best first, ties by index)."""
         wires, opts = _wire_images(images, prompts), options or EvaluateOptions()
         return EventStream(
             self._rotation,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -15,16 +14,6 @@ from .heatmaps import decode_heatmap, decode_overlay
 
 if TYPE_CHECKING:
     import numpy as np
-
-_HEADING = re.compile(r"^\s*#+.*$", re.MULTILINE)
-_MARKER = re.compile(r"\[(MAP|SCORE)\]")
-_SPACE = re.compile(r"\s+")
-# The sentences the server writes around the markers carry no information for a caption.
-_TEMPLATE = re.compile(
-    r"So, the potential problematic regions in the image are|"
-    r"Based on the overall analysis, the plausibility score for this image is\s*\.?"
-)
-
 
 @dataclass(frozen=True)
 class Result:
@@ -113,7 +102,7 @@ class ResultBuilder:
         return Result(
             score=primary.score if primary else None,
             mode=mode,
-            summary=(self._done.summary if self._done else "") or _local_summary(self.text(), self._sections),
+            summary=self._done.summary if self._done else "",
             heatmap=decode_heatmap(value_map) if value_map else None,
             overlay=decode_overlay(overlay) if overlay else None,
             overlay_png=overlay.data if overlay else None,
@@ -148,12 +137,3 @@ def clip(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     return text[: max(0, max_chars - 1)].rstrip() + "…"
-
-
-def _local_summary(explanation: str, sections: dict[Section, list[str]]) -> str:
-    """Interim, until the server's ``Done.summary`` lands: the analysis without headings, markers and
-    template sentences, on one line, at most 200 characters."""
-    text = "".join(sections.get(Section.ANALYSIS, [])) or explanation
-    text = _TEMPLATE.sub("", _MARKER.sub("", _HEADING.sub("", text)))
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return clip(_SPACE.sub(" ", text).strip(), 200)

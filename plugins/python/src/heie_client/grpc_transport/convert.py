@@ -98,8 +98,7 @@ def event_from_pb(message: pb.EvaluateEvent) -> Optional[Event]:
             finish_reason=FinishReason(d.finish_reason),
             device=d.device,
             message=d.message,
-            # Stubs generated before the field existed have no attribute; the server then sends none either.
-            summary=getattr(d, "summary", ""),
+            summary=d.summary,
         )
     return None
 

@@ -1,10 +1,9 @@
 """``EvaluateBatch`` for the HTTP API, which has no batch route: one ``/v1/evaluate`` per image to the same
 server, all at once, as one :class:`~heie_client.transport.Call`.
 
-Events come in arrival order as ``BatchEvent(index, event)``. An image the server refused on its merits
-(a bad image or option) becomes that image's ``Done`` with ``FINISH_REASON_ERROR`` and the reason, as
-``EvaluateBatch`` reports it; any other failure (busy, down, key, deadline) fails the whole batch and
-cancels the other calls, as a refused ``EvaluateBatch`` would. The last item is the ``Ranking`` the server
+Events come in arrival order as ``BatchEvent(index, event)``. Any image's failure (a bad image, busy,
+down, key, deadline) fails the whole batch and cancels the other calls, as ``EvaluateBatch`` refuses a
+batch with a bad image as a whole. The last item is the ``Ranking`` the server
 would send: images with a score, best first, ties by index."""
 
 from __future__ import annotations
@@ -14,12 +13,9 @@ import threading
 from typing import Any, Callable, Optional, Union
 
 from ..errors import HeieError
-from ..events import BatchEvent, Done, FinishReason, Ranking, Score, Timings, TokenCounts
-from ..status import StatusCode
+from ..events import BatchEvent, Ranking, Score
 from .convert import ranking_of
 
-#: Codes that judge one image (the request), not the server or the call: the other images go on.
-_PER_IMAGE = (StatusCode.INVALID_ARGUMENT, StatusCode.OUT_OF_RANGE, StatusCode.FAILED_PRECONDITION)
 _END = object()
 
 
@@ -57,12 +53,7 @@ class BatchCall:
                 if event is not None:
                     self._queue.put(BatchEvent(index, event))
         except HeieError as err:
-            if err.code in _PER_IMAGE:
-                done = Done(Timings(*([0.0] * 9)), TokenCounts(0, 0, 0), FinishReason.ERROR, "",
-                            f"images[{index}]: {err.message}")
-                self._queue.put(BatchEvent(index, done))
-            else:
-                self._queue.put(err)
+            self._queue.put(err)
         finally:
             with self._lock:
                 self._left -= 1
