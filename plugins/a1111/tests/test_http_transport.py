@@ -4,10 +4,14 @@ image, a deadline, 401 without the key, 429 when full), failover, cancel, and wh
 
 from __future__ import annotations
 
+import base64
 import http.server
 import io
+import json
 import threading
-from typing import Iterator
+import urllib.error
+import urllib.request
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -183,30 +187,56 @@ def test_endpoint_forms() -> None:
 
 def test_a_full_server_is_resource_exhausted(full_http_server: HttpServer) -> None:
     """One slot and one waiting place, both held by long evaluations on the slowed server: the next request is
-    refused at once with 429, which the client raises as ResourceExhausted (busy: worth retrying later)."""
+    refused at once with 429 and Retry-After, which the client raises as ResourceExhausted (busy: worth retrying
+    later).
+
+    The two long evaluations are sent one after the other, each once the server shows the previous one where it
+    should be: sent together, the second can reach the queue before the engine thread has moved the first from
+    the queue into the slot (on a loaded machine it may not have run yet), find the one waiting place taken and be
+    refused itself, and then the server never shows a running and a queued evaluation."""
     client = HttpClient([full_http_server.address], timeout=600)
     long = EvaluateOptions(max_tokens_per_section=1000)
-    held = [client.evaluate_stream(_png(20 + i, 32), long) for i in range(2)]
+    held: list = []  # type: ignore[type-arg]
+    ended: list[str] = []  # how each held evaluation ended, should one end before the test cancels it
 
     def drain(stream) -> None:  # type: ignore[no-untyped-def]
         try:
             for _ in stream:
                 pass
-        except HeieError:
-            pass  # cancelled at the end
+            ended.append("it completed")
+        except HeieError as err:
+            ended.append(f"{err.code.name}: {err.message}")  # cancelled at the end, else a failure to report
 
-    readers = [threading.Thread(target=drain, args=(s,), daemon=True) for s in held]
+    def hold(seed: int, shown_as: Callable[[], bool], what: str) -> None:
+        stream = client.evaluate_stream(_png(seed, 32), long)
+        held.append(stream)
+        threading.Thread(target=drain, args=(stream,), daemon=True).start()
+
+        def shown() -> bool:
+            if ended:
+                pytest.fail(f"a held evaluation ended before the test cancelled it ({ended[0]})", pytrace=False)
+            return shown_as()
+
+        wait_until(shown, what)
+
     try:
-        for reader in readers:
-            reader.start()
-        wait_until(lambda: full_http_server.metric("heie_active_sequences") >= 1
-                   and full_http_server.metric("heie_queue_depth") >= 1, "holding its slot and its waiting place")
+        hold(20, lambda: full_http_server.metric("heie_active_sequences") >= 1, "running the first evaluation")
+        hold(21, lambda: full_http_server.metric("heie_queue_depth") >= 1, "holding the second one in its queue")
+        assert full_http_server.metric("heie_active_sequences") == 1
         with pytest.raises(ResourceExhausted) as caught:
             client.evaluate(_png(30), EvaluateOptions(max_tokens_per_section=1))
-        assert caught.value.code is StatusCode.RESOURCE_EXHAUSTED
+        assert caught.value.code is StatusCode.RESOURCE_EXHAUSTED and "busy" in caught.value.message
+        # On the wire: 429 with Retry-After, what the client's busy error stands for.
+        body = json.dumps({"image": {"encoded": base64.b64encode(_png(31)).decode()}}).encode()
+        request = urllib.request.Request(f"{full_http_server.url}/v1/evaluate", method="POST", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 429 and refused.value.headers.get("Retry-After")
+        assert not ended, ended
     finally:
         for stream in held:
             stream.cancel()
-        for reader in readers:
-            reader.join(30)
-    wait_until(lambda: full_http_server.metric("heie_active_sequences") == 0, "out of its slot")
+    wait_until(lambda: len(ended) == len(held), "ending the held evaluations once cancelled")
+    wait_until(lambda: full_http_server.metric("heie_active_sequences") == 0
+               and full_http_server.metric("heie_queue_depth") == 0, "out of its slot and its queue")
