@@ -25,6 +25,17 @@ from ..status import StatusCode
 IDLE_READ_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 START_HINT = "is `heie serve --http HOST:PORT` running there?"
+#: What to change for each TLS disagreement between this client and the server.
+_TLS_FIXES = {
+    ConnectionFailure.CERTIFICATE_NOT_TRUSTED: "give the client (ca_cert) the CA certificate that signed the server's "
+                                               "--tls-cert",
+    ConnectionFailure.CERTIFICATE_NAME_MISMATCH: "use an address (host name or IP) that the server's certificate lists",
+    ConnectionFailure.SERVER_SPEAKS_TLS: "use an https:// address (and the CA certificate of the server's --tls-cert)",
+    ConnectionFailure.SERVER_SPEAKS_PLAINTEXT: "use an http:// address, or start the server with --tls-cert and "
+                                               "--tls-key",
+    ConnectionFailure.TLS_HANDSHAKE: "check ca_cert; a server started with --tls-client-ca also wants the client's "
+                                     "certificate and key (client_cert, client_key)",
+}
 
 
 @dataclass(frozen=True)
@@ -77,9 +88,14 @@ def _failure(err: BaseException, tls: bool) -> Optional[ConnectionFailure]:
         return ConnectionFailure.TLS_HANDSHAKE
     if isinstance(err, ConnectionRefusedError) or isinstance(err, socket.gaierror):
         return ConnectionFailure.NO_SERVER
-    if not tls and isinstance(err, (http.client.BadStatusLine, http.client.RemoteDisconnected, ConnectionResetError)):
+    hung_up = (http.client.RemoteDisconnected, ConnectionResetError)
+    if not tls and isinstance(err, (http.client.BadStatusLine, *hung_up)):
         # A TLS server answers a plaintext request with a TLS alert (not an HTTP status line) or hangs up.
         return ConnectionFailure.SERVER_SPEAKS_TLS
+    if tls and isinstance(err, hung_up):
+        # The server hung up on the TLS connection before any answer: with TLS 1.3 a server that wants a client
+        # certificate may do so without an alert (as gRPC's "Socket closed" for a TLS channel).
+        return ConnectionFailure.TLS_HANDSHAKE
     return None
 
 
@@ -131,9 +147,13 @@ class HttpConnection:
         if isinstance(err, (socket.timeout, TimeoutError)):
             return DeadlineExceeded(f"no answer for {IDLE_READ_TIMEOUT_S:.0f} s", address=str(endpoint))
         failure = _failure(err, self.tls)
-        what = f" ({failure.value})" if failure is not None and failure is not ConnectionFailure.NO_SERVER else ""
-        return Unavailable(f"no HEIE server answers at {endpoint}: {err}{what}; {START_HINT}", address=str(endpoint),
-                           failure=failure)
+        if failure is None or failure is ConnectionFailure.NO_SERVER:
+            return Unavailable(f"no HEIE server answers at {endpoint}: {err}; {START_HINT}", address=str(endpoint),
+                               failure=failure)
+        # Something answered, but the TLS settings of the two ends disagree: say which and what to change.
+        detail = "" if failure is ConnectionFailure.SERVER_SPEAKS_TLS else f" ({err})"  # its error is a TLS record
+        return Unavailable(f"cannot connect to {endpoint}: {failure.value}{detail}; {_TLS_FIXES[failure]}",
+                           address=str(endpoint), failure=failure)
 
 
 def error_of(response: http.client.HTTPResponse, endpoint: HttpEndpoint) -> HeieError:
