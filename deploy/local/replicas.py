@@ -18,19 +18,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-START_TIMEOUT_S = 120.0
-SERVING_MARKER = "heie: serving on "
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "python"))
+from heie_process import ServeProcess, free_port, start_serve  # noqa: E402  (tests/python/heie_process.py)
 
 
 def shared_port(hosts: Sequence[str]) -> int:
@@ -47,55 +40,20 @@ def shared_port(hosts: Sequence[str]) -> int:
     raise RuntimeError(f"no port free on all of {list(hosts)}")
 
 
-@dataclass
-class Replica:
-    """One `heie serve` process."""
-
-    process: subprocess.Popen[bytes]
-    address: str
-    metrics_url: str
-    log: Path
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
-            return reply.read().decode()
-
-    def metric(self, line_prefix: str) -> float:
-        """Value of the first /metrics line starting with ``line_prefix`` (0 when absent)."""
-        for line in self.metrics().splitlines():
-            if line.startswith(line_prefix):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+class Replica(ServeProcess):
+    """One `heie serve` process (started by the shared helper), with the count the scale-out checks read."""
 
     def evaluations_ok(self) -> float:
         return self.metric('heie_requests_total{method="Evaluate",code="OK"}')
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return super().stop(sig, timeout)
 
 
 def start_replica(binary: Path, args: Sequence[str], log: Path, bind: str = "127.0.0.1:0") -> Replica:
     """Starts `heie serve ARGS` on ``bind`` (default: a free loopback port) and waits until it serves."""
-    metrics_addr = f"127.0.0.1:{free_port()}"
-    command = [str(binary), "serve", "--addr", bind, "--metrics-addr", metrics_addr, *args]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(SERVING_MARKER):
-                return Replica(process, line[len(SERVING_MARKER):].strip(), f"http://{metrics_addr}/metrics", log)
-        if process.poll() is not None:
-            raise RuntimeError(f"heie serve exited with {process.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"heie serve did not start within {START_TIMEOUT_S} s")
+    served = start_serve(["--addr", bind, "--metrics-addr", "127.0.0.1:0", *args], log, binary=binary)
+    return Replica(served.process, served.address, served.log, served.metrics_address, served.http_address)
 
 
 def nginx_binary() -> Path:

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +23,8 @@ import yaml
 DEPLOY = Path(__file__).resolve().parents[1]
 REPO = DEPLOY.parent
 K8S = DEPLOY / "k8s"
-MODELS = REPO / "tests" / "fixtures" / "models"
+sys.path.insert(0, str(REPO / "tests" / "python"))
+import heie_process  # noqa: E402  (tests/python/heie_process.py: the one server-process helper)
 KUBERNETES_VERSION = "1.37.0"
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
@@ -185,16 +185,6 @@ def test_secrets_are_referenced_never_committed(renderings: dict[str, list[dict[
     assert tls_volumes["tls"]["secret"]["secretName"] == "heie-tls"
 
 
-def _heie_binary() -> Path:
-    env = os.environ.get("HEIE_BIN")
-    if env:
-        return Path(env)
-    binary = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "heie"
-    if not binary.exists():
-        subprocess.run(["cargo", "build", "--locked", "--bin", "heie"], cwd=REPO, check=True)
-    return binary
-
-
 @pytest.mark.parametrize("rendering", ["base", "overlays/gpu"])
 def test_the_configmap_toml_starts_a_real_server(
     rendering: str, renderings: dict[str, list[dict[str, Any]]], tmp_path: Path
@@ -207,26 +197,13 @@ def test_the_configmap_toml_starts_a_real_server(
     keys.chmod(0o600)
     config = tmp_path / "heie.toml"
     config.write_text(text.replace(_toml_of(renderings[rendering])["api-key-file"], str(keys)))
-    log = tmp_path / "serve.log"
-    command = [
-        str(_heie_binary()), "serve", "--config", str(config), "--addr", "127.0.0.1:0",
-        "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
-        "--threads", "1", "--max-tiles", "1", "--max-tokens", "8", "--drain-delay", "0", "--shutdown-grace", "1",
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    args = ["--config", str(config), "--addr", "127.0.0.1:0", *heie_process.fixture_model_args(),
+            "--threads", "1", "--max-tiles", "1", "--max-tokens", "8", "--drain-delay", "0", "--shutdown-grace", "1"]
     try:
-        deadline = time.monotonic() + 120
-        while "heie: serving on " not in log.read_text(errors="replace"):
-            assert process.poll() is None, f"heie serve refused the {rendering} config:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "heie serve did not start"
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        served = heie_process.start_serve(args, tmp_path / "serve.log")
+    except RuntimeError as err:
+        pytest.fail(f"heie serve refused the {rendering} config: {err}")
+    assert served.stop(signal.SIGTERM, timeout=30) == 0
 
 
 def test_dockerfiles_lint_clean_and_build_like_ci() -> None:

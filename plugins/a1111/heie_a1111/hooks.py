@@ -16,8 +16,9 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from heie_client import Cancelled, Client, Event, HeieError, Score, Started, TextDelta
+
 from . import infotext
-from .http_client import HeieError, HttpClient
 from .run_state import Outcome, RunState, SavedFile
 from .settings import Settings
 from .verdict import METADATA_KEY, Verdict, judge
@@ -34,11 +35,12 @@ _PER_IMAGE_LISTS = ("all_prompts", "all_negative_prompts", "all_seeds", "all_sub
 log = logging.getLogger("heie")
 
 
-def default_client(settings: Settings) -> HttpClient:
-    return HttpClient(settings.addresses, timeout=settings.timeout, api_key=settings.api_key)
+def default_client(settings: Settings) -> Client:
+    """heie-client over HTTP to the settings' servers (bare ``host:port`` means the ``--http`` one)."""
+    return Client(settings.http_addresses, timeout=settings.timeout or None, token=settings.api_key)
 
 
-def _state(p: Any, settings: Settings, client_factory: Callable[[Settings], HttpClient]) -> RunState:
+def _state(p: Any, settings: Settings, client_factory: Callable[[Settings], Client]) -> RunState:
     state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, RunState):
         state = RunState(settings, client_factory)
@@ -64,15 +66,18 @@ def _prompt(p: Any) -> Optional[str]:
     return prompt if isinstance(prompt, str) else None
 
 
-def _progress_reporter(progress: Callable[[str], None], number: int) -> Callable[[str, dict[str, Any]], None]:
-    def on_event(name: str, event: dict[str, Any]) -> None:
-        if name == "started":
+def _progress_reporter(progress: Callable[[str], None], number: int) -> Callable[[Event], None]:
+    scored = False
+
+    def on_event(event: Event) -> None:
+        nonlocal scored
+        if isinstance(event, Started):
             progress(f"{PROGRESS_PREFIX}judging image {number}")
-        elif name == "textDelta":
-            section = str(event.get("textDelta", {}).get("section", "")).removeprefix("SECTION_").lower()
-            progress(f"{PROGRESS_PREFIX}judging image {number}: writing the {section}")
-        elif name == "score" and "score" in event:
-            progress(f"{PROGRESS_PREFIX}image {number} scored {float(event['score'].get('score', 0.0)):.3f}")
+        elif isinstance(event, TextDelta):
+            progress(f"{PROGRESS_PREFIX}judging image {number}: writing the {event.section.name.lower()}")
+        elif isinstance(event, Score) and not scored:  # the first score is the verdict; extras follow
+            scored = True
+            progress(f"{PROGRESS_PREFIX}image {number} scored {event.score:.3f}")
     return on_event
 
 
@@ -92,7 +97,7 @@ def is_own_progress(text: Any) -> bool:
 
 def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional[Callable[[], bool]] = None,
                       progress: Optional[Callable[[str], None]] = None,
-                      client_factory: Callable[[Settings], HttpClient] = default_client) -> Optional[Verdict]:
+                      client_factory: Callable[[Settings], Client] = default_client) -> Optional[Verdict]:
     """Judges ``pp.image``; its verdict (or its error) becomes this image's infotext entries, which the
     WebUI builds right after this hook. A server failure is logged and noted, never fatal."""
     if not settings.enabled:
@@ -105,11 +110,11 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     report(f"{PROGRESS_PREFIX}judging image {job_index + 1}")
     try:
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
-            raise HeieError("CANCELLED", "interrupted in the WebUI")
+            raise Cancelled("interrupted in the WebUI")
         verdict = judge(state.client_for(settings), pp.image, settings, _prompt(p), cancel_when,
                         on_event=_progress_reporter(report, job_index + 1))
     except (HeieError, ValueError) as err:
-        code = err.code if isinstance(err, HeieError) else "INVALID_ARGUMENT"
+        code = (err.code.name if err.code is not None else "INTERNAL") if isinstance(err, HeieError) else "INVALID_ARGUMENT"
         log.warning("HEIE: image %d not judged: %s", job_index + 1, err)
         report(f"{PROGRESS_PREFIX}image {job_index + 1} not judged ({code})")
         state.record((iteration, position), pp.image, Outcome(error=code), job_index)

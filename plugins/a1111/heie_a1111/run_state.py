@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .http_client import HttpClient
+from heie_client import Client
 from .settings import Settings
 from .verdict import Verdict
 
@@ -40,10 +40,10 @@ class SavedFile:
 
 
 class RunState:
-    def __init__(self, settings: Settings, client_factory: Callable[[Settings], HttpClient]) -> None:
+    def __init__(self, settings: Settings, client_factory: Callable[[Settings], Client]) -> None:
         self.settings = settings
         self._factory = client_factory
-        self._client: Optional[HttpClient] = None
+        self._client: Optional[Client] = None
         self._client_settings: Optional[Settings] = None
         self._by_slot: dict[Slot, Outcome] = {}
         # The image is kept with its verdict so its id() cannot be reused while it is looked up.
@@ -51,7 +51,7 @@ class RunState:
         self.saved_unjudged: list[SavedFile] = []
         self.judged = 0
 
-    def client_for(self, settings: Settings) -> HttpClient:
+    def client_for(self, settings: Settings) -> Client:
         """The job's client; a new one when the settings changed since (the WebUI reads them per image)."""
         self.settings = settings
         if self._client is None or self._client_settings != settings:
@@ -75,4 +75,6 @@ class RunState:
         return entry[2] if entry is not None and entry[0] is image else None
 
     def close(self) -> None:
-        self._client = None  # HttpClient holds no connection between calls
+        if self._client is not None:
+            self._client.close()  # HTTP: every call has its own connection, so this frees nothing in flight
+        self._client = None

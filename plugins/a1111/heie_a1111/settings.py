@@ -45,6 +45,26 @@ class Settings:
     def addresses(self) -> list[str]:
         return [a.strip() for a in self.address.split(",") if a.strip()]
 
+    @property
+    def http_addresses(self) -> list[str]:
+        """The addresses as heie-client reads HTTP ones: a bare ``host:port`` is the ``--http`` port here
+        (the extension talks only HTTP), so it gets ``http://``. Raises ValueError naming a bad one."""
+        from heie_client.balancing import check_target
+
+        if not self.addresses:
+            raise ValueError("HEIE server address: none given")
+        found = []
+        for address in self.addresses:
+            url = address if "://" in address else "http://" + address
+            try:
+                check_target(url)
+            except ValueError as err:
+                raise ValueError(f"HEIE server address {address!r}: expected host:port or http(s)://host:port ({err})") from None
+            if not url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"HEIE server address {address!r}: expected host:port or http(s)://host:port")
+            found.append(url)
+        return found
+
     @classmethod
     def from_options(cls, opts: Any, environ: Optional[dict[str, str]] = None) -> "Settings":
         """Reads ``heie_<field>`` attributes of the WebUI's ``shared.opts`` (missing ones keep their

@@ -1,4 +1,4 @@
-"""One image's verdict: judging it over HTTP, deciding against the threshold, and what it writes into
+"""One image's verdict: judging it with heie-client over HTTP, deciding against the threshold, and what it writes into
 the infotext and the PNG's ``heie`` text chunk."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .http_client import HeieError, HttpClient
+from heie_client import Client, EvaluateOptions, Event, HeatmapEncoding, HeieError, ProtocolError
+from heie_client.result import clip
+
 from .settings import Settings
-from .summary import one_line
 
 METADATA_KEY = "heie"
 """Infotext entry and PNG text chunk holding the verdict as JSON: the key ``heie eval --write-metadata``
@@ -50,27 +51,26 @@ def encode_png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def options_of(settings: Settings) -> dict[str, Any]:
-    """The request's ``Options`` as proto3 JSON."""
-    options: dict[str, Any] = {"explanation": settings.explanation, "maxTokensPerSection": settings.max_tokens}
-    if settings.save_overlay:
-        options["heatmapEncodings"] = ["HEATMAP_ENCODING_OVERLAY_PNG"]
-    return options
+def options_of(settings: Settings) -> EvaluateOptions:
+    """The request's options: no value map (the extension shows none), the overlay when it is saved."""
+    return EvaluateOptions(explanation=settings.explanation, max_tokens_per_section=settings.max_tokens,
+                           heatmap_encodings=(HeatmapEncoding.OVERLAY_PNG,) if settings.save_overlay else ())
 
 
-def judge(client: HttpClient, image: Any, settings: Settings, prompt: Optional[str] = None,
+def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] = None,
           cancel_when: Optional[Callable[[], bool]] = None,
-          on_event: Optional[Callable[[str, dict[str, Any]], None]] = None) -> Verdict:
+          on_event: Optional[Callable[[Event], None]] = None) -> Verdict:
     """Evaluates one image and decides against the threshold. Raises ``HeieError``."""
-    result = client.evaluate(encode_png(image), options_of(settings), prompt=prompt or None,
-                             cancel_when=cancel_when, on_event=on_event)
-    if result.score is None:  # cut before the heads ran: no verdict, never a silent 0 that rejects
-        raise HeieError("INTERNAL", f"the server sent no score (finish reason {result.finish_reason or 'none'})")
-    score = result.score
+    try:
+        result = client.evaluate(encode_png(image), options_of(settings), prompt=prompt or None,
+                                 cancel_when=cancel_when, on_event=on_event)
+    except ProtocolError as err:  # cut before the heads ran: no verdict, never a silent 0 that rejects
+        raise HeieError(f"the server sent no score ({err.message})", code=None) from None
+    assert result.score is not None
     return Verdict(
-        score=score,
-        summary=one_line(result.sections, settings.summary_chars),
-        mode=result.mode or "unknown",
-        rejected=settings.threshold > 0 and score < settings.threshold,
+        score=result.score,
+        summary=clip(result.summary, settings.summary_chars),
+        mode=result.mode.name.lower() if result.mode.value else "unknown",
+        rejected=settings.threshold > 0 and result.score < settings.threshold,
         overlay_png=result.overlay_png,
     )

@@ -1,7 +1,9 @@
 """HEIE for AUTOMATIC1111 / Forge: judges every generated image with a running ``heie serve --http``.
 
 This file is the WebUI adapter only (loaded by the WebUI, so it imports the WebUI's ``modules`` and
-``gradio``); the logic is in ``heie_a1111``, which needs nothing beyond the standard library and PIL.
+``gradio``); the logic is in ``heie_a1111``, which talks to the server through ``heie_client`` (HTTP,
+standard library only). Both packages sit at the extension's root, which goes on ``sys.path`` here:
+nothing is pip-installed into the WebUI.
 """
 
 from __future__ import annotations

@@ -21,9 +21,14 @@ from pathlib import Path
 
 EXTENSION = Path(__file__).resolve().parents[1]
 REPO = EXTENSION.parents[1]
-SHIPPED = ("scripts", "heie_a1111", "README.md")
-"""What the WebUI needs; tests and tools stay in the monorepo (they need its server and fixtures)."""
+SHIPPED = ("scripts", "heie_a1111", "heie_client", "README.md")
+"""What the WebUI needs; tests and tools stay in the monorepo (they need its server and fixtures).
+``heie_client`` is a link to ``plugins/python/src/heie_client`` here: the export copies the package's
+source at export time, so the extension never carries a hand-kept copy."""
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
+#: The extension speaks HTTP only; the gRPC transport and its stubs would need protobuf >= 7, which the
+#: WebUI (protobuf 3.20) cannot import, so they stay out of the export.
+_SKIP_CLIENT = shutil.ignore_patterns("__pycache__", "*.pyc", "_generated", "grpc_transport")
 
 
 def export(dest: Path, commit: bool = False) -> list[Path]:
@@ -39,7 +44,8 @@ def export(dest: Path, commit: bool = False) -> list[Path]:
     for name in SHIPPED:
         source = EXTENSION / name
         if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=_SKIP)
+            # A link (heie_client) is copied as the files it points at.
+            shutil.copytree(source.resolve(), dest / name, ignore=_SKIP_CLIENT if name == "heie_client" else _SKIP)
         else:
             shutil.copy2(source, dest / name)
     license_file = REPO / "LICENSE"

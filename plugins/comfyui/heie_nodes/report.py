@@ -51,7 +51,7 @@ def _entry(number: int, verdict: Verdict) -> dict[str, Any]:
         entry.update(
             mode=result.mode.name.lower(),
             explanation=result.explanation,
-            summary=result.summary(),
+            summary=result.summary,
             boxes=[{"label": b.label, "x1": b.pixel_x1, "y1": b.pixel_y1, "x2": b.pixel_x2, "y2": b.pixel_y2}
                    for b in result.boxes],
         )

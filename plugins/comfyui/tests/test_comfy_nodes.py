@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import (  # the plugins' shared server helpers
-    SLOW_STEP_MS, HeieServer, _binary, _free_port, running_serve, step_delay_env,
+    SLOW_STEP_MS, HeieServer, _binary, running_serve, serving, step_delay_env,
 )
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
@@ -584,11 +584,10 @@ def one_slot_slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
     """One parallel slot (the images of a batch are judged one after the other) and every decode step at least
     ``SLOW_STEP_MS`` longer (the server's test-only hook), so an image's time is set by its decode steps."""
     log = tmp_path_factory.mktemp("comfy-one-slot") / "serve.log"
-    metrics_addr = f"127.0.0.1:{_free_port()}"
-    args = ["--addr", "127.0.0.1:0", "--metrics-addr", metrics_addr, "--max-tokens", "4", "--max-tiles", "1",
+    args = ["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--max-tokens", "4", "--max-tiles", "1",
             "--parallel", "1", "--threads", "1", "--shutdown-grace", "1"]
-    with running_serve(args, log, step_delay_env(_binary(), SLOW_STEP_MS)) as address:
-        yield HeieServer(address, f"http://{metrics_addr}/metrics", log)
+    with serving(args, log, step_delay_env(_binary(), SLOW_STEP_MS)) as served:
+        yield HeieServer(served.address, served.metrics_url, log)
 
 
 def test_timeout_is_per_image(one_slot_slow_server: HeieServer, comfy: FakeComfy) -> None:

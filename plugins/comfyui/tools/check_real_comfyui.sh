@@ -61,7 +61,7 @@ if host_stale "$stamp" "$wanted"; then
   if [ -n "${HEIE_TORCH_INDEX_URL:-}" ]; then
     "$py" -m pip install --quiet torch torchvision torchaudio --index-url "$HEIE_TORCH_INDEX_URL"
   fi
-  "$py" -m pip install --quiet -r "$comfy/requirements.txt" "$client"
+  "$py" -m pip install --quiet -r "$comfy/requirements.txt" "$client[grpc]"
   host_stamp "$stamp" "$wanted"
 fi
 # This checkout's client, whatever the stamp says: it is the code under test.

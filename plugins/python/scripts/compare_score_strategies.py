@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import io
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,9 +23,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[3]
 # This checkout's client and the plugins' test helpers, whatever heie-client is installed.
-sys.path[:0] = [str(REPO / "plugins" / "python" / "src"), str(REPO / "plugins")]
+sys.path[:0] = [str(REPO / "plugins" / "python" / "src"), str(REPO / "tests" / "python")]
 
-from conftest import MODELS, _free_port, _wait_for_serving  # noqa: E402  (the plugins' server helpers)
+from heie_process import fixture_model_args, start_serve  # noqa: E402  (tests/python/heie_process.py)
 from heie_client.cli import main as heie_score  # noqa: E402
 
 
@@ -52,13 +51,11 @@ def main() -> int:
         folder.mkdir()
         make_folder(folder, args.images, args.corrupt)
         log = Path(tmp) / "serve.log"
-        command = [str(args.bin), "serve", "--addr", "127.0.0.1:0", "--metrics-addr", f"127.0.0.1:{_free_port()}",
-                   "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
-                   "--threads", "1", "--max-tiles", "1", "--parallel", str(args.parallel), "--shutdown-grace", "1"]
-        with log.open("wb") as sink:
-            server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        serve_args = ["--addr", "127.0.0.1:0", *fixture_model_args(), "--threads", "1", "--max-tiles", "1",
+                      "--parallel", str(args.parallel), "--shutdown-grace", "1"]
+        server = start_serve(serve_args, log, binary=args.bin)
         try:
-            address = _wait_for_serving(server, log)
+            address = server.address
             strategies = {
                 "one call per image, 1 in flight": ["--jobs", "1"],
                 f"one call per image, {args.parallel} in flight": ["--jobs", str(args.parallel)],
@@ -78,8 +75,7 @@ def main() -> int:
                         raise SystemExit(f"heie-score exited {code}:\n{sink.getvalue()}")
                 print(f"{name:48s} {statistics.median(rates):6.2f} images/s  (runs: {', '.join(f'{r:.2f}' for r in rates)})")
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop(timeout=30)
     return 0
 
 

@@ -41,7 +41,8 @@ def test_address_forms(given: object, targets: list[str]) -> None:
         ("dns:///heie", "expected host:port"),
         ("dns://resolver", "expected dns:///host:port"),
         ("ipv4:127.0.0.1:1,", "expected host:port"),
-        ("http://heie:50051", "unsupported scheme"),
+        ("ftp://heie:50051", "unsupported scheme"),
+        ("http://heie:8080/v1", "no path"),
         ("unix:", "no socket path"),
         ("a:1 b:2", "whitespace"),
     ],
@@ -67,14 +68,14 @@ def test_replica_sets_balance_round_robin_and_skip_draining_replicas() -> None:
 
 def test_failover_order_tries_a_replica_set_again() -> None:
     with Client(["10.0.0.1:1", "dns:///judges:2"]) as client:
-        order = [e.address for e in client._pool.rotation()]
+        order = [e.address for e in client._rotation.order()]
         # Both once, then the replica set again (round_robin sends each try to its next replica);
         # the plain address that failed is not tried twice.
         assert order[:2] == ["10.0.0.1:1", "dns:///judges:2"] and len(order) == BALANCED_ATTEMPTS
         assert order[2:] == ["dns:///judges:2"] * (BALANCED_ATTEMPTS - 2)
-        assert [e.address for e in client._pool.rotation()][0] == "dns:///judges:2"
+        assert [e.address for e in client._rotation.order()][0] == "dns:///judges:2"
     with Client("a:1,b:2,c:3,d:4") as plain:
-        assert len(plain._pool.rotation()) == 4
+        assert len(plain._rotation.order()) == 4
 
 
 def test_a_token_is_refused_in_plaintext_unless_every_replica_is_loopback() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import time
 
-import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,7 +12,7 @@ from PIL import Image
 from conftest import HeieServer, wait_until  # plugins/conftest.py: the test servers and waiting on their metrics
 from heie_client import (
     BatchEvent, Cancelled, Client, DeadlineExceeded, Done, EvaluateOptions, FinishReason, HeadsMode, HealthStatus,
-    Heatmap, HeatmapEncoding, InvalidArgument, Ranking, Score, Section, Started, TextDelta, Unavailable,
+    Heatmap, HeatmapEncoding, InvalidArgument, Ranking, Score, Section, Started, StatusCode, TextDelta, Unavailable,
 )
 
 FAST = EvaluateOptions(max_tokens_per_section=4)
@@ -109,7 +108,7 @@ def test_rerank_orders_best_first(client: Client) -> None:
 def test_server_errors_are_typed(client: Client) -> None:
     with pytest.raises(InvalidArgument) as info:
         client.evaluate(b"definitely not an image")
-    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT and "image" in info.value.message
+    assert info.value.code is StatusCode.INVALID_ARGUMENT and "image" in info.value.message
 
 
 def test_round_robin_fails_over_past_a_dead_server(heie_server, dead_address: str) -> None:  # type: ignore[no-untyped-def]
@@ -121,7 +120,7 @@ def test_round_robin_fails_over_past_a_dead_server(heie_server, dead_address: st
     with Client([dead_address], timeout=5) as dead:
         with pytest.raises(Unavailable) as info:
             dead.info()
-        assert info.value.code is grpc.StatusCode.UNAVAILABLE
+        assert info.value.code is StatusCode.UNAVAILABLE
 
 
 def test_cancel_mid_stream_stops_the_server_work(slow_server: HeieServer) -> None:

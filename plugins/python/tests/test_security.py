@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from PIL import Image
 
-from conftest import MODELS, _binary, _wait_for_serving  # the plugins' shared server helpers
-from heie_client import Client, ConnectionFailure, EvaluateOptions, HealthStatus, InsecureTransport, Unauthenticated, Unavailable
+from conftest import ServeProcess, serving  # the plugins' shared server helpers
+from heie_client import (
+    Client, ConnectionFailure, EvaluateOptions, HealthStatus, InsecureTransport, Unauthenticated, Unavailable, connection_failure,
+)
 from heie_client.cli import main as heie_score
 from heie_client.security import is_loopback
 
@@ -66,32 +68,34 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _write(folder / "server.pem", _certificate("localhost", "heie python CA", ca_key, server_key.public_key(), False, sans), server_key)
     client_key = ec.generate_private_key(ec.SECP256R1())
     _write(folder / "client.pem", _certificate("python client", "heie python CA", ca_key, client_key.public_key(), False), client_key)
+    # For the HTTPS server: a certificate for 127.0.0.1 only (https://localhost is then the wrong name).
+    ip_key = ec.generate_private_key(ec.SECP256R1())
+    ip_only = (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),)
+    _write(folder / "server-ip.pem", _certificate("127.0.0.1", "heie python CA", ca_key, ip_key.public_key(), False, ip_only),
+           ip_key)
+    # Another CA, which signed none of these.
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    _write(folder / "other-ca.pem", _certificate("another CA", "another CA", other_key, other_key.public_key(), ca=True))
     return folder
 
 
 @pytest.fixture(scope="module")
-def secure_server(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``heie serve`` with TLS, required client certificates and one API key."""
+def secure_served(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """``heie serve`` with TLS, required client certificates and one API key, on gRPC and on HTTPS (``--http``)."""
     log = tmp_path_factory.mktemp("heie-secure") / "serve.log"
-    command = [
-        str(_binary()), "serve", "--addr", "127.0.0.1:0", "--threads", "1",
-        "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
-        "--max-tokens", "4", "--max-tiles", "1", "--shutdown-grace", "1",
-        "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-        "--tls-client-ca", str(pki / "ca.pem"), "--api-key", KEY,
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        yield _wait_for_serving(process, log)
+    args = ["--addr", "127.0.0.1:0", "--http", "127.0.0.1:0", "--threads", "1", "--max-tokens", "4", "--max-tiles", "1",
+            "--shutdown-grace", "1", "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+            "--tls-client-ca", str(pki / "ca.pem"), "--api-key", KEY]
+    with serving(args, log) as served:
+        assert served.http_address
+        yield served
         assert KEY not in log.read_text(errors="replace"), "the key is never logged"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+
+@pytest.fixture(scope="module")
+def secure_server(secure_served: ServeProcess) -> str:
+    """The gRPC address of ``secure_served``."""
+    return secure_served.address
 
 
 def _mtls(pki: Path, address: str, token=KEY) -> Client:  # type: ignore[no-untyped-def]
@@ -141,8 +145,6 @@ def test_without_a_client_certificate_or_tls_the_server_is_unreachable(pki: Path
 
 def test_a_connection_failure_says_what_failed(pki: Path, secure_server: str, heie_server, dead_address: str) -> None:  # type: ignore[no-untyped-def]
     """gRPC answers UNAVAILABLE for all of these; connection_failure tells them apart."""
-    from heie_client import connection_failure
-
     cases = [
         (dict(), secure_server, ConnectionFailure.SERVER_SPEAKS_TLS),
         (dict(tls=True), secure_server, ConnectionFailure.CERTIFICATE_NOT_TRUSTED),  # the system's roots
@@ -174,3 +176,73 @@ def test_heie_score_takes_tls_flags_and_the_key_from_the_environment(
     rows = out.read_text().splitlines()
     assert rows[0].startswith("file,score") and rows[1].startswith("a.png,")
     assert heie_score([str(folder), "--address", "10.9.8.7:50051", "--token", KEY]) == 2, "plaintext token refused"
+
+
+# --- The HTTP transport over TLS: `heie serve --http` with --tls-cert serves HTTPS with the gRPC port's certificate.
+
+@pytest.fixture(scope="module")
+def https_server(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``heie serve --http`` with TLS (a certificate for 127.0.0.1 only) and an API key, no client certificates:
+    the host:port of its HTTPS API."""
+    log = tmp_path_factory.mktemp("heie-https") / "serve.log"
+    args = ["--addr", "127.0.0.1:0", "--http", "127.0.0.1:0", "--threads", "1", "--max-tokens", "4", "--max-tiles", "1",
+            "--shutdown-grace", "1", "--tls-cert", str(pki / "server-ip.pem"), "--tls-key", str(pki / "server-ip.key"),
+            "--api-key", KEY]
+    with serving(args, log) as served:
+        assert served.http_address
+        assert "heie: HTTP API and page on https://" in log.read_text(errors="replace")
+        yield served.http_address
+        assert KEY not in log.read_text(errors="replace"), "the key is never logged"
+
+
+def test_https_with_the_servers_ca_evaluates(pki: Path, https_server: str) -> None:
+    with Client(f"https://{https_server}", timeout=60, token=KEY, ca_cert=pki / "ca.pem") as client:
+        assert client.transport == "http" and client.tls
+        assert client.health() is HealthStatus.SERVING and client.info().limits.max_batch >= 1
+        pixels = (np.random.default_rng(6).random((24, 32, 3)) * 255).astype(np.uint8)
+        result = client.evaluate(pixels, EvaluateOptions(max_tokens_per_section=2))
+        assert result.ok and result.score is not None and result.summary
+    with Client(f"https://{https_server}", timeout=60, ca_cert=pki / "ca.pem") as no_key:
+        with pytest.raises(Unauthenticated):  # the server's 401, over TLS
+            no_key.info()
+
+
+def test_https_with_mutual_tls(pki: Path, secure_served: ServeProcess) -> None:
+    """The server that requires client certificates wants them on its HTTPS port too."""
+    address = f"https://{secure_served.http_address}"
+    with _mtls(pki, address) as client:
+        assert client.health() is HealthStatus.SERVING
+        assert client.evaluate(np.zeros((16, 16, 3), np.uint8), EvaluateOptions(max_tokens_per_section=1)).ok
+    with Client(address, timeout=10, token=KEY, ca_cert=pki / "ca.pem") as no_cert:
+        with pytest.raises(Unavailable) as caught:
+            no_cert.info()
+    assert connection_failure(caught.value, True) is ConnectionFailure.TLS_HANDSHAKE, caught.value.message
+    assert "client_cert" in caught.value.message, caught.value.message
+
+
+def test_an_https_connection_failure_says_what_failed(pki: Path, https_server: str, heie_server, dead_address: str) -> None:  # type: ignore[no-untyped-def]
+    """The HTTP transport's UNAVAILABLE for each way a TLS connection fails: connection_failure tells them apart as it
+    does gRPC's, and the message names the address and what to change."""
+    assert heie_server.http_address
+    port = https_server.rsplit(":", 1)[1]
+    cases = [
+        (dict(), f"http://{https_server}", ConnectionFailure.SERVER_SPEAKS_TLS, "use an https:// address"),
+        (dict(ca_cert=pki / "other-ca.pem"), f"https://{https_server}", ConnectionFailure.CERTIFICATE_NOT_TRUSTED,
+         "the CA certificate that signed the server's --tls-cert"),
+        (dict(), f"https://{https_server}", ConnectionFailure.CERTIFICATE_NOT_TRUSTED,  # the system's roots
+         "the CA certificate that signed the server's --tls-cert"),
+        (dict(ca_cert=pki / "ca.pem"), f"https://localhost:{port}", ConnectionFailure.CERTIFICATE_NAME_MISMATCH,
+         "that the server's certificate lists"),
+        (dict(ca_cert=pki / "ca.pem"), f"https://{heie_server.http_address}", ConnectionFailure.SERVER_SPEAKS_PLAINTEXT,
+         "use an http:// address"),
+        (dict(ca_cert=pki / "ca.pem"), f"https://{dead_address}", ConnectionFailure.NO_SERVER, "is `heie serve --http"),
+        (dict(), f"http://{dead_address}", ConnectionFailure.NO_SERVER, "is `heie serve --http"),
+    ]
+    for options, address, expected, says in cases:
+        with Client(address, timeout=10, **options) as client:  # type: ignore[arg-type]
+            for call in (client.info, lambda: client.evaluate(np.zeros((8, 8, 3), np.uint8))):
+                with pytest.raises(Unavailable) as caught:
+                    call()
+                assert connection_failure(caught.value, client.tls) is expected, (address, options, caught.value.message)
+                message = caught.value.message
+                assert address.split("://")[1] in message and says in message, (address, message)

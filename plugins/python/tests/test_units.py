@@ -15,17 +15,19 @@ from heie_client import (
     Cancelled, Done, FinishReason, HeadsMode, HeieError, Heatmap, HeatmapEncoding, HeatmapSource, InvalidArgument,
     InvalidImage, ProtocolError, RegionBox, Score, Section, Started, TextDelta, decode_heatmap, to_pixels, to_wire,
 )
+from heie_client import StatusCode
 from heie_client._generated.heie.v1 import evaluator_pb2 as pb
-from heie_client.errors import from_rpc_error
-from heie_client.events import Tiles, Timings, TokenCounts, event_from_pb
-from heie_client.result import ResultBuilder
+from heie_client.events import Tiles, Timings, TokenCounts
+from heie_client.grpc_transport.convert import event_from_pb
+from heie_client.grpc_transport.errors import from_rpc_error
+from heie_client.result import ResultBuilder, clip
 
 
 def test_numpy_float_and_uint8_become_raw_rgb() -> None:
     floats = np.zeros((4, 6, 3), np.float32)
     floats[0, 0] = (1.0, 0.5, 2.0)
     wire = to_wire(floats, prompt="a cat")
-    assert wire.WhichOneof("source") == "raw"
+    assert wire.raw is not None and wire.encoded is None
     assert (wire.raw.width, wire.raw.height, wire.raw.channels) == (6, 4, 3)
     assert wire.raw.pixels[:3] == bytes([255, 128, 255])
     assert wire.generation_prompt == "a cat"
@@ -78,8 +80,8 @@ def _started(mode: HeadsMode) -> Started:
     return Started("1", Tiles(1, 1, False, 56), mode, 1, 2, 2)  # type: ignore[arg-type]
 
 
-def _done(reason: FinishReason = FinishReason.COMPLETED, message: str = "") -> Done:
-    return Done(Timings(*([0.0] * 9)), TokenCounts(0, 0, 0), reason, "cpu", message)
+def _done(reason: FinishReason = FinishReason.COMPLETED, message: str = "", summary: str = "") -> Done:
+    return Done(Timings(*([0.0] * 9)), TokenCounts(0, 0, 0), reason, "cpu", message, summary)
 
 
 def test_primary_score_and_heatmap_come_first() -> None:
@@ -97,7 +99,7 @@ def test_primary_score_and_heatmap_come_first() -> None:
         Heatmap(2, 2, HeatmapEncoding.RAW_F32_LE, zero_shot, HeatmapSource.ZERO_SHOT),
         Score(0.2, HeadsMode.TRAINED, (), 0.1, 0.3),
         Score(0.6, HeadsMode.ZERO_SHOT, (), None, None),
-        _done(),
+        _done(summary="score 0.200 (trained): Six fingers."),
     ]:
         builder.add(event)
     result = builder.build()
@@ -107,8 +109,8 @@ def test_primary_score_and_heatmap_come_first() -> None:
     assert result.explanation.startswith("### Image Description")
     assert result.sections[Section.REGIONS].endswith("[MAP]")
     assert result.boxes[0].label == "left hand"
-    assert result.summary() == "Six fingers."
-    assert result.summary(4) == "Six…"
+    assert result.summary == "score 0.200 (trained): Six fingers."  # the server's line, as sent
+    assert clip(result.summary, 4) == "sco…" and clip("Six fingers.", 40) == "Six fingers."
     assert result.ok and result.finish_reason is FinishReason.COMPLETED
 
 
@@ -148,11 +150,11 @@ class _FakeRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
 def test_status_codes_map_to_typed_errors() -> None:
     error = from_rpc_error(_FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "image.raw.pixels: too short"), "h:1")
     assert isinstance(error, InvalidArgument)
-    assert error.code is grpc.StatusCode.INVALID_ARGUMENT and error.message == "image.raw.pixels: too short"
+    assert error.code is StatusCode.INVALID_ARGUMENT and error.message == "image.raw.pixels: too short"
     assert "h:1" in str(error)
     assert isinstance(from_rpc_error(_FakeRpcError(grpc.StatusCode.CANCELLED, "x")), Cancelled)
     other = from_rpc_error(_FakeRpcError(grpc.StatusCode.DATA_LOSS, "x"))
-    assert type(other) is HeieError and other.code is grpc.StatusCode.DATA_LOSS
+    assert type(other) is HeieError and other.code is StatusCode.DATA_LOSS
 
 
 def test_raw_le_layout_matches_the_contract() -> None:

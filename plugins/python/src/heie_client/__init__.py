@@ -1,9 +1,12 @@
 """heie-client: a typed Python client for the HEIE image-implausibility server (``heie serve``).
 
 >>> from heie_client import Client
->>> with Client("127.0.0.1:50051") as client:          # doctest: +SKIP
+>>> with Client("127.0.0.1:50051") as client:          # doctest: +SKIP   (gRPC; "http://h:8080" = HTTP API)
 ...     result = client.evaluate("image.png")
-...     print(result.score, result.heatmap.shape, result.summary())
+...     print(result.score, result.heatmap.shape, result.summary)
+
+Importing it needs only the standard library: protobuf and grpcio are loaded when a client is given a
+gRPC address, numpy and Pillow when pixels or heatmaps are converted.
 """
 
 from .client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
@@ -17,10 +20,11 @@ from .events import (
     LevelProbability, PromptMode, RankedImage, Ranking, RegionBox, Score, Section, Started, TextDelta,
 )
 from .heatmaps import decode_heatmap, decode_overlay
-from .images import to_pixels, to_wire
+from .images import RawPixels, WireImage, to_pixels, to_wire
 from .info import HealthStatus, Limits, Reranked, ServerInfo
 from .options import EvaluateOptions
 from .result import Result
+from .status import StatusCode
 from .stream import EventStream
 
 __version__ = "0.1.0"
@@ -30,6 +34,7 @@ __all__ = [
     "EvaluateOptions", "Event", "EventStream", "FinishReason", "HeadsMode", "HealthStatus", "Heatmap",
     "HeatmapEncoding", "HeatmapSource", "HeieError", "InsecureTransport", "Internal", "InvalidArgument", "InvalidImage",
     "LevelProbability", "Limits", "PromptMode", "ProtocolError", "RankedImage", "Ranking", "RegionBox",
-    "Reranked", "ResourceExhausted", "Result", "Score", "Section", "ServerInfo", "Started", "TextDelta",
+    "RawPixels", "Reranked", "ResourceExhausted", "Result", "Score", "Section", "ServerInfo", "Started", "StatusCode",
+    "TextDelta", "WireImage",
     "Unauthenticated", "Unavailable", "connection_failure", "decode_heatmap", "decode_overlay", "to_pixels", "to_wire",
 ]

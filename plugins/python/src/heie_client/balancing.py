@@ -1,6 +1,13 @@
-"""Address forms for one server or many replicas, and how each becomes a gRPC channel.
+"""Address forms for one server or many replicas, which transport each one picks, and how a gRPC one
+becomes a channel.
 
-Accepted forms (also inside a list, and comma-separated in one string):
+The scheme picks the transport: ``http://host[:port]`` and ``https://host[:port]`` are the HTTP/JSON API
+(``heie serve --http``; ``https`` = TLS; the port defaults to 80/443); everything else is gRPC. A Client
+talks one transport: its addresses must agree.
+
+gRPC forms (also inside a list, and comma-separated in one string):
+
+- ``grpc://host:port`` — the same as ``host:port``, for those who like the transport spelled out;
 
 - ``host:port`` / ``[v6]:port`` / ``unix:/path`` — one server, one channel;
 - ``dns:///name:port`` (or ``dns://resolver/name:port``) — every address the name resolves to, one
@@ -26,6 +33,19 @@ BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 #: How many times one balanced channel is tried for a call that fails UNAVAILABLE before it streamed:
 #: round_robin picks the next ready replica for each attempt, so this is "this many replicas".
 BALANCED_ATTEMPTS = 3
+
+
+HTTP_SCHEMES = ("http://", "https://")
+
+
+def is_http(target: str) -> bool:
+    """Whether ``target`` is an address of the HTTP/JSON API (``http://`` or ``https://``)."""
+    return target.lower().startswith(HTTP_SCHEMES)
+
+
+def grpc_target(target: str) -> str:
+    """``target`` as gRPC names it (``grpc://`` dropped)."""
+    return target[len("grpc://"):] if target.lower().startswith("grpc://") else target
 
 
 def is_balanced(target: str) -> bool:
@@ -59,6 +79,12 @@ def check_target(target: str) -> None:
     if any(c.isspace() for c in target):
         raise ValueError(f"server address {target!r} contains whitespace")
     lower = target.lower()
+    if lower.startswith(HTTP_SCHEMES):
+        _check_http(target)
+        return
+    if lower.startswith("grpc://"):
+        _check_host_port(target[len("grpc://"):], target)
+        return
     if lower.startswith(("unix:", "unix-abstract:")):
         if len(target.split(":", 1)[1]) == 0:
             raise ValueError(f"server address {target!r} has no socket path")
@@ -78,8 +104,21 @@ def check_target(target: str) -> None:
             _check_host_port(member, target)
         return
     if ":" in target.split("/", 1)[0] and "://" in target:
-        raise ValueError(f"server address {target!r}: unsupported scheme (use host:port, dns:///host:port, ipv4:, unix:)")
+        raise ValueError(f"server address {target!r}: unsupported scheme (use host:port, grpc://, dns:///host:port, "
+                         "ipv4:, unix:, or http(s):// for the HTTP API)")
     _check_host_port(target, target)
+
+
+def _check_http(target: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(target)
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"server address {target!r}: expected http(s)://host[:port] (no path)")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"server address {target!r}: port must be 1..65535") from None
 
 
 def _check_host_port(host_port: str, whole: str) -> None:
@@ -130,6 +169,6 @@ def replica_lost(error: HeieError) -> bool:
 
 
 __all__ = [
-    "BALANCED_ATTEMPTS", "BALANCED_SCHEMES", "channel_options", "check_target", "is_balanced",
-    "member_addresses", "replica_lost", "split_targets",
+    "BALANCED_ATTEMPTS", "BALANCED_SCHEMES", "HTTP_SCHEMES", "channel_options", "check_target", "grpc_target",
+    "is_balanced", "is_http", "member_addresses", "replica_lost", "split_targets",
 ]

@@ -27,7 +27,6 @@ from .score_table import FIELDS, FORMATS, RowWriter, read_rows, rewrite_rows, ro
 from .sorting import BUCKETS, Thresholds, place_into
 
 CSV_FIELDS = FIELDS
-METADATA_SUMMARY_CHARS = 200
 
 
 @dataclass
@@ -64,7 +63,7 @@ class AfterScoring:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(result.overlay_png)
             if self.write_metadata:
-                write_heie_metadata(verdict.path, _record(result.score, result.mode, result.summary(METADATA_SUMMARY_CHARS)))
+                write_heie_metadata(verdict.path, _record(result.score, result.mode, result.summary))
             if self.sort_into is not None:
                 bucket = self.sort_into / self.thresholds.bucket(result.score) / relative.parent
                 place_into(verdict.path, bucket, self.move)
@@ -127,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--thresholds", default="0.4,0.7", metavar="LOW,HIGH",
                         help="score < LOW is bad, < HIGH ok, else good (default 0.4,0.7)")
     parser.add_argument("--move", action="store_true", help="with --sort-into: move the images instead of copying them")
-    parser.add_argument("--address", action="append", help=f"server: host:port, a comma list, dns:///name:port or ipv4:a:p,b:q; repeatable (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--address", action="append", help=f"server: host:port (gRPC), http(s)://host:port (HTTP API), a comma list, dns:///name:port or ipv4:a:p,b:q; repeatable (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per call, i.e. per image unless --batch (default 600)")
     parser.add_argument(
         "--token",

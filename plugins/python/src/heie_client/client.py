@@ -1,36 +1,40 @@
-"""The HEIE client: typed calls over the generated stubs."""
+"""The HEIE client: one API over either transport (gRPC, or the HTTP/JSON API of ``heie serve --http``)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar, Union
 
-from grpc_health.v1 import health_pb2
-
-from ._generated.heie.v1 import evaluator_pb2 as pb
-from .balancing import member_addresses, replica_lost, split_targets
-from .channels import DEFAULT_MAX_MESSAGE_BYTES, Endpoint, EndpointPool
+from .balancing import is_http, member_addresses, replica_lost, split_targets
 from .errors import HeieError, InvalidImage, ProtocolError
-from .events import BatchEvent, Event, Ranking, batch_event_from_pb, event_from_pb
-from .images import ImageLike, to_wire
+from .events import BatchEvent, Event, Ranking
+from .failover import Rotation
+from .images import ImageLike, WireImage, to_wire
 from .info import HealthStatus, Reranked, ServerInfo
 from .options import EvaluateOptions
 from .result import Result, ResultBuilder, require_score
-from .security import PemSource, channel_credentials, check_token_transport
+from .security import PemSource, check_token_transport, tls_settings
 from .stream import CancelCheck, EventStream
+
+if TYPE_CHECKING:
+    from .transport import Transport
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 300.0
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 
 _log = logging.getLogger("heie_client")
 R = TypeVar("R")
 
 
 class Client:
-    """Talks to one or several ``heie serve`` processes.
+    """Talks to one or several ``heie serve`` processes, over gRPC or over HTTP.
 
-    ``address`` is ``host:port``, a list or comma-separated string of them (used round-robin; a server
+    The address picks the transport: ``http://host:port`` / ``https://host:port`` is the HTTP/JSON API
+    (``heie serve --http``, standard library only; ``https`` = TLS); anything else is gRPC (the
+    ``[grpc]`` extra). Every address of one client must pick the same one. For gRPC, ``address`` is
+    ``host:port`` (or ``grpc://host:port``), a list or comma-separated string of them (used round-robin; a server
     answering UNAVAILABLE is skipped for the next), or a replica set that gRPC resolves and balances
     with ``round_robin``: ``dns:///name:port`` (e.g. a Kubernetes headless Service) or
     ``ipv4:a:p,b:q``. A call that fails UNAVAILABLE before its first message is retried on another
@@ -58,19 +62,37 @@ class Client:
             raise ValueError("lost_call_retries must be >= 0")
         self.lost_call_retries = lost_call_retries
         addresses = split_targets(address)
-        credentials = channel_credentials(tls, ca_cert, client_cert, client_key)
-        check_token_transport([m for a in addresses for m in member_addresses(a)], token, credentials is not None)
-        self._pool = EndpointPool(addresses, max_message_bytes, credentials)
-        self.tls = credentials is not None
+        http = [is_http(a) for a in addresses]
+        if any(http) and not all(http):
+            raise ValueError("server addresses mix HTTP (http(s)://) and gRPC: one client talks one transport")
+        if any(http):
+            if any(a.lower().startswith("https://") for a in addresses):
+                tls = True
+            elif tls or ca_cert is not None or client_cert is not None:
+                raise ValueError("TLS options with an http:// address: use https://")
+        settings = tls_settings(tls, ca_cert, client_cert, client_key)
+        check_token_transport([m for a in addresses for m in member_addresses(a)], token, settings is not None)
+        self._transport: Transport
+        if all(http):
+            from .http_transport import HttpTransport
+
+            self._transport = HttpTransport(addresses, settings, token)
+        else:
+            from .grpc_transport import GrpcTransport  # needs the [grpc] extra; says so when missing
+
+            self._transport = GrpcTransport(addresses, settings, token, max_message_bytes)
+        self._rotation: Rotation = Rotation(self._transport.endpoints)
+        self.transport = "http" if all(http) else "grpc"
+        """Which transport the addresses picked: ``"grpc"`` or ``"http"``."""
+        self.tls = settings is not None
         self.timeout = timeout
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
     @property
     def addresses(self) -> list[str]:
-        return self._pool.addresses
+        return [e.address for e in self._transport.endpoints]
 
     def close(self) -> None:
-        self._pool.close()
+        self._transport.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -88,12 +110,10 @@ class Client:
         cancel_when: Optional[CancelCheck] = None,
     ) -> EventStream[Event]:
         """Starts evaluating one image; iterate the result for typed events as they are written."""
-        request = pb.EvaluateRequest(image=to_wire(image, prompt), options=(options or EvaluateOptions()).to_pb())
-
-        def start(endpoint: Endpoint) -> object:
-            return endpoint.evaluator.Evaluate(request, timeout=self.timeout, metadata=self._metadata)
-
-        return EventStream(self._pool, start, event_from_pb, cancel_when)
+        wire, opts = to_wire(image, prompt), options or EvaluateOptions()
+        return EventStream(
+            self._rotation, lambda endpoint: self._transport.evaluate(endpoint, wire, opts, self.timeout), cancel_when
+        )
 
     def evaluate(
         self,
@@ -125,15 +145,19 @@ class Client:
         prompts: Optional[Sequence[Optional[str]]] = None,
         cancel_when: Optional[CancelCheck] = None,
     ) -> EventStream[Union[BatchEvent, Ranking]]:
-        """Starts a batch; yields :class:`BatchEvent` per image event and a final :class:`Ranking`."""
-        request = pb.EvaluateBatchRequest(
-            images=_wire_images(images, prompts), options=(options or EvaluateOptions()).to_pb()
+        """Starts a batch; yields :class:`BatchEvent` per image event and a final :class:`Ranking`.
+
+        Over gRPC this is one ``EvaluateBatch`` call (admitted whole or refused whole). The HTTP API has no
+        batch route: the HTTP transport sends one ``/v1/evaluate`` per image to the same server, all at
+        once, multiplexes their events in arrival order, fails the whole batch when any image fails (a bad
+        image, busy, down, key, deadline; the other calls are cancelled), as ``EvaluateBatch`` refuses a
+        batch with a bad image, and ranks the scores itself as the server would (best first, ties by index)."""
+        wires, opts = _wire_images(images, prompts), options or EvaluateOptions()
+        return EventStream(
+            self._rotation,
+            lambda endpoint: self._transport.evaluate_batch(endpoint, wires, opts, self.timeout),
+            cancel_when,
         )
-
-        def start(endpoint: Endpoint) -> object:
-            return endpoint.evaluator.EvaluateBatch(request, timeout=self.timeout, metadata=self._metadata)
-
-        return EventStream(self._pool, start, batch_event_from_pb, cancel_when)
 
     def evaluate_batch(
         self,
@@ -189,32 +213,19 @@ class Client:
         """Scores images and orders them best first (``fast`` skips the long explanation)."""
         if top_k < 0:
             raise ValueError("top_k must be >= 0")
-        request = pb.RerankRequest(
-            images=_wire_images(images, prompts),
-            top_k=top_k,
-            fast=fast,
-            options=(options or EvaluateOptions(heatmap_encodings=())).to_pb(),
-        )
-        return self._pool.call(
-            lambda e: Reranked.from_pb(e.evaluator.Rerank(request, timeout=self.timeout, metadata=self._metadata))
-        )
+        wires, opts = _wire_images(images, prompts), options or EvaluateOptions(heatmap_encodings=())
+        return self._rotation.call(lambda e: self._transport.rerank(e, wires, top_k, fast, opts, self.timeout))
 
     # -- server -------------------------------------------------------------------------------------
 
     def info(self) -> ServerInfo:
         """Model names, heads mode and limits of the next server in the rotation."""
-        return self._pool.call(
-            lambda e: ServerInfo.from_pb(
-                e.evaluator.GetInfo(pb.GetInfoRequest(), timeout=self.timeout, metadata=self._metadata)
-            )
-        )
+        return self._rotation.call(lambda e: self._transport.info(e, self.timeout))
 
     def health(self, service: str = "") -> HealthStatus:
-        """grpc.health.v1 status (SERVING once the model is loaded and warmed up)."""
-        request = health_pb2.HealthCheckRequest(service=service)
-        return self._pool.call(
-            lambda e: HealthStatus(e.health.Check(request, timeout=self.timeout, metadata=self._metadata).status)
-        )
+        """Serving status (SERVING once the model is loaded and warmed up): grpc.health.v1 over gRPC,
+        ``/healthz`` over HTTP (which knows only the whole server: ``service`` must be '')."""
+        return self._rotation.call(lambda e: self._transport.health(e, service, self.timeout))
 
     def wait_until_serving(self, timeout: float = 60.0, interval: float = 0.2) -> None:
         """Blocks until :meth:`health` says SERVING, raising the last error after ``timeout`` seconds."""
@@ -233,7 +244,7 @@ class Client:
             time.sleep(interval)
 
 
-def _wire_images(images: Sequence[ImageLike], prompts: Optional[Sequence[Optional[str]]]) -> list[pb.Image]:
+def _wire_images(images: Sequence[ImageLike], prompts: Optional[Sequence[Optional[str]]]) -> list[WireImage]:
     if prompts is not None and len(prompts) != len(images):
         raise InvalidImage(f"{len(prompts)} prompts for {len(images)} images")
     return [to_wire(image, prompts[i] if prompts is not None else None) for i, image in enumerate(images)]

@@ -1,6 +1,7 @@
-"""Why a connection failed, read from gRPC's UNAVAILABLE detail: gRPC reports a refused port, an
-untrusted certificate and a TLS/plaintext mismatch with the same status code, and a user needs to know
-which one it was (start the server, fix ``ca_cert``, or add/remove TLS)."""
+"""Why a connection failed: both transports report a refused port, an untrusted certificate and a
+TLS/plaintext mismatch as UNAVAILABLE, and a user needs to know which one it was (start the server, fix
+``ca_cert``, or add/remove TLS). The HTTP transport knows it from the exception it caught and sets
+``HeieError.failure``; for gRPC it is read from the UNAVAILABLE detail text."""
 
 from __future__ import annotations
 
@@ -35,7 +36,13 @@ def connection_failure(error: HeieError, tls: bool) -> Optional[ConnectionFailur
     the HTTP/2 preface it cannot read)."""
     if not isinstance(error, Unavailable):
         return None
-    detail = error.message
+    if error.failure is not None:
+        return error.failure
+    return grpc_detail_failure(error.message, tls)
+
+
+def grpc_detail_failure(detail: str, tls: bool) -> Optional[ConnectionFailure]:
+    """The failure gRPC C-core describes in an UNAVAILABLE ``detail`` (None when it describes none)."""
     if any(reason in detail for reason in _UNTRUSTED):
         return ConnectionFailure.CERTIFICATE_NOT_TRUSTED
     if "WRONG_VERSION_NUMBER" in detail or "packet length too long" in detail.lower():

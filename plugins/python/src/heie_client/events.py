@@ -1,4 +1,6 @@
-"""Typed, immutable views of the wire events (decoupled from the generated protobuf classes).
+"""Typed, immutable events of an evaluation: plain dataclasses and enums, the same whichever transport
+brought them (each transport converts its wire form into these, once: ``grpc_transport/convert.py``,
+``http_transport/convert.py``).
 
 Enums map unknown wire values to ``UNSPECIFIED`` and unknown event cases are skipped, as the contract
 asks of clients (``heie.v1`` only grows compatibly).
@@ -9,8 +11,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from typing import Optional, Union
-
-from ._generated.heie.v1 import evaluator_pb2 as pb
 
 
 class _WireEnum(enum.IntEnum):
@@ -164,6 +164,8 @@ class Done:
     finish_reason: FinishReason
     device: str
     message: str
+    summary: str = ""
+    """The server's one-line summary: ``score 0.254 (zero-shot): <first sentence of the analysis>``."""
 
 
 @dataclass(frozen=True)
@@ -188,60 +190,3 @@ class BatchEvent:
 
     index: int
     event: Event
-
-
-def event_from_pb(message: pb.EvaluateEvent) -> Optional[Event]:
-    """Converts one wire event; ``None`` for a case this client does not know."""
-    kind = message.WhichOneof("event")
-    if kind == "started":
-        s = message.started
-        return Started(
-            request_id=s.request_id,
-            tiles=Tiles(s.tiles.cols, s.tiles.rows, s.tiles.has_thumbnail, s.tiles.tile_size),
-            mode=HeadsMode(s.mode),
-            prompt_mode=PromptMode(s.prompt_mode),
-            image_width=s.image_width,
-            image_height=s.image_height,
-        )
-    if kind == "text_delta":
-        return TextDelta(Section(message.text_delta.section), message.text_delta.text)
-    if kind == "region_box":
-        b = message.region_box
-        return RegionBox(b.label, b.x1, b.y1, b.x2, b.y2, b.pixel_x1, b.pixel_y1, b.pixel_x2, b.pixel_y2)
-    if kind == "heatmap":
-        h = message.heatmap
-        return Heatmap(h.width, h.height, HeatmapEncoding(h.encoding), bytes(h.data), HeatmapSource(h.source))
-    if kind == "score":
-        s = message.score
-        return Score(
-            score=s.score,
-            mode=HeadsMode(s.mode),
-            levels=tuple(LevelProbability(lv.level, lv.probability) for lv in s.levels),
-            s_token=s.s_token if s.HasField("s_token") else None,
-            s_map=s.s_map if s.HasField("s_map") else None,
-        )
-    if kind == "done":
-        d = message.done
-        t = d.timings
-        return Done(
-            timings=Timings(
-                t.preprocess_ms, t.image_encode_ms, t.prefill_ms, t.decode_ms, t.decode_tokens_per_s,
-                t.total_ms, t.time_to_first_token_ms, t.queue_ms, t.heads_ms,
-            ),
-            tokens=TokenCounts(d.tokens.prompt_tokens, d.tokens.image_tokens, d.tokens.generated_tokens),
-            finish_reason=FinishReason(d.finish_reason),
-            device=d.device,
-            message=d.message,
-        )
-    return None
-
-
-def batch_event_from_pb(message: pb.BatchEvent) -> Optional[Union[BatchEvent, Ranking]]:
-    """Converts one batch event; ``None`` for a case this client does not know."""
-    kind = message.WhichOneof("payload")
-    if kind == "ranking":
-        return Ranking(tuple(RankedImage(e.index, e.score) for e in message.ranking.entries))
-    if kind == "event":
-        event = event_from_pb(message.event)
-        return None if event is None else BatchEvent(message.index, event)
-    return None

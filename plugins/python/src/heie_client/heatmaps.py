@@ -1,13 +1,15 @@
-"""Decoding wire heatmaps into arrays."""
+"""Decoding wire heatmaps into arrays (numpy and Pillow are imported when a heatmap is decoded, not before)."""
 
 from __future__ import annotations
 
 import io
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import ProtocolError
 from .events import Heatmap, HeatmapEncoding
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def decode_heatmap(heatmap: Heatmap) -> np.ndarray:
@@ -15,6 +17,8 @@ def decode_heatmap(heatmap: Heatmap) -> np.ndarray:
 
     Works for RAW_F32_LE and PNG8; an OVERLAY_PNG is a picture for people, see :func:`decode_overlay`.
     """
+    import numpy as np
+
     h, w = heatmap.height, heatmap.width
     if heatmap.encoding is HeatmapEncoding.RAW_F32_LE:
         if len(heatmap.data) != h * w * 4:
@@ -37,6 +41,7 @@ def decode_overlay(heatmap: Heatmap) -> np.ndarray:
 
 
 def _png_array(data: bytes, mode: str) -> np.ndarray:
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:

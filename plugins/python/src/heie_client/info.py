@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-
-from ._generated.heie.v1 import evaluator_pb2 as pb
 from .events import HeadsMode, PromptMode
 
 
@@ -46,39 +44,9 @@ class ServerInfo:
     version: str
     device: str
 
-    @classmethod
-    def from_pb(cls, m: pb.ServerInfo) -> "ServerInfo":
-        lim = m.limits
-        return cls(
-            llm_model=m.llm_model,
-            mmproj_model=m.mmproj_model,
-            llm_width=m.llm_width,
-            tile_size=m.tile_size,
-            tokens_per_tile=m.tokens_per_tile,
-            heads_mode=HeadsMode(m.heads_mode),
-            prompt_mode=PromptMode(m.prompt_mode),
-            limits=Limits(
-                max_pixels=lim.max_pixels,
-                max_batch=lim.max_batch,
-                parallel_slots=lim.parallel_slots,
-                max_message_bytes=lim.max_message_bytes,
-                max_tiles=lim.max_tiles,
-                max_queue=lim.max_queue,
-                max_heatmap_side=lim.max_heatmap_side,
-                max_generation_prompt_bytes=lim.max_generation_prompt_bytes,
-                max_tokens_per_section=lim.max_tokens_per_section,
-                default_max_tokens_per_section=lim.default_max_tokens_per_section,
-                context_tokens=lim.context_tokens,
-                max_temperature=lim.max_temperature,
-                stall_timeout_ms=lim.stall_timeout_ms,
-            ),
-            version=m.version,
-            device=m.device,
-        )
-
 
 class HealthStatus(enum.IntEnum):
-    """grpc.health.v1 serving status."""
+    """Serving status (grpc.health.v1's values; the HTTP API's ``/healthz`` says SERVING or NOT_SERVING)."""
 
     UNKNOWN = 0
     SERVING = 1
@@ -98,7 +66,3 @@ class Reranked:
     order: tuple[int, ...]
     top_k: tuple[int, ...]
     total_ms: float
-
-    @classmethod
-    def from_pb(cls, m: pb.RerankResponse) -> "Reranked":
-        return cls(tuple(m.scores), tuple(m.order), tuple(m.top_k_indices), m.total_ms)

@@ -1,11 +1,9 @@
-"""How to evaluate: a typed mirror of the wire ``Options``."""
+"""How to evaluate: a typed mirror of the wire ``Options`` (each transport writes it in its own form)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
-
-from ._generated.heie.v1 import evaluator_pb2 as pb
 from .events import HeatmapEncoding
 
 
@@ -27,18 +25,3 @@ class EvaluateOptions:
     seed: Optional[int] = None
     max_tiles: int = 0
     """Most InternVL tiles; 0 = server default."""
-
-    def to_pb(self) -> pb.Options:
-        width, height = self.heatmap_size or (0, 0)
-        message = pb.Options(
-            explanation=self.explanation,
-            max_tokens_per_section=self.max_tokens_per_section,
-            heatmap_width=width,
-            heatmap_height=height,
-            heatmap_encodings=[int(e) for e in self.heatmap_encodings],
-            temperature=self.temperature,
-            max_tiles=self.max_tiles,
-        )
-        if self.seed is not None:
-            message.seed = self.seed
-        return message

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Optional
 
 from .errors import ProtocolError
 from .events import (
@@ -15,15 +12,8 @@ from .events import (
 )
 from .heatmaps import decode_heatmap, decode_overlay
 
-_HEADING = re.compile(r"^\s*#+.*$", re.MULTILINE)
-_MARKER = re.compile(r"\[(MAP|SCORE)\]")
-_SPACE = re.compile(r"\s+")
-# The sentences the server writes around the markers carry no information for a caption.
-_TEMPLATE = re.compile(
-    r"So, the potential problematic regions in the image are|"
-    r"Based on the overall analysis, the plausibility score for this image is\s*\.?"
-)
-
+if TYPE_CHECKING:
+    import numpy as np
 
 @dataclass(frozen=True)
 class Result:
@@ -36,6 +26,9 @@ class Result:
     score: Optional[float]
     """Plausibility in [0, 1] (1 = looks real); None only when the evaluation failed or was cut."""
     mode: HeadsMode
+    summary: str
+    """The server's one-line summary for captions and metadata (``Done.summary``: the score, the mode and
+    the analysis's first sentence, at most 200 characters); '' when the stream ended without it."""
     heatmap: Optional[np.ndarray] = field(repr=False)
     """H×W float32 in [0, 1] (1 = most implausible), or None when no value map was requested."""
     overlay: Optional[np.ndarray] = field(repr=False)
@@ -64,17 +57,6 @@ class Result:
     def error(self) -> str:
         """The server's reason when the evaluation failed (batch calls only), else ''."""
         return self.done.message if self.done and self.done.finish_reason is FinishReason.ERROR else ""
-
-    def summary(self, max_chars: int = 200) -> str:
-        """A one-line explanation for captions and metadata: the analysis (else the whole text)
-        without headings and markers, cut at ``max_chars``."""
-        text = self.sections.get(Section.ANALYSIS) or self.explanation
-        text = _TEMPLATE.sub("", _MARKER.sub("", _HEADING.sub("", text)))
-        text = "".join(ch if ch.isprintable() else " " for ch in text)
-        text = _SPACE.sub(" ", text).strip()
-        if len(text) <= max_chars:
-            return text
-        return text[: max(0, max_chars - 1)].rstrip() + "…"
 
 
 class ResultBuilder:
@@ -120,6 +102,7 @@ class ResultBuilder:
         return Result(
             score=primary.score if primary else None,
             mode=mode,
+            summary=self._done.summary if self._done else "",
             heatmap=decode_heatmap(value_map) if value_map else None,
             overlay=decode_overlay(overlay) if overlay else None,
             overlay_png=overlay.data if overlay else None,
@@ -146,3 +129,11 @@ def require_score(result: Result) -> Result:
         reason = result.finish_reason.name
         raise ProtocolError(f"the evaluation ended without a score (finish reason {reason})")
     return result
+
+
+def clip(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars`` characters, an ellipsis marking the cut (for a caption shorter
+    than the server's summary)."""
+    if len(text) <= max_chars:
+        return text
+    return text[: max(0, max_chars - 1)].rstrip() + "…"

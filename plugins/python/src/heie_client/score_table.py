@@ -13,7 +13,6 @@ from .folder_scoring import FileVerdict
 
 FIELDS = ("file", "score", "mode", "finish_reason", "regions", "summary", "error")
 FORMATS = ("csv", "jsonl")
-SUMMARY_CHARS = 300
 
 
 def verdict_row(folder: Path, verdict: FileVerdict, extra_error: str = "") -> dict[str, str]:
@@ -31,7 +30,7 @@ def verdict_row(folder: Path, verdict: FileVerdict, extra_error: str = "") -> di
     row["regions"] = ";".join(
         f"{b.label or 'region'}@{b.pixel_x1},{b.pixel_y1},{b.pixel_x2},{b.pixel_y2}" for b in result.boxes
     )
-    row["summary"] = result.summary(SUMMARY_CHARS)
+    row["summary"] = result.summary
     if not row["error"] and not result.ok:
         row["error"] = result.error or f"no score (finished: {row['finish_reason']})"
     return row

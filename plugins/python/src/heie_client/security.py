@@ -1,14 +1,15 @@
-"""Transport security of the client: TLS and mutual-TLS credentials, and the rule that an API token
-never travels in plaintext to another machine."""
+"""Transport security of the client, for both transports: reading PEM material, and the rule that an
+API token never travels in plaintext to another machine. (Each transport builds its own TLS settings
+from the PEM read here: ``grpc_transport/channels.py``, ``http_transport/connection.py``.)"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import grpc
 
 from .errors import InsecureTransport
 
@@ -33,23 +34,31 @@ def read_pem(source: PemSource, what: str) -> bytes:
     return data
 
 
-def channel_credentials(
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS of a client: ``ca_cert`` (None = the system's roots) verifies the server; ``client_cert`` and
+    ``client_key`` together are this client's identity for mutual TLS. All PEM bytes."""
+
+    ca_cert: Optional[bytes] = None
+    client_cert: Optional[bytes] = None
+    client_key: Optional[bytes] = None
+
+
+def tls_settings(
     tls: bool,
     ca_cert: Optional[PemSource] = None,
     client_cert: Optional[PemSource] = None,
     client_key: Optional[PemSource] = None,
-) -> Optional[grpc.ChannelCredentials]:
-    """TLS credentials, or None for plaintext. ``ca_cert`` (else the system's roots) verifies the
-    server; ``client_cert`` and ``client_key`` together are this client's identity for mutual TLS.
-    Giving any of them implies TLS."""
+) -> Optional[TlsSettings]:
+    """The TLS settings, or None for plaintext. Giving any PEM implies TLS."""
     if (client_cert is None) != (client_key is None):
         raise ValueError("client_cert and client_key go together (mutual TLS needs both)")
     if not (tls or ca_cert is not None or client_cert is not None):
         return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=read_pem(ca_cert, "ca_cert") if ca_cert is not None else None,
-        private_key=read_pem(client_key, "client_key") if client_key is not None else None,
-        certificate_chain=read_pem(client_cert, "client_cert") if client_cert is not None else None,
+    return TlsSettings(
+        ca_cert=read_pem(ca_cert, "ca_cert") if ca_cert is not None else None,
+        client_cert=read_pem(client_cert, "client_cert") if client_cert is not None else None,
+        client_key=read_pem(client_key, "client_key") if client_key is not None else None,
     )
 
 
@@ -57,6 +66,8 @@ def host_of(address: str) -> str:
     """The host part of ``host:port``, ``[v6]:port``, ``dns:///host:port`` or ``unix:path``."""
     if address.startswith(("unix:", "unix-abstract:")):
         return "unix"
+    if address.lower().startswith(("http://", "https://", "grpc://")):
+        address = address.split("://", 1)[1].split("/", 1)[0]
     if "///" in address:
         address = address.split("///", 1)[1]
     if address.startswith("["):

@@ -1,14 +1,14 @@
-"""A cancellable iterator over one server-streaming call, with failover before the first message."""
+"""A cancellable iterator over one server-streaming call, with failover before the first message; the
+same for both transports (a transport's :class:`~heie_client.transport.Call` does the wire work)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
 
-import grpc
-
-from .channels import Endpoint, EndpointPool
-from .errors import Cancelled, HeieError, Unavailable, from_rpc_error
+from .errors import Cancelled, HeieError
+from .failover import Rotation, final_error, try_elsewhere
+from .transport import Call
 
 E = TypeVar("E")
 
@@ -23,22 +23,21 @@ class EventStream(Generic[E]):
 
     ``cancel()`` (or leaving a ``with`` block early, or ``cancel_when`` turning true) cancels the call,
     which stops the server's work; iteration then raises :class:`~heie_client.errors.Cancelled`.
-    Servers answering UNAVAILABLE before their first message are skipped for the next address.
+    Servers that cannot take the call (UNAVAILABLE, RESOURCE_EXHAUSTED) before their first message are
+    skipped for the next address.
     """
 
     def __init__(
         self,
-        pool: EndpointPool,
-        start: Callable[[Endpoint], Any],
-        convert: Callable[[Any], Optional[E]],
+        rotation: Rotation[Any],
+        start: Callable[[Any], Call],
         cancel_when: Optional[CancelCheck] = None,
         poll_interval: float = 0.05,
     ) -> None:
-        self._pool = pool
+        self._rotation = rotation
         self._start = start
-        self._convert = convert
         self._lock = threading.Lock()
-        self._call: Any = None
+        self._call: Optional[Call] = None
         self._address = ""
         self._first: Any = _NOTHING
         self._opened = False
@@ -76,19 +75,16 @@ class EventStream(Generic[E]):
                 if self._first is not _NOTHING:
                     message, self._first = self._first, _NOTHING
                 else:
+                    assert self._call is not None
                     message = next(self._call)
             except StopIteration:
                 self._finished.set()
                 raise
-            except grpc.RpcError as err:
+            except HeieError as err:
                 self._finished.set()
                 raise self._error(err) from None
-            except HeieError:
-                self._finished.set()
-                raise
-            event = self._convert(message)
-            if event is not None:
-                return event
+            if message is not None:
+                return message  # type: ignore[no-any-return]
 
     def __enter__(self) -> "EventStream[E]":
         return self
@@ -99,34 +95,36 @@ class EventStream(Generic[E]):
         self._finished.set()
 
     def _open(self) -> None:
-        last: Optional[HeieError] = None
-        for endpoint in self._pool.rotation():
+        errors: list[HeieError] = []
+        for endpoint in self._rotation.order():
             with self._lock:
                 if self._cancelled:
                     raise Cancelled("cancelled before the call started", address=endpoint.address)
-                self._call = self._start(endpoint)
                 self._address = endpoint.address
             try:
-                self._first = next(self._call)
+                call = self._start(endpoint)
+                with self._lock:
+                    self._call = call
+                    if self._cancelled:
+                        call.cancel()
+                self._first = next(call)
             except StopIteration:
                 self._first = _NOTHING
                 self._opened = True
                 raise
-            except grpc.RpcError as err:
+            except HeieError as err:
                 error = self._error(err)
-                if isinstance(error, Unavailable) and not self._cancelled:
-                    last = error
+                if try_elsewhere(error) and not self._cancelled:
+                    errors.append(error)
                     continue
                 raise error from None
             self._opened = True
             return
-        assert last is not None
-        raise last
+        raise final_error(errors)
 
-    def _error(self, err: grpc.RpcError) -> HeieError:
-        error = from_rpc_error(err, self._address)
+    def _error(self, error: HeieError) -> HeieError:
         if self._cancelled and not isinstance(error, Cancelled):
-            return Cancelled(f"cancelled by the client ({error.message})", address=self._address)
+            return Cancelled(f"cancelled by the client ({error.message})", address=error.address or self._address)
         return error
 
     def _watch(self, cancel_when: CancelCheck, interval: float) -> None:

@@ -1,4 +1,4 @@
-"""Reading a ``text/event-stream`` body (server-sent events) message by message.
+"""Reading a ``text/event-stream`` body (server-sent events) message by message (``POST /v1/evaluate``).
 
 Only what ``heie serve``'s ``POST /v1/evaluate`` sends is needed, but the reader follows the SSE rules
 that matter for it: ``event:`` names the message, ``data:`` lines are joined with newlines, a blank line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from heie_a1111.sse import Message, read_messages
+from heie_client.http_transport.sse import Message, read_messages
 
 
 def _read(text: bytes) -> list[Message]:

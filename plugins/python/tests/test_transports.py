@@ -1,0 +1,86 @@
+"""The core without protobuf or grpcio, and the same answers through both transports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import HeieServer
+from heie_client import Client, EvaluateOptions, HeatmapEncoding, InvalidArgument, StatusCode
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def test_import_heie_client_needs_neither_protobuf_nor_grpc() -> None:
+    """``import heie_client`` and an HTTP client work with protobuf, grpcio (and numpy, Pillow) unimportable, and
+    load none of them; a gRPC address then says which extra to install."""
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('grpc', 'google', 'grpc_health', 'numpy', 'PIL'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.path.insert(0, {str(SRC)!r})\n"
+        "import heie_client\n"
+        "from heie_client import Client, Result, Done, StatusCode, connection_failure\n"
+        "client = Client('http://127.0.0.1:9')\n"
+        "assert client.transport == 'http'\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('grpc', 'google', 'numpy', 'PIL')]\n"
+        "try:\n"
+        "    Client('127.0.0.1:50051')\n"
+        "except ImportError as err:\n"
+        "    assert \"heie-client[grpc]\" in str(err), err\n"
+        "else:\n"
+        "    raise AssertionError('a gRPC address without grpcio')\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_address_picks_the_transport() -> None:
+    assert Client("127.0.0.1:1").transport == "grpc" and Client("grpc://127.0.0.1:1").transport == "grpc"
+    assert Client("http://127.0.0.1:1").transport == "http" and Client("https://127.0.0.1:1").tls
+    with pytest.raises(ValueError, match="one transport"):
+        Client(["127.0.0.1:1", "http://127.0.0.1:2"])
+    with pytest.raises(ValueError, match="https://"):
+        Client("http://127.0.0.1:1", tls=True)
+
+
+def test_both_transports_give_the_same_results(heie_server: HeieServer) -> None:
+    """One server, both ports, a fixed seed: the same events, scores, heatmap, boxes, text and summary."""
+    assert heie_server.http_address
+    image = np.random.default_rng(42).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    options = EvaluateOptions(max_tokens_per_section=6, temperature=0.7, seed=1234,
+                              heatmap_encodings=(HeatmapEncoding.RAW_F32_LE, HeatmapEncoding.PNG8))
+    with Client(heie_server.address, timeout=120) as grpc_client, \
+            Client(f"http://{heie_server.http_address}", timeout=120) as http_client:
+        a, b = (c.evaluate(image, options, prompt="a red car") for c in (grpc_client, http_client))
+        assert a.score == b.score and a.mode is b.mode and a.levels == b.levels and a.scores == b.scores
+        assert a.explanation == b.explanation and a.sections == b.sections and a.boxes == b.boxes
+        assert a.summary == b.summary and a.summary
+        assert a.heatmap is not None and b.heatmap is not None and np.array_equal(a.heatmap, b.heatmap)
+        assert [h.data for h in a.heatmaps] == [h.data for h in b.heatmaps]
+        assert a.finish_reason is b.finish_reason and a.done is not None and b.done is not None
+        assert a.done.tokens == b.done.tokens and a.started is not None and b.started is not None
+        assert (a.started.tiles, a.started.image_width) == (b.started.tiles, b.started.image_width)
+        assert grpc_client.info() == http_client.info()
+        ra, rb = (c.rerank([image, image[::-1]], top_k=1, options=EvaluateOptions(max_tokens_per_section=2,
+                                                                                 heatmap_encodings=()))
+                  for c in (grpc_client, http_client))
+        assert (ra.scores, ra.order, ra.top_k) == (rb.scores, rb.order, rb.top_k)
+        # EvaluateBatch over HTTP (one /v1/evaluate per image): the same per-image results and ranking.
+        fast = EvaluateOptions(explanation=False, max_tokens_per_section=2, seed=7)
+        ba, bb = (c.evaluate_batch([image, image[:, ::-1]], fast) for c in (grpc_client, http_client))
+        assert [r.score for r in ba] == [r.score for r in bb] and all(r.ok for r in bb)
+        for client in (grpc_client, http_client):
+            with pytest.raises(InvalidArgument):  # a bad image refuses the whole batch on both
+                client.evaluate_batch([image, b"not an image"], fast)
+            with pytest.raises(InvalidArgument) as caught:
+                client.evaluate(b"not an image")
+            assert caught.value.code is StatusCode.INVALID_ARGUMENT
