@@ -1,4 +1,4 @@
-"""Manual check of the extension inside a real AUTOMATIC1111 WebUI (not collected by pytest: no test_
+"""Manual check of the extension inside a real AUTOMATIC1111 WebUI or Forge (not collected by pytest: no test_
 prefix). It needs a WebUI checkout with its venv and requirements installed; no SD model is needed.
 
     python3 plugins/a1111/tests/check_in_webui.py --webui /work/a1111-webui --python /work/a1111-venv/bin/python \
@@ -15,8 +15,10 @@ What it does, printing PASS/FAIL per step:
    before/after image-saved callbacks, ``images.image_grid``, ``Processed``) with the HEIE script
    object the WebUI loaded: everything of ``process_images_inner`` but the sampling, which needs a model;
 3. starts the WebUI (``launch.py --skip-prepare-environment --use-cpu all --no-half
-   --no-download-sd-model --api --skip-torch-cuda-test``) and checks: it serves, the settings page was
-   built (``/sdapi/v1/options`` has every ``heie_*`` option, the gradio config has their widgets), the
+   --no-download-sd-model --api --skip-torch-cuda-test``; Forge also ``--always-cpu``), waits for the
+   helper's routes (app_started runs after the API answers on Forge) and checks: it serves, the settings
+   page was built (the WebUI has every ``heie_*`` option, on A1111 ``/sdapi/v1/options`` lists them too,
+   the gradio config has their widgets), the
    script is registered, the jobs give correct per-image/grid infotext, the ``heie`` PNG key, unique
    reject names, a rebuilt grid on discard, progress text; and the log has no HEIE traceback;
 4. runs the WebUI's own requirements install (``pip install -r requirements_versions.txt``, what its
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: webui_harness lies beside it
@@ -42,11 +45,11 @@ from webui_harness import EXTENSION, Report, get_json, free_port, heie_http_serv
 # The helper extension, run inside the WebUI. It drives the WebUI's real processing pieces in
 # process_images_inner's order and returns what came out, as JSON.
 HELPER = r'''
-import json, os, time
+import inspect, json, os, time
 from pathlib import Path
 from PIL import Image
 import numpy as np
-from modules import images, processing, script_callbacks, scripts, shared
+from modules import images, processing, script_callbacks, scripts, sd_models, shared
 
 
 def _heie_script():
@@ -56,8 +59,19 @@ def _heie_script():
     raise RuntimeError("the HEIE script is not among the txt2img always-on scripts")
 
 
+def _pp_args(image, index):
+    """The hooks' argument as process_images_inner makes it: Forge's also carries the image's index in the job."""
+    if "index" in inspect.signature(scripts.PostprocessImageArgs).parameters:
+        return scripts.PostprocessImageArgs(image, index)
+    return scripts.PostprocessImageArgs(image)
+
+
 def _job(body):
     heie = _heie_script()
+    placeholder = getattr(sd_models.model_data, "sd_model", None)  # A1111 without a model: None (never loaded here)
+    if placeholder is not None and not hasattr(placeholder, "use_distilled_cfg_scale"):
+        # Forge without a model: its placeholder lacks the flag of a loaded model that create_infotext reads.
+        placeholder.use_distilled_cfg_scale = False
     out = Path(body["folder"])
     n_iter, batch_size = body["n_iter"], body["batch_size"]
     for key, value in body.get("opts", {}).items():
@@ -93,9 +107,9 @@ def _job(body):
             if "reject_for" in body:
                 shared.opts.set("heie_threshold", 1.0 if k in body["reject_for"] else 0.0)
             image = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
-            pp = scripts.PostprocessImageArgs(image)
+            pp = _pp_args(image, k)
             heie.postprocess_image(p, pp, True)  # both hooks, as the WebUI's ScriptRunner calls them
-            pp = scripts.PostprocessImageArgs(pp.image)
+            pp = _pp_args(pp.image, k)
             heie.postprocess_image_after_composite(p, pp, True)
             progress.append(shared.state.textinfo)
             shared.opts.set("heie_address", body["opts"]["heie_address"])
@@ -140,16 +154,45 @@ def _parsed(text):
 def _on_app_started(demo, app):
     from fastapi import Body
 
+    from fastapi import HTTPException
+
     def run(body: dict = Body(...)):
-        result = _job(body)
+        try:
+            result = _job(body)
+        except Exception:
+            import traceback
+            raise HTTPException(status_code=500, detail=traceback.format_exc()[-3000:])  # for the check's report
         result["parsed"] = [_parsed(t) for t in result["infotexts"]]
         return result
 
+    def options():
+        """The heie_* options the WebUI registered and their values as the WebUI's code reads them (Forge's
+        /sdapi/v1/options lists only the values saved in config.json)."""
+        return {k: getattr(shared.opts, k) for k in shared.opts.data_labels if k.startswith("heie_")}
+
     app.add_api_route("/heie-check/run", run, methods=["POST"])
+    app.add_api_route("/heie-check/options", options, methods=["GET"])
+    app.add_api_route("/heie-check/ready", lambda: {"ready": True}, methods=["GET"])
 
 
 script_callbacks.on_app_started(_on_app_started)
 '''
+
+
+def wait_ready(url: str, timeout: float, process: subprocess.Popen) -> bool:  # type: ignore[type-arg]
+    """True once the helper's ready route answers its own JSON (not merely some 200 page); False when ``process``
+    exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while wait_http(url, max(1.0, deadline - time.monotonic()), process):
+        try:
+            if get_json(url, timeout=10) == {"ready": True}:
+                return True
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return False
 
 
 def protobuf_pin(webui: Path) -> str:
@@ -161,11 +204,16 @@ def protobuf_pin(webui: Path) -> str:
     return ""
 
 
-def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, label: str) -> None:
-    options = get_json(f"{base}/sdapi/v1/options")
-    keys = sorted(k for k in options if k.startswith("heie_"))  # type: ignore[union-attr]
-    report.check(f"{label}: /sdapi/v1/options has the heie_* options", len(keys) == 9, ", ".join(keys))
-    report.check(f"{label}: heie_timeout is a float setting", isinstance(options.get("heie_timeout"), float), repr(options.get("heie_timeout")))  # type: ignore[union-attr]
+def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, label: str, forge: bool = False) -> None:
+    registered = get_json(f"{base}/heie-check/options")
+    keys = sorted(registered)  # type: ignore[arg-type]
+    report.check(f"{label}: the WebUI has the heie_* options", len(keys) == 9, ", ".join(keys))
+    report.check(f"{label}: heie_timeout is a float setting", isinstance(registered.get("heie_timeout"), float), repr(registered.get("heie_timeout")))  # type: ignore[union-attr]
+    if not forge:  # Forge's /sdapi/v1/options leaves extensions' settings out (README, "Forge notes")
+        options = get_json(f"{base}/sdapi/v1/options")
+        listed = sorted(k for k in options if k.startswith("heie_"))  # type: ignore[union-attr]
+        report.check(f"{label}: /sdapi/v1/options has the heie_* options", listed == keys, ", ".join(listed))
+        report.check(f"{label}: /sdapi/v1/options gives heie_timeout as a float", isinstance(options.get("heie_timeout"), float))  # type: ignore[union-attr]
     config = get_json(f"{base}/config")
     labels = {c.get("props", {}).get("label") for c in config.get("components", [])}  # type: ignore[union-attr]
     report.check(f"{label}: the settings page has the HEIE widgets", "Time limit per image, seconds (0 = none)" in labels
@@ -286,14 +334,18 @@ def main() -> int:
             log = work / f"webui-{start}.log"
             t0 = time.monotonic()
             with running_webui(webui, args.python, port, log, args.launch_arg) as webui_process:
-                up = wait_http(f"http://127.0.0.1:{port}/sdapi/v1/options", 600, webui_process)
+                # The app_started callbacks (the helper's routes) run once the UI is built, which on Forge is after
+                # its API already answers (/sdapi/v1/options then lacks the extensions' options): wait for those.
+                up = wait_ready(f"http://127.0.0.1:{port}/heie-check/ready", 600, webui_process)
                 if not report.check(f"start {start}: the WebUI serves with the extension", up, f"{time.monotonic() - t0:.0f} s"):
                     print(log.read_text(errors="replace")[-3000:])
                     break
                 try:
-                    webui_checks(report, f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}")
+                    webui_checks(report, f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}",
+                                 forge=(webui / "modules_forge").is_dir())
                 except Exception as err:  # noqa: BLE001 - report and go on to the log check
-                    report.check(f"start {start}: checks ran", False, repr(err)[:500])
+                    detail = err.read().decode(errors="replace")[-3000:] if isinstance(err, urllib.error.HTTPError) else ""
+                    report.check(f"start {start}: checks ran", False, f"{err!r}"[:500] + (f"\n{detail}" if detail else ""))
             text = log.read_text(errors="replace")  # the WebUI stopped: its log is complete
             bad = [line for line in text.splitlines() if "bad options item type" in line or "heie" in line.lower() and "Error" in line]
             report.check(f"start {start}: the WebUI log has no HEIE error", not bad, " | ".join(bad[:3]))
