@@ -394,6 +394,10 @@ async def screenshot_evaluate_alone(base: str, prompt: dict[str, Any], work: Pat
         print(f"   skipped the page screenshot: needs node, {chromium} and playwright-core in {browser_dir}/node_modules")
         return
     api_json, png = work / "evaluate-alone.api.json", work / "evaluate-alone.png"
+    # Another prompt text: the same prompt again would come from ComfyUI's cache (the node would not run, so it
+    # would send no text, only its cached ui images).
+    prompt = copy.deepcopy(prompt)
+    prompt["2"]["inputs"]["prompt"] = "from the page"
     api_json.write_text(json.dumps(prompt))
     process = await asyncio.create_subprocess_exec(
         "node", str(PACK / "tests" / "comfyui_page.mjs"), "run-api", base, str(api_json), str(png),
