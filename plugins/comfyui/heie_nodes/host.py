@@ -16,7 +16,7 @@ def _module(name: str) -> Optional[Any]:
 
 
 class ComfyHost:
-    """Progress, progress text, interrupt and execution blocking for one node execution."""
+    """Progress, progress text, interrupt, execution blocking and the preview folder for one node execution."""
 
     def __init__(self, node_id: Optional[str] = None) -> None:
         self.node_id = node_id
@@ -69,6 +69,12 @@ class ComfyHost:
             return  # an empty frame blanks the node; a repeated one is wasted traffic
         self._last_text = text
         send(html.escape(text, quote=False), self.node_id)
+
+    def preview_folder(self) -> Optional[str]:
+        """ComfyUI's temp folder, where preview images go (served as ``type`` "temp"); None outside."""
+        paths = _module("folder_paths")
+        folder = getattr(paths, "get_temp_directory", None)
+        return folder() if folder is not None else None
 
     def blocker(self) -> Optional[Any]:
         """ComfyUI's ExecutionBlocker, which silently skips the nodes fed by an output; None outside."""

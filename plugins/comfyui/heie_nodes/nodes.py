@@ -1,7 +1,8 @@
 """The HEIE nodes: Evaluate, Filter and Rerank. ComfyUI calls ``FUNCTION`` with the inputs as keyword
 arguments; each returns ``{"ui": {"text": [...]}, "result": (...)}``: the outputs follow ``RETURN_TYPES``
 (lists where ``OUTPUT_IS_LIST`` says so) and the ui text (score and explanation per image) stays on the
-node and in ComfyUI's history after the run.
+node and in ComfyUI's history after the run. Evaluate is also an output node: alone on an image it runs,
+and its ui holds the overlays as preview ``images`` (files in ComfyUI's temp folder, as Preview Image's).
 
 An output that would be an empty IMAGE batch (everything passed, nothing passed, an empty input) is an
 ``ExecutionBlocker`` inside ComfyUI, which skips the nodes it feeds: ComfyUI's own image nodes (Save
@@ -17,7 +18,8 @@ from heie_client import DEFAULT_ADDRESS, EvaluateOptions, HeatmapEncoding, Resul
 
 from .evaluation import Verdict, evaluate_images, scores_of
 from .host import ComfyHost
-from .markers import for_people
+from .preview import save_previews
+from .markers import for_people, separating_decimals
 from .report import node_text, results_json, ui_text
 from .tensors import batch_size, like, select, select_latent, select_mask, to_numpy
 
@@ -58,12 +60,19 @@ def _optional_inputs() -> dict[str, Any]:
 
 
 def _node_result(host: ComfyHost, verdicts: list[Verdict], outputs: tuple[Any, ...],
-                 notes: Optional[list[str]] = None, empty_text: str = "") -> dict[str, Any]:
+                 notes: Optional[list[str]] = None, empty_text: str = "", decimals: Optional[int] = None,
+                 summary: bool = False, images: Optional[list[dict[str, str]]] = None) -> dict[str, Any]:
     """The node's return value. The same report replaces the live text on the node, where ComfyUI's
-    frontend keeps the last progress text after the run; ``ui`` keeps it in the history for the API."""
-    text = ui_text(verdicts, notes) if verdicts else [empty_text]
+    frontend keeps the last progress text after the run; ``ui`` keeps it in the history for the API.
+    ``decimals``: the score's (default: enough to tell the batch's scores apart); ``images``: previews."""
+    if decimals is None:
+        decimals = separating_decimals(v.score for v in verdicts)
+    text = ui_text(verdicts, notes, decimals, summary) if verdicts else [empty_text]
     host.text(node_text(text))
-    return {"ui": {"text": text}, "result": outputs}
+    ui: dict[str, Any] = {"text": text}
+    if images:
+        ui["images"] = images
+    return {"ui": ui, "result": outputs}
 
 
 class _HeieNode:
@@ -82,9 +91,11 @@ def _or_block(host: ComfyHost, value: Any, empty: bool) -> Any:
 
 
 class HeieEvaluate(_HeieNode):
-    """Scores, heatmaps, overlays and explanations for every image of a batch."""
+    """Scores, heatmaps, overlays and explanations for every image of a batch; an output node, which shows
+    the overlays on itself (as Preview Image does) with each image's score and the server's summary."""
 
-    DESCRIPTION = "Judges each image for implausibility: score (1 = looks real), heatmap of the defects, explanation."
+    DESCRIPTION = ("Judges each image for implausibility: score (1 = looks real), heatmap of the defects, explanation. "
+                   "Works alone: shows the heatmap over each image, its score and the server's summary on the node.")
     RETURN_TYPES = ("FLOAT", "MASK", "IMAGE", "STRING", "STRING")
     RETURN_NAMES = ("scores", "heatmaps", "overlays", "explanations", "results")
     OUTPUT_IS_LIST = (True, False, False, True, False)
@@ -96,6 +107,7 @@ class HeieEvaluate(_HeieNode):
         "JSON list, one entry per image: image (1-based), score, mode, raw explanation with its markers, boxes, error",
     )
     FUNCTION = "evaluate"
+    OUTPUT_NODE = True  # alone on an image it runs (no "Prompt has no outputs") and shows its verdict
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -124,11 +136,13 @@ class HeieEvaluate(_HeieNode):
             return _node_result(host, [], outputs, empty_text="no images to judge (empty batch)")
         heatmaps = np.stack([_heatmap(v.result, frames.shape[1:3]) for v in verdicts])
         overlays = np.stack([_overlay(v.result, frames[i]) for i, v in enumerate(verdicts)])
-        explanations = [for_people(v.result.explanation, v.score) if v.ok and v.result is not None
+        decimals = separating_decimals(v.score for v in verdicts)
+        explanations = [for_people(v.result.explanation, v.score, decimals) if v.ok and v.result is not None
                         else f"no score: {v.failure}" for v in verdicts]
         outputs = (scores_of(verdicts), like(images, heatmaps), like(images, overlays), explanations,
                    results_json(verdicts))
-        return _node_result(host, verdicts, outputs)
+        previews = save_previews(overlays, host.preview_folder(), unique_id)
+        return _node_result(host, verdicts, outputs, summary=True, images=previews)
 
 
 class HeieFilter(_HeieNode):
@@ -182,11 +196,12 @@ class HeieFilter(_HeieNode):
         passed = [i for i, ok in enumerate(passes) if ok]
         rejected = [i for i, ok in enumerate(passes) if not ok]
         notes = ["passed" if ok else "rejected" for ok in passes]
+        decimals = separating_decimals([*(v.score for v in verdicts), threshold])
         if not passed and stop_if_none_pass:
             blocker = host.blocker()
             if blocker is None:
                 raise NothingPassed(f"no image reached the threshold {threshold:.3f}; scores {scores}")
-            return _node_result(host, verdicts, (blocker,) * len(self.RETURN_TYPES), notes)
+            return _node_result(host, verdicts, (blocker,) * len(self.RETURN_TYPES), notes, decimals=decimals)
         none_passed = not passed
         outputs = (
             _or_block(host, select(images, passed), none_passed),
@@ -195,7 +210,7 @@ class HeieFilter(_HeieNode):
             _or_block(host, select_latent(latent, passed, batch), none_passed),
             _or_block(host, select_mask(mask, passed, batch), none_passed),
         )
-        return _node_result(host, verdicts, outputs, notes)
+        return _node_result(host, verdicts, outputs, notes, decimals=decimals)
 
 
 class HeieRerank(_HeieNode):
@@ -209,8 +224,9 @@ class HeieRerank(_HeieNode):
         "the best top_k images, best first",
         "their LATENT rows, in the same order",
         "their scores, best first",
-        "their positions in the input batch, numbered from 1 like #n in the node text "
-        "(subtract 1 for a 0-based batch_index)",
+        "their positions in the input batch, 0-based: wire one into a batch_index (e.g. Image From Batch's). "
+        "Changed: this output used to be 1-based; the node text shows each kept image's batch_index "
+        "beside its #n (numbered from 1)",
     )
     FUNCTION = "rerank"
 
@@ -241,12 +257,12 @@ class HeieRerank(_HeieNode):
         best = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: max(1, top_k)]
         batch = batch_size(images)
         rank = {index: place + 1 for place, index in enumerate(best)}
-        notes = [f"rank {rank[i]}" if i in rank else "not kept" for i in range(len(scores))]
+        notes = [f"rank {rank[i]}, batch_index {i}" if i in rank else "not kept" for i in range(len(scores))]
         outputs = (
             select(images, best),
             select_latent(latent, best, batch),
             [scores[i] for i in best],
-            [i + 1 for i in best],
+            list(best),  # 0-based, as ComfyUI's batch_index inputs
         )
         return _node_result(host, verdicts, outputs, notes)
 

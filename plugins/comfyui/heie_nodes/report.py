@@ -1,7 +1,10 @@
 """What a node leaves behind after it ran: the ``ui`` text ComfyUI keeps on the node and in /history
 (score and readable explanation per image, for people) and the ``results`` JSON (raw explanation with its
-markers, boxes, errors, for code). Images are numbered from 1 in both, like the live text and the
-Rerank ``order`` output."""
+markers, boxes, errors, for code). Images are numbered from 1 in both, like the live text; Rerank's
+``order`` output and its ``batch_index`` notes are 0-based, as ComfyUI's batch_index inputs are.
+
+Scores are shown with as many decimals as it takes to tell apart the scores of the batch (and a
+Filter's threshold): 3, more when two of them differ only further on."""
 
 from __future__ import annotations
 
@@ -9,25 +12,33 @@ import json
 from typing import Any, Optional, Sequence
 
 from .evaluation import Verdict
-from .markers import for_people
+from .markers import DECIMALS, for_people, format_score
 
 
-def image_text(number: int, verdict: Verdict, note: str = "") -> str:
-    """One image's entry of the node's ui text: a header line, then the explanation for people."""
+def image_text(number: int, verdict: Verdict, note: str = "", decimals: int = DECIMALS,
+               summary: bool = False) -> str:
+    """One image's entry of the node's ui text: a header line with the score, then (``summary``) the
+    server's one-line summary, then the explanation for people."""
     head = f"#{number}"
     if note:
         head += f" ({note})"
     result = verdict.result
     if verdict.score is None or result is None:
         return f"{head}: no score: {verdict.failure}"
-    head += f": score {verdict.score:.3f} ({result.mode.name.lower().replace('_', '-')})"
-    explanation = for_people(result.explanation, verdict.score)
-    return f"{head}\n{explanation}" if explanation else head
+    head += f": score {format_score(verdict.score, decimals)} ({result.mode.name.lower().replace('_', '-')})"
+    lines = [head]
+    if summary and result.summary:
+        lines.append(" ".join(for_people(result.summary, verdict.score).split()))
+    explanation = for_people(result.explanation, verdict.score, decimals)
+    if explanation:
+        lines.append(explanation)
+    return "\n".join(lines)
 
 
-def ui_text(verdicts: Sequence[Verdict], notes: Optional[Sequence[str]] = None) -> list[str]:
+def ui_text(verdicts: Sequence[Verdict], notes: Optional[Sequence[str]] = None, decimals: int = DECIMALS,
+            summary: bool = False) -> list[str]:
     """The node's ``{"ui": {"text": …}}`` entries, one per image in input order."""
-    return [image_text(i + 1, v, notes[i] if notes else "") for i, v in enumerate(verdicts)]
+    return [image_text(i + 1, v, notes[i] if notes else "", decimals, summary) for i, v in enumerate(verdicts)]
 
 
 def node_text(entries: Sequence[str]) -> str:

@@ -11,8 +11,12 @@
 //   node comfyui_page.mjs run URL UI_JSON PNG
 //     loads a UI workflow, queues it from the page, waits for the queue to drain and screenshots the graph
 //     (the HEIE nodes show their text); prints the text shown on each HEIE node as JSON.
+//   node comfyui_page.mjs run-api URL API_JSON PNG
+//     the same for an API-format workflow (loaded with ComfyUI's own loader); also prints, per HEIE node,
+//     the preview images the node shows (their size once loaded, and the /view URL).
 //
-// playwright-core comes from tests/browser (installed by `npm ci` there); the browser is Debian's chromium.
+// playwright-core comes from tests/browser (installed by `npm ci` there; HEIE_BROWSER_DIR names another
+// folder holding its node_modules); the browser is Debian's chromium.
 import { createRequire } from "node:module";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,11 +24,12 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(resolve(here, "../../../tests/browser/package.json"));
+const require = createRequire(join(process.env.HEIE_BROWSER_DIR || resolve(here, "../../../tests/browser"), "package.json"));
 const { chromium } = require("playwright-core");
 
 const [mode, url, ...rest] = process.argv.slice(2);
-const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG | run URL UI_JSON PNG";
+const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG | run URL UI_JSON PNG"
+  + " | run-api URL API_JSON PNG";
 if (!mode || !url) {
   console.error(usage);
   process.exit(2);
@@ -111,24 +116,39 @@ try {
     const loaded = await page.evaluate(() => window.comfyAPI.app.app.graph.nodes.map((n) => n.type));
     console.log(JSON.stringify({ thumbnails, loaded }));
     await fitAndShoot(png);
-  } else if (mode === "run") {
-    const [uiJson, png] = rest;
-    const workflow = JSON.parse(readFileSync(uiJson, "utf8"));
-    const texts = await page.evaluate(async (workflow) => {
+  } else if (mode === "run" || mode === "run-api") {
+    const [workflowJson, png] = rest;
+    const workflow = JSON.parse(readFileSync(workflowJson, "utf8"));
+    const texts = await page.evaluate(async ([workflow, isApi]) => {
       const app = window.comfyAPI.app.app;
       const api = window.comfyAPI.api.api;
-      await app.loadGraphData(workflow, true, true, "run");
+      if (isApi) {
+        app.loadApiJson(workflow, "run");
+      } else {
+        await app.loadGraphData(workflow, true, true, "run");
+      }
       const idle = new Promise((done) => api.addEventListener("status", (e) => {
         if (e.detail?.exec_info?.queue_remaining === 0) done();
       }));
       await app.queuePrompt(0);
       await idle;
-      await new Promise((r) => setTimeout(r, 1000));
+      await new Promise((r) => setTimeout(r, 2000)); // the previews load from /view
+      if (isApi) {  // loadApiJson stacks the nodes: one row, each tall enough for its preview and text
+        let x = 0;
+        for (const node of app.graph.nodes) {
+          node.pos = [x, 0];
+          if (node.type.startsWith("Heie")) node.size = [Math.max(node.size[0], 520), Math.max(node.size[1], 760)];
+          x += node.size[0] + 60;
+        }
+        app.graph.setDirtyCanvas(true, true);
+        await new Promise((r) => setTimeout(r, 500));
+      }
       return app.graph.nodes.filter((n) => n.type.startsWith("Heie")).map((n) => ({
         id: n.id, type: n.type,
         text: n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null,
+        images: (n.imgs ?? []).map((i) => ({ width: i.naturalWidth, height: i.naturalHeight, src: i.src })),
       }));
-    }, workflow);
+    }, [workflow, mode === "run-api"]);
     console.log(JSON.stringify({ texts }));
     await fitAndShoot(png);
   } else {

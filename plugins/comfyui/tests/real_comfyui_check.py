@@ -16,7 +16,13 @@ page does, and prints one ``ok:``/``FAIL:`` line per check:
 - threshold 0 passes no image without a score (its timeout ran out);
 - the max_tokens widget's top runs on a default server, and ComfyUI refuses more, naming the widget;
 - Cancel (/interrupt) stops the server's work (its cancelled-sequences counter goes up), the images not
-  yet sent are never sent, and the node's last text ends with a ``cancelled`` line.
+  yet sent are never sent, and the node's last text ends with a ``cancelled`` line;
+- Load Image → HEIE Evaluate alone runs (an output node: no "Prompt has no outputs"), its ui names a
+  preview image that exists in ComfyUI's temp folder and is served by /view, and its text has the score
+  and the server's summary; with Chromium (and playwright-core) at hand, the page runs that graph and a
+  screenshot of the node showing its preview is saved in the work folder (evaluate-alone.png);
+- Rerank's ``order`` (0-based) wired into Image From Batch's ``batch_index`` picks the images Rerank kept,
+  in its order; its text starts with the score lines, shows no empty heading and no doubled marker.
 
 Run it with ComfyUI's Python (it needs aiohttp, which ComfyUI installs):
 
@@ -41,13 +47,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Optional
 
 import aiohttp
+import numpy as np
+from PIL import Image
 
 PACK = Path(__file__).resolve().parents[1]
 REPO = PACK.parents[1]
@@ -56,6 +66,7 @@ PACK_NAME = "heie"  # the folder name under custom_nodes: ComfyUI lists template
 JUDGE = json.loads((PACK / "api_workflows" / "heie_judge_images.json").read_text())
 TEXT_EVENT = 3  # protocol.BinaryEventTypes.TEXT: node id length, node id, text
 FAILURES: list[str] = []
+comfy_dir = ""  # the ComfyUI checkout under test (its input/ holds example.png)
 
 
 def check(condition: bool, what: str, detail: Any = "") -> bool:
@@ -190,7 +201,7 @@ def check_frames(result: dict[str, Any], label: str) -> None:
           f"{label}: no live text frame sent twice in a row")
 
 
-async def main_async(base: str, address: str, dead: str, metrics_url: str) -> None:
+async def main_async(base: str, address: str, dead: str, metrics_url: str, work: Path) -> None:
     comfy = Comfy(base)
 
     # -- registration and templates --
@@ -202,6 +213,14 @@ async def main_async(base: str, address: str, dead: str, metrics_url: str) -> No
     check(max_tokens == 512, "max_tokens widget stops at 512 (what a default server takes)", max_tokens)
     check(info.get("HeieRerank", {}).get("output_name") == ["best", "best_latent", "scores", "order"],
           "Rerank outputs as documented")
+    check(evaluate.get("output_node") is True and not info.get("HeieFilter", {}).get("output_node")
+          and not info.get("HeieRerank", {}).get("output_node"), "Evaluate (only) is an output node")
+    tooltip = info.get("HeieRerank", {}).get("output_tooltips", [""] * 4)[3]
+    check("0-based" in tooltip and "used to be 1-based" in tooltip, "Rerank's order tooltip says 0-based, and that it changed",
+          tooltip)
+
+    await evaluate_alone(comfy, base, address, work)
+    await rerank_order_picks_by_batch_index(comfy, address, work)
     _, body, _ = get(f"{base}/api/workflow_templates")
     listed = json.loads(body).get(PACK_NAME, [])
     check(sorted(listed) == ["heie_generate_rerank_filter", "heie_judge_images"],
@@ -330,6 +349,123 @@ async def main_async(base: str, address: str, dead: str, metrics_url: str) -> No
           "cancel: the node's last text ends with a cancelled line", last[-300:])
 
 
+def heie_inputs(address: str) -> dict[str, Any]:
+    return {"address": address, "timeout": 120.0, "max_tokens": 16, "prompt": "", "ca_cert": ""}
+
+
+async def evaluate_alone(comfy: Comfy, base: str, address: str, work: Path) -> None:
+    """Load Image → HEIE Evaluate and nothing else: runs, and the node shows its preview and verdict."""
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+              "2": {"class_type": "HeieEvaluate", "inputs": {"images": ["1", 0], "explanation": True,
+                                                              **heie_inputs(address)}}}
+    result = await comfy.run(prompt)
+    check(result.get("end") == "execution_success", "evaluate alone: Load Image → HEIE Evaluate runs (no "
+          "'Prompt has no outputs')", result.get("rejected") or result.get("end"))
+    if "history" not in result:
+        return
+    output = result.get("history", {}).get("outputs", {}).get("2", {})
+    previews = output.get("images", [])
+    temp = work / "temp"
+    check(len(previews) == 1 and previews[0].get("type") == "temp" and (temp / previews[0]["filename"]).is_file(),
+          "evaluate alone: the node's ui names 1 preview image, a file in ComfyUI's temp folder", previews)
+    if previews:
+        query = urllib.parse.urlencode({"filename": previews[0]["filename"], "subfolder": "", "type": "temp"})
+        status, body, kind = get(f"{base}/view?{query}")
+        check(status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n", "evaluate alone: /view serves the preview as PNG",
+              (status, kind))
+        with Image.open(temp / previews[0]["filename"]) as preview:
+            size = preview.size
+        with Image.open(Path(comfy_dir) / "input" / "example.png") as source:
+            check(size == source.size, "evaluate alone: the preview has the image's size", (size, source.size))
+    text = output.get("text", [])
+    lines = text[0].split("\n") if text else []
+    check(len(lines) >= 2 and lines[0].startswith("#1: score ") and lines[1].startswith("score ")
+          and "(zero-shot):" in lines[1], "evaluate alone: ui text has the score line, then the server's summary",
+          lines[:2])
+    print(f"   Evaluate's text begins: {lines[:2]}")
+    await screenshot_evaluate_alone(base, prompt, work)
+
+
+async def screenshot_evaluate_alone(base: str, prompt: dict[str, Any], work: Path) -> None:
+    """The page itself runs Load Image → HEIE Evaluate; the node shows its preview (screenshot saved)."""
+    chromium = os.environ.get("HEIE_CHROMIUM", "/usr/bin/chromium")
+    browser_dir = os.environ.get("HEIE_BROWSER_DIR", str(REPO / "tests" / "browser"))
+    if not (shutil.which("node") and Path(chromium).exists() and (Path(browser_dir) / "node_modules" / "playwright-core").is_dir()):
+        print(f"   skipped the page screenshot: needs node, {chromium} and playwright-core in {browser_dir}/node_modules")
+        return
+    api_json, png = work / "evaluate-alone.api.json", work / "evaluate-alone.png"
+    # Another prompt text: the same prompt again would come from ComfyUI's cache (the node would not run, so it
+    # would send no text, only its cached ui images).
+    prompt = copy.deepcopy(prompt)
+    prompt["2"]["inputs"]["prompt"] = "from the page"
+    api_json.write_text(json.dumps(prompt))
+    process = await asyncio.create_subprocess_exec(
+        "node", str(PACK / "tests" / "comfyui_page.mjs"), "run-api", base, str(api_json), str(png),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "HEIE_BROWSER_DIR": browser_dir})
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
+    report: dict[str, Any] = {}
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("{"):
+            report = json.loads(line)
+    nodes = [n for n in report.get("texts", []) if n.get("type") == "HeieEvaluate"]
+    shown = nodes[0].get("images", []) if nodes else []
+    check(process.returncode == 0 and png.is_file() and len(shown) == 1 and shown[0]["width"] > 0
+          and "type=temp" in shown[0]["src"], "page: the Evaluate node shows its preview image (screenshot saved)",
+          out.decode(errors="replace")[-1500:])
+    text = (nodes[0].get("text") or "") if nodes else ""
+    check(text.startswith("#1: score "), "page: the node's text starts with the score line", text[:200])
+    print(f"   screenshot: {png}")
+
+
+async def rerank_order_picks_by_batch_index(comfy: Comfy, address: str, work: Path) -> None:
+    """Rerank's order into Image From Batch's batch_index gives the images Rerank kept, in its order."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "ImageFlip", "inputs": {"image": ["1", 0], "flip_method": "y-axis: horizontally"}},
+        "3": {"class_type": "ImageFlip", "inputs": {"image": ["1", 0], "flip_method": "x-axis: vertically"}},
+        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+        "5": {"class_type": "ImageBatch", "inputs": {"image1": ["4", 0], "image2": ["3", 0]}},
+        "6": {"class_type": "HeieRerank", "inputs": {"images": ["5", 0], "top_k": 2, "fast": True,
+                                                      **heie_inputs(address)}},
+        "7": {"class_type": "ImageFromBatch", "inputs": {"image": ["5", 0], "batch_index": ["6", 3], "length": 1}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "heie_rerank_best"}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "heie_from_batch"}},
+    }
+    result = await comfy.run(prompt)
+    check(result.get("end") == "execution_success", "rerank order: the workflow succeeds",
+          result.get("rejected") or result.get("end"))
+    if "history" not in result:
+        return
+    outputs = result.get("history", {}).get("outputs", {})
+
+    def pixels(node: str) -> list[np.ndarray]:
+        found = []
+        for entry in outputs.get(node, {}).get("images", []):
+            with Image.open(work / "output" / entry.get("subfolder", "") / entry["filename"]) as image:
+                found.append(np.asarray(image.convert("RGB")))
+        return found
+
+    best, picked = pixels("8"), pixels("9")
+    check(len(best) == 2 and len(picked) == 2 and all(np.array_equal(a, b) for a, b in zip(best, picked)),
+          "rerank order: Image From Batch at each batch_index of `order` gives Rerank's best, in order",
+          (len(best), len(picked)))
+    texts = ui_text(result, "6")
+    kept = sorted((t for t in texts if "(rank " in t), key=lambda t: t.split("(rank ", 1)[1])
+    check(len(texts) == 3 and len(kept) == 2 and all(
+        t.startswith(f"#{int(t.split('batch_index ', 1)[1].split(')', 1)[0]) + 1} (rank ") for t in kept),
+        "rerank order: the text names each kept image's 0-based batch_index beside its #n", texts)
+    shown = [t.split(": score ", 1)[1].split(" ", 1)[0] for t in texts]
+    check(len(set(shown)) == len(set(float(v) for v in shown)) and len(set(shown)) == 3,
+          "rerank order: the three scores are shown with digits that tell them apart", shown)
+    check(all("### Image Description" not in t and "heatmapshown" not in t for t in texts),
+          "rerank order: fast-mode text has no empty heading and no doubled [MAP]", texts[0][:300])
+    last = result["texts"].get("6", [""])[-1].split("\n")
+    check(len(last) > 3 and all(line.startswith(f"#{i + 1} (") and ": score " in line for i, line in enumerate(last[:3])),
+          "rerank order: the node's text starts with the 3 score lines", last[:4])
+    print(f"   Rerank's text begins: {last[:3]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout (main.py)")
@@ -360,8 +496,10 @@ def main() -> int:
                 cwd=args.comfyui, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         wait_for_line(comfy_log, "To see the GUI go to", processes[1], 300)
         print(f"heie serve at {address}, ComfyUI at http://127.0.0.1:{port} (logs in {work})", flush=True)
+        global comfy_dir
+        comfy_dir = str(args.comfyui)
         asyncio.run(main_async(f"http://127.0.0.1:{port}", address, f"127.0.0.1:{free_port()}",
-                               f"http://{metrics_addr}/metrics"))
+                               f"http://{metrics_addr}/metrics", work))
         if args.keep:
             print("--keep: press Ctrl-C to stop", flush=True)
             while True:

@@ -29,6 +29,7 @@ from conftest import (  # the plugins' shared server helpers
 )
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
+from heie_nodes.markers import for_people, separating_decimals
 from heie_nodes.nodes import MAX_TOKENS, NothingPassed
 
 import torch_standin  # tests/torch_standin.py: the nodes' torch path without torch
@@ -173,8 +174,9 @@ def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # typ
     # Results stay on the node: score and explanation per image, numbered from 1.
     ui = out["ui"]["text"]
     assert len(ui) == 2
+    digits = separating_decimals(scores)
     for i, (text, score) in enumerate(zip(ui, scores)):
-        assert text.startswith(f"#{i + 1}: score {score:.3f}") and "### Image Description" in text
+        assert text.startswith(f"#{i + 1}: score {score:.{digits}f}") and "### Image Description" in text
     # The raw text, markers and all, is in the JSON for code.
     parsed = json.loads(results)
     assert [e["image"] for e in parsed] == [1, 2] and [e["score"] for e in parsed] == pytest.approx(scores)
@@ -184,7 +186,7 @@ def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # typ
     for text, explanation, score in zip(ui, explanations, scores):
         for shown in (text, explanation):
             assert "[MAP]" not in shown and "[SCORE]" not in shown
-            assert "shown in the heatmap" in shown and f"plausibility score for this image is {score:.3f}" in shown
+            assert "shown in the heatmap" in shown and f"plausibility score for this image is {score:.{digits}f}" in shown
     # Live text: never an empty frame, never the same frame twice in a row; the last one is the report.
     frames = [text for text, node in comfy.texts]
     assert frames and all(node == "7" for _, node in comfy.texts) and all(frames)
@@ -247,12 +249,87 @@ def test_filter_and_rerank_pick_rows_of_torch_tensors(heie_server: HeieServer, c
     assert [float(m[0, 0]) for m in torch_standin.data_of(passed_mask)] == [0, 1, 2]
     best, best_latent, scores, order = _result(HeieRerank().rerank(
         images, top_k=2, fast=True, address=heie_server.address, timeout=120, latent=latent, max_tokens=2))
-    index = [n - 1 for n in order]
+    index = list(order)  # 0-based, as ComfyUI's batch_index
     assert len(index) == 2 and scores == sorted(scores, reverse=True)
     for tensor in (best, best_latent["samples"]):
         assert isinstance(tensor, fake_torch.Tensor) and tensor.device == "cuda:0"  # type: ignore[attr-defined]
     np.testing.assert_array_equal(torch_standin.data_of(best), pixels[index])
     assert [float(s[0, 0, 0]) for s in torch_standin.data_of(best_latent["samples"])] == index
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """The pixels of a PNG written by preview.py (8-bit RGB, filter 0 on every row), read back by hand."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = {}, 8
+    while at < len(data):
+        size = struct.unpack(">I", data[at:at + 4])[0]
+        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + size]
+        assert struct.unpack(">I", data[at + 8 + size:at + 12 + size])[0] == zlib.crc32(kind + body)
+        chunks[kind] = chunks.get(kind, b"") + body
+        at += 12 + size
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, colour) == (8, 2) and b"IEND" in chunks
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(height, 1 + 3 * width)
+    assert not rows[:, 0].any()
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def test_evaluate_is_an_output_node_showing_its_overlays(heie_server, comfy: FakeComfy,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alone on an image Evaluate runs (an output node) and shows what Preview Image would: the overlays, as
+    files in ComfyUI's temp folder named in ``ui.images``; the ui text has the score and the server's summary."""
+    assert HeieEvaluate.OUTPUT_NODE is True
+    assert not getattr(HeieFilter, "OUTPUT_NODE", False) and not getattr(HeieRerank, "OUTPUT_NODE", False)
+    paths = types.ModuleType("folder_paths")
+    paths.get_temp_directory = lambda: str(tmp_path / "temp")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "folder_paths", paths)
+    images = _images(2, 16, 24)
+    out = HeieEvaluate().evaluate(images, explanation=False, address=heie_server.address, timeout=120, max_tokens=4,
+                                  unique_id="12")
+    scores, _, overlays, _, results = _result(out)
+    previews = out["ui"]["images"]
+    assert [p["type"] for p in previews] == ["temp", "temp"] and all(p["subfolder"] == "" for p in previews)
+    assert len({p["filename"] for p in previews}) == 2
+    for preview, overlay in zip(previews, overlays):
+        pixels = _read_png(tmp_path / "temp" / preview["filename"])
+        np.testing.assert_array_equal(pixels, np.rint(overlay * 255).astype(np.uint8))
+    assert not list((tmp_path / "temp").glob("*.part"))
+    # A second run writes files of its own: the first run's previews (in the history) stay what they were.
+    again = HeieEvaluate().evaluate(images, explanation=False, address=heie_server.address, timeout=120,
+                                    max_tokens=4, unique_id="12")
+    assert not {p["filename"] for p in again["ui"]["images"]} & {p["filename"] for p in previews}
+    summaries = [e["summary"] for e in json.loads(results)]
+    digits = separating_decimals(scores)
+    for i, (text, score, summary) in enumerate(zip(out["ui"]["text"], scores, summaries)):
+        head, second = text.split("\n")[:2]
+        assert head == f"#{i + 1}: score {score:.{digits}f} (zero-shot)"
+        assert summary.startswith("score ") and second == " ".join(for_people(summary, score).split())
+        assert "Image Description" not in text  # fast mode: the heading of the empty section is dropped
+    # The node's text starts with every score line.
+    assert comfy.texts[-1][0].split("\n")[:2] == [t.split("\n")[0] for t in out["ui"]["text"]]
+
+
+def test_evaluate_outside_comfyui_writes_no_preview(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    out = HeieEvaluate().evaluate(_images(1), explanation=False, address=heie_server.address, timeout=120,
+                                  max_tokens=2)
+    assert "images" not in out["ui"]
+
+
+def test_filter_shows_the_digits_that_decided(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
+    """A score just under the threshold is not shown as equal to it."""
+    images = _images(1)
+    args = dict(stop_if_none_pass=False, explanation=False, address=heie_server.address, timeout=120, max_tokens=2)
+    _, _, (score,), _, _ = _result(HeieFilter().filter(images, threshold=0.0, **args))
+    threshold = score + 0.00004
+    out = HeieFilter().filter(images, threshold=threshold, **args)
+    text = out["ui"]["text"][0]
+    assert text.startswith("#1 (rejected): score ")
+    shown = text.split("score ", 1)[1].split(" ", 1)[0]
+    assert float(shown) < float(f"{threshold:.{len(shown) - 2}f}"), (shown, threshold)
 
 
 def test_evaluate_empty_batch_contacts_no_server(closed_address: str, comfy: FakeComfy) -> None:
@@ -362,14 +439,22 @@ def test_rerank_returns_the_best_k_in_order(heie_server, comfy: FakeComfy) -> No
     best, best_latent, scores, order = _result(out)
     assert best.shape == (2, 16, 16, 3) and len(scores) == 2 and len(order) == 2
     assert scores == sorted(scores, reverse=True) and all(isinstance(i, int) for i in order)
-    # order is 1-based, like "#n" in the node text.
-    assert all(1 <= n <= 4 for n in order)
-    index = [n - 1 for n in order]
+    # order is 0-based, as ComfyUI's batch_index inputs (Image From Batch …); the text numbers from 1.
+    assert all(0 <= n < 4 for n in order)
+    index = list(order)  # 0-based, as ComfyUI's batch_index
     np.testing.assert_array_equal(best, images[index])
     assert [float(s[0, 0, 0]) for s in best_latent["samples"]] == index
     texts = out["ui"]["text"]
+    shown = [t.split(": score ", 1)[1].split(" ", 1)[0] for t in texts]
     for rank, n in enumerate(order, start=1):
-        assert texts[n - 1].startswith(f"#{n} (rank {rank}): score {scores[rank - 1]:.3f}")
+        digits = len(shown[n]) - 2
+        assert digits >= separating_decimals(scores)
+        assert texts[n].startswith(f"#{n + 1} (rank {rank}, batch_index {n}): score {scores[rank - 1]:.{digits}f}")
+    assert sum("not kept" in t for t in texts) == 2
+    # Shown with the digits that decided: every kept score reads higher than every score not kept.
+    kept = [float(shown[n]) for n in order]
+    dropped = [float(v) for i, v in enumerate(shown) if i not in order]
+    assert min(kept) >= max(dropped), shown  # equal only for a true tie (broken by input order)
 
 
 # -- deadlines, errors, cancel --------------------------------------------------------------------
@@ -543,7 +628,7 @@ def test_api_key_is_read_from_the_environment(secure_server: str, ca_cert: Path,
     monkeypatch.setenv("HEIE_API_KEY", KEY)
     _, _, scores, order = _result(HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server,
                                                       timeout=60, ca_cert=str(ca_cert)))
-    assert order == [1] and len(scores) == 1
+    assert order == [0] and len(scores) == 1
 
 
 def test_ca_cert_makes_the_node_speak_tls(secure_server: str, ca_cert: Path, comfy: FakeComfy,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from heie_client import HeadsMode, Score, Section, TextDelta
 
 from heie_nodes.live_text import LiveText
-from heie_nodes.markers import for_people
+from heie_nodes.markers import for_people, separating_decimals
 from heie_nodes.report import node_text
 
 
@@ -51,3 +51,35 @@ def test_live_text_frames() -> None:
     assert host.frames[-1] == "#1: no score: no verdict within the node's timeout of 2 s\n#2: score 0.500"
     assert all(a != b for a, b in zip(host.frames, host.frames[1:]))
     assert host.steps == [(1, 2), (2, 2)]
+
+
+def test_a_run_of_map_markers_is_one_pointer_to_the_heatmap() -> None:
+    # A zero-shot server writes one [MAP] per view, back to back or spaced.
+    assert for_people("the regions are [MAP][MAP][MAP].", 0.5) == "the regions are shown in the heatmap."
+    assert for_people("the regions are [MAP] [MAP]\n[MAP] .", 0.5) == "the regions are shown in the heatmap."
+    assert for_people("are[MAP]and more", 0.5) == "are shown in the heatmap and more"
+    assert for_people("(see [MAP])", 0.5) == "(see shown in the heatmap)"
+    assert for_people("[MAP]", 0.5) == "shown in the heatmap"
+    assert "heatmapshown" not in for_people("a [MAP]\n\nb [MAP][MAP] c [MAP]", 0.5)
+    assert for_people("a [MAP]\n\nb [MAP][MAP] c [MAP]", 0.5).count("shown in the heatmap") == 3
+
+
+def test_headings_of_empty_sections_are_dropped() -> None:
+    # What the server writes in fast mode: the description section has only its heading.
+    raw = ("Sure. \n### Image Description\n\n\n### Problematic Regions Identification\n\nSo, the potential "
+           "problematic regions in the image are [MAP]\n\n### Analysis of Issues\nBased on the overall analysis, "
+           "the plausibility score for this image is [SCORE].\n### Empty At The End\n\n")
+    shown = for_people(raw, 0.25)
+    assert "Image Description" not in shown and "Empty At The End" not in shown
+    assert shown == ("Sure.\n\n### Problematic Regions Identification\n\nSo, the potential problematic regions in "
+                     "the image are shown in the heatmap\n\n### Analysis of Issues\nBased on the overall "
+                     "analysis, the plausibility score for this image is 0.250.")
+
+
+def test_scores_are_shown_with_the_digits_that_tell_them_apart() -> None:
+    assert separating_decimals([0.25, 0.5, None]) == 3
+    assert separating_decimals([0.25714, 0.25722]) == 4
+    assert separating_decimals([0.257219, 0.257222, 0.1]) == 6
+    assert separating_decimals([0.3, 0.3]) == 3  # a tie stays a tie
+    assert separating_decimals([]) == 3
+    assert for_people("is [SCORE].", 0.257219, 6) == "is 0.257219."
