@@ -67,8 +67,9 @@ def tokens_refusal(error: HeieError, settings: Settings) -> Optional[TooManyToke
 
 def _connection(failure: ConnectionFailure, where: str, detail: str) -> str:
     if failure is ConnectionFailure.NO_SERVER:
-        return (f"no HEIE server answers at {where}: start `heie serve --http HOST:PORT` there, or set "
-                f"{SETTINGS_PAGE} → “{ADDRESS_OPTION}” to the --http address of a running one ({detail})")
+        # The client's own sentence names the address, the cause and `heie serve --http`; add the setting.
+        said = detail if detail.startswith("no HEIE server answers") else f"no HEIE server answers at {where} ({detail})"
+        return f"{said.rstrip('.')} Or set {SETTINGS_PAGE} → “{ADDRESS_OPTION}” to the --http address of a running one."
     if failure is ConnectionFailure.SERVER_SPEAKS_TLS:
         return (f"the server at {where} speaks TLS: write the address as https://{where.split('://')[-1]} in "
                 f"{SETTINGS_PAGE} → “{ADDRESS_OPTION}”")
