@@ -12,16 +12,24 @@ Nothing here imports the WebUI; ``scripts/heie.py`` passes in what needs it (gri
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from PIL import Image
+
 from heie_client import Cancelled, Client, Event, HeieError, Score, Started, TextDelta
 
 from . import infotext
+from .messages import TooManyTokens, code_of, explain, tokens_refusal, too_many_tokens
 from .run_state import Outcome, RunState, SavedFile
 from .settings import Settings
 from .verdict import METADATA_KEY, Verdict, judge
+
+STRUCTURED_KEY = "HEIE"
+"""``Processed.js()``'s ``extra_generation_params`` entry (the WebUI API's ``info`` JSON) holding every
+image's verdict in job order, full score included: API clients read it instead of parsing infotexts."""
 
 STATE_ATTR = "heie_state"
 INFOTEXT_KEY = "parameters"
@@ -111,17 +119,50 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     try:
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
             raise Cancelled("interrupted in the WebUI")
-        verdict = judge(state.client_for(settings), pp.image, settings, _prompt(p), cancel_when,
+        client = state.client_for(settings)
+        _check_tokens(state, client, settings)
+        verdict = judge(client, pp.image, settings, _prompt(p), cancel_when,
                         on_event=_progress_reporter(report, job_index + 1))
     except (HeieError, ValueError) as err:
-        code = (err.code.name if err.code is not None else "INTERNAL") if isinstance(err, HeieError) else "INVALID_ARGUMENT"
-        log.warning("HEIE: image %d not judged: %s", job_index + 1, err)
-        report(f"{PROGRESS_PREFIX}image {job_index + 1} not judged ({code})")
-        state.record((iteration, position), pp.image, Outcome(error=code), job_index)
+        refusal = tokens_refusal(err, settings) if isinstance(err, HeieError) else None
+        if refusal is not None or isinstance(err, TooManyTokens):
+            state.tokens_refused = refusal or err  # the job's other images would be refused alike: not sent
+        code, message = code_of(err), explain(err, settings)
+        log.warning("HEIE: image %d not judged: %s (%s)", job_index + 1, message, err)
+        report(f"{PROGRESS_PREFIX}image {job_index + 1} not judged: {message}")
+        state.record((iteration, position), pp.image, Outcome(error=code, message=message), job_index)
         return None
     state.record((iteration, position), pp.image, Outcome(verdict=verdict), job_index)
+    if verdict.overlay_png and settings.overlay_in_gallery:
+        state.overlays.append((pp.image, verdict.overlay_png, job_index))
     state.judged += 1
     return verdict
+
+
+def _check_tokens(state: RunState, client: Client, settings: Settings) -> None:
+    """Refuses the tokens-per-section setting before an image is sent when the server cannot take it:
+    above its ``limits.max_tokens_per_section``, or more than its context holds even for a one-tile image
+    (the server's exact refusal, which depends on the image's tiles, is turned into the slider's terms by
+    :func:`~heie_a1111.messages.tokens_refusal`). Asked once a job; a server that does not answer is left
+    to the evaluation to report."""
+    if state.tokens_refused is not None:
+        raise state.tokens_refused
+    if not settings.max_tokens or state.limits_checked:
+        return
+    state.limits_checked = True
+    try:
+        info = client.info()
+    except HeieError:
+        return
+    limits, where = info.limits, ",".join(settings.addresses)
+    if limits.max_tokens_per_section and settings.max_tokens > limits.max_tokens_per_section:
+        raise too_many_tokens(settings.max_tokens, where, limits.max_tokens_per_section,
+                              f"its limits.max_tokens_per_section is {limits.max_tokens_per_section}")
+    if limits.context_tokens and info.tokens_per_tile + settings.max_tokens > limits.context_tokens:
+        most = max(0, limits.context_tokens - info.tokens_per_tile)
+        raise too_many_tokens(settings.max_tokens, where, most,
+                              f"its --ctx-size gives each request {limits.context_tokens} tokens, "
+                              f"{info.tokens_per_tile} of them for even a one-tile image")
 
 
 def before_image_saved(image: Any, p: Any, pnginfo: dict[str, Any]) -> bool:
@@ -220,9 +261,51 @@ def postprocess(p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]]
     try:
         if state.settings.reject_action == "discard":
             dropped = _discard(state, p, processed, make_grid, save_grid)
+        _show_overlays(state, processed, dropped=_dropped_indices(state, processed))
     finally:
         _release(p)
+        _add_structured(state, processed)
     return dropped
+
+
+def _dropped_indices(state: RunState, processed: Any) -> set[int]:
+    """Job indices of the judged images no longer in the gallery (discarded)."""
+    shown = {state.job_index_of(image) for image in getattr(processed, "images", [])}
+    return {index for _, _, index in state.overlays if index not in shown}
+
+
+def _show_overlays(state: RunState, processed: Any, dropped: set[int]) -> None:
+    """Appends the kept images' overlays to the gallery (``overlay_in_gallery``), each with its image's
+    infotext, so the gallery's indices of the images themselves do not move."""
+    if not state.overlays or not isinstance(getattr(processed, "images", None), list):
+        return
+    infotexts = getattr(processed, "infotexts", None)
+    aligned = isinstance(infotexts, list) and len(infotexts) == len(processed.images)
+    for image, png, index in state.overlays:
+        if index in dropped:
+            continue
+        overlay = Image.open(io.BytesIO(png))
+        overlay.load()
+        try:
+            position = next(i for i, shown in enumerate(processed.images) if shown is image)
+        except StopIteration:
+            position = None
+        text = infotexts[position] if aligned and position is not None else None
+        if text is not None:
+            overlay.info[INFOTEXT_KEY] = text
+        processed.images.append(overlay)
+        if aligned:
+            infotexts.append(text or "")
+
+
+def _add_structured(state: RunState, processed: Any) -> None:
+    """Puts every image's verdict into the ``Processed``'s own ``extra_generation_params`` (a new dict:
+    the WebUI's is ``p``'s, which the next job of the same ``p`` would write into its infotexts)."""
+    params = getattr(processed, "extra_generation_params", None)
+    if not isinstance(params, dict) or not state.outcomes():
+        return
+    entries = [{"index": index, **outcome.structured()} for index, outcome in state.outcomes()]
+    processed.extra_generation_params = {**params, STRUCTURED_KEY: entries}
 
 
 def _discard(state: RunState, p: Any, processed: Any, make_grid: Optional[Callable[[list[Any]], Any]],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-KEYS = ("HEIE score", "HEIE rejected", "HEIE error", "heie")
+KEYS = ("HEIE score", "HEIE threshold", "HEIE rejected", "HEIE summary", "HEIE error")
 """Every entry the extension may write, in infotext order."""
 
 

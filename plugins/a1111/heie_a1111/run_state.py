@@ -18,15 +18,24 @@ image's infotext with these, so the infotext of image (n, i) reads the verdict o
 
 @dataclass(frozen=True)
 class Outcome:
-    """A verdict, or the error code of an image that could not be judged."""
+    """A verdict, or the error code and the sentence (what failed, what to change) of an image that could
+    not be judged."""
 
     verdict: Optional[Verdict] = None
     error: Optional[str] = None
+    message: str = ""
 
     def infotext(self) -> dict[str, str]:
+        """``HEIE error: CODE: sentence``: the code first for programs, then what the user can act on."""
         if self.verdict is not None:
             return self.verdict.infotext()
-        return {"HEIE error": self.error or "UNKNOWN"}
+        code = self.error or "UNKNOWN"
+        return {"HEIE error": f"{code}: {self.message}" if self.message else code}
+
+    def structured(self) -> dict[str, Any]:
+        if self.verdict is not None:
+            return self.verdict.structured()
+        return {"error": self.error or "UNKNOWN", "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,16 @@ class RunState:
         self._client: Optional[Client] = None
         self._client_settings: Optional[Settings] = None
         self._by_slot: dict[Slot, Outcome] = {}
+        self._job_index: dict[Slot, int] = {}
         # The image is kept with its verdict so its id() cannot be reused while it is looked up.
         self._by_image: dict[int, tuple[Any, Verdict, int]] = {}
         self.saved_unjudged: list[SavedFile] = []
         self.judged = 0
+        self.tokens_refused: Optional[Exception] = None
+        """Set when the tokens-per-section setting was refused: the job's later images are not sent."""
+        self.limits_checked = False
+        self.overlays: list[tuple[Any, bytes, int]] = []
+        """(image, overlay PNG, job index) of each judged image, for the gallery when it shows them."""
 
     def client_for(self, settings: Settings) -> Client:
         """The job's client; a new one when the settings changed since (the WebUI reads them per image)."""
@@ -60,11 +75,16 @@ class RunState:
 
     def record(self, slot: Slot, image: Any, outcome: Outcome, job_index: int) -> None:
         self._by_slot[slot] = outcome
+        self._job_index[slot] = job_index
         if outcome.verdict is not None:
             self._by_image[id(image)] = (image, outcome.verdict, job_index)
 
     def outcome_at(self, slot: Slot) -> Optional[Outcome]:
         return self._by_slot.get(slot)
+
+    def outcomes(self) -> list[tuple[int, Outcome]]:
+        """(index in the job, outcome) of every image, in job order."""
+        return sorted(((self._job_index[slot], outcome) for slot, outcome in self._by_slot.items()), key=lambda e: e[0])
 
     def verdict_for(self, image: Any) -> Optional[Verdict]:
         entry = self._by_image.get(id(image))

@@ -1,6 +1,9 @@
 """The extension's settings (WebUI Settings → HEIE): one typed value, and the description of each
 option the adapter turns into the WebUI's ``OptionInfo``.
 
+The section is HEIE in the category "Postprocessing" (:data:`SECTION`, :data:`CATEGORY`): without a
+category the WebUI lists it under "Uncategorized".
+
 The WebUI builds a settings widget from the option's component, or from the type of its default when it
 has none, and it knows only str (textbox), int (number) and bool (checkbox): any other default without a
 component stops the WebUI at start-up (``bad options item type``). Every float option here therefore
@@ -10,7 +13,7 @@ names its component (:data:`OPTIONS`), and a test holds every option to that rul
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 REJECT_ACTIONS = ("keep", "move", "discard")
@@ -20,11 +23,17 @@ OPTION_PREFIX = "heie_"
 API_KEY_ENV = "HEIE_API_KEY"
 """The server's API key is read from this environment variable, never saved in the WebUI's config."""
 DEFAULT_ADDRESS = "127.0.0.1:8080"
+SECTION = ("heie", "HEIE")
+CATEGORY = "postprocessing"
+"""One of the WebUI's own categories (A1111 ≥ 1.7, Forge): "Postprocessing", beside Upscaling and Face
+restoration, the other steps that run on a finished image."""
 
 
 @dataclass(frozen=True)
 class Settings:
     enabled: bool = True
+    """Whether a generation is judged when it does not say (the default of the txt2img/img2img checkbox,
+    and of API calls that do not pass the script's argument): the per-generation choice wins."""
     address: str = DEFAULT_ADDRESS
     """host:port (or http(s)://host:port) of `heie serve --http`; several separated by commas."""
     timeout: float = 300.0
@@ -34,12 +43,23 @@ class Settings:
     reject_action: str = "keep"
     save_overlay: bool = False
     """Save the heatmap overlay beside the image as NAME.heie.png."""
+    overlay_in_gallery: bool = False
+    """Show each judged image's heatmap overlay in the gallery after the images. Off by default: it doubles
+    the gallery and the API's ``images`` (clients that expect one image per seed would get the overlays
+    as images), and the overlay of an image is of use only while looking at that image."""
     explanation: bool = True
     """Full chain of thought (False = short analysis only, faster)."""
     summary_chars: int = 160
     max_tokens: int = 0
     api_key: Optional[str] = None
     """From $HEIE_API_KEY; not an option."""
+
+    def for_generation(self, choice: Optional[bool]) -> "Settings":
+        """These settings with the generation's own on/off choice applied: the per-generation checkbox
+        wins; ``None`` (no choice passed, e.g. an API call without the script's args) keeps the setting."""
+        if choice is None or bool(choice) == self.enabled:
+            return self
+        return replace(self, enabled=bool(choice))
 
     @property
     def addresses(self) -> list[str]:
@@ -111,14 +131,17 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("enabled", "Judge every generated image"),
+    Option("enabled", "Judge generated images by default (the \"HEIE implausibility judge\" checkbox of each "
+                      "txt2img/img2img generation starts from this, and the generation's choice wins)"),
     Option("address", "Server address: host:port of `heie serve --http` (several separated by commas); "
                       f"API key from ${API_KEY_ENV}"),
     Option("timeout", "Time limit per image, seconds (0 = none)", "slider", {"minimum": 0, "maximum": 3600, "step": 5}),
     Option("threshold", "Reject images scoring below (0 = never)", "slider", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
     Option("reject_action", "Rejected images", "radio", {"choices": list(REJECT_ACTIONS)}),
     Option("save_overlay", "Save the heatmap overlay beside the image (NAME.heie.png)"),
+    Option("overlay_in_gallery", "Show the heatmap overlays in the gallery, after the images (also in the API's images)"),
     Option("explanation", "Full explanation (off = short analysis, faster)"),
     Option("summary_chars", "Explanation characters written to the infotext", "slider", {"minimum": 0, "maximum": 1000, "step": 10}),
-    Option("max_tokens", "Tokens per explanation section (0 = server default)", "slider", {"minimum": 0, "maximum": 2048, "step": 8}),
+    Option("max_tokens", "Tokens per explanation section (0 = server default; a server takes at most its "
+                         "limits.max_tokens_per_section, and its --ctx-size fewer: see /v1/info)", "slider", {"minimum": 0, "maximum": 2048, "step": 8}),
 )

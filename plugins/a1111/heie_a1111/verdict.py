@@ -26,20 +26,42 @@ class Verdict:
     mode: str
     rejected: bool
     overlay_png: Optional[bytes] = field(default=None, repr=False)
+    threshold: float = 0.0
+    """The reject threshold the decision was made against (0 = none)."""
 
     def metadata_json(self) -> str:
         """``{"score", "mode", "summary", "version"}``, compact, UTF-8 kept as is."""
         return json.dumps({"score": round(self.score, 4), "mode": self.mode, "summary": self.summary,
                            "version": METADATA_VERSION}, ensure_ascii=False, separators=(",", ":"))
 
+    def structured(self) -> dict[str, Any]:
+        """The verdict for API clients (``Processed.js()``'s ``extra_generation_params``): full score."""
+        return {"score": self.score, "rejected": self.rejected, "threshold": self.threshold or None,
+                "mode": self.mode, "summary": self.summary}
+
     def infotext(self) -> dict[str, str]:
-        """Entries for the image's infotext (PNG ``parameters``): the score for people, ``rejected``
-        when it is, and the ``heie`` JSON for programs."""
-        params = {"HEIE score": f"{self.score:.3f}"}
+        """Entries for the image's infotext (PNG ``parameters``), each said once: the score with the digits
+        that explain the decision, the threshold when there is one, ``rejected`` when it is, the summary.
+        The ``heie`` JSON for programs is the PNG's own ``heie`` chunk (and the API's structured field)."""
+        params = {"HEIE score": score_text(self.score, self.threshold)}
+        if self.threshold > 0:
+            params["HEIE threshold"] = f"{self.threshold:g}"
         if self.rejected:
             params["HEIE rejected"] = "yes"
-        params[METADATA_KEY] = self.metadata_json()
+        if self.summary:
+            params["HEIE summary"] = self.summary
         return params
+
+
+def score_text(score: float, threshold: float = 0.0) -> str:
+    """The score at 3 decimals, or as many more as it takes for the shown score to fall on the same side
+    of the threshold as the real one (0.2538 under 0.25385, not 0.254): the infotext must explain the
+    reject decision, which is made on the full value."""
+    digits = 3
+    if threshold > 0:
+        while digits < 9 and (float(f"{score:.{digits}f}") < threshold) != (score < threshold):
+            digits += 1
+    return f"{score:.{digits}f}"
 
 
 def encode_png(image: Any) -> bytes:
@@ -52,9 +74,10 @@ def encode_png(image: Any) -> bytes:
 
 
 def options_of(settings: Settings) -> EvaluateOptions:
-    """The request's options: no value map (the extension shows none), the overlay when it is saved."""
+    """The request's options: no value map (the extension shows none), the overlay when it is saved or shown."""
+    overlay = settings.save_overlay or settings.overlay_in_gallery
     return EvaluateOptions(explanation=settings.explanation, max_tokens_per_section=settings.max_tokens,
-                           heatmap_encodings=(HeatmapEncoding.OVERLAY_PNG,) if settings.save_overlay else ())
+                           heatmap_encodings=(HeatmapEncoding.OVERLAY_PNG,) if overlay else ())
 
 
 def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] = None,
@@ -73,4 +96,5 @@ def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] 
         mode=result.mode.name.lower() if result.mode.value else "unknown",
         rejected=settings.threshold > 0 and result.score < settings.threshold,
         overlay_png=result.overlay_png,
+        threshold=settings.threshold,
     )

@@ -22,16 +22,26 @@ from modules import images, script_callbacks, scripts, shared  # noqa: E402
 from heie_a1111 import (OPTIONS, Settings, after_image_saved, before_image_saved, begin_job, postprocess,  # noqa: E402
                         postprocess_image)
 from heie_a1111.hooks import is_own_progress  # noqa: E402
+from heie_a1111.settings import CATEGORY, SECTION  # noqa: E402
 
-_SECTION = ("heie", "HEIE")
+try:  # A1111 >= 1.7 and Forge: an accordion whose header carries its on/off checkbox (as Hires. fix)
+    from modules.ui_components import InputAccordion  # noqa: E402
+except ImportError:  # pragma: no cover - older WebUIs: a plain accordion with the checkbox inside
+    InputAccordion = None
+
 _COMPONENTS = {"slider": gr.Slider, "radio": gr.Radio}
 log = logging.getLogger("heie")
+ACCORDION_LABEL = "HEIE implausibility judge"
+CHOICE_NOTE = ("The checkbox in this header decides for this generation; it starts from Settings → HEIE → "
+               "“Judge generated images by default”, which applies only where a generation does not choose "
+               "(an API call without this script's argument).")
 
 
 def _on_ui_settings() -> None:
     for option in OPTIONS:
         component = _COMPONENTS[option.component] if option.component else None
-        info = shared.OptionInfo(option.default, option.label, component, option.args, section=_SECTION)
+        info = shared.OptionInfo(option.default, option.label, component, option.args, section=SECTION)
+        info.category_id = CATEGORY  # without one the WebUI lists the section under "Uncategorized"
         shared.opts.add_option(option.key, info)
 
 
@@ -80,16 +90,26 @@ class HeieScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img: bool):  # type: ignore[no-untyped-def]
-        with gr.Accordion("HEIE implausibility judge", open=False):
-            enabled = gr.Checkbox(value=bool(getattr(shared.opts, "heie_enabled", True)), label="Judge generated images")
+        default = bool(getattr(shared.opts, "heie_enabled", True))
+        tab = "img2img" if is_img2img else "txt2img"
+        if InputAccordion is not None:
+            with InputAccordion(default, label=ACCORDION_LABEL, elem_id=f"heie_{tab}_enabled") as enabled:
+                gr.Markdown(CHOICE_NOTE)
+        else:
+            with gr.Accordion(ACCORDION_LABEL, open=False):
+                enabled = gr.Checkbox(value=default, label="Judge the images of this generation", info=CHOICE_NOTE)
         return [enabled]
 
     def process(self, p, *args):  # type: ignore[no-untyped-def]
         begin_job(p)
 
-    def _judge(self, p, pp, enabled=True, *args):  # type: ignore[no-untyped-def]
+    def _judge(self, p, pp, enabled=None, *args):  # type: ignore[no-untyped-def]
         settings = _settings()
-        if enabled and settings is not None and settings.enabled:
+        if settings is None:
+            return
+        # The generation's own choice wins; the setting only stands in where none was passed.
+        settings = settings.for_generation(enabled)
+        if settings.enabled:
             postprocess_image(p, pp, settings, cancel_when=_interrupted, progress=_progress)
 
     # Judge the image the WebUI saves and shows: since v1.8 that is the one after inpainting overlays

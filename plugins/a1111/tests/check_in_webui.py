@@ -142,7 +142,8 @@ def _job(body):
             "grid_file": grid_file, "grid_text": text_chunks(grid_file), "grid_size": list(res.images[0].size) if res.images else None,
             "n_images": len(res.images), "index_of_first_image": res.index_of_first_image, "all_seeds": res.all_seeds,
             "progress": progress, "elapsed": elapsed, "judged": judged, "state_left": hasattr(p, "heie_state"), "textinfo_after": shared.state.textinfo, "params_left": [k for k, v in p.extra_generation_params.items() if callable(v)],
-            "js_ok": bool(json.loads(res.js())), "overlays": sorted(str(f) for f in out.rglob("*.heie.png")),
+            "js_ok": bool(json.loads(res.js())), "js_heie": json.loads(res.js())["extra_generation_params"].get("HEIE"),
+            "image_sizes": [list(im.size) for im in res.images], "overlays": sorted(str(f) for f in out.rglob("*.heie.png")),
             "rejected": sorted(str(f) for f in out.rglob("*") if f.parent.name == "rejected")}
 
 
@@ -170,8 +171,13 @@ def _on_app_started(demo, app):
         /sdapi/v1/options lists only the values saved in config.json)."""
         return {k: getattr(shared.opts, k) for k in shared.opts.data_labels if k.startswith("heie_")}
 
+    def categories():
+        """The settings page's category of each heie_* option (None = "Uncategorized")."""
+        return {k: getattr(v, "category_id", None) for k, v in shared.opts.data_labels.items() if k.startswith("heie_")}
+
     app.add_api_route("/heie-check/run", run, methods=["POST"])
     app.add_api_route("/heie-check/options", options, methods=["GET"])
+    app.add_api_route("/heie-check/categories", categories, methods=["GET"])
     app.add_api_route("/heie-check/ready", lambda: {"ready": True}, methods=["GET"])
 
 
@@ -207,7 +213,10 @@ def protobuf_pin(webui: Path) -> str:
 def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, label: str, forge: bool = False) -> None:
     registered = get_json(f"{base}/heie-check/options")
     keys = sorted(registered)  # type: ignore[arg-type]
-    report.check(f"{label}: the WebUI has the heie_* options", len(keys) == 9, ", ".join(keys))
+    report.check(f"{label}: the WebUI has the heie_* options", len(keys) == 10, ", ".join(keys))
+    categories = get_json(f"{base}/heie-check/categories")
+    report.check(f"{label}: the HEIE settings are in the category Postprocessing, not Uncategorized",
+                 set(categories.values()) == {"postprocessing"}, json.dumps(categories))  # type: ignore[union-attr]
     report.check(f"{label}: heie_timeout is a float setting", isinstance(registered.get("heie_timeout"), float), repr(registered.get("heie_timeout")))  # type: ignore[union-attr]
     if not forge:  # Forge's /sdapi/v1/options leaves extensions' settings out (README, "Forge notes")
         options = get_json(f"{base}/sdapi/v1/options")
@@ -219,20 +228,31 @@ def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, la
     report.check(f"{label}: the settings page has the HEIE widgets", "Time limit per image, seconds (0 = none)" in labels
           and "Rejected images" in labels and "Reject images scoring below (0 = never)" in labels)
     scripts = get_json(f"{base}/sdapi/v1/scripts")
+    by_id = {c.get("props", {}).get("elem_id"): c for c in config.get("components", [])}  # type: ignore[union-attr]
+    header = by_id.get("heie_txt2img_enabled-checkbox") or by_id.get("heie_txt2img_enabled")
+    report.check(f"{label}: the HEIE accordion carries its on/off checkbox in its header (txt2img and img2img)",
+                 header is not None and ("heie_img2img_enabled-checkbox" in by_id or "heie_img2img_enabled" in by_id),
+                 json.dumps((header or {}).get("props", {}))[:200])
     report.check(f"{label}: the script is registered for txt2img and img2img",
           "heie" in scripts["txt2img"] and "heie" in scripts["img2img"], str(scripts["txt2img"]))  # type: ignore[index]
-    common = {"heie_address": heie, "heie_explanation": False, "heie_max_tokens": 2, "heie_timeout": 120.0}
+    common = {"heie_address": heie, "heie_explanation": False, "heie_max_tokens": 2, "heie_timeout": 120.0,
+              "heie_overlay_in_gallery": False}
 
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-a"), "n_iter": 2, "batch_size": 2,
                                              "opts": {**common, "heie_save_overlay": True, "heie_threshold": 0.0,
                                                       "heie_reject_action": "keep"}, "seed": 1})
     parsed = r["parsed"]  # type: ignore[index]
     per_image = parsed[1:]
-    metas = [json.loads(p["heie"]) for p in per_image if "heie" in p]
-    report.check(f"{label}: each image's infotext has its score and heie JSON", len(metas) == 4
-          and all(set(m) == {"score", "mode", "summary", "version"} for m in metas)
-          and all(abs(float(p["HEIE score"]) - json.loads(p["heie"])["score"]) < 1e-3 for p in per_image),
-          json.dumps(per_image[0].get("heie")))
+    metas = [json.loads(t["heie"]) for t in r["saved_text"] if t and "heie" in t]  # type: ignore[index]
+    report.check(f"{label}: each image's infotext has its score once (no JSON repeating it), the PNG its heie JSON",
+          len(metas) == 4 and all(set(m) == {"score", "mode", "summary", "version"} for m in metas)
+          and all("heie" not in p and r["infotexts"][k + 1].count("HEIE score") == 1 for k, p in enumerate(per_image))  # type: ignore[index]
+          and all(abs(float(p["HEIE score"]) - m["score"]) < 1e-3 for p, m in zip(per_image, metas)),
+          r["infotexts"][1].splitlines()[-1][-200:])  # type: ignore[index]
+    api = r["js_heie"] or []  # type: ignore[index]
+    report.check(f"{label}: the API's info JSON has every image's verdict structured (full score)",
+          [e.get("index") for e in api] == [0, 1, 2, 3] and all(abs(e["score"] - m["score"]) < 1e-4 for e, m in zip(api, metas)),
+          json.dumps(api[:1])[:200])
     report.check(f"{label}: each image judged once", r["judged"] == 4, str(r["judged"]))  # type: ignore[index]
     report.check(f"{label}: the job's state released at postprocess", r["state_left"] is False, str(r["state_left"]))  # type: ignore[index]
     report.check(f"{label}: the grid's infotext carries no HEIE entry",
@@ -250,7 +270,8 @@ def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, la
                                                       "heie_save_overlay": False}, "dead_for": [1], "dead_address": dead, "seed": 2})
     a, failed, c = r["parsed"][1:]  # type: ignore[index]
     report.check(f"{label}: an image the server failed has its error and no stale score",
-          failed.get("HEIE error") == "UNAVAILABLE" and "HEIE score" not in failed and "HEIE score" in a and "HEIE score" in c,
+          failed.get("HEIE error", "").startswith("UNAVAILABLE: no HEIE server answers at ") and "Server address" in failed["HEIE error"]
+          and "HEIE score" not in failed and "HEIE score" in a and "HEIE score" in c,
           json.dumps({k: v for k, v in failed.items() if "HEIE" in k or k == "heie"}))
 
     move = {**common, "heie_threshold": 1.0, "heie_reject_action": "move", "heie_save_overlay": False}
@@ -266,8 +287,37 @@ def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, la
                                                       "heie_threshold": 0.0, "heie_reject_action": "keep"},
                                              "interrupt_after": 0.5, "seed": 7})
     report.check(f"{label}: Interrupt while judging cancels the call (HEIE error: CANCELLED)",
-          r["parsed"][1].get("HEIE error") == "CANCELLED" and r["elapsed"] < 5,  # type: ignore[index]
+          r["parsed"][1].get("HEIE error", "").startswith("CANCELLED") and r["elapsed"] < 5,  # type: ignore[index]
           f"{r['elapsed']:.2f} s, {json.dumps({k: v for k, v in r['parsed'][1].items() if 'HEIE' in k})}")  # type: ignore[index]
+
+    # A threshold between the scores the shown digits would round across: the infotext gives the digits
+    # (and the threshold) that explain the decision.
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-g"), "n_iter": 1, "batch_size": 2,
+                                             "opts": {**common, "heie_threshold": 0.0, "heie_save_overlay": False,
+                                                      "heie_overlay_in_gallery": True}, "seed": 8})
+    scores = [e["score"] for e in r["js_heie"]]  # type: ignore[index]
+    report.check(f"{label}: overlays shown in the gallery after the images (heie_overlay_in_gallery)",
+          r["n_images"] == 5 and r["image_sizes"][3:] == [[16, 16], [16, 16]] and r["overlays"] == []  # type: ignore[index]
+          and r["infotexts"][3] == r["infotexts"][1], f"{r['n_images']} images")  # type: ignore[index]
+    # Between the score and its 3-decimal rounding: that rounding would fall on the other side.
+    threshold = max(round((float(f"{scores[0]:.3f}") + scores[0]) / 2, 6), 0.000001)
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-h"), "n_iter": 1, "batch_size": 1,
+                                             "opts": {**common, "heie_threshold": threshold, "heie_save_overlay": False,
+                                                      "heie_overlay_in_gallery": False}, "seed": 8})
+    shown = r["parsed"][1]  # type: ignore[index]
+    real = r["js_heie"][0]  # type: ignore[index]
+    report.check(f"{label}: the infotext's score and threshold explain the reject decision",
+          "HEIE score" in shown and float(shown["HEIE threshold"]) == threshold
+          and (float(shown["HEIE score"]) < threshold) == real["rejected"] == (shown.get("HEIE rejected") == "yes"),
+          f"score {real['score']!r}, threshold {threshold!r}: {json.dumps({k: v for k, v in shown.items() if 'HEIE' in k and k != 'HEIE summary'})}")
+
+    r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-i"), "n_iter": 1, "batch_size": 2,
+                                             "opts": {**common, "heie_max_tokens": 2048, "heie_explanation": True,
+                                                      "heie_threshold": 0.0}, "seed": 9})
+    errors = [t.get("HEIE error", "") for t in r["parsed"][1:]]  # type: ignore[index]
+    report.check(f"{label}: 2048 tokens per section refused at once, naming the setting",
+          all(e.startswith("INVALID_ARGUMENT: Settings → HEIE → “Tokens per explanation section” is 2048") for e in errors)
+          and r["elapsed"] < 10, f"{r['elapsed']:.2f} s: {errors[0][:220]}")  # type: ignore[index]
 
     discard = {**common, "heie_reject_action": "discard", "heie_save_overlay": False}
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-e"), "n_iter": 1, "batch_size": 3,

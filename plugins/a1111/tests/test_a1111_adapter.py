@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import sys
 import types
 from pathlib import Path
@@ -87,7 +88,7 @@ def loaded(monkeypatch: pytest.MonkeyPatch, http_server: HttpServer):  # type: i
         name: (lambda key: lambda fn: callbacks.__setitem__(key, fn))(name)
         for name in ("on_ui_settings", "on_before_image_saved", "on_image_saved")})
     gradio = SimpleNamespace(Slider=type("Slider", (_Component,), {}), Radio=type("Radio", (_Component,), {}),
-                             Accordion=_Component, Checkbox=_Component)
+                             Accordion=_Component, Checkbox=_Component, Markdown=_Component)
     monkeypatch.setitem(sys.modules, "modules", modules)
     monkeypatch.setitem(sys.modules, "gradio", gradio)
     spec = importlib.util.spec_from_file_location("heie_a1111_script_under_test", SCRIPT)
@@ -101,10 +102,12 @@ def test_settings_register_with_a_widget_each(loaded: SimpleNamespace) -> None:
     loaded.callbacks["on_ui_settings"]()
     options = loaded.options
     assert set(options) == {"heie_enabled", "heie_address", "heie_timeout", "heie_threshold", "heie_reject_action",
-                            "heie_save_overlay", "heie_explanation", "heie_summary_chars", "heie_max_tokens"}
+                            "heie_save_overlay", "heie_overlay_in_gallery", "heie_explanation", "heie_summary_chars",
+                            "heie_max_tokens"}
     for key, info in options.items():
         widget_of(info)  # raises like the WebUI would
         assert info.section == ("heie", "HEIE"), key
+        assert info.category_id == "postprocessing", key  # not "Uncategorized"
     assert options["heie_timeout"].component is loaded.gradio.Slider and isinstance(options["heie_timeout"].default, float)
     assert options["heie_reject_action"].component is loaded.gradio.Radio
     with pytest.raises(Exception, match="bad options item type"):
@@ -120,17 +123,23 @@ def test_hooks_judge_write_progress_and_the_png_key(loaded: SimpleNamespace, tmp
     pp = SimpleNamespace(image=image)
     _run_image_hooks(script, p, pp, True)
     assert p.heie_state.judged == 1, "judged once, after the composite step"
-    entry = p.extra_generation_params["heie"]
-    assert callable(entry) and '"mode":"zero_shot"' in entry(p=p, index=0) and entry(p=p, index=0, use_main_prompt=True) is None
+    entry = p.extra_generation_params["HEIE score"]
+    assert callable(entry) and 0 <= float(entry(p=p, index=0)) <= 1 and entry(p=p, index=0, use_main_prompt=True) is None
+    assert "heie" not in p.extra_generation_params, "the JSON is the PNG's chunk, not repeated in the visible infotext"
     assert loaded.modules.shared.state.textinfo.startswith("HEIE: image 1 scored ")
     pnginfo = {"parameters": "x"}
     loaded.callbacks["on_before_image_saved"](SimpleNamespace(image=image, p=p, filename="", pnginfo=pnginfo))
-    assert pnginfo["heie"] == entry(p=p, index=0)
+    assert json.loads(pnginfo["heie"])["score"] == pytest.approx(float(entry(p=p, index=0)), abs=1e-3)
     inner = copy.copy(p)  # a job run inside this one, on a copy of its p
     script.process(inner, True)
     assert not hasattr(inner, "heie_state") and p.heie_state.judged == 1, "the copy's job starts its own state"
-    script.postprocess(p, SimpleNamespace(images=[image], infotexts=[""], index_of_first_image=0))
-    assert "heie" not in p.extra_generation_params
+    processed = SimpleNamespace(images=[image], infotexts=[""], index_of_first_image=0,
+                                extra_generation_params=p.extra_generation_params)
+    script.postprocess(p, processed)
+    assert "HEIE score" not in p.extra_generation_params and "HEIE" not in p.extra_generation_params
+    (entry,) = processed.extra_generation_params["HEIE"]  # the API's info JSON: the full score, structured
+    assert entry["index"] == 0 and entry["score"] == pytest.approx(json.loads(pnginfo["heie"])["score"], abs=1e-4)
+    assert entry["rejected"] is False and entry["mode"] == "zero_shot"
 
 
 def test_the_accordion_switch_and_bad_settings_never_fail_a_generation(loaded: SimpleNamespace) -> None:
@@ -154,7 +163,8 @@ def test_the_progress_text_is_cleared_when_the_job_ends(loaded: SimpleNamespace,
     for index, image in enumerate(images):
         p.batch_index = index
         _run_image_hooks(script, p, SimpleNamespace(image=image), True)
-    assert state.textinfo == "HEIE: image 2 not judged (UNAVAILABLE)"
+    assert state.textinfo.startswith("HEIE: image 2 not judged: no HEIE server answers at ")
+    assert "Server address" in state.textinfo, state.textinfo
     script.postprocess(p, SimpleNamespace(images=images, infotexts=["", ""], index_of_first_image=0))
     assert state.textinfo is None
     state.textinfo = "Upscaling"  # another script's text, written after ours: not ours to clear
@@ -162,3 +172,19 @@ def test_the_progress_text_is_cleared_when_the_job_ends(loaded: SimpleNamespace,
     state.textinfo = "Upscaling"
     script.postprocess(p, SimpleNamespace(images=images[:1], infotexts=[""], index_of_first_image=0))
     assert state.textinfo == "Upscaling"
+
+
+def test_the_generation_choice_wins_over_the_setting(loaded: SimpleNamespace) -> None:
+    script = loaded.module.HeieScript()
+    image = Image.new("RGB", (8, 8))
+    loaded.modules.shared.opts.heie_enabled = False  # the setting says no: the checkbox's yes still judges
+    p = SimpleNamespace(extra_generation_params={}, prompts=["x"], batch_index=0, iteration=0, batch_size=1)
+    _run_image_hooks(script, p, SimpleNamespace(image=image), True)
+    assert p.heie_state.judged == 1
+    loaded.modules.shared.opts.heie_enabled = True  # and the checkbox's no wins over the setting's yes
+    p = SimpleNamespace(extra_generation_params={}, prompts=["x"], batch_index=0, iteration=0, batch_size=1)
+    _run_image_hooks(script, p, SimpleNamespace(image=image), False)
+    assert not hasattr(p, "heie_state")
+    loaded.modules.shared.opts.heie_enabled = False  # no choice passed: the setting applies
+    _run_image_hooks(script, p, SimpleNamespace(image=image))
+    assert not hasattr(p, "heie_state")

@@ -48,14 +48,15 @@ def test_each_image_carries_its_own_verdict_and_the_grid_none(http_server: HttpS
     assert len(texts) == 4
     for path, text in zip(run.files, texts):
         params = parse_infotext(text)
-        meta = json.loads(params["heie"])
+        assert "heie" not in params and text.count("HEIE score") == 1, "the score is shown once, not again in JSON"
+        saved = _png_text(path)
+        meta = json.loads(saved["heie"])  # the PNG's own heie chunk, for programs
         assert set(meta) == {"score", "mode", "summary", "version"} and meta["mode"] == "zero_shot" and meta["version"] == 1
         assert abs(float(params["HEIE score"]) - meta["score"]) < 1e-3 and "HEIE error" not in params
-        saved = _png_text(path)
-        assert saved["parameters"] == text and json.loads(saved["heie"]) == meta  # the PNG's own heie chunk
+        assert saved["parameters"] == text
         with Image.open(path.with_name(path.stem + ".heie.png")) as overlay:
             assert overlay.size == (16, 16)
-    scores = [parse_infotext(t)["heie"] for t in texts]
+    scores = [_png_text(f)["heie"] for f in run.files]
     assert len(set(scores)) > 1, "four different images, four verdicts"
     grid = parse_infotext(grid_text)
     assert not any(k.startswith("HEIE") or k == "heie" for k in grid), grid
@@ -71,8 +72,10 @@ def test_an_image_the_server_failed_carries_its_error_and_no_stale_score(http_se
     run = generate([[_image(5), _image(6), _image(7)]], live, tmp_path,
                    settings_for=lambda k: dead if k == 1 else live)
     first, failed, third = (parse_infotext(t) for t in run.processed.infotexts[1:])
-    assert "HEIE score" in first and "heie" in first
-    assert failed.get("HEIE error") == "UNAVAILABLE" and "HEIE score" not in failed and "heie" not in failed
+    assert "HEIE score" in first and "heie" not in first
+    error = failed.get("HEIE error", "")
+    assert error.startswith("UNAVAILABLE: no HEIE server answers at ") and "HEIE score" not in failed, failed
+    assert "Settings → HEIE → “Server address”" in error and "heie serve --http" in error, error
     assert "heie" not in _png_text(run.files[1])
     assert "HEIE score" in third and "HEIE error" not in third
 
@@ -85,7 +88,8 @@ def test_rejects_move_under_names_never_reused_across_runs(http_server: HttpServ
     rejected = [tmp_path / "rejected" / first.files[0].name, tmp_path / "rejected" / (first.files[0].stem + "-1.png")]
     assert sorted((tmp_path / "rejected").iterdir()) == sorted(rejected)
     texts = [parse_infotext(_png_text(p)["parameters"]) for p in rejected]
-    assert all(t["HEIE rejected"] == "yes" for t in texts) and texts[0]["heie"] != texts[1]["heie"]
+    assert all(t["HEIE rejected"] == "yes" and t["HEIE threshold"] == "1" for t in texts)
+    assert _png_text(rejected[0])["heie"] != _png_text(rejected[1])["heie"]
 
 
 def test_discard_deletes_rejects_and_rebuilds_the_grid(http_server: HttpServer, tmp_path: Path) -> None:
@@ -133,7 +137,8 @@ def test_disabled_or_unjudged_leaves_everything_alone(tmp_path: Path) -> None:
 
 def test_a_bad_address_setting_is_an_error_entry_not_a_crash(tmp_path: Path) -> None:
     run = generate([[_image(16)]], Settings(address="ftp://nowhere"), tmp_path, opts=NO_GRID)
-    assert parse_infotext(run.processed.infotexts[0])["HEIE error"] == "INVALID_ARGUMENT"
+    error = parse_infotext(run.processed.infotexts[0])["HEIE error"]
+    assert error.startswith("INVALID_ARGUMENT: HEIE server address 'ftp://nowhere': expected host:port"), error
     assert run.files[0].exists()
 
 
@@ -152,7 +157,7 @@ def test_an_interrupted_job_does_not_call_the_server_for_the_images_left(free_ad
     pp = SimpleNamespace(image=_image(17))
     # Nothing listens at free_address: a call would be UNAVAILABLE; CANCELLED shows none was made.
     assert postprocess_image(p, pp, Settings(address=free_address), cancel_when=lambda: True) is None
-    assert p.extra_generation_params["HEIE error"](p=p, index=0) == "CANCELLED"
+    assert p.extra_generation_params["HEIE error"](p=p, index=0) == "CANCELLED: interrupted in the WebUI"
 
 
 def test_img2img_batch_from_directory_gives_each_input_its_own_state_and_never_rewrites_an_earlier_file(
@@ -197,3 +202,47 @@ def test_a_job_run_on_a_copy_of_a_running_jobs_p_starts_with_its_own_state(http_
     assert run.state.judged == 2, "the inner job's state holds the inner job's images only"
     outer_state = getattr(outer, STATE_ATTR)
     assert outer_state is not run.state and outer_state.judged == 1 and outer_state.verdict_for(first) is not None
+
+
+def test_the_score_shows_the_digits_that_explain_the_decision() -> None:
+    from heie_a1111.verdict import Verdict, score_text
+
+    assert score_text(0.25380, 0.25385) == "0.2538"  # 0.254 would look above the threshold it fell under
+    assert score_text(0.25390, 0.25385) == "0.254" and score_text(0.7341) == "0.734"
+    assert score_text(0.2499996, 0.25) == "0.2499996"  # rejected: never shown as 0.250
+    params = Verdict(score=0.2538, summary="six fingers", mode="zero_shot", rejected=True, threshold=0.25385).infotext()
+    assert params == {"HEIE score": "0.2538", "HEIE threshold": "0.25385", "HEIE rejected": "yes",
+                      "HEIE summary": "six fingers"}
+
+
+def test_the_api_gets_every_verdict_structured_and_the_gallery_the_overlays(http_server: HttpServer, free_address: str,
+                                                                             tmp_path: Path) -> None:
+    live = _settings(http_server.address, overlay_in_gallery=True, threshold=0.01)
+    dead = _settings(free_address, overlay_in_gallery=True)
+    images = [_image(30), _image(31), _image(32)]
+    run = generate([images], live, tmp_path, settings_for=lambda k: dead if k == 1 else live)
+    processed = run.processed
+    # the grid, the three images, then the overlays of the two judged ones, each with its image's infotext
+    assert len(processed.images) == 6 and processed.images[1:4] == images
+    assert [im.size for im in processed.images[4:]] == [(16, 16), (16, 16)]
+    assert processed.infotexts[4] == processed.infotexts[1] and processed.infotexts[5] == processed.infotexts[3]
+    entries = processed.extra_generation_params["HEIE"]
+    assert [e["index"] for e in entries] == [0, 1, 2]
+    meta = json.loads(_png_text(run.files[0])["heie"])
+    assert abs(entries[0]["score"] - meta["score"]) < 1e-4 and entries[0]["threshold"] == 0.01
+    assert entries[1]["error"] == "UNAVAILABLE" and "Server address" in entries[1]["message"]
+    assert "HEIE" not in run.p.extra_generation_params, "p's own params (the next job's infotexts) stay clean"
+    assert not list(tmp_path.glob("*.heie.png")), "shown in the gallery, not saved (save_overlay is off)"
+
+
+def test_too_many_tokens_per_section_is_refused_at_once_naming_the_slider(http_server: HttpServer, tmp_path: Path) -> None:
+    import time
+
+    settings = Settings(address=http_server.address, timeout=120, explanation=True, max_tokens=2048)
+    t0 = time.monotonic()
+    run = generate([[_image(33), _image(34)]], settings, tmp_path, opts=NO_GRID)
+    assert time.monotonic() - t0 < 10
+    for text in run.processed.infotexts:
+        error = parse_infotext(text)["HEIE error"]
+        assert error.startswith("INVALID_ARGUMENT: Settings → HEIE → “Tokens per explanation section” is 2048, more than "), error
+        assert "set it to at most " in error and "max_tokens_per_section" not in error.split("set it")[1], error

@@ -102,11 +102,20 @@ def test_export_refuses_a_foreign_folder(tmp_path: Path) -> None:
 def test_the_exported_repository_clones_like_install_from_url(tmp_path: Path) -> None:
     source = tmp_path / "export"
     export_repo.export(source, commit=True)
-    (source / "scripts" / "stale.py").write_text("")
-    export_repo.export(source, commit=True)  # a second export replaces the files, keeps history
-    assert not (source / "scripts" / "stale.py").exists()
-    log = subprocess.run(["git", "log", "--oneline"], cwd=source, capture_output=True, text=True, check=True).stdout
-    assert len(log.splitlines()) == 2
+
+    def commits() -> list[str]:
+        return subprocess.run(["git", "log", "--format=%H"], cwd=source, capture_output=True, text=True, check=True).stdout.split()
+
+    first = commits()
+    export_repo.export(source, commit=True)  # nothing changed: no commit (the WebUI would report "new commits")
+    assert commits() == first and len(first) == 1
+    (source / "scripts" / "stale.py").write_text("")  # an earlier export's file the extension no longer has
+    subprocess.run(["git", "add", "-A"], cwd=source, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "older"], cwd=source, check=True)
+    export_repo.export(source, commit=True)  # a changed tree: replaced files, history kept, one commit more
+    assert not (source / "scripts" / "stale.py").exists() and len(commits()) == 3
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=source, capture_output=True, text=True, check=True).stdout
+    assert status == ""
     # modules/ui_extensions.py install_extension_from_url clones the URL (git.Repo.clone_from) into
     # extensions/NAME and the WebUI then loads NAME/scripts/*.py.
     target = tmp_path / "extensions" / "heie-a1111"

@@ -165,7 +165,8 @@ def process_images(p: Any, images: list[list[Image.Image]], settings_for: Callab
             grid_file = save(grid_image, grids / f"grid-{next_number(grids, 'grid-'):04d}.png", grid_text, p)
     processed = SimpleNamespace(images=output, infotexts=infotexts, index_of_first_image=first,
                                 info=infotexts[0] if infotexts else "",
-                                all_prompts=list(p.all_prompts), all_seeds=list(p.all_seeds))
+                                all_prompts=list(p.all_prompts), all_seeds=list(p.all_seeds),
+                                extra_generation_params=p.extra_generation_params)  # the WebUI's is p's dict
     state = getattr(p, STATE_ATTR, None)
     postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
     return Run(p, processed, files, grid_file, grid_text, progress if progress is not None else [], state)

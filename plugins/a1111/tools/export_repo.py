@@ -7,7 +7,7 @@ monorepo keeps the extension in ``plugins/a1111/``, so its own URL cannot be ins
     python3 plugins/a1111/tools/export_repo.py DEST [--commit]
 
 then push DEST (``--commit`` makes it a git repository with one commit, ready to push or to install from
-``file://DEST`` directly) and give the pushed repository's URL to Extensions → Install from URL. DEST
+``file://DEST`` directly; an export whose files did not change makes no commit) and give the pushed repository's URL to Extensions → Install from URL. DEST
 must be empty or absent, or an earlier export (a git work tree: its files are replaced, history kept).
 """
 
@@ -57,16 +57,22 @@ def export(dest: Path, commit: bool = False) -> list[Path]:
     return written
 
 
-def _commit(dest: Path) -> None:
+def _commit(dest: Path) -> bool:
+    """Commits the export when its tree changed; returns whether it did. An unchanged export makes no
+    commit: the WebUI's Extensions tab would report "new commits" with nothing new."""
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=dest, check=True, stdout=subprocess.DEVNULL)
 
     if not (dest / ".git").is_dir():
         git("init", "-q", "-b", "main")
     git("add", "-A")
+    has_head = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=dest, capture_output=True).returncode == 0
+    if has_head and subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=dest).returncode == 0:
+        return False
     source = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=EXTENSION, capture_output=True, text=True)
     message = f"HEIE extension exported from plugins/a1111 at {source.stdout.strip() or 'a work tree'}"
-    git("-c", "user.name=HEIE export", "-c", "user.email=heie-export@localhost", "commit", "-q", "--allow-empty", "-m", message)
+    git("-c", "user.name=HEIE export", "-c", "user.email=heie-export@localhost", "commit", "-q", "-m", message)
+    return True
 
 
 def main(argv: list[str]) -> int:
