@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ if str(REPO / "tests" / "python") not in sys.path:
     sys.path.insert(0, str(REPO / "tests" / "python"))
 
 import heie_process  # noqa: E402  (tests/python/heie_process.py: the one server-process helper)
-from heie_process import MODELS, STEP_DELAY_VARIABLE, MissingHook, ServeProcess, fixture_model_args, server_env  # noqa: E402,F401
+from heie_process import MODELS, STEP_DELAY_VARIABLE, MissingHook, ServeProcess, fixture_model_args, metric_value, read_metrics, server_env  # noqa: E402,F401
 
 #: The slow server's step delay: a whole evaluation takes many steps, so it lasts seconds on any machine.
 SLOW_STEP_MS = 100
@@ -45,15 +44,11 @@ class HeieServer:
     http_address: Optional[str] = None
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
-            return reply.read().decode()
+        return read_metrics(self.metrics_url)
 
     def metric(self, line_prefix: str) -> float:
         """Value of the first metrics line that starts with ``line_prefix`` (0 when absent)."""
-        for line in self.metrics().splitlines():
-            if line.startswith(line_prefix):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return metric_value(self.metrics_url, line_prefix)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> None:

@@ -152,7 +152,7 @@ def test_services_select_the_pods(renderings: dict[str, list[dict[str, Any]]]) -
 
 
 def test_autoscalers_use_the_servers_queue_gauge(renderings: dict[str, list[dict[str, Any]]]) -> None:
-    exported = (REPO / "server" / "src" / "service" / "metrics.rs").read_text()
+    exported = (REPO / "server" / "src" / "serving" / "metrics.rs").read_text()
     assert '"heie_queue_depth", "gauge"' in exported, "the server exports the queue-depth gauge under this name"
     scaled = _one(renderings["base+keda"], "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "heie"

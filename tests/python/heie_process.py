@@ -76,6 +76,20 @@ def step_delay_env(binary: Path, step_ms: int) -> dict[str, str]:
     return {STEP_DELAY_VARIABLE: str(step_ms)}
 
 
+def read_metrics(metrics_url: str) -> str:
+    """The Prometheus exposition a server's ``/metrics`` answers."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        return reply.read().decode()
+
+
+def metric_value(metrics_url: str, line_prefix: str) -> float:
+    """Value of the first ``/metrics`` line that starts with ``line_prefix`` (0 when absent)."""
+    for line in read_metrics(metrics_url).splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on a moment ago (for an address that must be dead, or one the server is told)."""
     with socket.socket() as s:
@@ -98,15 +112,11 @@ class ServeProcess:
         return f"http://{self.metrics_address}/metrics"
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
-            return reply.read().decode()
+        return read_metrics(self.metrics_url)
 
     def metric(self, line_prefix: str) -> float:
         """Value of the first /metrics line that starts with ``line_prefix`` (0 when absent)."""
-        for line in self.metrics().splitlines():
-            if line.startswith(line_prefix):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return metric_value(self.metrics_url, line_prefix)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
         """Sends ``sig`` (a graceful stop by default), kills the process when it outlives ``timeout``; its exit code."""
