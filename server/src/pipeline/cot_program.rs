@@ -156,6 +156,8 @@ impl CotProgram {
 }
 
 impl SequenceProgram for CotProgram {
+    // About 80 lines: one arm per plan item, each a few lines; the match is the plan's meaning in one
+    // place, which splitting would scatter.
     fn next_step(&mut self) -> Step {
         loop {
             let Some(item) = self.plan.get(self.at).cloned() else { return Step::Finish };

@@ -76,6 +76,9 @@ impl Table {
 }
 
 /// Runs the engine over `samples` once and scores every system on the same images.
+///
+/// Longer than 80 lines on purpose: like `extract`, one pipelined loop over the samples whose queue and
+/// per-system accumulators both halves change.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_pipeline(
     evaluator: &Evaluator,

@@ -117,6 +117,10 @@ pub fn fit_map(map: &Array2<f32>, w: usize, h: usize) -> Array2<f32> {
 }
 
 /// Extracts `samples` into `config.out`, skipping ids already there. `on_done(id, ok)` runs after each.
+///
+/// Longer than 80 lines on purpose: it is one pipelined loop (keep `parallel` evaluations queued, then
+/// take the oldest) whose queue, skip log, report and shard buffer both halves change; split, each half
+/// would take five of them as arguments and the order of a sample's outcomes would be harder to follow.
 pub fn extract(
     evaluator: &Evaluator,
     samples: impl Iterator<Item = Result<Sample, DataError>>,

@@ -169,6 +169,10 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
 /// Trains `heads_config` (or resumes) and writes the best heads to `out`. `on_step(epoch, step, total,
 /// loss)` reports progress; `on_epoch` sees each epoch's stats after its checkpoint is written and may
 /// stop the run there (`Break`), as an interruption would: `--resume` continues it.
+///
+/// Longer than 80 lines on purpose: the setup checks, then one epoch loop that reads in order (shuffle,
+/// batches with their loss and optimiser step, dev loss, checkpoint, best heads, the caller's stop),
+/// every step of it updating the one resumable state that `checkpoint.rs` saves.
 pub fn train(
     train_set: &ShardSet,
     dev_set: Option<&ShardSet>,
