@@ -213,7 +213,7 @@ async fn refusals_are_json_errors_with_the_status_of_their_code() {
     let limit = DEFAULT_MAX_MESSAGE_BYTES_FOR_TESTS * 4 / 3 + 4096;
     let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
     use tokio::io::AsyncWriteExt as _;
-    let head = format!("POST /v1/evaluate HTTP/1.1\r\nHost: heie\r\nContent-Length: {}\r\n\r\n", limit + 1);
+    let head = format!("POST /v1/evaluate HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", limit + 1);
     stream.write_all(head.as_bytes()).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(10), read_head(stream)).await.expect("answered without the body");
     let m = expect_error(reply, 413, "OUT_OF_RANGE").await;

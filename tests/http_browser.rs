@@ -95,3 +95,25 @@ fn the_page_asks_for_the_api_key_and_then_uses_it() {
     run_script("key.test.mjs", &[url.as_ref(), image.as_os_str(), key.as_ref(), out_dir.as_os_str()], &server);
     assert_screenshot(&out_dir.join("page-key.png"));
 }
+
+/// A page on another origin (another port) tries a `text/plain` form POST, a `no-cors` fetch and a
+/// preflighted JSON fetch to `/v1/evaluate` of a server without a key; none may run an evaluation
+/// (counted by the server's metrics). Then the server is loaded under a rebound name (Chromium's
+/// resolver maps `rebind.test` to it) and must refuse it 403 (`browser/cross_site.test.mjs`).
+#[test]
+fn a_page_on_another_origin_cannot_make_the_browser_run_evaluations() {
+    let server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--max-tokens", "4"], &[]);
+    let metrics = server.metrics_addr.expect("a metrics address");
+    let evaluated = || service_support::sample(&service_support::scrape(metrics), "heie_images_evaluated_total").unwrap_or(0.0);
+    let before = evaluated();
+    let url = format!("http://{}/", server.http);
+    let image = example_png_path();
+    run_script("cross_site.test.mjs", &[url.as_ref(), image.as_os_str()], &server);
+    let text = service_support::scrape(metrics);
+    assert_eq!(evaluated(), before, "no evaluation ran: {text}");
+    let refused: f64 = ["PERMISSION_DENIED", "INVALID_ARGUMENT"]
+        .iter()
+        .filter_map(|code| service_support::sample(&text, &format!("heie_requests_total{{method=\"Evaluate\",code=\"{code}\"}}")))
+        .sum();
+    assert!(refused >= 3.0, "the form POST, the no-cors fetch and the preflight were refused and counted: {text}");
+}

@@ -41,7 +41,7 @@ fn curl_streams_an_evaluation_and_sees_errors_as_json() {
     assert!(blocks.last().unwrap().starts_with("event: done\ndata: {\"done\":{"), "{stream}");
     assert!(stream.ends_with("\n\n"), "every message ends with a blank line");
 
-    let refused = curl(&["-w", "\n%{http_code}", "-d", r#"{"image":{"encoded":"AAAA"}}"#, &format!("{base}/v1/evaluate")]);
+    let refused = curl(&["-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-d", r#"{"image":{"encoded":"AAAA"}}"#, &format!("{base}/v1/evaluate")]);
     let (json_body, status) = refused.rsplit_once('\n').unwrap();
     assert_eq!(status, "400");
     let error: serde_json::Value = serde_json::from_str(json_body).unwrap();

@@ -15,6 +15,19 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 /// connects and never speaks must not hold a socket for ever).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a new connection to the HTTPS port may stay silent before it is closed (the gRPC port
+/// has tonic's one handshake timeout). 3 s covers a ClientHello over any working link: a client
+/// sends it as soon as its TCP handshake completes.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Handshakes in progress at once from one address on the HTTPS port. A browser opens at most six connections to a
+/// host; a proxy or NAT in front of many users may need more, and 16 still leaves 240 of the total
+/// to everyone else.
+pub const MAX_HANDSHAKES_PER_PEER: usize = 16;
+/// Handshakes in progress at once from all addresses (each holds a socket and rustls' buffers,
+/// some tens of KB).
+pub const MAX_HANDSHAKES: usize = 256;
+
 /// The PEM files of the server's TLS setup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {

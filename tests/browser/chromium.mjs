@@ -7,8 +7,9 @@ export function check(condition, what) {
   console.log(`ok: ${what}`);
 }
 
-/** A headless Chromium with a throwaway profile, a laptop-sized viewport and light colours. */
-export function launchChromium(profile, executablePath) {
+/** A headless Chromium with a throwaway profile, a laptop-sized viewport and light colours;
+ * `extraArgs` go to Chromium's command line. */
+export function launchChromium(profile, executablePath, extraArgs = []) {
   return chromium.launchPersistentContext(profile, {
     executablePath,
     headless: true,
@@ -23,6 +24,7 @@ export function launchChromium(profile, executablePath) {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...extraArgs,
     ],
   });
 }

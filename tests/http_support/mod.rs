@@ -82,10 +82,14 @@ impl SseEvent {
     }
 }
 
-/// Sends one request on a new connection and reads the status line and headers.
+/// Sends one request on a new connection and reads the status line and headers. A POST without a
+/// `Content-Type` in `headers` is sent as `application/json`, as every client of the API sends it.
 pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).await.expect("HTTP port reachable");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
+    if method == "POST" && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        head.push_str("Content-Type: application/json\r\n");
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -215,7 +219,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 }
 
 pub async fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Reply {
-    send(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes()).await
+    send(addr, "POST", path, &[], body.to_string().as_bytes()).await
 }
 
 /// Asserts the API's error body and status, and returns the message.

@@ -31,7 +31,7 @@ pub(super) async fn v1_access(State(state): State<AppState>, request: Request, n
 }
 
 /// The RPC a `/v1/*` path stands for, as the request log and the metrics name it.
-fn rpc_of(path: &str) -> &'static str {
+pub(super) fn rpc_of(path: &str) -> &'static str {
     match path {
         "/v1/evaluate" => "Evaluate",
         "/v1/rerank" => "Rerank",

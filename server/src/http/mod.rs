@@ -16,17 +16,27 @@
 //! | `deadline.rs` | the `X-Heie-Timeout-Ms` header |
 //! | `sse.rs` | an evaluation's events as server-sent events |
 //! | `page.rs` | the page's static files, embedded in the binary |
-//! | `tls_listener.rs` | HTTPS with the gRPC port's certificate (when the server has TLS) |
+//! | `host_check.rs` | the `Host` allow-list (`--allowed-hosts`), against DNS rebinding |
+//! | `cross_site.rs` | cross-site requests refused, CORS for `--cors-origin` |
+//! | `connections.rs` | the accept loop: header and keep-alive timeouts, `--max-connections` |
+//! | `tls_handshake.rs` | HTTPS with the gRPC port's certificate (when the server has TLS), handshakes bounded |
 
 mod access;
 mod body_budget;
+mod connections;
+mod cross_site;
 mod deadline;
 mod error;
+mod host_check;
 mod json;
 mod page;
 mod routes;
 mod sse;
-mod tls_listener;
+mod tls_handshake;
+
+pub use connections::ConnectionOptions;
+pub use cross_site::CorsOrigins;
+pub use host_check::AllowedHosts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +55,23 @@ struct AppState {
     keys: ApiKeys,
     /// Size and time limits of request bodies, and the budget they share.
     body: json::BodyRules,
+    /// The `Host` values this port answers for.
+    hosts: Arc<AllowedHosts>,
+    /// The origins whose pages may call the API (`--cors-origin`).
+    cors: Arc<CorsOrigins>,
+    /// The port speaks HTTPS (its own origin is `https://HOST`).
+    tls: bool,
+}
+
+/// Everything the HTTP port is configured with beyond its address and certificate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HttpOptions {
+    pub bodies: BodyOptions,
+    pub connections: ConnectionOptions,
+    /// `--allowed-hosts`, on top of the defaults (see [`AllowedHosts`]); `*` turns the check off.
+    pub allowed_hosts: Vec<String>,
+    /// `--cors-origin` origins whose pages may call the API (see [`CorsOrigins`]).
+    pub cors_origins: Vec<String>,
 }
 
 /// How long a request body may take to arrive, and how many body bytes all connections together
@@ -101,38 +128,22 @@ impl HttpServer {
         serving: Arc<Serving>,
         keys: ApiKeys,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-        bodies: BodyOptions,
+        options: HttpOptions,
     ) -> std::io::Result<HttpServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let hosts = AllowedHosts::new(&options.allowed_hosts, addr).map_err(invalid)?;
+        let cors = CorsOrigins::new(&options.cors_origins).map_err(invalid)?;
         let limit = body_limit(serving.limits().max_message_bytes);
+        let bodies = options.bodies;
         let in_flight = bodies.max_in_flight.unwrap_or_else(|| default_body_bytes_in_flight(limit));
         let body = json::BodyRules { limit, timeout: bodies.timeout, budget: body_budget::BodyBudget::new(in_flight as u64) };
-        let app = routes::router(AppState { serving, keys, body });
-        let (graceful, graceful_rx) = oneshot::channel::<()>();
-        let stop = async {
-            let _ = graceful_rx.await;
-        };
-        // The peer address goes into each request's log line, as on the gRPC port.
-        let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let task = match tls {
-            None => {
-                // Nagle's algorithm off: each SSE event goes out at once instead of waiting for the
-                // client's delayed ACK (~40 ms).
-                use axum::serve::ListenerExt as _;
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await })
-            }
-            Some(config) => {
-                // tap_io is a no-op here (the TLS listener sets TCP_NODELAY itself); it gives the
-                // listener axum's peer-address ConnectInfo.
-                use axum::serve::ListenerExt as _;
-                let listener = tls_listener::TlsListener::new(listener, config)?.tap_io(|_| {});
-                tokio::spawn(async move { axum::serve(listener, make_service).with_graceful_shutdown(stop).await })
-            }
-        };
+        let state = AppState { serving, keys, body, hosts: Arc::new(hosts), cors: Arc::new(cors), tls: tls.is_some() };
+        let app = routes::router(state);
+        let (graceful, stop) = oneshot::channel::<()>();
+        let handshakes = tls.map(|config| Arc::new(tls_handshake::TlsHandshakes::new(config)));
+        let task = tokio::spawn(connections::serve(listener, handshakes, app, options.connections, stop));
         Ok(HttpServer { addr, graceful: Some(graceful), task, finished: false })
     }
 

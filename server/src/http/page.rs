@@ -16,13 +16,23 @@ const ASSETS: &[(&str, &str, &str)] = &[
 
 const INDEX: &str = include_str!("page/index.html");
 
-/// Headers every page file gets: revalidate on each load (the binary may have been upgraded) and no
-/// sniffing of content types.
-fn headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 3] {
+/// What the page may load and do: its own script, style sheet and API only, images from its own
+/// data and blob URLs (the picture being judged, the heatmap), no framing by other sites (so a
+/// hostile page cannot overlay it and steal clicks), no forms posted anywhere, no `<base>` tricks.
+/// Inline scripts and styles are refused, so injected markup cannot run.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Headers every page file gets: revalidate on each load (the binary may have been upgraded), no
+/// sniffing of content types, the content security policy, and `X-Frame-Options` for browsers that
+/// predate `frame-ancestors`.
+fn headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 5] {
     [
         (header::CONTENT_TYPE, content_type),
         (header::CACHE_CONTROL, "no-cache"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! The router: `/healthz`, the `/v1/*` API behind [`access::v1_access`], the page, and JSON answers
-//! for unknown paths and wrong methods. Each handler reads its request message and hands it to the
-//! same service function the gRPC method calls.
+//! for unknown paths and wrong methods, all behind the `Host` check and the cross-site gate. Each
+//! handler reads its request message and hands it to the same service function the gRPC method calls.
 
 use axum::body::Body;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use axum::{middleware, Router};
 use heie_proto::v1 as pb;
 
 use super::error::ApiError;
-use super::{access, deadline, json, page, sse, AppState};
+use super::{access, cross_site, deadline, host_check, json, page, sse, AppState};
 use crate::serving::{evaluate, info, rerank, Code};
 
 pub(super) fn router(state: AppState) -> Router {
@@ -29,6 +29,10 @@ pub(super) fn router(state: AppState) -> Router {
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
+        // Outermost last: a foreign Host is refused before anything else looks at the request,
+        // then cross-site requests (and preflights, which no route has) before the key check.
+        .layer(middleware::from_fn_with_state(state.clone(), cross_site::check))
+        .layer(middleware::from_fn_with_state(state.clone(), host_check::check))
         .with_state(state)
 }
 

@@ -63,7 +63,7 @@ pub async fn start(options: ServeOptions, load: impl FnOnce() -> anyhow::Result<
     let serving = Arc::new(Serving::new(options.limits.clone()));
     let http = match options.http_addr {
         Some(a) => Some(
-            HttpServer::start(a, serving.clone(), network.api_keys.clone(), http_tls, network.http_bodies)
+            HttpServer::start(a, serving.clone(), network.api_keys.clone(), http_tls, network.http.clone())
                 .await
                 .with_context(|| format!("cannot listen on {a} (HTTP)"))?,
         ),

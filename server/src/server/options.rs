@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::http::BodyOptions;
+use crate::http::HttpOptions;
 use crate::serving::{ApiKeys, ServingLimits};
 
 use crate::tls::TlsFiles;
@@ -33,8 +33,8 @@ pub struct NetworkOptions {
     pub keepalive_timeout: Duration,
     /// Streams (calls) one gRPC connection may have open at once; more wait on the client side.
     pub max_concurrent_streams: u32,
-    /// Time and in-flight budget of the HTTP API's request bodies.
-    pub http_bodies: BodyOptions,
+    /// The HTTP port's bodies, connections, allowed hosts and CORS origins.
+    pub http: HttpOptions,
 }
 
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -50,7 +50,7 @@ impl Default for NetworkOptions {
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
-            http_bodies: BodyOptions::default(),
+            http: HttpOptions::default(),
         }
     }
 }

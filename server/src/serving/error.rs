@@ -35,6 +35,10 @@ pub enum ServingError {
     /// The call carries no valid API key (`authorization: Bearer KEY`).
     #[error("{0}")]
     Unauthenticated(String),
+    /// The request may not be made from where it comes from (a foreign `Host`, a cross-site
+    /// `Origin`: the HTTP edge's checks).
+    #[error("{0}")]
+    Forbidden(String),
     /// The client's grpc-timeout passed before the request finished.
     #[error("the deadline passed before the evaluation finished")]
     DeadlineExceeded,
@@ -71,6 +75,7 @@ impl ServingError {
             | ServingError::NotStarted
             | ServingError::EngineDied(_) => Code::Unavailable,
             ServingError::Unauthenticated(_) => Code::Unauthenticated,
+            ServingError::Forbidden(_) => Code::PermissionDenied,
             ServingError::DeadlineExceeded => Code::DeadlineExceeded,
             ServingError::Cancelled | ServingError::Stalled(_) => Code::Cancelled,
             ServingError::Internal(_) => Code::Internal,

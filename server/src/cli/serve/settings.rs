@@ -13,7 +13,7 @@ use clap::{ArgMatches, Args};
 use serde::Deserialize;
 
 use crate::pipeline::options::{MAX_TILES, MAX_TOKENS_PER_SECTION};
-use crate::http::BodyOptions as HttpBodyOptions;
+use crate::http::{AllowedHosts, BodyOptions as HttpBodyOptions, ConnectionOptions, CorsOrigins, HttpOptions};
 use crate::server::{NetworkOptions, ServeOptions, TlsFiles, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS};
 use crate::serving::{ApiKey, ApiKeys, ServingLimits};
 
@@ -106,6 +106,25 @@ pub struct ServeArgs {
     /// body limit, about 341 MiB at the default --max-message-bytes].
     #[arg(long, env = "HEIE_MAX_BODY_BYTES_IN_FLIGHT")]
     pub max_body_bytes_in_flight: Option<usize>,
+    /// Seconds an HTTP request head may take to arrive (from the connection's start, or from the
+    /// first byte of a later request); slower connections are closed [default: 10].
+    #[arg(long, env = "HEIE_HEADER_TIMEOUT")]
+    pub header_timeout: Option<f64>,
+    /// Seconds an HTTP connection may sit idle between requests before it is closed [default: 30].
+    #[arg(long, env = "HEIE_KEEP_ALIVE_TIMEOUT")]
+    pub keep_alive_timeout: Option<f64>,
+    /// HTTP connections open at once (TLS handshakes included); more wait to be accepted [default: 512].
+    #[arg(long, env = "HEIE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Host names the HTTP port answers for besides localhost, the loopback addresses and the bound
+    /// address (any address when bound to 0.0.0.0 or [::]); other Host headers get 403, against DNS
+    /// rebinding. `*` allows every host (behind a proxy that checks Host). Repeatable or comma-separated.
+    #[arg(long, env = "HEIE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// An origin (`https://app.example:8443`) whose pages may call the HTTP API from the browser
+    /// (CORS); `*` for any. Repeatable or comma-separated [default: none, only the server's own page].
+    #[arg(long, env = "HEIE_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -136,6 +155,11 @@ struct ConfigFile {
     max_concurrent_streams: Option<u32>,
     body_timeout: Option<f64>,
     max_body_bytes_in_flight: Option<usize>,
+    header_timeout: Option<f64>,
+    keep_alive_timeout: Option<f64>,
+    max_connections: Option<usize>,
+    allowed_hosts: Option<StringList>,
+    cors_origin: Option<StringList>,
     model: Option<PathBuf>,
     mmproj: Option<PathBuf>,
     heads: Option<PathBuf>,
@@ -153,6 +177,23 @@ struct ConfigFile {
 enum KeyList {
     One(String),
     Many(Vec<String>),
+}
+
+/// `allowed-hosts = "judge.lan"` or `allowed-hosts = ["judge.lan", "judge"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringList::One(s) => vec![s],
+            StringList::Many(v) => v,
+        }
+    }
 }
 
 impl KeyList {
@@ -187,6 +228,7 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         None => ConfigFile::default(),
     };
     let mut network = network_options(args, &mut file)?;
+    let http = http_options(args, &mut file)?;
     let explicit = |id: &str| {
         matches
             .and_then(|m| m.value_source(id))
@@ -230,11 +272,12 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
     anyhow::ensure!((1..=MAX_TILES).contains(&model.max_tiles), "--max-tiles must be 1..={MAX_TILES}, got {}", model.max_tiles);
     let drain = args.drain_delay.or(file.drain_delay).unwrap_or(DEFAULT_DRAIN_DELAY_S);
     anyhow::ensure!(drain.is_finite() && (0.0..=3600.0).contains(&drain), "--drain-delay must be 0..=3600 seconds");
-    network.http_bodies = http_bodies(
+    let bodies = http_bodies(
         args.body_timeout.or(file.body_timeout),
         args.max_body_bytes_in_flight.or(file.max_body_bytes_in_flight),
         max_message_bytes,
     )?;
+    network.http = HttpOptions { bodies, ..http };
     let addr = match args.addr.or(file.addr) {
         Some(a) => a,
         None => DEFAULT_ADDR.parse().expect("the default address parses"),
@@ -284,6 +327,35 @@ fn http_bodies(timeout: Option<f64>, max_in_flight: Option<usize>, max_message_b
     Ok(HttpBodyOptions { timeout, max_in_flight })
 }
 
+/// The HTTP port's connection limits, allowed hosts and CORS origins (flag, else file), checked;
+/// its bodies are [`http_bodies`]'.
+fn http_options(args: &ServeArgs, file: &mut ConfigFile) -> anyhow::Result<HttpOptions> {
+    let seconds = |flag: &str, v: Option<f64>, default: Duration| -> anyhow::Result<Duration> {
+        match v {
+            Some(v) => {
+                anyhow::ensure!(v.is_finite() && v > 0.0 && v <= 86_400.0, "--{flag} must be more than 0 and at most 86400 seconds, got {v}");
+                Ok(Duration::from_secs_f64(v))
+            }
+            None => Ok(default),
+        }
+    };
+    let defaults = ConnectionOptions::default();
+    let max_connections = args.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections);
+    anyhow::ensure!((1..=1_000_000).contains(&max_connections), "--max-connections must be 1..=1000000, got {max_connections}");
+    let connections = ConnectionOptions {
+        header_timeout: seconds("header-timeout", args.header_timeout.or(file.header_timeout), defaults.header_timeout)?,
+        keep_alive_timeout: seconds("keep-alive-timeout", args.keep_alive_timeout.or(file.keep_alive_timeout), defaults.keep_alive_timeout)?,
+        max_connections,
+    };
+    let listed = |flag: &[String], file: Option<StringList>| if flag.is_empty() { file.map(StringList::into_vec).unwrap_or_default() } else { flag.to_vec() };
+    let allowed_hosts = listed(&args.allowed_hosts, file.allowed_hosts.take());
+    let cors_origins = listed(&args.cors_origin, file.cors_origin.take());
+    // Checked here, so a typo is one line at start-up (the bound address only adds to the list).
+    AllowedHosts::new(&allowed_hosts, SocketAddr::from(([127, 0, 0, 1], 0))).map_err(anyhow::Error::msg)?;
+    CorsOrigins::new(&cors_origins).map_err(anyhow::Error::msg)?;
+    Ok(HttpOptions { bodies: HttpBodyOptions::default(), connections, allowed_hosts, cors_origins })
+}
+
 /// TLS, keys, keepalive and stream limits from the flags and the file.
 fn network_options(args: &ServeArgs, file: &mut ConfigFile) -> anyhow::Result<NetworkOptions> {
     let cert = args.tls_cert.clone().or(file.tls_cert.take());
@@ -325,7 +397,7 @@ fn network_options(args: &ServeArgs, file: &mut ConfigFile) -> anyhow::Result<Ne
         keepalive_interval: interval,
         keepalive_timeout: timeout,
         max_concurrent_streams: streams,
-        http_bodies: HttpBodyOptions::default(),
+        http: HttpOptions::default(),
     })
 }
 
@@ -402,17 +474,17 @@ mod tests {
     #[test]
     fn http_body_limits_come_from_the_flags_or_the_file_and_are_checked() {
         let (args, m) = parse(&["serve"]);
-        let b = settings(&args, Some(&m)).unwrap().options.network.http_bodies;
+        let b = settings(&args, Some(&m)).unwrap().options.network.http.bodies;
         assert_eq!(b, HttpBodyOptions { timeout: Duration::from_secs(30), max_in_flight: None });
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("heie.toml");
         std::fs::write(&config, "body-timeout = 2.5\nmax-body-bytes-in-flight = 200000000\n").unwrap();
         let path = config.to_str().unwrap();
         let (args, m) = parse(&["serve", "--config", path]);
-        let b = settings(&args, Some(&m)).unwrap().options.network.http_bodies;
+        let b = settings(&args, Some(&m)).unwrap().options.network.http.bodies;
         assert_eq!(b, HttpBodyOptions { timeout: Duration::from_millis(2500), max_in_flight: Some(200_000_000) });
         let (args, m) = parse(&["serve", "--config", path, "--body-timeout", "7", "--max-body-bytes-in-flight", "300000000"]);
-        let b = settings(&args, Some(&m)).unwrap().options.network.http_bodies;
+        let b = settings(&args, Some(&m)).unwrap().options.network.http.bodies;
         assert_eq!(b, HttpBodyOptions { timeout: Duration::from_secs(7), max_in_flight: Some(300_000_000) }, "flags beat the file");
         for bad in [&["serve", "--body-timeout", "0"][..], &["serve", "--body-timeout=-1"], &["serve", "--max-body-bytes-in-flight", "1000"]] {
             let (args, m) = parse(bad);
