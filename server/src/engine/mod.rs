@@ -30,8 +30,8 @@ pub use liveness::Liveness;
 #[doc(hidden)]
 pub use faults::injected_fault;
 pub use metrics::EngineMetrics;
-pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TileBitmap, TokenVerdict};
-pub use runtime::{Runtime, Token, Vocabulary};
+pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TokenVerdict};
+pub use runtime::{Runtime, TileBitmap, Token, Vocabulary};
 pub use sampler::argmax;
 pub use speedups::SpeedUps;
 pub use stats::SequenceStats;

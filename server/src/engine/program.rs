@@ -4,7 +4,7 @@
 //! [`Step`], runs it batched with every other active sequence, and reports results back. This keeps
 //! one decode loop for any number of concurrent requests.
 
-use super::runtime::Token;
+use super::runtime::{TileBitmap, Token};
 use super::stats::SequenceStats;
 
 /// How the next tokens are chosen.
@@ -20,14 +20,6 @@ impl Default for Sampling {
     fn default() -> Self {
         Sampling { temperature: 0.0, seed: 0 }
     }
-}
-
-/// One tile image, already cut and resized by the pipeline (off the engine thread).
-#[derive(Debug, Clone)]
-pub struct TileBitmap {
-    pub rgb: Vec<u8>,
-    pub width: u32,
-    pub height: u32,
 }
 
 /// What a sequence wants next.

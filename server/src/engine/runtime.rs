@@ -10,8 +10,16 @@
 //! `dyn Runtime` would put an indirect call (and no inlining of the small batch writes) on that path;
 //! one runtime per build needs no run-time choice.
 
-use super::program::TileBitmap;
 use super::EngineError;
+
+/// One tile image, already cut and resized by the pipeline (off the engine thread): what a sequence
+/// hands the engine and the runtime's vision tower encodes.
+#[derive(Debug, Clone)]
+pub struct TileBitmap {
+    pub rgb: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
 
 /// A vocabulary id. The same integer type as llama.cpp's `llama_token` (checked where llama.cpp is
 /// bound), so ids pass through without conversion.

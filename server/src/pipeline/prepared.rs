@@ -6,7 +6,7 @@
 
 use crate::engine::Token;
 
-use super::cot_program::ContextBudget;
+use super::cot_plan::ContextBudget;
 use super::options::{EvalOptions, OptionError};
 use super::reference::ReferenceTokens;
 use super::tiling::TileGrid;

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use super::sequence::SlotState;
 use super::DecodeLoop;
-use crate::engine::program::{SequenceEnd, TileBitmap};
+use crate::engine::program::SequenceEnd;
+use crate::engine::runtime::TileBitmap;
 use crate::engine::runtime::{Runtime, Vocabulary};
 use crate::engine::EngineError;
 

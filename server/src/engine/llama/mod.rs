@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use llama_cpp_sys_2 as sys;
 
-use crate::engine::program::TileBitmap;
+use crate::engine::runtime::TileBitmap;
 use crate::engine::runtime::{Runtime, Token};
 use crate::engine::{flash_attention_for, EngineConfig, EngineError};
 use context::{Batch, Context, ContextParams};

@@ -10,7 +10,7 @@ use llama_cpp_sys_2 as sys;
 
 use super::backend::{path_cstring, take_last_error};
 use super::model::Model;
-use crate::engine::program::TileBitmap;
+use crate::engine::runtime::TileBitmap;
 use crate::engine::EngineError;
 
 /// The multimodal projector (InternViT + MLP) through mtmd.
