@@ -67,9 +67,21 @@ async fn early_failures_name_their_field_and_every_request_leaves_one_log_line()
     // GetInfo reports every limit a request can hit.
     let info = c.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
     let limits = info.limits.unwrap();
-    assert_eq!((limits.max_heatmap_side, limits.max_tokens_per_section, limits.max_generation_prompt_bytes), (8192, 2048, 4096));
+    assert_eq!((limits.max_heatmap_side, limits.max_generation_prompt_bytes), (8192, 4096));
     assert_eq!((limits.default_max_tokens_per_section, limits.context_tokens, limits.stall_timeout_ms), (4, 4096, 30_000));
     assert_eq!(limits.max_temperature, 5.0);
+    // The advertised token cap is what the context really takes (one tile, no prompt), not the
+    // option's absolute ceiling of 2048, which --ctx-size 4096 refuses for every image: that value
+    // is admitted, one more is refused naming the option.
+    let fit = limits.max_tokens_per_section;
+    assert!(fit > 4 && fit < 2048, "max_tokens_per_section {fit} at --ctx-size 4096");
+    let one_tile = |max_tokens: u32| request(image_of(56, 56), pb::Options { max_tiles: 1, ..options(max_tokens) });
+    let mut admitted = c.evaluate(one_tile(fit)).await.expect("the advertised maximum is admitted").into_inner();
+    assert!(admitted.message().await.unwrap().is_some(), "it starts");
+    drop(admitted);
+    let refused = c.evaluate(one_tile(fit + 1)).await.expect_err("one more does not fit");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("options.max_tokens_per_section"), "{}", refused.message());
 
     // Truncated images: refused before any work, never judged half grey.
     let picture = test_image(480, 320);
@@ -109,7 +121,8 @@ async fn early_failures_name_their_field_and_every_request_leaves_one_log_line()
         assert!(line.contains(needle), "{needle:?} missing from {line}");
     }
     let rejected = request_lines(&server).into_iter().filter(|l| l.contains("outcome=\"rejected\"") && l.contains("status=\"INVALID_ARGUMENT\"")).count();
-    assert_eq!(rejected, 6, "{:?}", request_lines(&server));
+    // Six bad inputs above, and the token cap one past the advertised maximum.
+    assert_eq!(rejected, 7, "{:?}", request_lines(&server));
     assert!(wait_for_line(&server, &["rpc=\"GetInfo\"", "status=\"OK\""]).await.contains("GetInfo"));
 }
 

@@ -145,6 +145,7 @@ async fn answer_plain_http(mut tcp: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), read_head).await;
     let body = serde_json::json!({ "error": ApiError::body(
         Code::InvalidArgument,
+        // Clients recognise this start (heie_client: PLAIN_HTTP_TO_HTTPS) as a TLS mismatch, not a bad request.
         "this port speaks HTTPS: a plain HTTP request was sent to it; use an https:// address",
     ) })
     .to_string();

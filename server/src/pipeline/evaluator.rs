@@ -12,7 +12,7 @@ use super::cot_program::{context_budget, ContextBudget, CotProgram, ProgramSetup
 use super::events::{event_channel, EvalEvent, EventReceiver, OutputMode, PromptMode};
 use super::finalize::Finalizer;
 use super::image_input::ImageInputError;
-use super::options::{EvalOptions, OptionError};
+use super::options::{EvalOptions, OptionError, MAX_TOKENS_PER_SECTION};
 use super::prepared::{context_error, views, PreparedRequest};
 use super::reference::ReferenceTokens;
 use super::prompt_tokens::{after_image_tokens, PromptTokens};
@@ -135,6 +135,32 @@ impl Evaluator {
         let n_views = options.max_tiles as usize + usize::from(options.max_tiles > 1);
         let (after_image, user) = after_image_tokens(self.engine.model(), None, self.tokens.native);
         self.budget(after_image, user, options, None, n_views).total()
+    }
+
+    /// The largest `max_tokens_per_section` any request can have on this server: the most that fits
+    /// `--ctx-size` for the smallest request (one tile, no prompt, the full explanation), at most
+    /// [`MAX_TOKENS_PER_SECTION`]; 0 when not even one token fits. What GetInfo reports, so clients
+    /// range their inputs by what the server takes rather than by the option's absolute ceiling.
+    pub fn max_tokens_that_fit(&self) -> u32 {
+        let available = self.engine.info().ctx_per_sequence as usize;
+        let fits = |n: u32| {
+            let options = EvalOptions { max_tiles: 1, max_tokens_per_section: n, ..EvalOptions::default() };
+            self.worst_case_context(&options) <= available
+        };
+        // The worst case grows with the cap, so the largest fitting cap is found by bisection.
+        let (mut low, mut high) = (0, MAX_TOKENS_PER_SECTION);
+        if fits(high) {
+            return high;
+        }
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if fits(middle) {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        low
     }
 
     fn budget(&self, after_image: Vec<crate::engine::Token>, user: usize, options: &EvalOptions, reference: Option<&ReferenceTokens>, n_views: usize) -> ContextBudget {

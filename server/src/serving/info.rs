@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use heie_proto::v1 as pb;
 
-use crate::pipeline::options::{MAX_GENERATION_PROMPT_BYTES, MAX_HEATMAP_SIDE, MAX_TEMPERATURE, MAX_TOKENS_PER_SECTION};
+use crate::pipeline::options::{MAX_GENERATION_PROMPT_BYTES, MAX_HEATMAP_SIDE, MAX_TEMPERATURE};
 
 use super::encode::{heads_mode, prompt_mode};
 use super::{Serving, ServingError};
@@ -42,7 +42,7 @@ fn server_info(serving: &Serving) -> Result<pb::ServerInfo, ServingError> {
             max_queue: limits.max_queue,
             max_heatmap_side: MAX_HEATMAP_SIDE,
             max_generation_prompt_bytes: MAX_GENERATION_PROMPT_BYTES as u32,
-            max_tokens_per_section: MAX_TOKENS_PER_SECTION,
+            max_tokens_per_section: evaluator.max_tokens_that_fit(),
             default_max_tokens_per_section: limits.default_max_tokens,
             context_tokens: info.ctx_per_sequence,
             max_temperature: MAX_TEMPERATURE,

@@ -139,7 +139,14 @@ class HttpConnection:
         if response.status in ok:
             return connection, response
         try:
-            raise error_of(response, endpoint)
+            error = error_of(response, endpoint)
+            if response.status == 400 and endpoint.scheme == "http" and PLAIN_HTTP_TO_HTTPS in error.message:
+                # The server's HTTPS port read our plaintext request and said so (as nginx does): the TLS
+                # settings of the two ends disagree, which is a connection failure like gRPC's, not a bad request.
+                failure = ConnectionFailure.SERVER_SPEAKS_TLS
+                error = Unavailable(f"cannot connect to {endpoint}: {failure.value}; {_TLS_FIXES[failure]}",
+                                    address=str(endpoint), failure=failure)
+            raise error
         finally:
             connection.close()
 
@@ -154,6 +161,10 @@ class HttpConnection:
         detail = "" if failure is ConnectionFailure.SERVER_SPEAKS_TLS else f" ({err})"  # its error is a TLS record
         return Unavailable(f"cannot connect to {endpoint}: {failure.value}{detail}; {_TLS_FIXES[failure]}",
                            address=str(endpoint), failure=failure)
+
+
+#: The start of the server's answer to a plaintext request on its HTTPS port (`server/src/http/tls_handshake.rs`).
+PLAIN_HTTP_TO_HTTPS = "this port speaks HTTPS"
 
 
 def error_of(response: http.client.HTTPResponse, endpoint: HttpEndpoint) -> HeieError:
