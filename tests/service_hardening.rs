@@ -199,6 +199,10 @@ async fn a_client_that_stops_reading_is_cancelled_and_its_slot_freed() {
     assert!(got.status.is_none(), "{:?}", got.status);
     let line = wait_for_line(&server, &["outcome=\"stalled\""]).await;
     assert!(line.contains("status=\"CANCELLED\""), "{line}");
+    // The tokens it wrote before it was cancelled are in its line (its Done, which carries the engine's
+    // count, never came): it filled the client's window, so it wrote some.
+    let generated: u32 = line.split("generated_tokens=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("a count");
+    assert!(generated > 0, "{line}");
     let text = tokio::task::spawn_blocking(move || scrape(metrics_addr)).await.unwrap();
     assert!(text.contains("heie_requests_total{method=\"Evaluate\",code=\"CANCELLED\"} 1"), "{text}");
     assert!(text.contains("heie_requests_total{method=\"Evaluate\",code=\"OK\"} 1"), "{text}");

@@ -242,6 +242,7 @@ impl SequenceProgram for CotProgram {
     }
 
     fn on_token(&mut self, token: Token, bytes: &[u8]) -> TokenVerdict {
+        self.events.count_generated();
         let native = matches!(self.plan.get(self.at), Some(Item::NativeAnswer { .. }));
         let Some(text) = self.text.as_mut() else { return TokenVerdict::Stop { rollback: 0 } };
         let progress = text.push(bytes);

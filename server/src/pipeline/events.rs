@@ -5,6 +5,7 @@ use std::time::Duration;
 use ndarray::Array2;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -140,6 +141,9 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 256;
 
 struct Queue {
     state: Mutex<QueueState>,
+    /// Tokens the model has written for this request so far, readable while it runs and after it was
+    /// cancelled (when its Done, which carries the engine's count, never reaches anyone).
+    generated: AtomicU32,
     /// Wakes an async receiver.
     ready: Notify,
     /// Wakes a blocking receiver.
@@ -167,7 +171,12 @@ impl Queue {
 }
 
 pub fn event_channel() -> (EventSender, EventReceiver) {
-    let shared = Arc::new(Queue { state: Mutex::default(), ready: Notify::new(), ready_blocking: Condvar::new() });
+    let shared = Arc::new(Queue {
+        state: Mutex::default(),
+        generated: AtomicU32::new(0),
+        ready: Notify::new(),
+        ready_blocking: Condvar::new(),
+    });
     (EventSender { shared: shared.clone() }, EventReceiver { shared })
 }
 
@@ -195,6 +204,11 @@ impl EventSender {
     pub fn is_closed(&self) -> bool {
         self.shared.lock().receiver_gone
     }
+
+    /// Counts one token the model wrote.
+    pub fn count_generated(&self) {
+        self.shared.generated.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for EventSender {
@@ -204,7 +218,25 @@ impl Drop for EventSender {
     }
 }
 
+/// Reads how many tokens a request's model wrote, independently of its receiver (which a cancelled
+/// call drops first).
+#[derive(Clone)]
+pub struct GeneratedTokens {
+    shared: Arc<Queue>,
+}
+
+impl GeneratedTokens {
+    pub fn get(&self) -> u32 {
+        self.shared.generated.load(Ordering::Relaxed)
+    }
+}
+
 impl EventReceiver {
+    /// The request's count of generated tokens, readable after this receiver is dropped.
+    pub fn generated_tokens(&self) -> GeneratedTokens {
+        GeneratedTokens { shared: self.shared.clone() }
+    }
+
     /// The next event, waiting for it; `None` once the sender is gone and everything was taken.
     pub async fn recv(&mut self) -> Option<EvalEvent> {
         loop {

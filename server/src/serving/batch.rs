@@ -92,8 +92,10 @@ async fn run(serving: Arc<Serving>, call: Call, places: Places, images: Vec<Subm
         _ = expired(deadline) => Some(ServingError::DeadlineExceeded),
         e = serving.cancelled() => Some(e),
     };
-    // Aborting the tasks drops their receivers: the engine cancels what is still running.
+    // Aborting the tasks drops their receivers: the engine cancels what is still running. Waiting for
+    // them to end makes sure their images' tokens are in the log before its line is written.
     tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     drop(places);
     end_stream(&out, failure.as_ref());
     call.ended(failure.as_ref());

@@ -91,6 +91,7 @@ pub(crate) async fn pump<T: Send + 'static>(
     while let Some(event) = image.events.recv().await {
         let last = matches!(event, EvalEvent::Done { .. });
         request_log::event(log, &event);
+        image.done_logged |= last;
         match &event {
             EvalEvent::Score(s) if score.is_none() => score = Some(s.score),
             EvalEvent::Done { timings, tokens, .. } => serving.metrics.record_evaluation(timings, tokens),

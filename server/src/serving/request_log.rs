@@ -74,6 +74,12 @@ pub(crate) fn event(log: &SharedLog, event: &EvalEvent) {
     }
 }
 
+/// Notes the tokens an image's model wrote before its call ended without its Done (cancelled, stalled,
+/// past its deadline): the engine's own count never arrives then.
+pub(crate) fn unfinished(log: &SharedLog, generated: u32) {
+    lock(log).generated_tokens += generated;
+}
+
 /// Writes the line. `outcome` says how the RPC ended in a word (`completed`, `rejected`,
 /// `cancelled`, `stalled`, `failed`, …); `code` is the status it ended with.
 pub(crate) fn finish(log: &SharedLog, outcome: &str, code: Code) {

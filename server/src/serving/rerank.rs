@@ -45,11 +45,12 @@ pub async fn run(serving: Arc<Serving>, request: pb::RerankRequest, deadline: Op
 async fn collect(images: Vec<Submission>, serving: &Arc<Serving>, log: &SharedLog) -> Result<Vec<f32>, ServingError> {
     let mut tasks = JoinSet::new();
     for (index, image) in images.into_iter().enumerate() {
-        let (serving, log, mut events) = (serving.clone(), log.clone(), image.events);
+        let (serving, log, mut image) = (serving.clone(), log.clone(), image);
         tasks.spawn(async move {
             let mut score = None;
-            while let Some(event) = events.recv().await {
+            while let Some(event) = image.events.recv().await {
                 request_log::event(&log, &event);
+                image.done_logged |= matches!(event, EvalEvent::Done { .. });
                 match event {
                     EvalEvent::Score(s) if score.is_none() => score = Some(s.score),
                     EvalEvent::Error(message) => return (index, Err(ServingError::internal(format!("image {index}: {message}")))),

@@ -9,7 +9,7 @@ use heie_proto::v1 as pb;
 use image::imageops::FilterType;
 use tokio::time::Instant;
 
-use crate::pipeline::events::EventReceiver;
+use crate::pipeline::events::{EventReceiver, GeneratedTokens};
 use crate::pipeline::{Evaluator, PreparedRequest};
 
 use tracing::Instrument as _;
@@ -35,10 +35,24 @@ pub(crate) struct Asked {
     pub score_only: bool,
 }
 
-/// One queued image: its events as the engine produces them, and their encoder.
+/// One queued image: its events as the engine produces them, and their encoder. Dropped before its
+/// Done was logged (the call was cancelled, stalled or timed out), it adds the tokens its model had
+/// written to the call's log line, so a cancelled stream does not read `generated_tokens=0`.
 pub(crate) struct Submission {
     pub events: EventReceiver,
     pub encoder: Arc<EventEncoder>,
+    /// Set once the image's Done (which carries the engine's token counts) went into the log.
+    pub done_logged: bool,
+    generated: GeneratedTokens,
+    log: SharedLog,
+}
+
+impl Drop for Submission {
+    fn drop(&mut self) {
+        if !self.done_logged {
+            request_log::unfinished(&self.log, self.generated.get());
+        }
+    }
 }
 
 /// Admits, checks, decodes and queues a request's images. Fails before anything is queued when
@@ -79,7 +93,7 @@ pub(crate) async fn submit(
             .zip(per_image)
             .map(|(image, eval)| {
                 request_log::image(&log, image.width, image.height);
-                queue(&evaluator, image.decode()?, eval, options.encodings.clone())
+                queue(&evaluator, image.decode()?, eval, options.encodings.clone(), &log)
             })
             .collect::<Result<Vec<_>, _>>()
     });
@@ -119,7 +133,13 @@ pub(crate) async fn admit_call(
 /// Queues one decoded image (tiling runs on the calling thread: the pixel pool). Only an overlay
 /// needs the picture later, and then only at the heatmap's size; otherwise the decoded image is
 /// freed here, once its tiles are cut.
-fn queue(evaluator: &Evaluator, image: ValidImage, prepared: PreparedRequest, encodings: Vec<pb::HeatmapEncoding>) -> Result<Submission, ServingError> {
+fn queue(
+    evaluator: &Evaluator,
+    image: ValidImage,
+    prepared: PreparedRequest,
+    encodings: Vec<pb::HeatmapEncoding>,
+    log: &SharedLog,
+) -> Result<Submission, ServingError> {
     let (width, height) = image.rgb.dimensions();
     let heatmap_size = prepared.heatmap_size;
     let overlay_base = encodings.contains(&pb::HeatmapEncoding::OverlayPng).then(|| {
@@ -132,5 +152,6 @@ fn queue(evaluator: &Evaluator, image: ValidImage, prepared: PreparedRequest, en
     let (_, events) = evaluator.evaluate_prepared(&image.rgb, prepared, image.decode_time)?;
     let device = evaluator.info().device.clone();
     let encoder = Arc::new(EventEncoder::new((width, height), overlay_base, encodings, heatmap_size, device));
-    Ok(Submission { events, encoder })
+    let generated = events.generated_tokens();
+    Ok(Submission { events, encoder, done_logged: false, generated, log: log.clone() })
 }
