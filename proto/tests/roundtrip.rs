@@ -25,6 +25,8 @@ fn sample_score() -> EvaluateEvent {
             ],
             s_token: None,
             s_map: Some(0.5),
+            band: "good".into(),
+            uncalibrated_score: None,
         })),
     }
 }

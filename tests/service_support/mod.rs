@@ -161,6 +161,7 @@ pub fn kind(e: &pb::evaluate_event::Event) -> &'static str {
         RegionBox(_) => "region",
         Heatmap(_) => "heatmap",
         Score(_) => "score",
+        Regions(_) => "regions",
         Done(_) => "done",
     }
 }

@@ -50,6 +50,7 @@ pub(super) fn case_name(event: &pb::EvaluateEvent) -> &'static str {
         Some(E::RegionBox(_)) => "regionBox",
         Some(E::Heatmap(_)) => "heatmap",
         Some(E::Score(_)) => "score",
+        Some(E::Regions(_)) => "regions",
         Some(E::Done(_)) => "done",
         // The service always sets a case; an empty event still goes out rather than vanishing.
         None => "unknown",

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use heie_proto::v1 as pb;
+
+use crate::pipeline::score_band::band_of;
 use image::imageops::FilterType;
 use image::RgbImage;
 
@@ -189,6 +191,8 @@ fn score(s: &ScoreOutput) -> pb::Score {
         },
         s_token: s.trained.as_ref().map(|t| t.s_token),
         s_map: s.trained.as_ref().map(|t| t.s_map),
+        band: band_of(s.score).name.to_string(),
+        uncalibrated_score: None,
     }
 }
 

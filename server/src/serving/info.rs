@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use heie_proto::v1 as pb;
 
+use crate::pipeline::score_band::SCORE_BANDS;
 use crate::pipeline::options::{MAX_GENERATION_PROMPT_BYTES, MAX_HEATMAP_SIDE, MAX_TEMPERATURE};
 
 use super::encode::{heads_mode, prompt_mode};
@@ -50,5 +51,10 @@ fn server_info(serving: &Serving) -> Result<pb::ServerInfo, ServingError> {
         }),
         version: env!("CARGO_PKG_VERSION").to_string(),
         device: info.device.clone(),
+        calibration: None,
+        score_bands: SCORE_BANDS
+            .iter()
+            .map(|band| pb::ScoreBand { name: band.name.into(), lower: band.lower, meaning: band.meaning.into() })
+            .collect(),
     })
 }

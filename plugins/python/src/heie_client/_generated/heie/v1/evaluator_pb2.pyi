@@ -40,6 +40,24 @@ class HeatmapSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HEATMAP_SOURCE_FUSED: _ClassVar[HeatmapSource]
     HEATMAP_SOURCE_ZERO_SHOT: _ClassVar[HeatmapSource]
 
+class RegionCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REGION_CATEGORY_UNSPECIFIED: _ClassVar[RegionCategory]
+    REGION_CATEGORY_HAND: _ClassVar[RegionCategory]
+    REGION_CATEGORY_FACE: _ClassVar[RegionCategory]
+    REGION_CATEGORY_BODY: _ClassVar[RegionCategory]
+    REGION_CATEGORY_TEXT: _ClassVar[RegionCategory]
+    REGION_CATEGORY_OBJECT: _ClassVar[RegionCategory]
+    REGION_CATEGORY_PHYSICS: _ClassVar[RegionCategory]
+    REGION_CATEGORY_BACKGROUND: _ClassVar[RegionCategory]
+    REGION_CATEGORY_OTHER: _ClassVar[RegionCategory]
+
+class RegionSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REGION_SOURCE_UNSPECIFIED: _ClassVar[RegionSource]
+    REGION_SOURCE_GROUNDED_BOX: _ClassVar[RegionSource]
+    REGION_SOURCE_HEATMAP_COMPONENT: _ClassVar[RegionSource]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
@@ -65,6 +83,18 @@ HEATMAP_ENCODING_OVERLAY_PNG: HeatmapEncoding
 HEATMAP_SOURCE_UNSPECIFIED: HeatmapSource
 HEATMAP_SOURCE_FUSED: HeatmapSource
 HEATMAP_SOURCE_ZERO_SHOT: HeatmapSource
+REGION_CATEGORY_UNSPECIFIED: RegionCategory
+REGION_CATEGORY_HAND: RegionCategory
+REGION_CATEGORY_FACE: RegionCategory
+REGION_CATEGORY_BODY: RegionCategory
+REGION_CATEGORY_TEXT: RegionCategory
+REGION_CATEGORY_OBJECT: RegionCategory
+REGION_CATEGORY_PHYSICS: RegionCategory
+REGION_CATEGORY_BACKGROUND: RegionCategory
+REGION_CATEGORY_OTHER: RegionCategory
+REGION_SOURCE_UNSPECIFIED: RegionSource
+REGION_SOURCE_GROUNDED_BOX: RegionSource
+REGION_SOURCE_HEATMAP_COMPONENT: RegionSource
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_COMPLETED: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
@@ -122,20 +152,22 @@ class EvaluateRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
 
 class EvaluateEvent(_message.Message):
-    __slots__ = ("started", "text_delta", "region_box", "heatmap", "score", "done")
+    __slots__ = ("started", "text_delta", "region_box", "heatmap", "score", "done", "regions")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
     REGION_BOX_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
     started: Started
     text_delta: TextDelta
     region_box: RegionBox
     heatmap: Heatmap
     score: Score
     done: Done
-    def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., region_box: _Optional[_Union[RegionBox, _Mapping]] = ..., heatmap: _Optional[_Union[Heatmap, _Mapping]] = ..., score: _Optional[_Union[Score, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    regions: Regions
+    def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., region_box: _Optional[_Union[RegionBox, _Mapping]] = ..., heatmap: _Optional[_Union[Heatmap, _Mapping]] = ..., score: _Optional[_Union[Score, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., regions: _Optional[_Union[Regions, _Mapping]] = ...) -> None: ...
 
 class Tiles(_message.Message):
     __slots__ = ("cols", "rows", "has_thumbnail", "tile_size")
@@ -218,18 +250,48 @@ class LevelProbability(_message.Message):
     def __init__(self, level: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Score(_message.Message):
-    __slots__ = ("score", "mode", "levels", "s_token", "s_map")
+    __slots__ = ("score", "mode", "levels", "s_token", "s_map", "band", "uncalibrated_score")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     S_TOKEN_FIELD_NUMBER: _ClassVar[int]
     S_MAP_FIELD_NUMBER: _ClassVar[int]
+    BAND_FIELD_NUMBER: _ClassVar[int]
+    UNCALIBRATED_SCORE_FIELD_NUMBER: _ClassVar[int]
     score: float
     mode: HeadsMode
     levels: _containers.RepeatedCompositeFieldContainer[LevelProbability]
     s_token: float
     s_map: float
-    def __init__(self, score: _Optional[float] = ..., mode: _Optional[_Union[HeadsMode, str]] = ..., levels: _Optional[_Iterable[_Union[LevelProbability, _Mapping]]] = ..., s_token: _Optional[float] = ..., s_map: _Optional[float] = ...) -> None: ...
+    band: str
+    uncalibrated_score: float
+    def __init__(self, score: _Optional[float] = ..., mode: _Optional[_Union[HeadsMode, str]] = ..., levels: _Optional[_Iterable[_Union[LevelProbability, _Mapping]]] = ..., s_token: _Optional[float] = ..., s_map: _Optional[float] = ..., band: _Optional[str] = ..., uncalibrated_score: _Optional[float] = ...) -> None: ...
+
+class Region(_message.Message):
+    __slots__ = ("id", "label", "sentences", "category", "box", "severity", "mask_png", "source")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    MASK_PNG_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    label: str
+    sentences: _containers.RepeatedScalarFieldContainer[str]
+    category: RegionCategory
+    box: RegionBox
+    severity: float
+    mask_png: bytes
+    source: RegionSource
+    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., sentences: _Optional[_Iterable[str]] = ..., category: _Optional[_Union[RegionCategory, str]] = ..., box: _Optional[_Union[RegionBox, _Mapping]] = ..., severity: _Optional[float] = ..., mask_png: _Optional[bytes] = ..., source: _Optional[_Union[RegionSource, str]] = ...) -> None: ...
+
+class Regions(_message.Message):
+    __slots__ = ("regions",)
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    regions: _containers.RepeatedCompositeFieldContainer[Region]
+    def __init__(self, regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("preprocess_ms", "image_encode_ms", "prefill_ms", "decode_ms", "decode_tokens_per_s", "total_ms", "time_to_first_token_ms", "queue_ms", "heads_ms")
@@ -370,7 +432,7 @@ class Limits(_message.Message):
     def __init__(self, max_pixels: _Optional[int] = ..., max_batch: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_tiles: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_heatmap_side: _Optional[int] = ..., max_generation_prompt_bytes: _Optional[int] = ..., max_tokens_per_section: _Optional[int] = ..., default_max_tokens_per_section: _Optional[int] = ..., context_tokens: _Optional[int] = ..., max_temperature: _Optional[float] = ..., stall_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("llm_model", "mmproj_model", "llm_width", "tile_size", "tokens_per_tile", "heads_mode", "prompt_mode", "limits", "version", "device")
+    __slots__ = ("llm_model", "mmproj_model", "llm_width", "tile_size", "tokens_per_tile", "heads_mode", "prompt_mode", "limits", "version", "device", "calibration", "score_bands")
     LLM_MODEL_FIELD_NUMBER: _ClassVar[int]
     MMPROJ_MODEL_FIELD_NUMBER: _ClassVar[int]
     LLM_WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +443,8 @@ class ServerInfo(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_BANDS_FIELD_NUMBER: _ClassVar[int]
     llm_model: str
     mmproj_model: str
     llm_width: int
@@ -391,4 +455,28 @@ class ServerInfo(_message.Message):
     limits: Limits
     version: str
     device: str
-    def __init__(self, llm_model: _Optional[str] = ..., mmproj_model: _Optional[str] = ..., llm_width: _Optional[int] = ..., tile_size: _Optional[int] = ..., tokens_per_tile: _Optional[int] = ..., heads_mode: _Optional[_Union[HeadsMode, str]] = ..., prompt_mode: _Optional[_Union[PromptMode, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., version: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    calibration: Calibration
+    score_bands: _containers.RepeatedCompositeFieldContainer[ScoreBand]
+    def __init__(self, llm_model: _Optional[str] = ..., mmproj_model: _Optional[str] = ..., llm_width: _Optional[int] = ..., tile_size: _Optional[int] = ..., tokens_per_tile: _Optional[int] = ..., heads_mode: _Optional[_Union[HeadsMode, str]] = ..., prompt_mode: _Optional[_Union[PromptMode, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., score_bands: _Optional[_Iterable[_Union[ScoreBand, _Mapping]]] = ...) -> None: ...
+
+class ScoreBand(_message.Message):
+    __slots__ = ("name", "lower", "meaning")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    MEANING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    lower: float
+    meaning: str
+    def __init__(self, name: _Optional[str] = ..., lower: _Optional[float] = ..., meaning: _Optional[str] = ...) -> None: ...
+
+class Calibration(_message.Message):
+    __slots__ = ("name", "examples", "auc_before", "auc_after")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    AUC_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AUC_AFTER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    examples: int
+    auc_before: float
+    auc_after: float
+    def __init__(self, name: _Optional[str] = ..., examples: _Optional[int] = ..., auc_before: _Optional[float] = ..., auc_after: _Optional[float] = ...) -> None: ...
