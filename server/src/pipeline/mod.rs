@@ -25,6 +25,7 @@ pub mod prompt;
 pub mod prompt_tokens;
 pub mod prepared;
 pub mod reference;
+pub mod region_category;
 pub mod score_band;
 pub mod section_text;
 pub mod summary;
