@@ -23,9 +23,13 @@ from heie_client import Cancelled, Client, Event, HeieError, Score, Started, Tex
 
 from . import infotext
 from .messages import TooManyTokens, code_of, explain, tokens_refusal, too_many_tokens
+from .repair import GENERATION_PARAMS, RepairOptions, RepairReport, repair
 from .run_state import Outcome, RunState, SavedFile
 from .settings import Settings
 from .verdict import METADATA_KEY, Verdict, judge
+
+Inpaint = Callable[[Any, Any, Image.Image, RepairOptions], Any]
+"""The WebUI's inpainting pass: ``inpaint(p, image, mask, options)`` → the repaired image (the adapter's)."""
 
 STRUCTURED_KEY = "HEIE"
 """``Processed.js()``'s ``extra_generation_params`` entry (the WebUI API's ``info`` JSON) holding every
@@ -74,28 +78,35 @@ def _prompt(p: Any) -> Optional[str]:
     return prompt if isinstance(prompt, str) else None
 
 
-def _progress_reporter(progress: Callable[[str], None], number: int) -> Callable[[Event], None]:
+def _progress_reporter(progress: Callable[[str], None], number: int, what: str = "image") -> Callable[[Event], None]:
     scored = False
 
     def on_event(event: Event) -> None:
         nonlocal scored
         if isinstance(event, Started):
-            progress(f"{PROGRESS_PREFIX}judging image {number}")
+            progress(f"{PROGRESS_PREFIX}judging {what} {number}")
         elif isinstance(event, TextDelta):
-            progress(f"{PROGRESS_PREFIX}judging image {number}: writing the {event.section.name.lower()}")
+            progress(f"{PROGRESS_PREFIX}judging {what} {number}: writing the {event.section.name.lower()}")
         elif isinstance(event, Score) and not scored:  # the first score is the verdict; extras follow
             scored = True
-            progress(f"{PROGRESS_PREFIX}image {number} scored {event.score:.3f}")
+            band = getattr(event, "band", "")  # PRE-MERGE
+            progress(f"{PROGRESS_PREFIX}{what} {number} scored {event.score:.3f}{f' ({band})' if band else ''}")
     return on_event
 
 
-def begin_job(p: Any) -> None:
+def begin_job(p: Any, repair_options: Optional[RepairOptions] = None) -> None:
     """Start of a job (the ``process`` hook, once per ``process_images``): a state already on ``p`` is
     not this job's. It is one a script copied along with a running job's ``p`` (``copy.copy(p)`` for a
     job inside the job), which must stay that job's, or one a job that raised before ``postprocess``
-    left behind; either way this job starts with its own. Not closed: it may still be in use."""
+    left behind; either way this job starts with its own. Not closed: it may still be in use.
+    The job's repair options go into its generation params (infotext) when repair is on."""
     if hasattr(p, STATE_ATTR):
         delattr(p, STATE_ATTR)
+    params = getattr(p, "extra_generation_params", None)
+    if isinstance(params, dict):
+        for key in GENERATION_PARAMS:  # a processing object run again (Loopback, batch) had its own
+            params.pop(key, None)
+        params.update(repair_options.generation_params() if repair_options is not None else {})
 
 
 def is_own_progress(text: Any) -> bool:
@@ -105,9 +116,14 @@ def is_own_progress(text: Any) -> bool:
 
 def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional[Callable[[], bool]] = None,
                       progress: Optional[Callable[[str], None]] = None,
-                      client_factory: Callable[[Settings], Client] = default_client) -> Optional[Verdict]:
+                      client_factory: Callable[[Settings], Client] = default_client,
+                      repair_options: Optional[RepairOptions] = None, inpaint: Optional[Inpaint] = None,
+                      repair_problem: str = "") -> Optional[Verdict]:
     """Judges ``pp.image``; its verdict (or its error) becomes this image's infotext entries, which the
-    WebUI builds right after this hook. A server failure is logged and noted, never fatal."""
+    WebUI builds right after this hook. A server failure is logged and noted, never fatal. A rejected
+    image is repaired when ``repair_options`` say so (``inpaint`` is the WebUI's pass); ``pp.image``
+    then becomes the better of the two. ``repair_problem`` says why the generation's repair options
+    could not be used (an API caller's bad value): a rejected image's infotext then says so."""
     if not settings.enabled:
         return None
     state = _state(p, settings, client_factory)
@@ -132,11 +148,37 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
         report(f"{PROGRESS_PREFIX}image {job_index + 1} not judged: {message}")
         state.record((iteration, position), pp.image, Outcome(error=code, message=message), job_index)
         return None
-    state.record((iteration, position), pp.image, Outcome(verdict=verdict), job_index)
+    report_of_repair: Optional[RepairReport] = None
+    if verdict.rejected and repair_options is not None and repair_options.enabled and inpaint is not None \
+            and not (cancel_when is not None and cancel_when()):
+        pp.image, verdict, report_of_repair = _repair(p, pp.image, verdict, repair_options, inpaint, client, settings,
+                                                      cancel_when, report, job_index + 1)
+    elif verdict.rejected and repair_problem:
+        report_of_repair = RepairReport(verdict, note=f"not run: {repair_problem}")
+    state.record((iteration, position), pp.image, Outcome(verdict=verdict, repair=report_of_repair), job_index)
     if verdict.overlay_png and settings.overlay_in_gallery:
         state.overlays.append((pp.image, verdict.overlay_png, job_index))
     state.judged += 1
     return verdict
+
+
+def _repair(p: Any, image: Any, verdict: Verdict, options: RepairOptions, inpaint: Inpaint, client: Client,
+            settings: Settings, cancel_when: Optional[Callable[[], bool]], report: Callable[[str], None],
+            number: int) -> tuple[Any, Verdict, RepairReport]:
+    """One repair of a rejected image (:func:`heie_a1111.repair.repair`), its progress and console line."""
+    report(f"{PROGRESS_PREFIX}repairing image {number} (score {verdict.score_with_band})")
+
+    def judge_again(repaired: Any) -> Verdict:
+        return judge(client, repaired, settings, _prompt(p), cancel_when,
+                     on_event=_progress_reporter(report, number, "the repair of image"))
+
+    kept, kept_verdict, outcome = repair(image, verdict, options, lambda i, mask: inpaint(p, i, mask, options), judge_again)
+    if outcome.kept:
+        log.info("HEIE: image %d repaired (%s): score %s → %s", number, ",".join(outcome.categories),
+                 verdict.score_with_band, kept_verdict.score_with_band)
+    else:
+        log.warning("HEIE: image %d: repair %s", number, outcome.note)
+    return kept, kept_verdict, outcome
 
 
 def _check_tokens(state: RunState, client: Client, settings: Settings) -> None:

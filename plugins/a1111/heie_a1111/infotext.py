@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-KEYS = ("HEIE score", "HEIE threshold", "HEIE rejected", "HEIE summary", "HEIE error")
+KEYS = ("HEIE score", "HEIE score before repair", "HEIE repaired", "HEIE repair result", "HEIE threshold",
+        "HEIE reject if", "HEIE rejected", "HEIE rejected by", "HEIE summary", "HEIE error")
 """Every entry the extension may write, in infotext order."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from heie_client import Client
+from .repair import RepairReport
 from .settings import Settings
 from .verdict import Verdict
 
@@ -18,23 +19,24 @@ image's infotext with these, so the infotext of image (n, i) reads the verdict o
 
 @dataclass(frozen=True)
 class Outcome:
-    """A verdict, or the error code and the sentence (what failed, what to change) of an image that could
-    not be judged."""
+    """A verdict (of the image kept, and what its repair did when it was repaired), or the error code and
+    the sentence (what failed, what to change) of an image that could not be judged."""
 
     verdict: Optional[Verdict] = None
     error: Optional[str] = None
     message: str = ""
+    repair: Optional[RepairReport] = None
 
     def infotext(self) -> dict[str, str]:
         """``HEIE error: CODE: sentence``: the code first for programs, then what the user can act on."""
         if self.verdict is not None:
-            return self.verdict.infotext()
+            return {**self.verdict.infotext(), **(self.repair.infotext() if self.repair else {})}
         code = self.error or "UNKNOWN"
         return {"HEIE error": f"{code}: {self.message}" if self.message else code}
 
     def structured(self) -> dict[str, Any]:
         if self.verdict is not None:
-            return self.verdict.structured()
+            return {**self.verdict.structured(), **(self.repair.structured() if self.repair else {})}
         return {"error": self.error or "UNKNOWN", "message": self.message}
 
 

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
+from heie_client.verdict_rules import CATEGORIES, DEFAULT_REJECT_BELOW, RuleError, parse_reject_if
+
 REJECT_ACTIONS = ("keep", "move", "discard")
 """Below the threshold: keep the image (only marked), move it to ``rejected/``, or delete it."""
 
@@ -23,6 +25,8 @@ OPTION_PREFIX = "heie_"
 API_KEY_ENV = "HEIE_API_KEY"
 """The server's API key is read from this environment variable, never saved in the WebUI's config."""
 DEFAULT_ADDRESS = "127.0.0.1:8080"
+REJECT_IF_OPTION = "Reject if"
+"""The per-category rules' setting as the user sees it (the start of its label)."""
 SECTION = ("heie", "HEIE")
 CATEGORY = "postprocessing"
 """One of the WebUI's own categories (A1111 ≥ 1.7, Forge): "Postprocessing", beside Upscaling and Face
@@ -38,8 +42,12 @@ class Settings:
     """host:port (or http(s)://host:port) of `heie serve --http`; several separated by commas."""
     timeout: float = 300.0
     """Seconds one image may take on the server (0 = no limit)."""
-    threshold: float = 0.0
-    """Images scoring below it are rejected; 0 = never."""
+    threshold: float = DEFAULT_REJECT_BELOW
+    """Images scoring below it are rejected; 0 = never. The default is the lower edge of the "typical"
+    band (13/24): what people rated "flawed" or worse is rejected."""
+    reject_if: str = ""
+    """Per-category rules, ``hand>0.5,text>0.3``: an image with a region of that category more severe
+    than the limit is rejected whatever its score (``heie_client.verdict_rules``)."""
     reject_action: str = "keep"
     save_overlay: bool = False
     """Save the heatmap overlay beside the image as NAME.heie.png."""
@@ -60,6 +68,14 @@ class Settings:
         if choice is None or bool(choice) == self.enabled:
             return self
         return replace(self, enabled=bool(choice))
+
+    @property
+    def reject_rules(self) -> dict[str, float]:
+        """``reject_if`` read; a ValueError naming the setting, what is wrong and what is accepted."""
+        try:
+            return parse_reject_if(self.reject_if)
+        except RuleError as err:
+            raise ValueError(f"Settings → HEIE → “{REJECT_IF_OPTION}” ({self.reject_if!r}): {err}") from None
 
     @property
     def addresses(self) -> list[str]:
@@ -136,7 +152,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("address", "Server address: host:port of `heie serve --http` (several separated by commas); "
                       f"API key from ${API_KEY_ENV}"),
     Option("timeout", "Time limit per image, seconds (0 = none)", "slider", {"minimum": 0, "maximum": 3600, "step": 5}),
-    Option("threshold", "Reject images scoring below (0 = never)", "slider", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+    Option("threshold", "Reject images scoring below (0 = never; the default 0.5417 = 13/24 is the lower edge "
+                        "of the band “typical”: what people rate “flawed” or worse is rejected)", "slider", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+    Option("reject_if", f"{REJECT_IF_OPTION}: a region of a category is more severe than a limit, whatever the score "
+                        f"(e.g. hand>0.5,text>0.3; categories {', '.join(CATEGORIES)}; any>N for every one; "
+                        "empty = only the score decides)"),
     Option("reject_action", "Rejected images", "radio", {"choices": list(REJECT_ACTIONS)}),
     Option("save_overlay", "Save the heatmap overlay beside the image (NAME.heie.png)"),
     Option("overlay_in_gallery", "Show the heatmap overlays in the gallery, after the images (also in the API's images)"),

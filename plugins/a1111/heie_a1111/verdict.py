@@ -1,5 +1,5 @@
-"""One image's verdict: judging it with heie-client over HTTP, deciding against the threshold, and what it writes into
-the infotext and the PNG's ``heie`` text chunk."""
+"""One image's verdict: judging it with heie-client over HTTP, deciding against the threshold and the
+per-category rules (``Reject if``), and what it writes into the infotext and the PNG's ``heie`` text chunk."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 from heie_client import Client, EvaluateOptions, Event, HeatmapEncoding, HeieError, ProtocolError
 from heie_client.result import clip
+from heie_client.verdict_rules import category_name, format_rules, rejected_categories
 
 from .settings import Settings
 
@@ -28,6 +29,20 @@ class Verdict:
     overlay_png: Optional[bytes] = field(default=None, repr=False)
     threshold: float = 0.0
     """The reject threshold the decision was made against (0 = none)."""
+    band: str = ""
+    """What the score means in words ("badly flawed" … "very plausible"; '' from a server that sends none)."""
+    regions: tuple[Any, ...] = field(default=(), repr=False)
+    """The server's flagged regions (``heie_client`` ``Region``: category, box, severity, mask)."""
+    rules: dict[str, float] = field(default_factory=dict)
+    """The ``Reject if`` rules the decision was made against (empty = none)."""
+    rejected_by: tuple[str, ...] = ()
+    """The categories whose rule a region broke (each once); the image is rejected when any did."""
+
+    @property
+    def score_with_band(self) -> str:
+        """``0.257 (badly flawed)``: the digits that explain the decision, then the band's words."""
+        text = score_text(self.score, self.threshold)
+        return f"{text} ({self.band})" if self.band else text
 
     def metadata_json(self) -> str:
         """``{"score", "mode", "summary", "version"}``, compact, UTF-8 kept as is."""
@@ -36,18 +51,24 @@ class Verdict:
 
     def structured(self) -> dict[str, Any]:
         """The verdict for API clients (``Processed.js()``'s ``extra_generation_params``): full score."""
-        return {"score": self.score, "rejected": self.rejected, "threshold": self.threshold or None,
-                "mode": self.mode, "summary": self.summary}
+        return {"score": self.score, "band": self.band, "rejected": self.rejected, "threshold": self.threshold or None,
+                "reject_if": format_rules(self.rules) or None, "rejected_categories": list(self.rejected_by),
+                "mode": self.mode, "summary": self.summary, "regions": [region_summary(r) for r in self.regions]}
 
     def infotext(self) -> dict[str, str]:
         """Entries for the image's infotext (PNG ``parameters``), each said once: the score with the digits
-        that explain the decision, the threshold when there is one, ``rejected`` when it is, the summary.
-        The ``heie`` JSON for programs is the PNG's own ``heie`` chunk (and the API's structured field)."""
-        params = {"HEIE score": score_text(self.score, self.threshold)}
+        that explain the decision and its band, the threshold and the rules when there are some,
+        ``rejected`` when it is and the categories that rejected it, the summary. The ``heie`` JSON for
+        programs is the PNG's own ``heie`` chunk (and the API's structured field)."""
+        params = {"HEIE score": self.score_with_band}
         if self.threshold > 0:
             params["HEIE threshold"] = f"{self.threshold:g}"
+        if self.rules:
+            params["HEIE reject if"] = format_rules(self.rules)
         if self.rejected:
             params["HEIE rejected"] = "yes"
+        if self.rejected_by:
+            params["HEIE rejected by"] = ",".join(self.rejected_by)
         if self.summary:
             params["HEIE summary"] = self.summary
         return params
@@ -62,6 +83,22 @@ def score_text(score: float, threshold: float = 0.0) -> str:
         while digits < 9 and (float(f"{score:.{digits}f}") < threshold) != (score < threshold):
             digits += 1
     return f"{score:.{digits}f}"
+
+
+def region_summary(region: Any) -> dict[str, Any]:
+    """A region for API clients: what it is, where (pixel box, exclusive right/bottom) and how bad; no
+    mask (a PNG per region would swell every API reply; the box says where to look)."""
+    box = region.box
+    return {"id": region.id, "label": region.label, "category": category_name(region),
+            "box": [box.pixel_x1, box.pixel_y1, box.pixel_x2, box.pixel_y2], "severity": region.severity}
+
+
+def decide(score: float, regions: tuple[Any, ...], settings: Settings) -> tuple[bool, tuple[str, ...]]:
+    """Rejected or not, and the categories whose ``Reject if`` rule a region broke: below the threshold
+    (when there is one) or any rule broken. Raises ValueError naming the setting for unreadable rules."""
+    by = tuple(rejected_categories(regions, settings.reject_rules))
+    below = settings.threshold > 0 and score < settings.threshold
+    return below or bool(by), by
 
 
 def encode_png(image: Any) -> bytes:
@@ -90,11 +127,17 @@ def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] 
     except ProtocolError as err:  # cut before the heads ran: no verdict, never a silent 0 that rejects
         raise HeieError(f"the server sent no score ({err.message})", code=None) from None
     assert result.score is not None
+    regions = tuple(getattr(result, "regions", ()))  # PRE-MERGE
+    rejected, rejected_by = decide(result.score, regions, settings)
     return Verdict(
         score=result.score,
         summary=clip(result.summary, settings.summary_chars),
         mode=result.mode.name.lower() if result.mode.value else "unknown",
-        rejected=settings.threshold > 0 and result.score < settings.threshold,
+        rejected=rejected,
         overlay_png=result.overlay_png,
         threshold=settings.threshold,
+        band=getattr(result, "band", ""),  # PRE-MERGE
+        regions=regions,
+        rules=settings.reject_rules,
+        rejected_by=rejected_by,
     )

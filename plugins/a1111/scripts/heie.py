@@ -8,6 +8,7 @@ nothing is pip-installed into the WebUI.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -21,7 +22,10 @@ from modules import images, script_callbacks, scripts, shared  # noqa: E402
 
 from heie_a1111 import (OPTIONS, Settings, after_image_saved, before_image_saved, begin_job, postprocess,  # noqa: E402
                         postprocess_image)
+from heie_a1111.filename_patterns import PATTERNS  # noqa: E402
 from heie_a1111.hooks import is_own_progress  # noqa: E402
+from heie_a1111.repair import (CATEGORIES, PARAM_CATEGORIES, PARAM_DENOISING, PARAM_MIN_SEVERITY,  # noqa: E402
+                               PARAM_PADDING, RepairOptions)
 from heie_a1111.settings import CATEGORY, SECTION  # noqa: E402
 
 try:  # A1111 >= 1.7 and Forge: an accordion whose header carries its on/off checkbox (as Hires. fix)
@@ -32,6 +36,14 @@ except ImportError:  # pragma: no cover - older WebUIs: a plain accordion with t
 _COMPONENTS = {"slider": gr.Slider, "radio": gr.Radio}
 log = logging.getLogger("heie")
 ACCORDION_LABEL = "HEIE implausibility judge"
+REPAIR_NOTE = ("Repair: an image the verdict rejects (Settings → HEIE: the score threshold and “Reject if”) gets one "
+               "inpainting pass over its flagged regions of the chosen categories, with this generation's prompt "
+               "and seed; it is judged again and the better-scoring image is kept.")
+INPAINT_CONTEXT_PX = 32
+"""Pixels of context around the mask that "inpaint only masked" redraws with it (the WebUI's default)."""
+INPAINT_MASK_BLUR = 4
+INPAINT_FILL_ORIGINAL = 1
+"""The WebUI's "masked content: original": the pass starts from the image itself."""
 CHOICE_NOTE = ("The checkbox in this header decides for this generation; it starts from Settings → HEIE → "
                "“Judge generated images by default”, which applies only where a generation does not choose "
                "(an API call without this script's argument).")
@@ -77,6 +89,58 @@ def _settings() -> Settings | None:
         return None
 
 
+def _repair_options(args) -> tuple[RepairOptions | None, str]:  # type: ignore[no-untyped-def]
+    """The generation's repair options, or None and why they cannot be used (an API caller's bad value)."""
+    try:
+        return RepairOptions.from_args(args), ""
+    except ValueError as err:
+        log.warning("HEIE: %s; no repair in this generation", err)
+        return None, str(err)
+
+
+def _inpaint(p, image, mask, options: RepairOptions):  # type: ignore[no-untyped-def]
+    """One inpainting pass with the WebUI's own img2img: only the masked area (plus its context) redrawn,
+    starting from the image, with this image's prompt, negative prompt and seed; no saving, no scripts
+    (ours would judge the pass's image again, others would run twice)."""
+    from modules import processing
+
+    index = int(getattr(p, "batch_index", 0) or 0)
+
+    def of_image(name: str, single: str):  # type: ignore[no-untyped-def]
+        values = getattr(p, name, None)
+        return values[index] if isinstance(values, list) and index < len(values) else getattr(p, single, None)
+
+    wanted = dict(
+        outpath_samples=p.outpath_samples, outpath_grids=p.outpath_grids, styles=[],
+        prompt=of_image("prompts", "prompt"), negative_prompt=of_image("negative_prompts", "negative_prompt") or "",
+        seed=of_image("seeds", "seed"), subseed=of_image("subseeds", "subseed"),
+        subseed_strength=getattr(p, "subseed_strength", 0), seed_resize_from_h=getattr(p, "seed_resize_from_h", -1),
+        seed_resize_from_w=getattr(p, "seed_resize_from_w", -1), sampler_name=getattr(p, "sampler_name", None),
+        scheduler=getattr(p, "scheduler", None), steps=p.steps, cfg_scale=p.cfg_scale,
+        width=max(8, image.width // 8 * 8), height=max(8, image.height // 8 * 8), batch_size=1, n_iter=1,
+        init_images=[image], mask=mask, mask_blur=INPAINT_MASK_BLUR, inpainting_fill=INPAINT_FILL_ORIGINAL,
+        inpaint_full_res=True, inpaint_full_res_padding=INPAINT_CONTEXT_PX, denoising_strength=options.denoising,
+        do_not_save_samples=True, do_not_save_grid=True, override_settings={})
+    # Only the fields this WebUI's class has (A1111 1.9+ and Forge differ a little, e.g. scheduler).
+    known = {f.name for f in dataclasses.fields(processing.StableDiffusionProcessingImg2Img) if f.init}
+    job = processing.StableDiffusionProcessingImg2Img(**{k: v for k, v in wanted.items() if k in known})
+    job.scripts = None
+    job.script_args = []
+    processed = processing.process_images(job)
+    return processed.images[0] if processed.images else None
+
+
+def _register_filename_patterns() -> None:
+    """``[heie_score]`` and ``[heie_band]`` in Settings → Saving images → "Images filename pattern"."""
+    skip = getattr(images, "NOTHING_AND_SKIP_PREVIOUS_TEXT", "")
+    for name, value_of in PATTERNS.items():
+        def replacement(namegen, *_args, value_of=value_of):  # type: ignore[no-untyped-def]
+            value = value_of(getattr(namegen, "p", None), getattr(namegen, "image", None))
+            return skip if value is None else value
+        images.FilenameGenerator.replacements[name] = replacement
+
+
+_register_filename_patterns()
 script_callbacks.on_ui_settings(_on_ui_settings)
 script_callbacks.on_before_image_saved(_on_before_image_saved)
 script_callbacks.on_image_saved(_on_image_saved)
@@ -95,13 +159,41 @@ class HeieScript(scripts.Script):
         if InputAccordion is not None:
             with InputAccordion(default, label=ACCORDION_LABEL, elem_id=f"heie_{tab}_enabled") as enabled:
                 gr.Markdown(CHOICE_NOTE)
+                repair = self._repair_ui(tab)
         else:
             with gr.Accordion(ACCORDION_LABEL, open=False):
                 enabled = gr.Checkbox(value=default, label="Judge the images of this generation", info=CHOICE_NOTE)
-        return [enabled]
+                repair = self._repair_ui(tab)
+        return [enabled, *repair]
 
-    def process(self, p, *args):  # type: ignore[no-untyped-def]
-        begin_job(p)
+    def _repair_ui(self, tab: str):  # type: ignore[no-untyped-def]
+        """The repair widgets, in RepairOptions.from_args order; "paste" restores them from an infotext."""
+        defaults = RepairOptions()
+        gr.Markdown(REPAIR_NOTE)
+        with gr.Row():
+            repair = gr.Checkbox(value=defaults.enabled, label="Repair rejected images", elem_id=f"heie_{tab}_repair")
+            severity = gr.Slider(0.0, 1.0, value=defaults.min_severity, step=0.01, label="Minimum region severity",
+                                 elem_id=f"heie_{tab}_repair_min_severity")
+        with gr.Row():
+            padding = gr.Slider(0, 256, value=defaults.padding, step=4, label="Mask padding (px)",
+                                elem_id=f"heie_{tab}_repair_padding")
+            denoising = gr.Slider(0.01, 1.0, value=defaults.denoising, step=0.01, label="Repair denoising strength",
+                                  elem_id=f"heie_{tab}_repair_denoising")
+        categories = gr.CheckboxGroup(list(CATEGORIES), value=list(defaults.categories), label="Repair regions of these categories",
+                                      elem_id=f"heie_{tab}_repair_categories")
+        self.infotext_fields = [
+            (repair, lambda params: PARAM_DENOISING in params),
+            (padding, PARAM_PADDING), (denoising, PARAM_DENOISING), (severity, PARAM_MIN_SEVERITY),
+            (categories, lambda params: gr.update(value=[c for c in params[PARAM_CATEGORIES].split(",") if c in CATEGORIES])
+             if PARAM_CATEGORIES in params else None),
+        ]
+        return [repair, padding, denoising, categories, severity]
+
+    def process(self, p, enabled=None, *args):  # type: ignore[no-untyped-def]
+        settings = _settings()
+        judged = settings is not None and settings.for_generation(enabled).enabled
+        options, _ = _repair_options(args) if judged else (None, "")
+        begin_job(p, options)
 
     def _judge(self, p, pp, enabled=None, *args):  # type: ignore[no-untyped-def]
         settings = _settings()
@@ -110,7 +202,9 @@ class HeieScript(scripts.Script):
         # The generation's own choice wins; the setting only stands in where none was passed.
         settings = settings.for_generation(enabled)
         if settings.enabled:
-            postprocess_image(p, pp, settings, cancel_when=_interrupted, progress=_progress)
+            options, problem = _repair_options(args)
+            postprocess_image(p, pp, settings, cancel_when=_interrupted, progress=_progress,
+                              repair_options=options, repair_problem=problem, inpaint=_inpaint)
 
     # Judge the image the WebUI saves and shows: since v1.8 that is the one after inpainting overlays
     # and colour correction (postprocess_image_after_composite); before, the only hook is earlier.

@@ -21,6 +21,8 @@ from a1111_servers import HttpServer, free_address, http_server  # noqa: F401 (f
 from webui_loop import make_grid
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "heie.py"
+SKIP = object()
+"""modules.images.NOTHING_AND_SKIP_PREVIOUS_TEXT: a filename pattern's "nothing, and drop the text before it"."""
 
 
 class OptionInfo:
@@ -83,12 +85,15 @@ def loaded(monkeypatch: pytest.MonkeyPatch, http_server: HttpServer):  # type: i
     modules.shared = SimpleNamespace(opts=opts, OptionInfo=OptionInfo,  # type: ignore[attr-defined]
                                      state=SimpleNamespace(interrupted=False, skipped=False, textinfo=None))
     modules.images = SimpleNamespace(image_grid=lambda imgs, batch_size: make_grid(imgs),  # type: ignore[attr-defined]
-                                     save_image_with_geninfo=lambda image, text, path: image.save(path))
+                                     save_image_with_geninfo=lambda image, text, path: image.save(path),
+                                     FilenameGenerator=type("FilenameGenerator", (), {"replacements": {}}),
+                                     NOTHING_AND_SKIP_PREVIOUS_TEXT=SKIP)
     modules.script_callbacks = SimpleNamespace(**{  # type: ignore[attr-defined]
         name: (lambda key: lambda fn: callbacks.__setitem__(key, fn))(name)
         for name in ("on_ui_settings", "on_before_image_saved", "on_image_saved")})
     gradio = SimpleNamespace(Slider=type("Slider", (_Component,), {}), Radio=type("Radio", (_Component,), {}),
-                             Accordion=_Component, Checkbox=_Component, Markdown=_Component)
+                             Accordion=_Component, Checkbox=_Component, Markdown=_Component, Row=_Component,
+                             CheckboxGroup=_Component, update=lambda **kw: kw)
     monkeypatch.setitem(sys.modules, "modules", modules)
     monkeypatch.setitem(sys.modules, "gradio", gradio)
     spec = importlib.util.spec_from_file_location("heie_a1111_script_under_test", SCRIPT)
@@ -103,7 +108,7 @@ def test_settings_register_with_a_widget_each(loaded: SimpleNamespace) -> None:
     options = loaded.options
     assert set(options) == {"heie_enabled", "heie_address", "heie_timeout", "heie_threshold", "heie_reject_action",
                             "heie_save_overlay", "heie_overlay_in_gallery", "heie_explanation", "heie_summary_chars",
-                            "heie_max_tokens"}
+                            "heie_max_tokens", "heie_reject_if"}
     for key, info in options.items():
         widget_of(info)  # raises like the WebUI would
         assert info.section == ("heie", "HEIE"), key
@@ -139,7 +144,8 @@ def test_hooks_judge_write_progress_and_the_png_key(loaded: SimpleNamespace, tmp
     assert "HEIE score" not in p.extra_generation_params and "HEIE" not in p.extra_generation_params
     (entry,) = processed.extra_generation_params["HEIE"]  # the API's info JSON: the full score, structured
     assert entry["index"] == 0 and entry["score"] == pytest.approx(json.loads(pnginfo["heie"])["score"], abs=1e-4)
-    assert entry["rejected"] is False and entry["mode"] == "zero_shot"
+    assert entry["mode"] == "zero_shot" and entry["threshold"] == pytest.approx(13 / 24)  # the default: "typical" and up pass
+    assert entry["rejected"] is (entry["score"] < 13 / 24) and entry["rejected_categories"] == []
 
 
 def test_the_accordion_switch_and_bad_settings_never_fail_a_generation(loaded: SimpleNamespace) -> None:

@@ -19,7 +19,7 @@ import export_repo  # noqa: E402
 # What the WebUI's Python always has: the standard library, plus the WebUI's own modules and packages
 # that only scripts/heie.py (the adapter) and the tests touch. PIL and numpy come with every WebUI;
 # heie_client ships inside the extension.
-ALLOWED_OUTSIDE_STDLIB = {"PIL", "heie_client"}
+ALLOWED_OUTSIDE_STDLIB = {"PIL", "numpy", "heie_client"}
 CLIENT_ALLOWED = {"PIL", "numpy", "heie_client"}
 
 
