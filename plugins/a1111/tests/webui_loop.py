@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, Optional
 from PIL import Image, PngImagePlugin
 
 from heie_a1111 import Settings, after_image_saved, before_image_saved, begin_job, postprocess, postprocess_image
-from heie_a1111.hooks import STATE_ATTR
+from heie_a1111.hooks import STATE_ATTR, Inpaint
+from heie_a1111.repair import RepairOptions
 
 
 @dataclass(frozen=True)
@@ -131,11 +132,12 @@ def new_p(folder: Path, batch_size: int, n_iter: int) -> SimpleNamespace:
 
 
 def process_images(p: Any, images: list[list[Image.Image]], settings_for: Callable[[int], Settings], *,
-                   opts: Opts = Opts(), progress: Optional[list[str]] = None) -> Run:
+                   opts: Opts = Opts(), progress: Optional[list[str]] = None,
+                   repair_options: Optional[RepairOptions] = None, inpaint: Optional[Inpaint] = None) -> Run:
     """One ``process_images(p)``: ``images[n][i]`` is image i of batch n (the WebUI's decoded samples)."""
     folder, grids = Path(p.outpath_samples), Path(p.outpath_grids)
     batch_size = p.batch_size
-    begin_job(p)  # the scripts' ``process`` hook, before the first batch
+    begin_job(p, repair_options)  # the scripts' ``process`` hook, before the first batch
     output, infotexts, files = [], [], []
     for n, batch in enumerate(images):
         p.iteration = n
@@ -144,7 +146,8 @@ def process_images(p: Any, images: list[list[Image.Image]], settings_for: Callab
             p.batch_index = i
             pp = SimpleNamespace(image=sample)
             postprocess_image(p, pp, settings_for(n * batch_size + i),
-                              progress=progress.append if progress is not None else None)
+                              progress=progress.append if progress is not None else None,
+                              repair_options=repair_options, inpaint=inpaint)
             text = create_infotext(p, index=i)
             name = f"{next_number(folder):05d}-{p.all_seeds[n * batch_size + i]}.png"
             files.append(save(pp.image, folder / name, text, p))
@@ -174,11 +177,13 @@ def process_images(p: Any, images: list[list[Image.Image]], settings_for: Callab
 
 def generate(images: list[list[Image.Image]], settings: Settings, folder: Path, *, opts: Opts = Opts(),
              progress: Optional[list[str]] = None,
-             settings_for: Optional[Callable[[int], Settings]] = None) -> Run:
+             settings_for: Optional[Callable[[int], Settings]] = None,
+             repair_options: Optional[RepairOptions] = None, inpaint: Optional[Inpaint] = None) -> Run:
     """Runs one job (txt2img, or img2img of one image) with a processing object of its own."""
     folder.mkdir(parents=True, exist_ok=True)
     p = new_p(folder, len(images[0]), len(images))
-    return process_images(p, images, settings_for or (lambda _: settings), opts=opts, progress=progress)
+    return process_images(p, images, settings_for or (lambda _: settings), opts=opts, progress=progress,
+                          repair_options=repair_options, inpaint=inpaint)
 
 
 def batch_from_directory(inputs: list[list[list[Image.Image]]], folder: Path,
