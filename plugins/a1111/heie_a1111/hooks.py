@@ -135,6 +135,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     try:
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
             raise Cancelled("interrupted in the WebUI")
+        settings.reject_rules  # noqa: B018 - an unreadable "Reject if" is refused before the image is sent
         client = state.client_for(settings)
         _check_tokens(state, client, settings)
         verdict = judge(client, pp.image, settings, _prompt(p), cancel_when,

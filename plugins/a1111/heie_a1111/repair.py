@@ -22,7 +22,7 @@ from PIL import Image
 from heie_client import HeieError
 from heie_client.verdict_rules import CATEGORIES, category_name
 
-from .verdict import Verdict, score_text
+from .verdict import Verdict, region_summary, score_text
 
 log = logging.getLogger("heie")
 
@@ -146,7 +146,8 @@ class RepairReport:
     kept: bool = False
     categories: tuple[str, ...] = ()
     note: str = ""
-    mask: Optional[Image.Image] = field(default=None, repr=False, compare=False)
+    regions: tuple[Any, ...] = field(default=(), repr=False)
+    """The regions the mask was made of (the original image's)."""
 
     def infotext(self) -> dict[str, str]:
         """Kept: ``HEIE score before repair`` and ``HEIE repaired`` (the image's own score is its
@@ -158,6 +159,7 @@ class RepairReport:
 
     def structured(self) -> dict[str, Any]:
         return {"repaired": self.kept, "repair_categories": list(self.categories),
+                "repaired_regions": [region_summary(r) for r in self.regions],
                 "score_before_repair": self.before.score if self.kept else None,
                 "score_after_repair": self.after.score if self.after is not None else None,
                 "repair_note": self.note or None}
@@ -180,20 +182,20 @@ def repair(image: Any, verdict: Verdict, options: RepairOptions, inpaint: Callab
         repaired = inpaint(image, mask)
     except Exception as err:  # noqa: BLE001 - the WebUI's pass may fail any way; the image must survive it
         log.warning("HEIE: the repair pass failed; original kept", exc_info=True)
-        return image, verdict, RepairReport(verdict, categories=categories, mask=mask,
+        return image, verdict, RepairReport(verdict, categories=categories, regions=tuple(regions),
                                             note=f"failed: the inpainting pass raised {type(err).__name__}: {err}; original kept")
     if repaired is None or getattr(repaired, "size", None) != image.size:
         got = getattr(repaired, "size", None)
-        return image, verdict, RepairReport(verdict, categories=categories, mask=mask,
+        return image, verdict, RepairReport(verdict, categories=categories, regions=tuple(regions),
                                             note=f"failed: the inpainting pass gave no image of {image.size[0]}×{image.size[1]} "
                                                  f"(got {got}); original kept")
     try:
         after = judge_again(repaired)
     except HeieError as err:
-        return image, verdict, RepairReport(verdict, categories=categories, mask=mask,
+        return image, verdict, RepairReport(verdict, categories=categories, regions=tuple(regions),
                                             note=f"failed: the repaired image was not judged ({err.message}); original kept")
     if after.score > verdict.score:
-        return repaired, after, RepairReport(verdict, after, kept=True, categories=categories, mask=mask)
+        return repaired, after, RepairReport(verdict, after, kept=True, categories=categories, regions=tuple(regions))
     note = (f"not kept: the repaired image ({','.join(categories)}) scored "
             f"{score_text(after.score)}{f' ({after.band})' if after.band else ''}, not higher")
-    return image, verdict, RepairReport(verdict, after, categories=categories, mask=mask, note=note)
+    return image, verdict, RepairReport(verdict, after, categories=categories, regions=tuple(regions), note=note)

@@ -37,98 +37,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: webui_harness lies beside it
-from webui_harness import EXTENSION, Report, get_json, heie_http_server, restored_webui, running_webui, free_port, wait_http  # noqa: E402
+from webui_harness import EXTENSION, MODEL_STUB, Report, get_json, heie_http_server, restored_webui, running_webui, free_port, wait_http  # noqa: E402
 
-HELPER = r'''
-import dataclasses, hashlib, inspect, json, os, types
-from contextlib import contextmanager
+HELPER = MODEL_STUB + r'''
+import dataclasses, hashlib, inspect, json, os
 from pathlib import Path
-import torch
-from PIL import Image
 from modules import call_queue, img2img, processing, scripts, script_callbacks, sd_models, sd_samplers, shared
-from modules.sd_hijack import model_hijack
-
-
-class _Decoded(list):
-    already_decoded = True
-
-
-class _ForgeObjects:
-    """Forge's UNet/CLIP/VAE patchers of a model: process_images_inner copies them and reads the VAE's channels,
-    the built-in LoRA extension the UNet's weight type."""
-
-    def __init__(self):
-        self.vae = types.SimpleNamespace(latent_channels=4)
-        self.unet = types.SimpleNamespace(model=types.SimpleNamespace(storage_dtype=torch.float32))
-        self.clip = None
-
-    def shallow_copy(self):
-        return self
-
-
-class _FakeModel(torch.nn.Module):
-    """What process_images reads of shared.sd_model, and nothing more."""
-
-    def __init__(self):
-        super().__init__()
-        self.sd_checkpoint_info = types.SimpleNamespace(name_for_extra="stub", name="stub.safetensors", model_name="stub",
-                                                        title="stub.safetensors", filename="stub.safetensors", shorthash="0000000000",
-                                                        hash="00000000", sha256=None)
-        self.sd_model_hash = "00000000"
-        self.sd_model_checkpoint = "stub.safetensors"
-        self.cond_stage_key = "crossattn"
-        self.latent_channels = 4
-        self.lowvram = False
-        self.is_sdxl = self.is_sd2 = self.is_sd3 = False
-        self.is_sd1 = True
-        self.first_stage_model = torch.nn.Module()
-        self.diffusion = torch.nn.Module()
-        self.model = types.SimpleNamespace(diffusion_model=self.diffusion, conditioning_key="crossattn")
-        # what Forge reads besides (its own model class, no ldm): tiling, comments, config, patchers
-        self.tiling_enabled = False
-        self.comments = []
-        self.extra_generation_params = {}
-        self.use_distilled_cfg_scale = False
-        self.model_config = types.SimpleNamespace()
-        self.forge_objects = self.forge_objects_original = self.forge_objects_after_applying_lora = _ForgeObjects()
-        self.current_lora_hash = str([])  # as Forge's model starts: no LoRA applied (none is asked for)
-
-    @contextmanager
-    def ema_scope(self):
-        yield
-
-    def is_webui_legacy_model(self):  # Forge: an SD1-like model (the live preview's approximate VAE is webui's own)
-        return True
-
-
-def _stub_model():
-    sd_models.reload_model_weights = lambda *a, **k: None
-    if hasattr(model_hijack, "embedding_db"):  # A1111; Forge's hijack has none (its loader holds the embeddings)
-        model_hijack.embedding_db.load_textual_inversion_embeddings = lambda *a, **k: None
-    sd_models.model_data.was_loaded_at_least_once = True
-    shared.sd_model = _FakeModel()
-    if hasattr(sd_models, "forge_model_reload"):  # Forge loads (and unloads) through its own function, per job and per batch
-        keep = lambda *a, **k: (shared.sd_model, False)
-        sd_models.forge_model_reload = keep
-        processing.forge_model_reload = keep
-        processing.need_global_unload = False
-    sd_samplers.create_sampler = lambda *a, **k: None
-    processing.images_tensor_to_samples = lambda image, *a, **k: image * 2 - 1  # the "latent" is the image
-    processing.StableDiffusionProcessingImg2Img.img2img_image_conditioning = lambda self, *a, **k: None
-
-    def setup_conds(self):
-        self.c = self.uc = None
-
-    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        out = _Decoded()
-        for k, seed in enumerate(seeds):
-            g = torch.Generator().manual_seed(int(seed))
-            base = self.init_latent[k].float()
-            out.append((base + 0.6 * torch.randn(base.shape, generator=g)).clamp(-1, 1))
-        return out
-
-    processing.StableDiffusionProcessingImg2Img.setup_conds = setup_conds
-    processing.StableDiffusionProcessingImg2Img.sample = sample
 
 
 def _hashes(folders):

@@ -40,11 +40,11 @@ import urllib.error
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: webui_harness lies beside it
-from webui_harness import EXTENSION, Report, get_json, free_port, heie_http_server, restored_webui, running_webui, wait_http  # noqa: E402
+from webui_harness import EXTENSION, MODEL_STUB, Report, get_json, free_port, heie_http_server, restored_webui, running_webui, wait_http  # noqa: E402
 
 # The helper extension, run inside the WebUI. It drives the WebUI's real processing pieces in
 # process_images_inner's order and returns what came out, as JSON.
-HELPER = r'''
+HELPER = MODEL_STUB + r'''
 import inspect, json, os, time
 from pathlib import Path
 from PIL import Image
@@ -147,6 +147,48 @@ def _job(body):
             "rejected": sorted(str(f) for f in out.rglob("*") if f.parent.name == "rejected")}
 
 
+_inpaint_calls = []
+
+
+def _bbox(mask):
+    """[x1, y1, x2, y2) of a bool mask's True pixels, None when there is none."""
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None
+
+
+def _prepare_repair(body):
+    """Generation without a model from here on (img2img's sampler stubbed), the given options set, and every
+    call of the extension's inpainting pass recorded: its mask, and where its result differs from its input."""
+    from heie_a1111.repair import grow
+    _stub_model()
+    for key, value in body.get("opts", {}).items():
+        shared.opts.set(key, value)
+    module = type(_heie_script()).process.__globals__  # scripts/heie.py's namespace
+    real = module.get("_real_inpaint") or module["_inpaint"]
+    module["_real_inpaint"] = real
+
+    def recording(p, image, mask, options):
+        out = real(p, image, mask, options)
+        before = np.asarray(image.convert("RGB")).astype(int)
+        after = np.asarray(out.convert("RGB")).astype(int)
+        changed = np.abs(before - after).sum(2) > 0
+        inside = np.asarray(mask) > 0
+        blurred = grow(inside, 2 * processing_blur(module))  # the pass blurs the mask's edge outwards
+        _inpaint_calls.append({"size": list(image.size), "mask_bbox": _bbox(inside), "mask_pixels": int(inside.sum()),
+                               "changed_bbox": _bbox(changed), "changed_pixels": int(changed.sum()),
+                               "changed_outside_mask": int((changed & ~blurred).sum()), "padding": options.padding,
+                               "seed": p.seeds[p.batch_index], "prompt": p.prompts[p.batch_index]})
+        return out
+
+    module["_inpaint"] = recording
+    _inpaint_calls.clear()
+    return {"ok": True}
+
+
+def processing_blur(module):
+    return int(module.get("INPAINT_MASK_BLUR", 4))
+
+
 def _parsed(text):
     from modules import infotext_utils
     return infotext_utils.parse_generation_parameters(text)
@@ -178,6 +220,15 @@ def _on_app_started(demo, app):
     app.add_api_route("/heie-check/run", run, methods=["POST"])
     app.add_api_route("/heie-check/options", options, methods=["GET"])
     app.add_api_route("/heie-check/categories", categories, methods=["GET"])
+    def prepare_repair(body: dict = Body(...)):
+        return _prepare_repair(body)
+
+    def parse(body: dict = Body(...)):
+        return [_parsed(t) for t in body["texts"]]
+
+    app.add_api_route("/heie-check/prepare-repair", prepare_repair, methods=["POST"])
+    app.add_api_route("/heie-check/inpaint-calls", lambda: list(_inpaint_calls), methods=["GET"])
+    app.add_api_route("/heie-check/parse", parse, methods=["POST"])
     app.add_api_route("/heie-check/ready", lambda: {"ready": True}, methods=["GET"])
 
 
@@ -210,10 +261,15 @@ def protobuf_pin(webui: Path) -> str:
     return ""
 
 
+def score_of(text: str) -> float:
+    """The number of an infotext's ``HEIE score: 0.257 (badly flawed)``."""
+    return float(text.split(" (")[0])
+
+
 def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, label: str, forge: bool = False) -> None:
     registered = get_json(f"{base}/heie-check/options")
     keys = sorted(registered)  # type: ignore[arg-type]
-    report.check(f"{label}: the WebUI has the heie_* options", len(keys) == 10, ", ".join(keys))
+    report.check(f"{label}: the WebUI has the heie_* options", len(keys) == 11, ", ".join(keys))
     categories = get_json(f"{base}/heie-check/categories")
     report.check(f"{label}: the HEIE settings are in the category Postprocessing, not Uncategorized",
                  set(categories.values()) == {"postprocessing"}, json.dumps(categories))  # type: ignore[union-attr]
@@ -226,7 +282,8 @@ def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, la
     config = get_json(f"{base}/config")
     labels = {c.get("props", {}).get("label") for c in config.get("components", [])}  # type: ignore[union-attr]
     report.check(f"{label}: the settings page has the HEIE widgets", "Time limit per image, seconds (0 = none)" in labels
-          and "Rejected images" in labels and "Reject images scoring below (0 = never)" in labels)
+          and "Rejected images" in labels and any(str(t).startswith("Reject images scoring below (0 = never") for t in labels)
+          and any(str(t).startswith("Reject if: ") for t in labels))
     scripts = get_json(f"{base}/sdapi/v1/scripts")
     by_id = {c.get("props", {}).get("elem_id"): c for c in config.get("components", [])}  # type: ignore[union-attr]
     header = by_id.get("heie_txt2img_enabled-checkbox") or by_id.get("heie_txt2img_enabled")
@@ -247,7 +304,7 @@ def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, la
     report.check(f"{label}: each image's infotext has its score once (no JSON repeating it), the PNG its heie JSON",
           len(metas) == 4 and all(set(m) == {"score", "mode", "summary", "version"} for m in metas)
           and all("heie" not in p and r["infotexts"][k + 1].count("HEIE score") == 1 for k, p in enumerate(per_image))  # type: ignore[index]
-          and all(abs(float(p["HEIE score"]) - m["score"]) < 1e-3 for p, m in zip(per_image, metas)),
+          and all(abs(score_of(p["HEIE score"]) - m["score"]) < 1e-3 for p, m in zip(per_image, metas)),
           r["infotexts"][1].splitlines()[-1][-200:])  # type: ignore[index]
     api = r["js_heie"] or []  # type: ignore[index]
     report.check(f"{label}: the API's info JSON has every image's verdict structured (full score)",
@@ -308,7 +365,7 @@ def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, la
     real = r["js_heie"][0]  # type: ignore[index]
     report.check(f"{label}: the infotext's score and threshold explain the reject decision",
           "HEIE score" in shown and float(shown["HEIE threshold"]) == threshold
-          and (float(shown["HEIE score"]) < threshold) == real["rejected"] == (shown.get("HEIE rejected") == "yes"),
+          and (score_of(shown["HEIE score"]) < threshold) == real["rejected"] == (shown.get("HEIE rejected") == "yes"),
           f"score {real['score']!r}, threshold {threshold!r}: {json.dumps({k: v for k, v in shown.items() if 'HEIE' in k and k != 'HEIE summary'})}")
 
     r = get_json(f"{base}/heie-check/run", {"folder": str(work / f"{label}-i"), "n_iter": 1, "batch_size": 2,
@@ -336,6 +393,116 @@ def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, la
           and not any(Path(f).exists() for f in r["saved"]) and not Path(r["grid_file"]).exists(),  # type: ignore[index]
           f"images left {r['n_images']}")  # type: ignore[index]
 
+FILENAME_PATTERN = "[seed]-[heie_score]-[heie_band]"
+CATEGORY_NAMES = ["hand", "face", "body", "text", "object", "physics", "background", "other"]
+
+
+def _png_b64(seed: int, size: int = 64) -> str:
+    """A PNG of seeded noise (what the img2img API takes as init image), without PIL: the check's Python
+    is any python3."""
+    import base64
+    import random
+    import struct
+    import zlib
+    rng = random.Random(seed)
+    rows = b"".join(b"\x00" + bytes(rng.randrange(256) for _ in range(size * 3)) for _ in range(size))
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return base64.b64encode(png).decode()
+
+
+def _img2img(base: str, folder: Path, heie_args: list, opts: dict, seed: int, batch_size: int = 3) -> dict:
+    """One real ``POST /sdapi/v1/img2img`` (the WebUI's API, its ScriptRunner passing our accordion's args)
+    with the sampler stubbed; its ``info`` JSON, the parsed infotexts and the inpainting calls it made."""
+    folder.mkdir(parents=True, exist_ok=True)
+    get_json(f"{base}/heie-check/prepare-repair", {"opts": {**opts, "outdir_img2img_samples": str(folder),
+                                                             "samples_filename_pattern": FILENAME_PATTERN}})
+    reply = get_json(f"{base}/sdapi/v1/img2img", {
+        "init_images": [_png_b64(seed)], "prompt": "a hand holding a cup", "negative_prompt": "blurry", "seed": 1000 + seed,
+        "width": 64, "height": 64, "steps": 2, "denoising_strength": 0.5, "batch_size": batch_size, "n_iter": 1,
+        "save_images": True, "send_images": True, "alwayson_scripts": {"heie": {"args": heie_args}}})
+    info = json.loads(reply["info"])  # type: ignore[index]
+    parsed = get_json(f"{base}/heie-check/parse", {"texts": info["infotexts"]})
+    return {"info": info, "parsed": parsed, "calls": get_json(f"{base}/heie-check/inpaint-calls"),
+            "files": sorted(f.name for f in folder.rglob("*.png"))}
+
+
+def _file_suffix(seed: int, score: str) -> str:
+    """The end of a saved file's name under FILENAME_PATTERN: ``-SEED-SCORE-BAND.png`` (band spaces as hyphens)."""
+    number, _, band = score.partition(" (")
+    return f"-{seed}-{number}-{band.rstrip(')').replace(' ', '-')}.png"
+
+
+def _grown_box(boxes: list, padding: int, size: list) -> list:
+    """The bounding box of ``boxes`` grown by ``padding`` and clipped to the image."""
+    return [max(0, min(b[0] for b in boxes) - padding), max(0, min(b[1] for b in boxes) - padding),
+            min(size[0], max(b[2] for b in boxes) + padding), min(size[1], max(b[3] for b in boxes) + padding)]
+
+
+def repair_checks(report: Report, base: str, heie: str, work: Path, label: str) -> Path:
+    """HEIE repair, "Reject if" and the filename pattern through the WebUI's own img2img API (only the
+    sampler stubbed: it returns its input plus seeded noise, so the inpainting pass changes the masked area).
+    Returns a PNG the WebUI saved after a repair (for the screenshot)."""
+    common = {"heie_address": heie, "heie_explanation": False, "heie_max_tokens": 2, "heie_timeout": 120.0,
+              "heie_overlay_in_gallery": False, "heie_save_overlay": False, "heie_reject_action": "keep"}
+    padding = 4
+    args = [True, True, padding, 0.4, CATEGORY_NAMES, 0.0]
+    r = _img2img(base, work / f"{label}-repair", args, {**common, "heie_threshold": 1.0, "heie_reject_if": ""}, seed=1)
+    entries, texts, calls = r["info"]["extra_generation_params"].get("HEIE", []), r["parsed"], r["calls"]
+    with_regions = [e for e in entries if e.get("repaired_regions")]
+    report.check(f"{label}: repair: every rejected image with a region got one inpainting pass (the WebUI's img2img)",
+                 len(entries) == 3 and len(with_regions) == len(calls) > 0 and all(e["rejected"] or e["repaired"] for e in entries),
+                 f"{len(entries)} images, {len(with_regions)} with regions, {len(calls)} passes")
+    lined_up = [c["mask_bbox"] == _grown_box([g["box"] for g in e["repaired_regions"]], c["padding"], c["size"])
+                for c, e in zip(calls, with_regions)]
+    report.check(f"{label}: repair: each mask is its regions' union grown by the padding, and the pass changed only it",
+                 all(lined_up) and bool(calls) and all(c["changed_pixels"] > 0 and c["changed_outside_mask"] == 0 for c in calls),
+                 json.dumps([{k: c[k] for k in ("mask_bbox", "changed_bbox", "changed_outside_mask")} for c in calls])[:300]
+                 + " regions " + json.dumps([[g["box"] for g in e["repaired_regions"]] for e in with_regions])[:200])
+    report.check(f"{label}: repair: the pass had the image's own prompt and seed",
+                 [c["seed"] for c in calls] == [r["info"]["all_seeds"][e["index"]] for e in with_regions]
+                 and all(c["prompt"] == "a hand holding a cup" for c in calls), json.dumps([c["seed"] for c in calls]))
+    both = []
+    for e, t in zip(entries, texts[-len(entries):] if entries else []):
+        if not e.get("repaired_regions"):
+            continue
+        if e["repaired"]:
+            both.append("HEIE score before repair" in t and t.get("HEIE repaired") == ",".join(e["repair_categories"])
+                        and score_of(t["HEIE score"]) > score_of(t["HEIE score before repair"]))
+        else:
+            both.append(t.get("HEIE repair result", "").startswith("not kept: the repaired image"))
+    report.check(f"{label}: repair: the infotext carries the score before and after, the band beside each",
+                 bool(both) and all(both) and all(" (" in t.get("HEIE score", "") for t in texts[-len(entries):]),
+                 " | ".join(f"{k}: {v}" for k, v in texts[-1].items() if k.startswith("HEIE") and k != "HEIE summary")[:400])
+    report.check(f"{label}: repair: the options are in the infotext (paste restores them)",
+                 all(t.get("HEIE repair padding") == str(padding) and t.get("HEIE repair denoising") == "0.4" for t in texts[-len(entries):]))
+    suffixes = [_file_suffix(r["info"]["all_seeds"][e["index"]], t.get("HEIE score", "")) for e, t in zip(entries, texts[-len(entries):])]
+    files = [next((f for f in r["files"] if f.endswith(x)), None) for x in suffixes]
+    report.check(f"{label}: [heie_score]-[heie_band] in the filename pattern name each saved file by its score",
+                 bool(files) and all(files), ", ".join(r["files"])[:300])
+    structured = all({"score", "band", "threshold", "rejected", "rejected_categories", "regions"} <= set(e)
+                     and all(set(g) == {"id", "label", "category", "box", "severity"} for g in e["regions"]) for e in entries)
+    report.check(f"{label}: the API's info has the structured entry (score, band, threshold, rejected, categories, regions)",
+                 bool(entries) and structured, json.dumps(entries[0])[:400] if entries else "none")
+    repaired = [f for f, e in zip(files, entries) if f and e.get("repaired")] or [f for f in files if f]
+    shown = work / f"{label}-repair" / repaired[0] if repaired else work
+
+    r = _img2img(base, work / f"{label}-reject-if", [True], {**common, "heie_threshold": 0.0, "heie_reject_if": "any>0"}, seed=2)
+    entries, texts = r["info"]["extra_generation_params"].get("HEIE", []), r["parsed"][-3:]
+    expected = [sorted({g["category"] for g in e["regions"] if g["severity"] > 0}) for e in entries]
+    report.check(f"{label}: “Reject if” any>0 rejects by the regions' categories and says which",
+                 len(entries) == 3 and any(expected) and all(sorted(e["rejected_categories"]) == x and e["rejected"] == bool(x)
+                                                          and (t.get("HEIE rejected by", "") != "") == bool(x) for e, x, t in zip(entries, expected, texts)),
+                 json.dumps([t.get("HEIE rejected by") for t in texts]))
+    r = _img2img(base, work / f"{label}-reject-if-bad", [True], {**common, "heie_reject_if": "hand>>0.5"}, seed=3, batch_size=1)
+    error = r["parsed"][-1].get("HEIE error", "")
+    report.check(f"{label}: an unreadable “Reject if” is a clear error naming the setting, not a crash",
+                 error.startswith("INVALID_ARGUMENT: Settings → HEIE → “Reject if” ('hand>>0.5'): "), error[:200])
+    get_json(f"{base}/heie-check/prepare-repair", {"opts": {"heie_reject_if": "", "samples_filename_pattern": ""}})
+    return shown
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="check the HEIE extension in a real AUTOMATIC1111 WebUI")
@@ -343,6 +510,9 @@ def main() -> int:
     parser.add_argument("--python", required=True, help="the WebUI venv's python")
     parser.add_argument("--heie-bin", required=True)
     parser.add_argument("--skip-reinstall", action="store_true")
+    parser.add_argument("--screenshots", type=Path, default=None, metavar="DIR",
+                        help="after the first start's checks, screenshot the accordion and a repaired image's PNG Info "
+                             "into DIR (node and tests/browser's playwright-core)")
     parser.add_argument("--launch-arg", action="append", default=[], metavar="ARG",
                         help="one more argument of the WebUI's launch.py (repeat it), e.g. --launch-arg=--always-cpu for Forge")
     args = parser.parse_args()
@@ -393,6 +563,14 @@ def main() -> int:
                 try:
                     webui_checks(report, f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}",
                                  forge=(webui / "modules_forge").is_dir())
+                    shown = repair_checks(report, f"http://127.0.0.1:{port}", heie, work, f"start {start}")
+                    if args.screenshots is not None and start == 1:
+                        args.screenshots.mkdir(parents=True, exist_ok=True)
+                        shot = subprocess.run(["node", str(Path(__file__).with_name("webui_screenshot.mjs")),
+                                               f"http://127.0.0.1:{port}", str(shown), str(args.screenshots)],
+                                              capture_output=True, text=True, timeout=600)
+                        report.check("screenshots of the accordion and a repaired image's PNG Info", shot.returncode == 0,
+                                     (shot.stdout + shot.stderr)[-600:])
                 except Exception as err:  # noqa: BLE001 - report and go on to the log check
                     detail = err.read().decode(errors="replace")[-3000:] if isinstance(err, urllib.error.HTTPError) else ""
                     report.check(f"start {start}: checks ran", False, f"{err!r}"[:500] + (f"\n{detail}" if detail else ""))
