@@ -462,7 +462,7 @@ def repair_checks(report: Report, base: str, heie: str, work: Path, label: str) 
                  json.dumps([{k: c[k] for k in ("mask_bbox", "changed_bbox", "changed_outside_mask")} for c in calls])[:300]
                  + " regions " + json.dumps([[g["box"] for g in e["repaired_regions"]] for e in with_regions])[:200])
     report.check(f"{label}: repair: the pass had the image's own prompt and seed",
-                 [c["seed"] for c in calls] == [r["info"]["all_seeds"][e["index"]] for e in with_regions]
+                 bool(calls) and [c["seed"] for c in calls] == [r["info"]["all_seeds"][e["index"]] for e in with_regions]
                  and all(c["prompt"] == "a hand holding a cup" for c in calls), json.dumps([c["seed"] for c in calls]))
     both = []
     for e, t in zip(entries, texts[-len(entries):] if entries else []):
@@ -486,8 +486,9 @@ def repair_checks(report: Report, base: str, heie: str, work: Path, label: str) 
                      and all(set(g) == {"id", "label", "category", "box", "severity"} for g in e["regions"]) for e in entries)
     report.check(f"{label}: the API's info has the structured entry (score, band, threshold, rejected, categories, regions)",
                  bool(entries) and structured, json.dumps(entries[0])[:400] if entries else "none")
-    repaired = [f for f, e in zip(files, entries) if f and e.get("repaired")] or [f for f in files if f]
-    shown = work / f"{label}-repair" / repaired[0] if repaired else work
+    # For the screenshot: a saved image the repair kept, else one it was tried on, else any.
+    tried = [f for f, e in zip(files, entries) if f and e.get("repaired")] + [f for f in files if f] + r["files"]
+    shown = work / f"{label}-repair" / tried[0] if tried else work
 
     r = _img2img(base, work / f"{label}-reject-if", [True], {**common, "heie_threshold": 0.0, "heie_reject_if": "any>0"}, seed=2)
     entries, texts = r["info"]["extra_generation_params"].get("HEIE", []), r["parsed"][-3:]
