@@ -135,6 +135,12 @@ def test_hooks_judge_write_progress_and_the_png_key(loaded: SimpleNamespace, tmp
     pnginfo = {"parameters": "x"}
     loaded.callbacks["on_before_image_saved"](SimpleNamespace(image=image, p=p, filename="", pnginfo=pnginfo))
     assert json.loads(pnginfo["heie"])["score"] == pytest.approx(float(entry(p=p, index=0)), abs=1e-3)
+    patterns = loaded.modules.images.FilenameGenerator.replacements  # "Images filename pattern": [heie_score]
+    assert patterns["heie_score"](SimpleNamespace(p=p, image=image)) == entry(p=p, index=0).split(" (")[0]
+    band = patterns["heie_band"](SimpleNamespace(p=p, image=image))
+    assert band is SKIP or (band and " " not in band and band.replace("-", " ") in entry(p=p, index=0))
+    grid = Image.new("RGB", (16, 16))  # not judged: nothing, and the text before it dropped
+    assert patterns["heie_score"](SimpleNamespace(p=p, image=grid)) is SKIP is patterns["heie_band"](SimpleNamespace(p=p, image=grid))
     inner = copy.copy(p)  # a job run inside this one, on a copy of its p
     script.process(inner, True)
     assert not hasattr(inner, "heie_state") and p.heie_state.judged == 1, "the copy's job starts its own state"

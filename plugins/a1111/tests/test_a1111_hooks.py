@@ -246,3 +246,10 @@ def test_too_many_tokens_per_section_is_refused_at_once_naming_the_slider(http_s
         error = parse_infotext(text)["HEIE error"]
         assert error.startswith("INVALID_ARGUMENT: Settings → HEIE → “Tokens per explanation section” is 2048, more than "), error
         assert "set it to at most " in error and "max_tokens_per_section" not in error.split("set it")[1], error
+
+
+def test_an_unreadable_reject_if_is_an_error_on_the_image_not_a_crash(http_server: HttpServer, tmp_path: Path) -> None:
+    run = generate([[_image(21)]], _settings(http_server.address, reject_if="hand>>0.5"), tmp_path, opts=NO_GRID)
+    params = parse_infotext(run.processed.infotexts[0])
+    assert params["HEIE error"].startswith("INVALID_ARGUMENT: Settings → HEIE → “Reject if” ('hand>>0.5'): ")
+    assert "HEIE score" not in params and run.state.judged == 0, "refused before the image is sent"

@@ -56,3 +56,10 @@ def test_settings_from_webui_options_and_the_key_from_the_environment() -> None:
 def test_bad_values_name_the_option(opts: SimpleNamespace, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_options(opts, environ={})
+
+
+def test_reject_if_is_read_and_a_bad_text_names_the_setting() -> None:
+    assert Settings(reject_if="Hand>0.5, text>0.3").reject_rules == {"hand": 0.5, "text": 0.3}
+    assert Settings().reject_rules == {} and Settings().threshold == pytest.approx(13 / 24)
+    with pytest.raises(ValueError, match=r"Settings → HEIE → “Reject if” \('hands>0.5'\): 'hands' is not a region category"):
+        Settings(reject_if="hands>0.5").reject_rules  # noqa: B018
