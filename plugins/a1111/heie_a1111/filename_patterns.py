@@ -22,8 +22,16 @@ def _verdict(p: Any, image: Any) -> Optional[Verdict]:
 
 
 def heie_score(p: Any, image: Any) -> Optional[str]:
+    """The score as this image's infotext shows it (after a repair, with the digits that tell it from the
+    score before), so the file's name and its infotext agree."""
     verdict = _verdict(p, image)
-    return score_text(verdict.score, verdict.threshold) if verdict is not None else None
+    if verdict is None:
+        return None
+    state = getattr(p, STATE_ATTR)
+    outcome = state.outcome_at((int(getattr(p, "iteration", 0) or 0), int(getattr(p, "batch_index", 0) or 0)))
+    if outcome is not None and outcome.verdict is verdict:
+        return outcome.infotext()["HEIE score"].split(" (")[0]
+    return score_text(verdict.score, verdict.threshold)
 
 
 def heie_band(p: Any, image: Any) -> Optional[str]:

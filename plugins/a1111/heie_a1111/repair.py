@@ -22,7 +22,7 @@ from PIL import Image
 from heie_client import HeieError
 from heie_client.verdict_rules import CATEGORIES, category_name
 
-from .verdict import Verdict, region_summary, score_text
+from .verdict import Verdict, region_summary
 
 log = logging.getLogger("heie")
 
@@ -153,8 +153,9 @@ class RepairReport:
         """Kept: ``HEIE score before repair`` and ``HEIE repaired`` (the image's own score is its
         ``HEIE score``). Not kept: ``HEIE repair result`` saying why, with the repaired score when there
         is one."""
-        if self.kept:
-            return {"HEIE score before repair": self.before.score_with_band, "HEIE repaired": ",".join(self.categories)}
+        if self.kept and self.after is not None:  # both scores with the digits that tell them apart
+            return {"HEIE score": self.after.score_beside(self.before), "HEIE score before repair": self.before.score_beside(self.after),
+                    "HEIE repaired": ",".join(self.categories)}
         return {"HEIE repair result": self.note}
 
     def structured(self) -> dict[str, Any]:
@@ -197,5 +198,5 @@ def repair(image: Any, verdict: Verdict, options: RepairOptions, inpaint: Callab
     if after.score > verdict.score:
         return repaired, after, RepairReport(verdict, after, kept=True, categories=categories, regions=tuple(regions))
     note = (f"not kept: the repaired image ({','.join(categories)}) scored "
-            f"{score_text(after.score)}{f' ({after.band})' if after.band else ''}, not higher")
+            f"{after.score_beside(verdict)}, not higher than {verdict.score_beside(after)}")
     return image, verdict, RepairReport(verdict, after, categories=categories, regions=tuple(regions), note=note)

@@ -41,7 +41,11 @@ class Verdict:
     @property
     def score_with_band(self) -> str:
         """``0.257 (badly flawed)``: the digits that explain the decision, then the band's words."""
-        text = score_text(self.score, self.threshold)
+        return self.score_beside(None)
+
+    def score_beside(self, other: Optional["Verdict"]) -> str:
+        """:attr:`score_with_band`, with the digits that tell it from ``other``'s score (before and after a repair)."""
+        text = score_text(self.score, self.threshold, other.score if other is not None else None)
         return f"{text} ({self.band})" if self.band else text
 
     def metadata_json(self) -> str:
@@ -74,14 +78,20 @@ class Verdict:
         return params
 
 
-def score_text(score: float, threshold: float = 0.0) -> str:
+def score_text(score: float, threshold: float = 0.0, other: Optional[float] = None) -> str:
     """The score at 3 decimals, or as many more as it takes for the shown score to fall on the same side
     of the threshold as the real one (0.2538 under 0.25385, not 0.254): the infotext must explain the
-    reject decision, which is made on the full value."""
+    reject decision, which is made on the full value. With ``other`` (the score it is compared with, as
+    before and after a repair), also as many as it takes to tell the two apart."""
     digits = 3
-    if threshold > 0:
-        while digits < 9 and (float(f"{score:.{digits}f}") < threshold) != (score < threshold):
-            digits += 1
+
+    def misleads(d: int) -> bool:
+        wrong_side = threshold > 0 and (float(f"{score:.{d}f}") < threshold) != (score < threshold)
+        looks_same = other is not None and other != score and f"{score:.{d}f}" == f"{other:.{d}f}"
+        return wrong_side or looks_same
+
+    while digits < 9 and misleads(digits):
+        digits += 1
     return f"{score:.{digits}f}"
 
 

@@ -161,6 +161,9 @@ def _prepare_repair(body):
     call of the extension's inpainting pass recorded: its mask, and where its result differs from its input."""
     from heie_a1111.repair import grow
     _stub_model()
+    if not shared.opts.data.get("sd_model_checkpoint"):
+        # What a loaded model sets; Forge's infotext parser compares the infotext's "Model" with it.
+        shared.opts.data["sd_model_checkpoint"] = shared.sd_model.sd_checkpoint_info.title
     for key, value in body.get("opts", {}).items():
         shared.opts.set(key, value)
     module = type(_heie_script()).process.__globals__  # scripts/heie.py's namespace
@@ -173,7 +176,8 @@ def _prepare_repair(body):
         after = np.asarray(out.convert("RGB")).astype(int)
         changed = np.abs(before - after).sum(2) > 0
         inside = np.asarray(mask) > 0
-        blurred = grow(inside, 2 * processing_blur(module))  # the pass blurs the mask's edge outwards
+        # The pass blurs the mask's edge outwards (a Gaussian of this sigma): 3 sigmas hold all it reaches.
+        blurred = grow(inside, 3 * processing_blur(module))
         _inpaint_calls.append({"size": list(image.size), "mask_bbox": _bbox(inside), "mask_pixels": int(inside.sum()),
                                "changed_bbox": _bbox(changed), "changed_pixels": int(changed.sum()),
                                "changed_outside_mask": int((changed & ~blurred).sum()), "padding": options.padding,
@@ -426,7 +430,7 @@ def _img2img(base: str, folder: Path, heie_args: list, opts: dict, seed: int, ba
     info = json.loads(reply["info"])  # type: ignore[index]
     parsed = get_json(f"{base}/heie-check/parse", {"texts": info["infotexts"]})
     return {"info": info, "parsed": parsed, "calls": get_json(f"{base}/heie-check/inpaint-calls"),
-            "files": sorted(f.name for f in folder.rglob("*.png"))}
+            "files": sorted(str(f.relative_to(folder)) for f in folder.rglob("*.png"))}  # save_to_dirs: dated folders
 
 
 def _file_suffix(seed: int, score: str) -> str:

@@ -210,6 +210,7 @@ def test_the_score_shows_the_digits_that_explain_the_decision() -> None:
     assert score_text(0.25380, 0.25385) == "0.2538"  # 0.254 would look above the threshold it fell under
     assert score_text(0.25390, 0.25385) == "0.254" and score_text(0.7341) == "0.734"
     assert score_text(0.2499996, 0.25) == "0.2499996"  # rejected: never shown as 0.250
+    assert score_text(0.25741, other=0.25702) == "0.2574" and score_text(0.3, other=0.3) == "0.300"
     params = Verdict(score=0.2538, summary="six fingers", mode="zero_shot", rejected=True, threshold=0.25385).infotext()
     assert params == {"HEIE score": "0.2538", "HEIE threshold": "0.25385", "HEIE rejected": "yes",
                       "HEIE summary": "six fingers"}

@@ -97,12 +97,17 @@ def test_the_better_image_is_kept_and_both_scores_are_said() -> None:
     kept, verdict, report = repair(image, before, RepairOptions(True, padding=0), inpaint, lambda img: _verdict(0.61, band="good"))
     assert kept is fixed and verdict.score == 0.61 and report.kept and report.categories == ("hand", "face")
     assert seen[0][4:8, 4:8].all() and seen[0].sum() == 16 + 24
-    assert report.infotext() == {"HEIE score before repair": "0.257 (badly flawed)", "HEIE repaired": "hand,face"}
+    assert report.infotext() == {"HEIE score": "0.610 (good)", "HEIE score before repair": "0.257 (badly flawed)",
+                                 "HEIE repaired": "hand,face"}
     assert report.structured()["score_before_repair"] == 0.257 and report.structured()["score_after_repair"] == 0.61
 
     kept, verdict, report = repair(image, before, RepairOptions(True), inpaint, lambda img: _verdict(0.2, band="badly flawed"))
     assert kept is image and verdict is before and not report.kept
-    assert report.infotext() == {"HEIE repair result": "not kept: the repaired image (hand,face) scored 0.200 (badly flawed), not higher"}
+    assert report.infotext() == {"HEIE repair result": "not kept: the repaired image (hand,face) scored 0.200 (badly flawed), "
+                                                       "not higher than 0.257 (badly flawed)"}
+    close = _verdict(0.25741, band="badly flawed")  # the same at 3 decimals: as many as tell them apart
+    _, _, report = repair(image, _verdict(0.25702, (HAND,), band="badly flawed"), RepairOptions(True), inpaint, lambda img: close)
+    assert report.infotext()["HEIE score"] == "0.2574 (badly flawed)" and report.infotext()["HEIE score before repair"] == "0.2570 (badly flawed)"
 
 
 @pytest.mark.parametrize("inpaint, judge_again, note", [
