@@ -42,6 +42,7 @@ from webui_harness import EXTENSION, MODEL_STUB, Report, get_json, heie_http_ser
 HELPER = MODEL_STUB + r'''
 import dataclasses, hashlib, inspect, json, os
 from pathlib import Path
+from PIL import Image
 from modules import call_queue, img2img, processing, scripts, script_callbacks, sd_models, sd_samplers, shared
 
 
