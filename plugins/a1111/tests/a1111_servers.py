@@ -62,6 +62,18 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer
     yield from _http_server(tmp_path_factory.mktemp("heie-http"), None)
 
 
+REFERENCE_COT = EXTENSION.parents[1] / "tests" / "fixtures" / "reference-cot" / "hand-and-sign.txt"
+"""A chain of thought with two grounding boxes (a hand, a sign): the random fixture model never writes
+grounding markup, so the server's test-only hook feeds it to every evaluation (tests/README.md)."""
+
+
+@pytest.fixture(scope="session")
+def grounding_http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """A server whose every evaluation flags the reference chain of thought's regions (a hand and a sign)."""
+    yield from _http_server(tmp_path_factory.mktemp("heie-http-regions"), None,
+                            {"HEIE_FAULT_REFERENCE_COT": str(REFERENCE_COT)})
+
+
 @pytest.fixture(scope="session")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
     """A server that requires ``Authorization: Bearer a1111-test-key``."""

@@ -40,7 +40,7 @@ import urllib.error
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: webui_harness lies beside it
-from webui_harness import EXTENSION, MODEL_STUB, Report, get_json, free_port, heie_http_server, restored_webui, running_webui, wait_http  # noqa: E402
+from webui_harness import EXTENSION, MODEL_STUB, REFERENCE_COT, Report, get_json, free_port, heie_http_server, restored_webui, running_webui, wait_http  # noqa: E402
 
 # The helper extension, run inside the WebUI. It drives the WebUI's real processing pieces in
 # process_images_inner's order and returns what came out, as JSON.
@@ -447,8 +447,9 @@ def _grown_box(boxes: list, padding: int, size: list) -> list:
 
 def repair_checks(report: Report, base: str, heie: str, work: Path, label: str) -> Path:
     """HEIE repair, "Reject if" and the filename pattern through the WebUI's own img2img API (only the
-    sampler stubbed: it returns its input plus seeded noise, so the inpainting pass changes the masked area).
-    Returns a PNG the WebUI saved after a repair (for the screenshot)."""
+    sampler stubbed: it returns its input plus seeded noise, so the inpainting pass changes the masked area),
+    judged by ``heie``, a server fed the reference chain of thought (REFERENCE_COT: a hand and a sign), so
+    every image has regions. Returns a PNG the WebUI saved after a repair (for the screenshot)."""
     common = {"heie_address": heie, "heie_explanation": False, "heie_max_tokens": 2, "heie_timeout": 120.0,
               "heie_overlay_in_gallery": False, "heie_save_overlay": False, "heie_reject_action": "keep"}
     padding = 4
@@ -458,7 +459,8 @@ def repair_checks(report: Report, base: str, heie: str, work: Path, label: str) 
     with_regions = [e for e in entries if e.get("repaired_regions")]
     report.check(f"{label}: repair: every rejected image with a region got one inpainting pass (the WebUI's img2img)",
                  len(entries) == 3 and len(with_regions) == len(calls) > 0 and all(e["rejected"] or e["repaired"] for e in entries),
-                 f"{len(entries)} images, {len(with_regions)} with regions, {len(calls)} passes")
+                 f"{len(entries)} images, {len(with_regions)} with regions, {len(calls)} passes"
+                 + ("" if with_regions else "; no regions: is --heie-bin built with --features fault-injection?"))
     lined_up = [c["mask_bbox"] == _grown_box([g["box"] for g in e["repaired_regions"]], c["padding"], c["size"])
                 for c, e in zip(calls, with_regions)]
     report.check(f"{label}: repair: each mask is its regions' union grown by the padding, and the pass changed only it",
@@ -527,8 +529,12 @@ def main() -> int:
 
     report = Report()
     with heie_http_server(args.heie_bin, work / "heie-serve.log") as (server, heie), \
+            heie_http_server(args.heie_bin, work / "heie-serve-regions.log",
+                             env={"HEIE_FAULT_REFERENCE_COT": str(REFERENCE_COT)}) as (grounding_server, grounding), \
             restored_webui(webui, ("heie", "heie-check")):
         report.check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
+        report.check("heie serve --http flagging the reference chain of thought's regions is up (a fault-injection build)",
+                     wait_http(f"http://{grounding}/healthz", 120, grounding_server))
         sys.path.insert(0, str(EXTENSION / "tools"))
         import export_repo
 
@@ -568,7 +574,7 @@ def main() -> int:
                 try:
                     webui_checks(report, f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}",
                                  forge=(webui / "modules_forge").is_dir())
-                    shown = repair_checks(report, f"http://127.0.0.1:{port}", heie, work, f"start {start}")
+                    shown = repair_checks(report, f"http://127.0.0.1:{port}", grounding, work, f"start {start}")
                     if args.screenshots is not None and start == 1:
                         args.screenshots.mkdir(parents=True, exist_ok=True)
                         shot = subprocess.run(["node", str(Path(__file__).with_name("webui_screenshot.mjs")),

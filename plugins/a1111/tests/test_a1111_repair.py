@@ -19,8 +19,8 @@ from heie_a1111 import Settings
 from heie_a1111.repair import RepairOptions, grow, repair, repair_mask, selected_regions
 from heie_a1111.verdict import Verdict
 
-from a1111_servers import HttpServer, http_server  # noqa: F401 (fixtures)
-from webui_loop import generate, parse_infotext
+from a1111_servers import HttpServer, grounding_http_server  # noqa: F401 (fixtures)
+from webui_loop import Opts, generate, parse_infotext
 
 
 def _mask_png(size: tuple[int, int], box: tuple[int, int, int, int]) -> bytes:
@@ -132,13 +132,13 @@ def test_no_region_to_repair_is_said_not_hidden() -> None:
     assert "(regions: none)" in report.note
 
 
-def _image(seed: int) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+def _image(seed: int, size: int = 16) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8))
 
 
-def test_a_rejected_image_is_repaired_through_the_hooks(http_server: HttpServer, tmp_path: Path) -> None:  # noqa: F811
-    # Every image rejected (threshold 1), every region repaired; the "pass" paints the mask grey, which the
-    # real server then judges: the infotext and the API say what happened, whichever image was kept.
+def test_a_rejected_image_is_repaired_through_the_hooks(grounding_http_server: HttpServer, tmp_path: Path) -> None:  # noqa: F811
+    # Every image rejected (threshold 1), its hand repaired; the "pass" paints the mask grey, which the real
+    # server then judges: the infotext and the API say what happened, whichever image was kept.
     masks: list[np.ndarray] = []
 
     def inpaint(p: Any, image: Image.Image, mask: Image.Image, options: RepairOptions) -> Image.Image:
@@ -147,20 +147,34 @@ def test_a_rejected_image_is_repaired_through_the_hooks(http_server: HttpServer,
         painted[masks[-1]] = 128
         return Image.fromarray(painted)
 
-    settings = Settings(address=http_server.address, timeout=120, explanation=False, max_tokens=2, threshold=1.0)
-    run = generate([[_image(1), _image(2)]], settings, tmp_path, repair_options=RepairOptions(True, padding=1),
-                   inpaint=inpaint)
+    settings = Settings(address=grounding_http_server.address, timeout=120, explanation=False, max_tokens=2, threshold=1.0)
+    run = generate([[_image(1, 40), _image(2, 40)]], settings, tmp_path,
+                   repair_options=RepairOptions(True, padding=1, categories=("hand",)), inpaint=inpaint)
     texts = [parse_infotext(t) for t in run.processed.infotexts[1:]]
     api = run.processed.extra_generation_params["HEIE"]
-    for text, entry in zip(texts, api):
-        assert text["HEIE repair padding"] == "1" and text["HEIE repair denoising"] == "0.4"
-        if entry["regions"]:
-            assert entry["repair_categories"] and entry["score_after_repair"] is not None
-            assert ("HEIE repaired" in text) == entry["repaired"] and ("HEIE score before repair" in text) == entry["repaired"]
-            assert entry["repaired"] or text["HEIE repair result"].startswith("not kept: the repaired image")
-            if not entry["repaired"]:  # the original's regions: the mask passed covers each one's box
-                mask = masks.pop(0)
-                assert all(mask[y1:y2, x1:x2].all() for x1, y1, x2, y2 in (r["box"] for r in entry["regions"]))
+    assert len(masks) == 2 and len(api) == 2
+    for text, entry, mask in zip(texts, api, masks):
+        assert text["HEIE repair padding"] == "1" and text["HEIE repair categories"] == "hand"
+        assert [g["category"] for g in entry["regions"]] == ["hand", "text"], "the reference's hand and sign"
+        (hand,) = entry["repaired_regions"]
+        x1, y1, x2, y2 = hand["box"]  # the mask is the hand's box (zero-shot masks are boxes) grown by 1 px
+        expected = np.zeros_like(mask)
+        expected[max(0, y1 - 1):y2 + 1, max(0, x1 - 1):x2 + 1] = True
+        assert (mask == expected).all()
+        assert entry["repair_categories"] == ["hand"] and entry["score_after_repair"] is not None
+        if entry["repaired"]:
+            assert text["HEIE repaired"] == "hand" and float(text["HEIE score before repair"].split(" (")[0]) < float(text["HEIE score"].split(" (")[0])
         else:
-            assert text["HEIE repair result"].startswith("skipped: no flagged region") and not masks
+            assert text["HEIE repair result"].startswith("not kept: the repaired image (hand) scored ")
         assert all(set(r) == {"id", "label", "category", "box", "severity"} for r in entry["regions"])
+        assert " (" in text["HEIE score"], "the band beside the score"
+
+
+def test_reject_if_rejects_by_a_regions_category(grounding_http_server: HttpServer, tmp_path: Path) -> None:  # noqa: F811
+    settings = Settings(address=grounding_http_server.address, timeout=120, explanation=False, max_tokens=2,
+                        threshold=0.0, reject_if="hand>0")
+    run = generate([[_image(3, 40)]], settings, tmp_path, opts=Opts(return_grid=False, grid_save=False))
+    text = parse_infotext(run.processed.infotexts[0])
+    (entry,) = run.processed.extra_generation_params["HEIE"]
+    assert text["HEIE reject if"] == "hand>0" and text["HEIE rejected"] == "yes" and text["HEIE rejected by"] == "hand"
+    assert entry["rejected_categories"] == ["hand"] and entry["reject_if"] == "hand>0" and "HEIE threshold" not in text

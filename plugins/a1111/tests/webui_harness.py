@@ -18,13 +18,18 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 EXTENSION = Path(__file__).resolve().parents[1]
 REPO = EXTENSION.parents[1]
 MODELS = REPO / "tests" / "fixtures" / "models"
+REFERENCE_COT = REPO / "tests" / "fixtures" / "reference-cot" / "hand-and-sign.txt"
+"""A chain of thought with two grounding boxes ("the left hand", "the sign"). The random fixture model never
+writes grounding markup, so a server that is to flag regions is started with the test-only
+``HEIE_FAULT_REFERENCE_COT`` naming it (a binary built with ``--features fault-injection``)."""
 
 
 MODEL_STUB = r'''
@@ -179,14 +184,15 @@ def host_env() -> dict[str, str]:
 
 
 @contextmanager
-def heie_http_server(heie_bin: str, log: Path, extra_args: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``heie serve --http`` on the fixture model (8 tokens, one tile: fast on a CPU), on a free port;
-    yields the process and its HTTP address, and stops it on exit."""
+def heie_http_server(heie_bin: str, log: Path, extra_args: Sequence[str] = (),
+                     env: Optional[Mapping[str, str]] = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``heie serve --http`` on the fixture model (8 tokens, one tile: fast on a CPU), on a free port, with
+    ``env`` added to its environment; yields the process and its HTTP address, and stops it on exit."""
     port = free_port()
     server = subprocess.Popen([heie_bin, "serve", "--addr", "127.0.0.1:0", "--http", f"127.0.0.1:{port}",
                                "--model", str(MODELS / "tiny-llm.gguf"), "--mmproj", str(MODELS / "tiny-mmproj.gguf"),
                                "--threads", "1", *extra_args, "--max-tokens", "8", "--max-tiles", "1"],
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT, env=host_env())
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**host_env(), **(env or {})})
     try:
         yield server, f"127.0.0.1:{port}"
     finally:
