@@ -129,16 +129,17 @@ def test_hooks_judge_write_progress_and_the_png_key(loaded: SimpleNamespace, tmp
     _run_image_hooks(script, p, pp, True)
     assert p.heie_state.judged == 1, "judged once, after the composite step"
     entry = p.extra_generation_params["HEIE score"]
-    assert callable(entry) and 0 <= float(entry(p=p, index=0)) <= 1 and entry(p=p, index=0, use_main_prompt=True) is None
+    number, band = entry(p=p, index=0).split(" (")  # "0.257 (badly flawed)": the score, then its band
+    assert callable(entry) and 0 <= float(number) <= 1 and entry(p=p, index=0, use_main_prompt=True) is None
+    assert band.rstrip(")") in ("badly flawed", "flawed", "typical", "good", "very plausible")
     assert "heie" not in p.extra_generation_params, "the JSON is the PNG's chunk, not repeated in the visible infotext"
-    assert loaded.modules.shared.state.textinfo.startswith("HEIE: image 1 scored ")
+    assert loaded.modules.shared.state.textinfo == f"HEIE: image 1 scored {float(number):.3f} ({band}"
     pnginfo = {"parameters": "x"}
     loaded.callbacks["on_before_image_saved"](SimpleNamespace(image=image, p=p, filename="", pnginfo=pnginfo))
-    assert json.loads(pnginfo["heie"])["score"] == pytest.approx(float(entry(p=p, index=0)), abs=1e-3)
+    assert json.loads(pnginfo["heie"])["score"] == pytest.approx(float(number), abs=1e-3)
     patterns = loaded.modules.images.FilenameGenerator.replacements  # "Images filename pattern": [heie_score]
-    assert patterns["heie_score"](SimpleNamespace(p=p, image=image)) == entry(p=p, index=0).split(" (")[0]
-    band = patterns["heie_band"](SimpleNamespace(p=p, image=image))
-    assert band is SKIP or (band and " " not in band and band.replace("-", " ") in entry(p=p, index=0))
+    assert patterns["heie_score"](SimpleNamespace(p=p, image=image)) == number
+    assert patterns["heie_band"](SimpleNamespace(p=p, image=image)) == band.rstrip(")").replace(" ", "-")
     grid = Image.new("RGB", (16, 16))  # not judged: nothing, and the text before it dropped
     assert patterns["heie_score"](SimpleNamespace(p=p, image=grid)) is SKIP is patterns["heie_band"](SimpleNamespace(p=p, image=grid))
     inner = copy.copy(p)  # a job run inside this one, on a copy of its p

@@ -52,7 +52,8 @@ def test_each_image_carries_its_own_verdict_and_the_grid_none(http_server: HttpS
         saved = _png_text(path)
         meta = json.loads(saved["heie"])  # the PNG's own heie chunk, for programs
         assert set(meta) == {"score", "mode", "summary", "version"} and meta["mode"] == "zero_shot" and meta["version"] == 1
-        assert abs(float(params["HEIE score"]) - meta["score"]) < 1e-3 and "HEIE error" not in params
+        number, band = params["HEIE score"].split(" (")  # the score, then its band's words
+        assert abs(float(number) - meta["score"]) < 1e-3 and "HEIE error" not in params and band.endswith(")")
         assert saved["parameters"] == text
         with Image.open(path.with_name(path.stem + ".heie.png")) as overlay:
             assert overlay.size == (16, 16)

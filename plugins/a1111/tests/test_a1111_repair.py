@@ -155,7 +155,7 @@ def test_a_rejected_image_is_repaired_through_the_hooks(grounding_http_server: H
     assert len(masks) == 2 and len(api) == 2
     for text, entry, mask in zip(texts, api, masks):
         assert text["HEIE repair padding"] == "1" and text["HEIE repair categories"] == "hand"
-        assert [g["category"] for g in entry["regions"]] == ["hand", "text"], "the reference's hand and sign"
+        assert len(entry["regions"]) == 2 and entry["regions"][0]["category"] == "hand", "the reference's hand and sign"
         (hand,) = entry["repaired_regions"]
         x1, y1, x2, y2 = hand["box"]  # the mask is the hand's box (zero-shot masks are boxes) grown by 1 px
         expected = np.zeros_like(mask)
