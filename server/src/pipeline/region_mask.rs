@@ -24,7 +24,7 @@ impl RegionMask {
 
     /// Pixel bounds `[x1, y1, x2, y2)` outside which no pixel is inside (not always tight for a
     /// component: scanning them finds the tight box).
-    pub fn scan_bounds(&self) -> [u32; 4] {
+    fn scan_bounds(&self) -> [u32; 4] {
         match self {
             RegionMask::Rect { bounds, .. } => *bounds,
             RegionMask::Component { width, height, components, label } => {
@@ -39,7 +39,7 @@ impl RegionMask {
     /// Whether pixel (`x`, `y`) is inside; `cell_x`/`cell_y` are its nearest cells (see
     /// [`nearest_cell`]), unused for a box.
     #[inline]
-    pub fn contains(&self, x: u32, y: u32, cell_x: usize, cell_y: usize) -> bool {
+    fn contains(&self, x: u32, y: u32, cell_x: usize, cell_y: usize) -> bool {
         match self {
             RegionMask::Rect { bounds: [x1, y1, x2, y2], .. } => (*x1..*x2).contains(&x) && (*y1..*y2).contains(&y),
             RegionMask::Component { components, label, .. } => components.label_at(cell_x, cell_y) == *label,
@@ -47,7 +47,7 @@ impl RegionMask {
     }
 
     /// The heatmap grid's size in cells, `(1, 1)` for a box (whose test needs no cells).
-    pub fn grid(&self) -> (usize, usize) {
+    fn grid(&self) -> (usize, usize) {
         match self {
             RegionMask::Rect { .. } => (1, 1),
             RegionMask::Component { components, .. } => (components.width, components.height),

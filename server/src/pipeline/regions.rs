@@ -87,20 +87,21 @@ pub fn build_regions(inputs: &RegionInputs) -> Vec<Region> {
         return Vec::new();
     }
     let sentences = explanation_sentences(inputs.sections);
-    let shapes = match inputs.mode {
-        OutputMode::ZeroShot => grounded_shapes(inputs),
-        OutputMode::Trained => component_shapes(inputs),
-    };
     let sampler = Sampler::new(inputs.heatmap, width, height);
+    let shapes = match inputs.mode {
+        OutputMode::ZeroShot => grounded_shapes(inputs, &sampler),
+        OutputMode::Trained => component_shapes(inputs, &sampler),
+    };
     shapes
         .into_iter()
-        .filter_map(|shape| {
-            let measured = sampler.measure(&shape.mask)?;
+        .enumerate()
+        .map(|(i, shape)| {
+            let measured = shape.measured;
             let sentences = sentences_about(&shape.label, &sentences);
             let category = categorize(&shape.label, &sentences);
             let mean = (measured.sum / measured.pixels as f64) as f32;
-            Some(Region {
-                id: 0,
+            Region {
+                id: i as u32 + 1,
                 bounds: shape.bounds.unwrap_or_else(|| per_mille(measured.bounds, width, height)),
                 label: shape.label,
                 sentences,
@@ -109,55 +110,87 @@ pub fn build_regions(inputs: &RegionInputs) -> Vec<Region> {
                 severity: ((1.0 - inputs.score) * mean).clamp(0.0, 1.0),
                 mask: shape.mask,
                 source: shape.source,
-            })
+            }
         })
-        .enumerate()
-        .map(|(i, region)| Region { id: i as u32 + 1, ..region })
         .collect()
 }
 
-/// A region before it is measured against the heatmap.
+/// A region measured against the heatmap, before its sentences are found.
 struct Shape {
     label: String,
     mask: RegionMask,
     source: RegionSource,
     /// The 0–1000 box when the model wrote it; else derived from the mask's pixels.
     bounds: Option<[f32; 4]>,
+    measured: Measured,
 }
 
-/// Zero-shot: each grounding box as its own mask.
-fn grounded_shapes(inputs: &RegionInputs) -> Vec<Shape> {
+/// Zero-shot: each grounding box as its own mask (never empty: `pixel_bounds` is at least a pixel).
+fn grounded_shapes(inputs: &RegionInputs, sampler: &Sampler) -> Vec<Shape> {
     let (width, height) = inputs.image_size;
     inputs
         .boxes
         .iter()
-        .map(|b| Shape {
-            label: b.label.clone().unwrap_or_default(),
-            mask: RegionMask::Rect { width, height, bounds: b.pixel_bounds(width, height) },
-            source: RegionSource::GroundedBox,
-            bounds: Some([b.x1, b.y1, b.x2, b.y2]),
+        .map(|b| {
+            let [x1, y1, x2, y2] = b.pixel_bounds(width, height);
+            let mut measured = Measured::default();
+            for y in y1..y2 {
+                for x in x1..x2 {
+                    measured.add(x, y, sampler.value(x, y));
+                }
+            }
+            Shape {
+                label: b.label.clone().unwrap_or_default(),
+                mask: RegionMask::Rect { width, height, bounds: [x1, y1, x2, y2] },
+                source: RegionSource::GroundedBox,
+                bounds: Some([b.x1, b.y1, b.x2, b.y2]),
+                measured,
+            }
         })
         .collect()
 }
 
 /// Trained: each large enough component of the heatmap, largest first, labelled by the grounding
-/// box it overlaps most.
-fn component_shapes(inputs: &RegionInputs) -> Vec<Shape> {
+/// box it overlaps most. A component too small to cover one image pixel is dropped.
+fn component_shapes(inputs: &RegionInputs, sampler: &Sampler) -> Vec<Shape> {
     let (width, height) = inputs.image_size;
     let found = Arc::new(components(inputs.heatmap, FLAG_THRESHOLD));
     let min_cells = (MIN_COMPONENT_SHARE * (found.width * found.height) as f64).ceil() as usize;
     let mut kept: Vec<u32> = (1..=found.stats().len() as u32).filter(|&k| found.get(k).cells >= min_cells).collect();
     // Stable: equal sizes keep the order a raster scan meets them.
     kept.sort_by_key(|&k| std::cmp::Reverse(found.get(k).cells));
+    let mut measured = measure_components(&found, sampler);
     kept.into_iter()
-        .map(|label| {
+        .filter_map(|label| {
+            let measured = std::mem::take(&mut measured[label as usize - 1]);
+            if measured.pixels == 0 {
+                return None;
+            }
             let name = most_overlapping_box(inputs.boxes, &found, label)
                 .and_then(|b| b.label.clone())
                 .unwrap_or_default();
             let mask = RegionMask::Component { width, height, components: found.clone(), label };
-            Shape { label: name, mask, source: RegionSource::HeatmapComponent, bounds: None }
+            Some(Shape { label: name, mask, source: RegionSource::HeatmapComponent, bounds: None, measured })
         })
         .collect()
+}
+
+/// Every component measured at image size in one pass over the image's pixels, so the cost is the
+/// image's size however many components there are; index `k - 1` is component `k`.
+fn measure_components(found: &Components, sampler: &Sampler) -> Vec<Measured> {
+    let (width, height) = sampler.size;
+    let mut measured: Vec<Measured> = (0..found.stats().len()).map(|_| Measured::default()).collect();
+    let cells_x: Vec<usize> = (0..width).map(|x| nearest_cell(x, width, found.width)).collect();
+    for y in 0..height {
+        let cell_y = nearest_cell(y, height, found.height);
+        for (x, &cell_x) in (0..width).zip(&cells_x) {
+            let label = found.label_at(cell_x, cell_y);
+            if label != 0 {
+                measured[label as usize - 1].add(x, y, sampler.value(x, y));
+            }
+        }
+    }
+    measured
 }
 
 /// The box with the most of component `label`'s cells inside it (the first on a tie); None when
@@ -190,12 +223,29 @@ fn per_mille([x1, y1, x2, y2]: [u32; 4], width: u32, height: u32) -> [f32; 4] {
 }
 
 /// The heatmap read at image size (the values `heatmap::resize` to the image's size would give),
-/// one region's pixels at a time, without building the image-sized map.
+/// a pixel at a time, without building the image-sized map.
 struct Sampler<'a> {
     map: &'a Array2<f32>,
     rows: Vec<(usize, usize, f32)>,
     cols: Vec<(usize, usize, f32)>,
     size: (u32, u32),
+}
+
+impl<'a> Sampler<'a> {
+    fn new(map: &'a Array2<f32>, width: u32, height: u32) -> Sampler<'a> {
+        let (map_h, map_w) = map.dim();
+        Sampler { map, rows: resize_taps(height as usize, map_h), cols: resize_taps(width as usize, map_w), size: (width, height) }
+    }
+
+    /// H at image pixel (`x`, `y`), in 0..1; an empty map reads 0, and so does a NaN from the heads
+    /// (it must not poison a mean).
+    fn value(&self, x: u32, y: u32) -> f64 {
+        if self.rows.is_empty() || self.cols.is_empty() {
+            return 0.0;
+        }
+        let h = sample(self.map, self.rows[y as usize], self.cols[x as usize]);
+        if h.is_nan() { 0.0 } else { h.clamp(0.0, 1.0) as f64 }
+    }
 }
 
 /// A mask's pixel count, the sum of H over it and its tight pixel bounds.
@@ -205,37 +255,18 @@ struct Measured {
     bounds: [u32; 4],
 }
 
-impl<'a> Sampler<'a> {
-    fn new(map: &'a Array2<f32>, width: u32, height: u32) -> Sampler<'a> {
-        let (map_h, map_w) = map.dim();
-        Sampler { map, rows: resize_taps(height as usize, map_h), cols: resize_taps(width as usize, map_w), size: (width, height) }
+impl Default for Measured {
+    fn default() -> Measured {
+        Measured { pixels: 0, sum: 0.0, bounds: [u32::MAX, u32::MAX, 0, 0] }
     }
+}
 
-    /// None when the mask has no pixel at image size (a component smaller than one image pixel).
-    fn measure(&self, mask: &RegionMask) -> Option<Measured> {
-        let (width, height) = self.size;
-        let (grid_w, grid_h) = mask.grid();
-        let [x1, y1, x2, y2] = mask.scan_bounds();
-        let cells_x: Vec<usize> = (x1..x2).map(|x| nearest_cell(x, width, grid_w)).collect();
-        let mut m = Measured { pixels: 0, sum: 0.0, bounds: [u32::MAX, u32::MAX, 0, 0] };
-        let empty_map = self.rows.is_empty() || self.cols.is_empty();
-        for y in y1..y2 {
-            let cell_y = nearest_cell(y, height, grid_h);
-            for (x, &cell_x) in (x1..x2).zip(&cells_x) {
-                if !mask.contains(x, y, cell_x, cell_y) {
-                    continue;
-                }
-                m.pixels += 1;
-                if !empty_map {
-                    let h = sample(self.map, self.rows[y as usize], self.cols[x as usize]);
-                    // A NaN from the heads must not poison the mean; it counts as unflagged.
-                    m.sum += if h.is_nan() { 0.0 } else { h.clamp(0.0, 1.0) as f64 };
-                }
-                let b = &mut m.bounds;
-                (b[0], b[1], b[2], b[3]) = (b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1));
-            }
-        }
-        (m.pixels > 0).then_some(m)
+impl Measured {
+    fn add(&mut self, x: u32, y: u32, h: f64) {
+        self.pixels += 1;
+        self.sum += h;
+        let b = &mut self.bounds;
+        (b[0], b[1], b[2], b[3]) = (b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1));
     }
 }
 
@@ -324,6 +355,20 @@ mod tests {
         // A component no box touches has no label and no sentences.
         let inputs = RegionInputs { boxes: &[], ..inputs };
         assert!(build_regions(&inputs).iter().all(|r| r.label.is_empty() && r.sentences.is_empty()));
+    }
+
+    #[test]
+    fn a_component_that_covers_no_image_pixel_is_no_region() {
+        // A 4-cell map over a 1-pixel image: the pixel's centre falls in cell 2, so the component of
+        // cell 0 has no pixel and the one of cells 2..4 becomes region 1.
+        let heatmap = Array2::from_shape_vec((1, 4), vec![1.0, 0.0, 1.0, 1.0]).unwrap();
+        let sections = SectionTexts::default();
+        let inputs = RegionInputs { boxes: &[], sections: &sections, heatmap: &heatmap, mode: OutputMode::Trained, score: 0.5, image_size: (1, 1) };
+        let regions = build_regions(&inputs);
+        assert_eq!(regions.iter().map(|r| (r.id, r.pixels)).collect::<Vec<_>>(), vec![(1, [0, 0, 1, 1])]);
+        // H at image size is the map resized (bilinear): the pixel's centre is halfway between
+        // cells 1 (0) and 2 (1), so H = 0.5 there and severity = (1 − 0.5) × 0.5.
+        assert!((regions[0].severity - 0.25).abs() < 1e-6, "{}", regions[0].severity);
     }
 
     #[test]
