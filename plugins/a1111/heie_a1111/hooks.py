@@ -89,7 +89,7 @@ def _progress_reporter(progress: Callable[[str], None], number: int, what: str =
             progress(f"{PROGRESS_PREFIX}judging {what} {number}: writing the {event.section.name.lower()}")
         elif isinstance(event, Score) and not scored:  # the first score is the verdict; extras follow
             scored = True
-            band = getattr(event, "band", "")  # PRE-MERGE
+            band = event.band
             progress(f"{PROGRESS_PREFIX}{what} {number} scored {event.score:.3f}{f' ({band})' if band else ''}")
     return on_event
 

@@ -137,7 +137,7 @@ def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] 
     except ProtocolError as err:  # cut before the heads ran: no verdict, never a silent 0 that rejects
         raise HeieError(f"the server sent no score ({err.message})", code=None) from None
     assert result.score is not None
-    regions = tuple(getattr(result, "regions", ()))  # PRE-MERGE
+    regions = tuple(result.regions)
     rejected, rejected_by = decide(result.score, regions, settings)
     return Verdict(
         score=result.score,
@@ -146,7 +146,7 @@ def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] 
         rejected=rejected,
         overlay_png=result.overlay_png,
         threshold=settings.threshold,
-        band=getattr(result, "band", ""),  # PRE-MERGE
+        band=result.band,
         regions=regions,
         rules=settings.reject_rules,
         rejected_by=rejected_by,
