@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::engine::{Liveness, SequenceEnd, SequenceStats};
 
+use super::calibrated::calibrated;
 use super::captured::Captured;
 use super::events::{
     ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
@@ -16,6 +17,7 @@ use crate::engine::injected_fault;
 use super::heads_worker::{HeadsWorker, MapsRequest};
 use super::pending::Pending;
 use super::trained::TrainedHeads;
+use crate::calibration::{Calibration, Features};
 use heie_heads::{HeadsMaps, ProjectedView};
 use std::sync::Arc;
 
@@ -37,12 +39,13 @@ pub struct Finalizer {
 impl Finalizer {
     /// Starts the finalizer thread; it ends when every handle is dropped.
     pub fn start(heads: Option<Arc<TrainedHeads>>) -> Finalizer {
-        Finalizer::start_watched(heads, Liveness::default())
+        Finalizer::start_watched(heads, None, Liveness::default())
     }
 
-    /// As [`Finalizer::start`], reporting a panic of the thread to `liveness` (after a panic no
-    /// evaluation could ever finish again, so the server must know).
-    pub fn start_watched(heads: Option<Arc<TrainedHeads>>, liveness: Liveness) -> Finalizer {
+    /// As [`Finalizer::start`], with a user's calibration applied to every primary score, reporting a
+    /// panic of the thread to `liveness` (after a panic no evaluation could ever finish again, so the
+    /// server must know).
+    pub fn start_watched(heads: Option<Arc<TrainedHeads>>, calibration: Option<Arc<Calibration>>, liveness: Liveness) -> Finalizer {
         let (jobs, receiver) = channel::<FinalizeJob>();
         let finalizer = Finalizer { jobs, heads_worker: heads.clone().map(HeadsWorker::start) };
         std::thread::Builder::new()
@@ -53,7 +56,7 @@ impl Finalizer {
                         if injected_fault("finalizer", n as u64 + 1).is_some() {
                             panic!("injected fault: the finalizer panics at job {}", n + 1);
                         }
-                        finalize(job, heads.as_deref());
+                        finalize(job, heads.as_deref(), calibration.as_deref());
                     }
                 });
             })
@@ -78,7 +81,7 @@ impl Finalizer {
     }
 }
 
-fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
+fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>, calibration: Option<&Calibration>) {
     let FinalizeJob { captured, end, stats, mut events } = job;
     let t0 = Instant::now();
     let finish_reason = match &end {
@@ -94,14 +97,19 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
             return;
         }
     };
-    // The primary score (the first one sent) decides the summary line.
-    let mut primary: Option<(f32, OutputMode)> = None;
+    // The primary score (the first one sent) decides the summary line; a calibration replaces it
+    // before it is sent, so every client, the band and the summary see the calibrated score.
+    let mut primary: Option<ScoreOutput> = None;
+    // What the calibration sees besides the raw score: the worst region severity per category.
+    // (The regions are not computed in this pipeline yet; until they are, every severity is 0.)
+    let primary_features = |raw: f32| Features::score_only(raw);
     if finish_reason != FinishReason::Cancelled {
         let (width, height) = captured.output_size();
         if let Some(heads) = heads {
             match heads.run(&captured) {
                 Ok((heatmap, score)) => {
-                    primary = Some((score.score, score.mode));
+                    let score = calibrated(score, calibration, primary_features);
+                    primary = Some(score.clone());
                     events.send(EvalEvent::Heatmap(heatmap));
                     events.send(EvalEvent::Score(score));
                 }
@@ -114,13 +122,18 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         let zero_shot = rasterize_boxes(&captured.boxes, width, height);
         events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot, local_weight: None }));
         if let Some(rating) = &captured.rating {
-            primary = primary.or(Some((rating.score, OutputMode::ZeroShot)));
-            events.send(EvalEvent::Score(ScoreOutput {
+            let mut score = ScoreOutput {
                 score: rating.score,
                 mode: OutputMode::ZeroShot,
                 level_probabilities: rating.probabilities,
                 trained: None,
-            }));
+                uncalibrated: None,
+            };
+            if primary.is_none() {
+                score = calibrated(score, calibration, primary_features);
+                primary = Some(score.clone());
+            }
+            events.send(EvalEvent::Score(score));
         }
     }
     let tokens = TokenCounts { prompt: stats.prompt_tokens, image: stats.image_tokens, generated: stats.generated_tokens };
@@ -136,7 +149,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         time_to_first_token_ms: stats.first_token.map(|f| ms(f) + ms(stats.queued) + ms(captured.preprocess)).unwrap_or(0.0),
         decode_tokens_per_s: stats.decode_tokens_per_s(),
     };
-    let summary = summary_line(&captured.sections, primary);
+    let summary = summary_line(&captured.sections, primary.as_ref());
     if captured.emit_captures {
         events.send(EvalEvent::Captures(std::sync::Arc::new(captured)));
     }

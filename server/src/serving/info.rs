@@ -51,7 +51,15 @@ fn server_info(serving: &Serving) -> Result<pb::ServerInfo, ServingError> {
         }),
         version: env!("CARGO_PKG_VERSION").to_string(),
         device: info.device.clone(),
-        calibration: None,
+        calibration: evaluator.calibration().map(|c| {
+            let report = c.file.report();
+            pb::Calibration {
+                name: c.name.clone(),
+                examples: c.file.examples.train,
+                auc_before: report.auc_before,
+                auc_after: report.auc_after,
+            }
+        }),
         score_bands: SCORE_BANDS
             .iter()
             .map(|band| pb::ScoreBand { name: band.name.into(), lower: band.lower, meaning: band.meaning.into() })
