@@ -77,7 +77,7 @@ async fn calibrate_writes_a_file_that_serve_and_eval_apply_exactly() {
     assert_eq!((file.examples.train, file.examples.held_out, file.examples.kept, file.examples.rejected), (6, 2, 4, 4));
     assert_eq!(file.fitted_with.mode, "zero-shot");
     assert!(!file.fitted_with.llm.is_empty() && file.fitted_with.heads.is_none(), "{:?}", file.fitted_with);
-    let report = file.report();
+    let report = &file.held_out;
 
     // Served: GetInfo reports it, every primary score is the file's function of the raw one.
     let mut server = ServeProcess::spawn(&["--addr", "127.0.0.1:0", "--calibration", out.to_str().unwrap()]);

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::features::CATEGORY_COUNT;
-use super::fit::{Fitted, Report, LAMBDA};
+use super::fit::{ExampleCounts, Fitted, HeldOut, LAMBDA};
 use super::isotonic::Isotonic;
 use super::map::{CalibrationMap, LOGIT_CLIP};
 use crate::pipeline::region_category::RegionCategory;
@@ -45,15 +45,6 @@ pub struct FittedWith {
     pub mode: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ExampleCounts {
-    pub train: u32,
-    pub held_out: u32,
-    pub kept: u32,
-    pub rejected: u32,
-}
-
 /// The isotonic map's knots: `x` raw scores (strictly increasing), `y` P(keep) (non-decreasing).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -85,18 +76,6 @@ pub struct SeverityWeights {
     pub other: f64,
 }
 
-/// Measured on the held-out images (see `fit::Report`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HeldOut {
-    pub auc_before: f64,
-    pub auc_after: f64,
-    pub accuracy_before: f64,
-    pub accuracy_after: f64,
-    pub threshold_before: f64,
-    pub threshold_after: f64,
-}
-
 impl SeverityWeights {
     fn from_array(w: [f64; CATEGORY_COUNT]) -> SeverityWeights {
         let [hand, face, body, text, object, physics, background, other] = w;
@@ -113,29 +92,16 @@ impl CalibrationFile {
     /// The file for a fresh fit.
     pub fn new(fitted: &Fitted, fitted_with: FittedWith) -> CalibrationFile {
         let Fitted { map, report } = fitted;
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         CalibrationFile {
             format: FORMAT.into(),
             created: utc_now(),
             fitted_with,
-            examples: ExampleCounts {
-                train: count(report.train),
-                held_out: count(report.held_out),
-                kept: count(report.kept),
-                rejected: count(report.rejected),
-            },
+            examples: report.examples.clone(),
             isotonic: Knots { x: map.isotonic.x.clone(), y: map.isotonic.y.clone() },
             logit_clip: LOGIT_CLIP,
             weights: Weights { bias: map.bias, score: map.score_weight, severity: SeverityWeights::from_array(map.severity_weights) },
             lambda: LAMBDA,
-            held_out: HeldOut {
-                auc_before: report.auc_before,
-                auc_after: report.auc_after,
-                accuracy_before: report.accuracy_before,
-                accuracy_after: report.accuracy_after,
-                threshold_before: report.threshold_before,
-                threshold_after: report.threshold_after,
-            },
+            held_out: report.held_out.clone(),
         }
     }
 
@@ -173,24 +139,6 @@ impl CalibrationFile {
             bias: self.weights.bias,
             score_weight: self.weights.score,
             severity_weights: self.weights.severity.to_array(),
-        }
-    }
-
-    /// The numbers `fit` reported, read back.
-    pub fn report(&self) -> Report {
-        let h = &self.held_out;
-        let e = &self.examples;
-        Report {
-            train: e.train as usize,
-            held_out: e.held_out as usize,
-            kept: e.kept as usize,
-            rejected: e.rejected as usize,
-            auc_before: h.auc_before,
-            auc_after: h.auc_after,
-            accuracy_before: h.accuracy_before,
-            accuracy_after: h.accuracy_after,
-            threshold_before: h.threshold_before,
-            threshold_after: h.threshold_after,
         }
     }
 

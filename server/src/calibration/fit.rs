@@ -1,5 +1,7 @@
 //! Fitting a calibration to one user's keep/reject decisions, and measuring it on held-out images.
 
+use serde::{Deserialize, Serialize};
+
 use super::features::{Features, CATEGORY_COUNT};
 use super::isotonic::Isotonic;
 use super::logistic::{self, Prior};
@@ -24,13 +26,20 @@ pub struct Example {
     pub kept: bool,
 }
 
-/// How the calibration did on the held-out images (and the counts behind it).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub train: usize,
-    pub held_out: usize,
-    pub kept: usize,
-    pub rejected: usize,
+/// What a calibration was fitted and measured on (also the file's `examples`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleCounts {
+    pub train: u32,
+    pub held_out: u32,
+    pub kept: u32,
+    pub rejected: u32,
+}
+
+/// How the raw and the calibrated score did on the held-out images (also the file's `held_out`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldOut {
     pub auc_before: f64,
     pub auc_after: f64,
     pub accuracy_before: f64,
@@ -39,6 +48,13 @@ pub struct Report {
     /// the calibrated score: the held-out accuracies use them.
     pub threshold_before: f64,
     pub threshold_after: f64,
+}
+
+/// A fit's counts and held-out numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub examples: ExampleCounts,
+    pub held_out: HeldOut,
 }
 
 /// A fitted calibration with its report.
@@ -98,11 +114,14 @@ pub fn fit_calibration(examples: &[Example]) -> Result<Fitted, String> {
     let threshold_before = best_threshold(&raw(&train_examples), &train_labels);
     let threshold_after = best_threshold(&calibrated(&train_examples), &train_labels);
     let both = "the held-out part has both labels by construction";
-    let report = Report {
-        train: train.len(),
-        held_out: held_out.len(),
-        kept: kept_count,
-        rejected: rejected_count,
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let examples = ExampleCounts {
+        train: count(train.len()),
+        held_out: count(held_out.len()),
+        kept: count(kept_count),
+        rejected: count(rejected_count),
+    };
+    let held_out = HeldOut {
         auc_before: auc(&raw(&held_examples), &held_labels).expect(both),
         auc_after: auc(&calibrated(&held_examples), &held_labels).expect(both),
         accuracy_before: accuracy(&raw(&held_examples), &held_labels, threshold_before),
@@ -110,7 +129,7 @@ pub fn fit_calibration(examples: &[Example]) -> Result<Fitted, String> {
         threshold_before,
         threshold_after,
     };
-    Ok(Fitted { map, report })
+    Ok(Fitted { map, report: Report { examples, held_out } })
 }
 
 #[cfg(test)]
@@ -149,10 +168,11 @@ mod tests {
         // Categories nobody was flagged for keep the weight the prior gives them: 0.
         assert!(map.severity_weights[1..].iter().all(|&w| w.abs() < 1e-9), "{:?}", map.severity_weights);
         // On held-out images the calibrated score separates better than the raw one.
-        let r = &fitted.report;
+        let r = &fitted.report.held_out;
         assert!(r.auc_after > r.auc_before && r.auc_after > 0.95, "{r:?}");
         assert!(r.accuracy_after >= r.accuracy_before, "{r:?}");
-        assert_eq!((r.train, r.held_out, r.train + r.held_out), (60, 20, 80));
+        let e = &fitted.report.examples;
+        assert_eq!((e.train, e.held_out, e.kept + e.rejected), (60, 20, 80));
     }
 
     #[test]

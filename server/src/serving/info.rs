@@ -51,14 +51,11 @@ fn server_info(serving: &Serving) -> Result<pb::ServerInfo, ServingError> {
         }),
         version: env!("CARGO_PKG_VERSION").to_string(),
         device: info.device.clone(),
-        calibration: evaluator.calibration().map(|c| {
-            let report = c.file.report();
-            pb::Calibration {
-                name: c.name.clone(),
-                examples: c.file.examples.train,
-                auc_before: report.auc_before,
-                auc_after: report.auc_after,
-            }
+        calibration: evaluator.calibration().map(|c| pb::Calibration {
+            name: c.name.clone(),
+            examples: c.file.examples.train,
+            auc_before: c.file.held_out.auc_before,
+            auc_after: c.file.held_out.auc_after,
         }),
         score_bands: SCORE_BANDS
             .iter()

@@ -98,8 +98,9 @@ fn from_csv(args: &CalibrateArgs, csv: &std::path::Path) -> anyhow::Result<(Vec<
     Ok((rows.examples, 0, fitted_with))
 }
 
-fn print_report(r: &Report) {
-    println!("fitted on {} images, measured on {} held-out images (every 4th of each label by file name):", r.train, r.held_out);
+fn print_report(report: &Report) {
+    let (e, r) = (&report.examples, &report.held_out);
+    println!("fitted on {} images, measured on {} held-out images (every 4th of each label by file name):", e.train, e.held_out);
     println!("                AUC    accuracy  (threshold from the training part)");
     println!("  raw score     {:.3}  {:.3}     (keep at >= {:.3})", r.auc_before, r.accuracy_before, r.threshold_before);
     println!("  calibrated    {:.3}  {:.3}     (keep at >= {:.3})", r.auc_after, r.accuracy_after, r.threshold_after);

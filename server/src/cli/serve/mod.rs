@@ -31,7 +31,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let network = describe_network(&options.network);
     let http_scheme = if options.network.tls.is_some() { "https" } else { "http" };
     let calibration_line = calibration.as_ref().map(|c| {
-        let r = c.file.report();
+        let r = &c.file.held_out;
         format!(
             "calibration {} applied to every primary score ({} examples; held-out AUC {:.3} → {:.3})",
             c.name, c.file.examples.train, r.auc_before, r.auc_after
