@@ -59,6 +59,8 @@ pub struct Timings {
     pub total_ms: f64,
     pub time_to_first_token_ms: f64,
     pub decode_tokens_per_s: f64,
+    /// Every tile's features came from the engine's image cache (this image was judged before).
+    pub image_cached: bool,
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {

@@ -148,6 +148,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>, calibration: Option<
         total_ms: ms(captured.started.elapsed()),
         time_to_first_token_ms: stats.first_token.map(|f| ms(f) + ms(stats.queued) + ms(captured.preprocess)).unwrap_or(0.0),
         decode_tokens_per_s: stats.decode_tokens_per_s(),
+        image_cached: stats.image_cached(),
     };
     let summary = summary_line(&captured.sections, primary.as_ref());
     if captured.emit_captures {

@@ -217,6 +217,7 @@ pub fn done(f: FinishReason, t: &Timings, tokens: &TokenCounts, device: &str, me
             time_to_first_token_ms: t.time_to_first_token_ms,
             queue_ms: t.queued_ms,
             heads_ms: t.postprocess_ms,
+            image_cached: t.image_cached,
         }),
         tokens: Some(pb::TokenCounts { prompt_tokens: tokens.prompt, image_tokens: tokens.image, generated_tokens: tokens.generated }),
         finish_reason: finish_reason(f) as i32,

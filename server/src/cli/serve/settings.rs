@@ -466,6 +466,11 @@ mod tests {
         let (args, m) = parse(&["serve", "--config", path]);
         assert!(format!("{:#}", settings(&args, Some(&m)).unwrap_err()).contains("--tls-cert needs --tls-key"));
 
+        // A calibration named in the file is loaded (and checked) with the settings.
+        std::fs::write(&config, "calibration = \"/no/such/mine.json\"\n").unwrap();
+        let (args, m) = parse(&["serve", "--config", path]);
+        assert!(format!("{:#}", settings(&args, Some(&m)).unwrap_err()).contains("calibration /no/such/mine.json"));
+
         std::fs::write(&config, "paralel = 2\n").unwrap();
         let (args, m) = parse(&["serve", "--config", path]);
         let e = settings(&args, Some(&m)).unwrap_err();
