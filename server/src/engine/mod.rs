@@ -29,7 +29,7 @@ pub use error::EngineError;
 pub use llama::{gguf_file, gpu_devices, runs_on_gpu, supports_gpu_offload, Model};
 pub use liveness::Liveness;
 #[doc(hidden)]
-pub use faults::injected_fault;
+pub use faults::{injected_fault, injected_reference_text};
 pub use metrics::EngineMetrics;
 pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TokenVerdict};
 pub use runtime::{Runtime, TileBitmap, Token, Vocabulary};

@@ -103,8 +103,9 @@ pub struct ScoreOutput {
     pub uncalibrated: Option<f32>,
 }
 
-/// One event of an evaluation. Order: Started, then per section StageStarted and TextDeltas (Regions
-/// interleaved after the regions section), then Heatmap(s), Score(s), Done. An Error replaces Done.
+/// One event of an evaluation. Order: Started, then per section StageStarted and TextDeltas (Region
+/// boxes interleaved after the regions section), then Heatmap(s), Score(s), Regions (when a score
+/// was computed), Done. An Error replaces Done.
 #[derive(Debug, Clone)]
 pub enum EvalEvent {
     Started { request_id: u64, tiling: Tiling, mode: OutputMode, prompt_mode: PromptMode },
@@ -113,6 +114,8 @@ pub enum EvalEvent {
     Region(RegionBox),
     Heatmap(HeatmapOutput),
     Score(ScoreOutput),
+    /// The flagged regions as data (see `regions.rs`); once, after the scores, possibly empty.
+    Regions(Vec<super::regions::Region>),
     /// What the language model produced for the heads (only with `EvalOptions::emit_captures`).
     Captures(std::sync::Arc<super::captured::Captured>),
     /// `summary`: the one-line verdict for people ([`super::summary::summary_line`]).

@@ -12,6 +12,7 @@ use super::events::{
     ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
 };
 use super::heatmap::rasterize_boxes;
+use super::regions::{build_regions, Region, RegionInputs};
 use super::summary::summary_line;
 use crate::engine::injected_fault;
 use super::heads_worker::{HeadsWorker, MapsRequest};
@@ -81,6 +82,18 @@ impl Finalizer {
     }
 }
 
+/// The regions of one image, from its primary heatmap and score (see `regions.rs`).
+fn regions_of(captured: &Captured, heatmap: &ndarray::Array2<f32>, score: f32, mode: OutputMode) -> Vec<Region> {
+    build_regions(&RegionInputs {
+        boxes: &captured.boxes,
+        sections: &captured.sections,
+        heatmap,
+        mode,
+        score,
+        image_size: (captured.tiling.original_width, captured.tiling.original_height),
+    })
+}
+
 fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>, calibration: Option<&Calibration>) {
     let FinalizeJob { captured, end, stats, mut events } = job;
     let t0 = Instant::now();
@@ -100,19 +113,12 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>, calibration: Option<
     // The primary score (the first one sent) decides the summary line; a calibration replaces it
     // before it is sent, so every client, the band and the summary see the calibrated score.
     let mut primary: Option<ScoreOutput> = None;
-    // What the calibration sees besides the raw score: the worst region severity per category.
-    // (The regions are not computed in this pipeline yet; until they are, every severity is 0.)
-    let primary_features = |raw: f32| Features::score_only(raw);
     if finish_reason != FinishReason::Cancelled {
         let (width, height) = captured.output_size();
+        let mut trained = None;
         if let Some(heads) = heads {
             match heads.run(&captured) {
-                Ok((heatmap, score)) => {
-                    let score = calibrated(score, calibration, primary_features);
-                    primary = Some(score.clone());
-                    events.send(EvalEvent::Heatmap(heatmap));
-                    events.send(EvalEvent::Score(score));
-                }
+                Ok(outputs) => trained = Some(outputs),
                 Err(e) => {
                     events.send(EvalEvent::Error(format!("trained heads failed: {e}")));
                     return;
@@ -120,6 +126,21 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>, calibration: Option<
             }
         }
         let zero_shot = rasterize_boxes(&captured.boxes, width, height);
+        // Regions are built from the primary heatmap and score, before the events take them.
+        let regions = match (&trained, &captured.rating) {
+            (Some((heatmap, score)), _) => Some(regions_of(&captured, &heatmap.map, score.score, OutputMode::Trained)),
+            (None, Some(rating)) => Some(regions_of(&captured, &zero_shot, rating.score, OutputMode::ZeroShot)),
+            (None, None) => None,
+        };
+        // What the calibration sees besides the raw score: the worst region severity per category.
+        let primary_features =
+            |raw: f32| Features::from_regions(raw, regions.iter().flatten().map(|r| (r.category, r.severity)));
+        if let Some((heatmap, score)) = trained {
+            let score = calibrated(score, calibration, primary_features);
+            primary = Some(score.clone());
+            events.send(EvalEvent::Heatmap(heatmap));
+            events.send(EvalEvent::Score(score));
+        }
         events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot, local_weight: None }));
         if let Some(rating) = &captured.rating {
             let mut score = ScoreOutput {
@@ -134,6 +155,9 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>, calibration: Option<
                 primary = Some(score.clone());
             }
             events.send(EvalEvent::Score(score));
+        }
+        if let Some(regions) = regions {
+            events.send(EvalEvent::Regions(regions));
         }
     }
     let tokens = TokenCounts { prompt: stats.prompt_tokens, image: stats.image_tokens, generated: stats.generated_tokens };
