@@ -5,7 +5,10 @@
 //! the other input, and broken files refused by name.
 //!
 //! The fixture is a random-weight model: whether its scores separate the two folders is whatever it
-//! is (the AUCs are printed, not asserted); these tests check the mechanics.
+//! is (the AUCs are printed, not asserted); these tests check the mechanics. It never writes grounding
+//! markup, so the test-only `HEIE_FAULT_REFERENCE_COT` feeds every evaluation a chain of thought with a
+//! hand and a sign: each image then has a `hand` and a `text` region whose severities the calibration
+//! sees.
 
 mod service_support;
 
@@ -14,6 +17,7 @@ use std::process::Command;
 
 use heie_proto::v1 as pb;
 use heie_server::calibration::{CalibrationFile, Features};
+use heie_server::pipeline::region_category::RegionCategory;
 use heie_server::pipeline::score_band::band_of;
 use image::{Rgb, RgbImage};
 use service_support::*;
@@ -41,8 +45,19 @@ fn folders(root: &Path, per_label: u32) -> (PathBuf, PathBuf) {
     (keep, reject)
 }
 
+fn reference_cot() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference-cot/hand-and-sign.txt")
+}
+
+/// The features the served primary score was calibrated from: its raw score and its Regions event.
+fn served_features(raw: f32, regions: &pb::Regions) -> Features {
+    let category = |value: i32| RegionCategory::ALL[usize::try_from(value - 1).expect("a category is set")];
+    Features::from_regions(raw, regions.regions.iter().map(|r| (category(r.category), r.severity)))
+}
+
 fn heie(args: &[&str]) -> std::process::Output {
     Command::new(heie_bin())
+        .env("HEIE_FAULT_REFERENCE_COT", reference_cot())
         .args(args)
         .args(["--model", model(LLM).to_str().unwrap(), "--mmproj", model(MMPROJ).to_str().unwrap()])
         .args(["--threads", "1", "--n-gpu-layers", "0"])
@@ -77,10 +92,18 @@ async fn calibrate_writes_a_file_that_serve_and_eval_apply_exactly() {
     assert_eq!((file.examples.train, file.examples.held_out, file.examples.kept, file.examples.rejected), (6, 2, 4, 4));
     assert_eq!(file.fitted_with.mode, "zero-shot");
     assert!(!file.fitted_with.llm.is_empty() && file.fitted_with.heads.is_none(), "{:?}", file.fitted_with);
+    // Only the categories the images were flagged for carry a weight; the others keep the prior's 0.
+    let w = &file.weights.severity;
+    assert_eq!((w.face, w.body, w.object, w.physics, w.background, w.other), (0.0, 0.0, 0.0, 0.0, 0.0, 0.0), "{w:?}");
+    assert!(w.hand != 0.0 && w.text != 0.0, "{w:?}");
     let report = &file.held_out;
 
     // Served: GetInfo reports it, every primary score is the file's function of the raw one.
-    let mut server = ServeProcess::spawn(&["--addr", "127.0.0.1:0", "--calibration", out.to_str().unwrap()]);
+    let cot = reference_cot();
+    let mut server = ServeProcess::spawn_with_env(
+        &["--addr", "127.0.0.1:0", "--calibration", out.to_str().unwrap()],
+        &[("HEIE_FAULT_REFERENCE_COT", cot.to_str().unwrap())],
+    );
     assert!(server.stderr().iter().any(|l| l.contains("calibration mine.calibration.json applied")), "{:?}", server.stderr());
     let mut c = client(server.addr).await;
     let info = c.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
@@ -96,7 +119,10 @@ async fn calibrate_writes_a_file_that_serve_and_eval_apply_exactly() {
         let scores = got.scores();
         let primary = scores[0];
         let raw = primary.uncalibrated_score.expect("the raw score is kept");
-        assert_eq!(primary.score, map.calibrate(&Features::score_only(raw)), "exactly the file's mapping");
+        let regions = got.regions();
+        let features = served_features(raw, regions[0]);
+        assert!(features.severity(RegionCategory::Hand) > 0.0 && features.severity(RegionCategory::Text) > 0.0, "{features:?}");
+        assert_eq!(primary.score, map.calibrate(&features), "exactly the file's mapping");
         assert_eq!(primary.band, band_of(primary.score).name, "the band is the calibrated score's");
         let summary = &got.done().unwrap().summary;
         assert!(summary.starts_with(&format!("score {:.3} (calibrated; zero-shot {raw:.3})", primary.score)), "{summary}");
@@ -115,7 +141,16 @@ async fn calibrate_writes_a_file_that_serve_and_eval_apply_exactly() {
     let report: serde_json::Value = serde_json::from_str(text(&eval.stdout).lines().last().unwrap()).unwrap();
     let score = &report["scores"][0];
     let raw = score["uncalibrated"].as_f64().expect("uncalibrated in the JSON") as f32;
-    assert_eq!(score["score"].as_f64().unwrap() as f32, map.calibrate(&Features::score_only(raw)), "{report}");
+    let regions = report["regions"].as_array().expect("regions in the JSON");
+    let features = Features::from_regions(
+        raw,
+        regions.iter().map(|r| {
+            let name = r["category"].as_str().unwrap();
+            let category = *RegionCategory::ALL.iter().find(|c| c.name() == name).expect("a category name");
+            (category, r["severity"].as_f64().unwrap() as f32)
+        }),
+    );
+    assert_eq!(score["score"].as_f64().unwrap() as f32, map.calibrate(&features), "{report}");
 }
 
 #[test]

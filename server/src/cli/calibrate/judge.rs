@@ -17,8 +17,7 @@ use crate::pipeline::{EvalOptions, EvalResult, Evaluator};
 pub fn features_of(result: &EvalResult) -> Option<Features> {
     let primary = result.scores.first()?;
     let raw = primary.uncalibrated.unwrap_or(primary.score);
-    // The pipeline computes no regions yet; until it does, every severity is 0.
-    Some(Features::score_only(raw))
+    Some(Features::from_regions(raw, result.regions.iter().map(|r| (r.category, r.severity))))
 }
 
 /// The images of `dir` (PNG, JPEG, WebP; sorted by name) with their label; an error when it has none.
