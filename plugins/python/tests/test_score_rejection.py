@@ -3,11 +3,17 @@ bucket they give and the CSV columns that record them (``rejected_by``, ``severi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from conftest import REPO, serving
+from heie_client import Client, EvaluateOptions
 
 from heie_client.cli import DEFAULT_THRESHOLDS, AfterScoring, main as heie_score
 from heie_client.events import FinishReason, HeadsMode
@@ -69,3 +75,54 @@ def test_a_bad_rule_is_refused_with_the_flag_named(tmp_path: Path, capsys: pytes
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--reject-if" in err and says in err, err
+
+
+#: A chain of thought with a hand and a sign; the server's test-only hook feeds it to every evaluation,
+#: because the random fixture model never writes grounding markup itself.
+REFERENCE_COT = REPO / "tests" / "fixtures" / "reference-cot" / "hand-and-sign.txt"
+
+
+@pytest.fixture(scope="module")
+def grounding_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("heie-serve-reject-if")
+    args = ["--addr", "127.0.0.1:0", "--max-tokens", "4", "--max-tiles", "1"]
+    with serving(args, folder / "serve.log", {"HEIE_FAULT_REFERENCE_COT": str(REFERENCE_COT)}) as served:
+        yield served
+
+
+def test_reject_if_on_a_real_server_rejects_by_the_regions_it_sent(grounding_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for n in range(3):
+        Image.fromarray(rng.integers(0, 256, (40 + 8 * n, 56, 3), dtype=np.uint8)).save(folder / f"i{n}.png")
+    common = [str(folder), "--address", grounding_server.address, "--max-tokens", "4", "--thresholds", "0,1"]
+
+    # Every image has a hand and a sign region: any hand severity above 0 rejects it, by hand alone.
+    out = tmp_path / "hand.csv"
+    assert heie_score([*common, "--reject-if", "hand>0", "--out", str(out), "--sort-into", str(tmp_path / "sorted")]) == 0
+    rows = _rows(out)
+    assert sorted(rows) == ["i0.png", "i1.png", "i2.png"]
+    with Client(grounding_server.address, timeout=120) as client:
+        for name, row in rows.items():
+            result = client.evaluate(folder / name, EvaluateOptions(max_tokens_per_section=4))
+            by_category = {r.category.name.lower(): r.severity for r in result.regions}
+            assert set(by_category) == {"hand", "text"}, by_category
+            assert row["rejected_by"] == "hand", row
+            assert float(row["severity_hand"]) == pytest.approx(by_category["hand"], abs=1e-6)
+            assert float(row["severity_text"]) == pytest.approx(by_category["text"], abs=1e-6)
+            assert row["severity_face"] == "" and row["uncalibrated_score"] == ""
+            assert (tmp_path / "sorted" / "bad" / name).is_file(), "rejected images sort into bad/"
+
+    # No image has a face region: a face rule rejects nothing; both rules together name only the hand.
+    out = tmp_path / "face.csv"
+    assert heie_score([*common, "--reject-if", "face>0", "--out", str(out)]) == 0
+    assert all(row["rejected_by"] == "" for row in _rows(out).values())
+    out = tmp_path / "both.csv"
+    assert heie_score([*common, "--reject-if", "face>0,hand>0.999", "--out", str(out)]) == 0
+    assert all(row["rejected_by"] == "" for row in _rows(out).values()), "hand severities stay below 0.999"
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {row["file"]: row for row in csv.DictReader(handle)}

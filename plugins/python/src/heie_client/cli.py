@@ -69,7 +69,7 @@ class AfterScoring:
         if result is None or result.score is None:
             return []
         reasons = ["score"] if result.score < self.thresholds.low else []
-        return reasons + rejected_categories(getattr(result, "regions", ()), self.reject_if)
+        return reasons + rejected_categories(result.regions, self.reject_if)
 
     def bucket(self, result: Result) -> str:
         """bad when rejected for any reason, else ok or good by score."""

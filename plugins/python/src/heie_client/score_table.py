@@ -35,10 +35,9 @@ def verdict_row(folder: Path, verdict: FileVerdict, extra_error: str = "", rejec
     if result is None:
         return row
     row["score"] = f"{result.score:.6f}" if result.score is not None else ""
-    primary = result.scores[0] if result.scores else None
-    raw = getattr(primary, "uncalibrated_score", None)
+    raw = result.scores[0].uncalibrated_score if result.scores else None
     row["uncalibrated_score"] = f"{raw:.6f}" if raw is not None else ""
-    for name, severity in worst_severities(getattr(result, "regions", ())).items():
+    for name, severity in worst_severities(result.regions).items():
         row[f"severity_{name}"] = f"{severity:.6f}"
     row["rejected_by"] = ";".join(rejected_by)
     row["mode"] = result.mode.name.lower()
