@@ -52,6 +52,16 @@ class Verdict:
         return self.result.score if self.ok and self.result is not None else None
 
     @property
+    def band(self) -> str:
+        """The score's band in words ("badly flawed" … "very plausible"); '' without a score."""
+        return getattr(self.result, "band", "") if self.ok else ""
+
+    @property
+    def regions(self) -> tuple[Any, ...]:
+        """The flagged regions (heie_client ``Region``), worst first as the server sent them; () without a verdict."""
+        return tuple(getattr(self.result, "regions", ())) if self.ok else ()
+
+    @property
     def failure(self) -> str:
         """Why the image has no verdict ('' when it has one)."""
         if self.error:
@@ -151,7 +161,8 @@ def evaluate_images(
                     if event is _FINISHED:
                         finished += 1
                         verdict = verdicts[index]
-                        live.finish(index, verdict.score if verdict else None, verdict.failure if verdict else "")
+                        live.finish(index, verdict.score if verdict else None, verdict.failure if verdict else "",
+                                    verdict.band if verdict else "")
                     else:
                         live.add(index, event)
             except BaseException:
