@@ -187,9 +187,9 @@ class HeieFilter(_HeieNode):
                 "images": ("IMAGE",),
                 # Scores lie in [0, 1]: 0 passes everything, 1 only a perfect score.
                 # The default is the lower edge of the "typical" band (13/24): "flawed" and worse are rejected.
-                # round False: the widget keeps 13/24 itself instead of rounding it to its step.
-                "threshold": ("FLOAT", {"default": DEFAULT_REJECT_BELOW, "min": 0.0, "max": 1.0, "step": 0.01,
-                                        "round": False,
+                # ComfyUI's page keeps a float widget to its step's decimals (whatever "round" says): with
+                # step 0.001 the page shows and sends 0.542 (0.01 would make it 0.54); the API gets 13/24.
+                "threshold": ("FLOAT", {"default": DEFAULT_REJECT_BELOW, "min": 0.0, "max": 1.0, "step": 0.001,
                                         "tooltip": "lowest score that passes (scores lie in 0..1); the default "
                                                    "13/24 ≈ 0.542 is where the band 'typical' starts"}),
                 "stop_if_none_pass": ("BOOLEAN", {"default": True,

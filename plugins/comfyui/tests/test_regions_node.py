@@ -212,7 +212,8 @@ def test_bad_reject_if_stops_the_filter_before_any_call(closed_address: str) -> 
 
 def test_filter_threshold_defaults_to_the_lower_edge_of_typical() -> None:
     threshold = HeieFilter.INPUT_TYPES()["required"]["threshold"][1]
-    assert threshold["default"] == pytest.approx(13 / 24) and threshold["round"] is False
+    # ComfyUI's page keeps the step's decimals: 0.542 there (with a step of 0.01 it would be 0.54).
+    assert threshold["default"] == pytest.approx(13 / 24) and threshold["step"] == 0.001
     # reject_if is the last widget: saved workflows list widget values by position.
     assert list(HeieFilter.INPUT_TYPES()["optional"])[-1] == "reject_if"
 
