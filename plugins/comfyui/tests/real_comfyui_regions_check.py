@@ -17,7 +17,9 @@ HTTP API and websocket:
 - the example workflow heie_repair_regions is refused only for its missing checkpoint, and its part
   before the checkpoint (judge → regions → overlay) runs;
 - with Chromium (and playwright-core) at hand, the page runs judge → regions → overlay and a screenshot
-  of the graph is saved (``--shot``, default the work folder's regions.png).
+  of the graph is saved (``--shot``, default the work folder's regions.png). The page is a second
+  ComfyUI with this pack alone: the Impact Pack's page script of 2024 (comboBoolMigration.js) throws in
+  today's frontend when a workflow with a BOOLEAN widget is loaded from API format.
 
 Run it with ComfyUI's Python; the heie_client of this checkout comes first on its path:
 
