@@ -55,6 +55,8 @@ REPAIR = json.loads((PACK / "api_workflows" / "heie_repair_regions.json").read_t
 #: The part of the repair workflow that needs no checkpoint: judge → regions → the mask over the image.
 NO_CHECKPOINT = ("1", "2", "3", "4", "5", "6")
 RED = 16711680
+#: A chain of thought naming a hand and a sign with boxes, which the fixture model is made to write.
+REFERENCE_COT = REPO / "tests" / "fixtures" / "reference-cot" / "hand-and-sign.txt"
 
 
 def heie(address: str) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def saved_names(result: dict[str, Any], node: str) -> list[str]:
     return [e["filename"] for e in result.get("history", {}).get("outputs", {}).get(node, {}).get("images", [])]
 
 
-async def main_async(url: str, address: str, work: Path) -> dict[str, Any]:
+async def main_async(url: str, address: str, work: Path, expect_regions: bool) -> dict[str, Any]:
     """The checks; returns the part of the example workflow that runs without a checkpoint."""
     comfy = Comfy(url)
     status, body, _ = get(f"{url}/object_info")
@@ -152,6 +154,9 @@ async def main_async(url: str, address: str, work: Path) -> dict[str, Any]:
     check(masked_red, "the overlay is red exactly where the mask is 1")
     evaluate_text = ui_text(result, "2")
     count = len(per_region) if covered > 0 else 0
+    if expect_regions:
+        check(count >= 1 and 0 < covered < 1, "the server flagged regions and the mask covers them (not the whole image)",
+              (count, covered))
     print(f"   regions from the fixture model: {count} region mask(s), {covered:.1%} of the image masked; "
           f"Evaluate says: {evaluate_text[0].splitlines()[0] if evaluate_text else '?'}")
     names = saved_names(result, "11")
@@ -255,8 +260,11 @@ def main() -> int:
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout (main.py)")
     parser.add_argument("--python", default=sys.executable, help="ComfyUI's Python (default: this one)")
     parser.add_argument("--shot", type=Path, help="where the page screenshot goes (default: the work folder)")
-    parser.add_argument("--server-max-tokens", type=int, default=64,
-                        help="heie serve's --max-tokens: room for the fixture model to write its regions")
+    parser.add_argument("--server-max-tokens", type=int, default=64, help="heie serve's --max-tokens")
+    parser.add_argument("--reference-cot", type=Path, default=REFERENCE_COT if REFERENCE_COT.is_file() else None,
+                        help="a chain of thought with grounding boxes the fixture model is made to write "
+                             "(HEIE_FAULT_REFERENCE_COT; needs a fault-injection build): the random-weight fixture "
+                             "writes none by itself, so without it the server flags no region (default: %(default)s)")
     args = parser.parse_args()
     heie_bin = os.environ.get("HEIE_BIN") or str(REPO / "target" / "debug" / "heie")
     link = args.comfyui / "custom_nodes" / PACK_NAME
@@ -276,13 +284,14 @@ def main() -> int:
                 [heie_bin, "serve", "--addr", "127.0.0.1:0", "--model", str(MODELS / "tiny-llm.gguf"),
                  "--mmproj", str(MODELS / "tiny-mmproj.gguf"), "--max-tokens", str(args.server_max_tokens),
                  "--max-tiles", "1", "--parallel", "2", "--threads", "1", "--shutdown-grace", "1"],
-                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **({"HEIE_FAULT_REFERENCE_COT": str(args.reference_cot)} if args.reference_cot else {})}))
         address = wait_for_line(serve_log, "heie: serving on ", processes[0], 120).split("serving on ", 1)[1].strip()
         base.comfy_dir = str(args.comfyui)
         comfy, url = start_comfyui(args, work, work / "comfyui.log", env, [])
         processes.append(comfy)
         print(f"heie serve at {address}, ComfyUI at {url} (logs in {work})", flush=True)
-        part = asyncio.run(main_async(url, address, work))
+        part = asyncio.run(main_async(url, address, work, expect_regions=args.reference_cot is not None))
         stop(processes.pop())
         # The page with this pack alone: the Impact Pack's page script of 2024 (comboBoolMigration.js) throws
         # in today's frontend when a workflow with a BOOLEAN widget is loaded from API format.

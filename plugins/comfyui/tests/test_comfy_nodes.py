@@ -29,12 +29,14 @@ from conftest import (  # the plugins' shared server helpers
 )
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
-from heie_nodes.markers import for_people, separating_decimals
+from heie_nodes.markers import for_people, separating_decimals, summary_in_words
 from heie_nodes.nodes import MAX_TOKENS, NothingPassed
 
 import torch_standin  # tests/torch_standin.py: the nodes' torch path without torch
 
 PACK = Path(__file__).resolve().parents[1]
+#: The server's score bands, worst first (server/src/pipeline/score_band.rs).
+BANDS = ("badly flawed", "flawed", "typical", "good", "very plausible")
 DECODE_STEPS = "heie_decode_steps_total"
 NO_TORCH = ("torch is not installed; CI does not install it (PyPI's torch for Linux pulls the CUDA packages, "
             "gigabytes): the same code path runs there through tests/torch_standin.py")
@@ -306,11 +308,14 @@ def test_evaluate_is_an_output_node_showing_its_overlays(heie_server, comfy: Fak
                                     max_tokens=4, unique_id="12")
     assert not {p["filename"] for p in again["ui"]["images"]} & {p["filename"] for p in previews}
     summaries = [e["summary"] for e in json.loads(results)]
+    bands = [e["band"] for e in json.loads(results)]
     digits = separating_decimals(scores)
-    for i, (text, score, summary) in enumerate(zip(out["ui"]["text"], scores, summaries)):
+    for i, (text, score, summary, band) in enumerate(zip(out["ui"]["text"], scores, summaries, bands)):
         head, second = text.split("\n")[:2]
-        assert head == f"#{i + 1}: score {score:.{digits}f} (zero-shot)"
-        assert summary.startswith("score ") and second == " ".join(for_people(summary, score).split())
+        # Every score shown has its band beside it (the server names one for every score).
+        assert band in BANDS and head == f"#{i + 1}: score {score:.{digits}f} \u2014 {band} (zero-shot)"
+        assert summary.startswith("score ") and second == summary_in_words(" ".join(for_people(summary, score).split()), band)
+        assert f"\u2014 {band}" in second
         assert "Image Description" not in text  # fast mode: the heading of the empty section is dropped
     # The node's text starts with every score line.
     assert comfy.texts[-1][0].split("\n")[:2] == [t.split("\n")[0] for t in out["ui"]["text"]]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO, serving  # the plugins' shared server helpers
 from heie_client.events import Region, RegionBox, RegionCategory, RegionSource
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRegions
 from heie_nodes.evaluation import Verdict
@@ -30,6 +31,9 @@ import torch_standin
 from test_comfy_nodes import closed_address, comfy, fake_torch  # noqa: F401  (shared fixtures)
 
 H, W = 48, 64
+#: A chain of thought with two grounding boxes (a hand, a sign); the server's test-only hook makes the fixture
+#: model write it, because the random-weight fixture never writes grounding markup itself.
+REFERENCE_COT = REPO / "tests" / "fixtures" / "reference-cot" / "hand-and-sign.txt"
 
 
 def _box(x1: int, y1: int, x2: int, y2: int, label: str = "") -> RegionBox:
@@ -183,6 +187,34 @@ def test_regions_of_a_real_verdict(heie_server: Any, comfy: Any) -> None:
     assert union.shape == (2, 40, 56) and per_region.shape == (max(1, count), 40, 56)
     assert count == sum(flagged) and [len(pieces) for _, pieces in segs] == flagged
     assert all(shape == (40, 56) for shape, _ in segs)
+
+
+@pytest.fixture(scope="module")
+def grounding_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = tmp_path_factory.mktemp("heie-serve-regions")
+    args = ["--addr", "127.0.0.1:0", "--max-tokens", "4", "--max-tiles", "1"]
+    with serving(args, folder / "serve.log", {"HEIE_FAULT_REFERENCE_COT": str(REFERENCE_COT)}) as served:
+        yield served
+
+
+def test_masks_of_the_servers_regions_line_up(grounding_server: Any, comfy: Any) -> None:
+    """A real verdict with two grounding boxes: each region mask is the server's mask (grown and feathered
+    by nothing), the union covers both, the SEGS name their categories, and `hand` picks one."""
+    images = np.random.default_rng(5).random((2, 60, 90, 3), dtype=np.float32)
+    out = HeieEvaluate().evaluate(images, explanation=True, address=grounding_server.address, timeout=120,
+                                  max_tokens=4)
+    judged = out["result"][-1]
+    regions = [v.regions for v in judged.verdicts]
+    assert [[r.label for r in rs] for rs in regions] == [["the left hand", "the sign"]] * 2
+    union, per_region, segs, count = _run(judged)
+    assert count == 4 and union.shape == (2, 60, 90) and per_region.shape == (4, 60, 90)
+    for i, region in enumerate(regions[0] + regions[1]):
+        np.testing.assert_array_equal(per_region[i] > 0, region.mask())
+    np.testing.assert_array_equal(union[0] > 0, regions[0][0].mask() | regions[0][1].mask())
+    assert [[p.label for p in pieces] for _, pieces in segs] == [[r.category.name.lower() for r in rs] for rs in regions]
+    assert out["result"][5].startswith("heie_min0.") and out["ui"]["text"][0].split(" (", 1)[0].count("\u2014") == 1
+    hands = [r for r in regions[0] if r.category is RegionCategory.HAND]
+    assert _run(judged, categories="hand")[3] == 2 * len(hands)
 
 
 def _filled(box: tuple[int, int, int, int]) -> np.ndarray:

@@ -17,9 +17,10 @@ from .errors import (
 )
 from .events import (
     BatchEvent, Done, Event, FinishReason, HeadsMode, Heatmap, HeatmapEncoding, HeatmapSource,
-    LevelProbability, PromptMode, RankedImage, Ranking, RegionBox, Score, Section, Started, TextDelta,
+    LevelProbability, PromptMode, RankedImage, Ranking, Region, RegionBox, RegionCategory, Regions, RegionSource, Score,
+    Section, Started, TextDelta,
 )
-from .heatmaps import decode_heatmap, decode_overlay
+from .heatmaps import decode_heatmap, decode_mask, decode_overlay
 from .images import RawPixels, WireImage, to_pixels, to_wire
 from .info import HealthStatus, Limits, Reranked, ServerInfo
 from .options import EvaluateOptions
@@ -33,8 +34,9 @@ __all__ = [
     "BatchEvent", "Cancelled", "Client", "ConnectionFailure", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "DeadlineExceeded", "Done",
     "EvaluateOptions", "Event", "EventStream", "FinishReason", "HeadsMode", "HealthStatus", "Heatmap",
     "HeatmapEncoding", "HeatmapSource", "HeieError", "InsecureTransport", "Internal", "InvalidArgument", "InvalidImage",
-    "LevelProbability", "Limits", "PromptMode", "ProtocolError", "RankedImage", "Ranking", "RegionBox",
+    "LevelProbability", "Limits", "PromptMode", "ProtocolError", "RankedImage", "Ranking", "Region", "RegionBox",
+    "RegionCategory", "RegionSource", "Regions",
     "RawPixels", "Reranked", "ResourceExhausted", "Result", "Score", "Section", "ServerInfo", "Started", "StatusCode",
     "TextDelta", "WireImage",
-    "Unauthenticated", "Unavailable", "connection_failure", "decode_heatmap", "decode_overlay", "to_pixels", "to_wire",
+    "Unauthenticated", "Unavailable", "connection_failure", "decode_heatmap", "decode_mask", "decode_overlay", "to_pixels", "to_wire",
 ]

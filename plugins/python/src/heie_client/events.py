@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class _WireEnum(enum.IntEnum):
@@ -107,6 +110,60 @@ class RegionBox:
     pixel_y2: int
 
 
+class RegionCategory(_WireEnum):
+    """The kind of defect a region shows; its user-facing name is the member name in lower case."""
+
+    UNSPECIFIED = 0
+    HAND = 1
+    FACE = 2
+    BODY = 3
+    TEXT = 4
+    OBJECT = 5
+    PHYSICS = 6
+    BACKGROUND = 7
+    OTHER = 8
+
+
+class RegionSource(_WireEnum):
+    """Where a region came from: a grounding box (zero-shot) or a heatmap component (trained heads)."""
+
+    UNSPECIFIED = 0
+    GROUNDED_BOX = 1
+    HEATMAP_COMPONENT = 2
+
+
+@dataclass(frozen=True)
+class Region:
+    """One flagged region as data a host can act on (README, "Regions")."""
+
+    id: int
+    """1-based, in list order (grounding order; components largest first)."""
+    label: str
+    """What the model called it, e.g. "the left hand"; may be empty."""
+    sentences: tuple[str, ...]
+    """The explanation's sentences about it, in order (at most five)."""
+    category: RegionCategory
+    box: RegionBox
+    severity: float
+    """(1 − primary score) × mean of the primary heatmap over the mask, in [0, 1]."""
+    mask_png: bytes = field(repr=False)
+    """The mask at image size: an 8-bit grayscale PNG, 255 inside the region."""
+    source: RegionSource
+
+    def mask(self) -> np.ndarray:
+        """The mask as an H×W bool array at the image's size (numpy and Pillow are imported here)."""
+        from .heatmaps import decode_mask
+
+        return decode_mask(self.mask_png)
+
+
+@dataclass(frozen=True)
+class Regions:
+    """Every flagged region of one image, sent after the scores and before Done (possibly none)."""
+
+    regions: tuple[Region, ...]
+
+
 @dataclass(frozen=True)
 class Heatmap:
     """One encoding of the implausibility heatmap; decode with :mod:`heie_client.heatmaps`."""
@@ -133,6 +190,11 @@ class Score:
     levels: tuple[LevelProbability, ...]
     s_token: Optional[float]
     s_map: Optional[float]
+    band: str = ""
+    """What the score means in words: its band among ``ServerInfo.score_bands`` ("badly flawed", "flawed",
+    "typical", "good", "very plausible")."""
+    uncalibrated_score: Optional[float] = None
+    """The heads' own score when the server applied a user calibration to ``score``; None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +243,7 @@ class Ranking:
     entries: tuple[RankedImage, ...]
 
 
-Event = Union[Started, TextDelta, RegionBox, Heatmap, Score, Done]
+Event = Union[Started, TextDelta, RegionBox, Heatmap, Score, Regions, Done]
 
 
 @dataclass(frozen=True)

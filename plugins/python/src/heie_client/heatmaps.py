@@ -40,7 +40,12 @@ def decode_overlay(heatmap: Heatmap) -> np.ndarray:
     return _png_array(heatmap.data, "RGB")
 
 
-def _png_array(data: bytes, mode: str) -> np.ndarray:
+def decode_mask(png: bytes) -> np.ndarray:
+    """A region's mask PNG as an H×W bool array (True inside the region)."""
+    return _png_array(png, "L", "region mask") > 127
+
+
+def _png_array(data: bytes, mode: str, what: str = "heatmap") -> np.ndarray:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -48,4 +53,4 @@ def _png_array(data: bytes, mode: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert(mode), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
-        raise ProtocolError(f"heatmap PNG does not decode: {err}") from err
+        raise ProtocolError(f"{what} PNG does not decode: {err}") from err

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Optional
 
 from .errors import ProtocolError
 from .events import (
-    Done, Event, FinishReason, HeadsMode, Heatmap, HeatmapEncoding, LevelProbability, RegionBox, Score,
-    Section, Started, TextDelta,
+    Done, Event, FinishReason, HeadsMode, Heatmap, HeatmapEncoding, LevelProbability, Region, RegionBox, Regions,
+    Score, Section, Started, TextDelta,
 )
 from .heatmaps import decode_heatmap, decode_overlay
 
@@ -38,6 +38,10 @@ class Result:
     """The whole chain of thought as streamed (headings and markers included)."""
     sections: dict[Section, str] = field(repr=False)
     boxes: tuple[RegionBox, ...]
+    regions: tuple[Region, ...] = field(repr=False)
+    """The flagged regions as data (box, mask, category, severity, sentences); empty when none."""
+    band: str = field(repr=False)
+    """The primary score's band in words ("flawed", "good", …); '' when there is no score."""
     levels: tuple[LevelProbability, ...] = field(repr=False)
     scores: tuple[Score, ...] = field(repr=False)
     heatmaps: tuple[Heatmap, ...] = field(repr=False)
@@ -66,6 +70,7 @@ class ResultBuilder:
         self._text: list[str] = []
         self._sections: dict[Section, list[str]] = {}
         self._boxes: list[RegionBox] = []
+        self._regions: tuple[Region, ...] = ()
         self._scores: list[Score] = []
         self._heatmaps: list[Heatmap] = []
         self._started: Optional[Started] = None
@@ -83,6 +88,8 @@ class ResultBuilder:
             self._heatmaps.append(event)
         elif isinstance(event, Score):
             self._scores.append(event)
+        elif isinstance(event, Regions):
+            self._regions = event.regions
         elif isinstance(event, Done):
             self._done = event
 
@@ -109,6 +116,8 @@ class ResultBuilder:
             explanation=self.text(),
             sections={s: "".join(parts) for s, parts in self._sections.items()},
             boxes=tuple(self._boxes),
+            regions=self._regions,
+            band=primary.band if primary else "",
             levels=primary.levels if primary else (),
             scores=tuple(self._scores),
             heatmaps=tuple(self._heatmaps),

@@ -8,7 +8,8 @@ from typing import Optional, Sequence, Union
 from .._generated.heie.v1 import evaluator_pb2 as pb
 from ..events import (
     BatchEvent, Done, Event, FinishReason, HeadsMode, Heatmap, HeatmapEncoding, HeatmapSource, LevelProbability,
-    PromptMode, RankedImage, Ranking, RegionBox, Score, Section, Started, TextDelta, Tiles, Timings, TokenCounts,
+    PromptMode, RankedImage, Ranking, Region, RegionBox, RegionCategory, Regions, RegionSource, Score, Section, Started,
+    TextDelta, Tiles, Timings, TokenCounts,
 )
 from ..images import WireImage
 from ..info import Limits, Reranked, ServerInfo
@@ -72,8 +73,7 @@ def event_from_pb(message: pb.EvaluateEvent) -> Optional[Event]:
     if kind == "text_delta":
         return TextDelta(Section(message.text_delta.section), message.text_delta.text)
     if kind == "region_box":
-        b = message.region_box
-        return RegionBox(b.label, b.x1, b.y1, b.x2, b.y2, b.pixel_x1, b.pixel_y1, b.pixel_x2, b.pixel_y2)
+        return _region_box(message.region_box)
     if kind == "heatmap":
         h = message.heatmap
         return Heatmap(h.width, h.height, HeatmapEncoding(h.encoding), bytes(h.data), HeatmapSource(h.source))
@@ -85,7 +85,23 @@ def event_from_pb(message: pb.EvaluateEvent) -> Optional[Event]:
             levels=tuple(LevelProbability(lv.level, lv.probability) for lv in s.levels),
             s_token=s.s_token if s.HasField("s_token") else None,
             s_map=s.s_map if s.HasField("s_map") else None,
+            band=s.band,
+            uncalibrated_score=s.uncalibrated_score if s.HasField("uncalibrated_score") else None,
         )
+    if kind == "regions":
+        return Regions(tuple(
+            Region(
+                id=r.id,
+                label=r.label,
+                sentences=tuple(r.sentences),
+                category=RegionCategory(r.category),
+                box=_region_box(r.box),
+                severity=r.severity,
+                mask_png=bytes(r.mask_png),
+                source=RegionSource(r.source),
+            )
+            for r in message.regions.regions
+        ))
     if kind == "done":
         d = message.done
         t = d.timings
@@ -101,6 +117,10 @@ def event_from_pb(message: pb.EvaluateEvent) -> Optional[Event]:
             summary=d.summary,
         )
     return None
+
+
+def _region_box(b: pb.RegionBox) -> RegionBox:
+    return RegionBox(b.label, b.x1, b.y1, b.x2, b.y2, b.pixel_x1, b.pixel_y1, b.pixel_x2, b.pixel_y2)
 
 
 def batch_event_from_pb(message: pb.BatchEvent) -> Optional[Union[BatchEvent, Ranking]]:

@@ -10,18 +10,21 @@ from typing import Any, Optional, Sequence, TypeVar, Union
 
 from ..events import (
     BatchEvent, Done, Event, FinishReason, HeadsMode, Heatmap, HeatmapEncoding, HeatmapSource, LevelProbability,
-    PromptMode, RankedImage, Ranking, RegionBox, Score, Section, Started, TextDelta, Tiles, Timings, TokenCounts,
+    PromptMode, RankedImage, Ranking, Region, RegionBox, RegionCategory, Regions, RegionSource, Score, Section, Started,
+    TextDelta, Tiles, Timings, TokenCounts,
 )
 from ..images import WireImage
 from ..info import Limits, Reranked, ServerInfo
 from ..options import EvaluateOptions
 
 Json = dict[str, Any]
-N = TypeVar("N", HeadsMode, PromptMode, Section, HeatmapEncoding, HeatmapSource, FinishReason)
+N = TypeVar("N", HeadsMode, PromptMode, Section, HeatmapEncoding, HeatmapSource, FinishReason, RegionCategory,
+            RegionSource)
 
 #: proto3 JSON writes an enum value by its full name: ``HEADS_MODE_ZERO_SHOT`` is ``HeadsMode.ZERO_SHOT``.
 _PREFIX = {HeadsMode: "HEADS_MODE_", PromptMode: "PROMPT_MODE_", Section: "SECTION_",
-           HeatmapEncoding: "HEATMAP_ENCODING_", HeatmapSource: "HEATMAP_SOURCE_", FinishReason: "FINISH_REASON_"}
+           HeatmapEncoding: "HEATMAP_ENCODING_", HeatmapSource: "HEATMAP_SOURCE_", FinishReason: "FINISH_REASON_",
+           RegionCategory: "REGION_CATEGORY_", RegionSource: "REGION_SOURCE_"}
 
 
 def _enum(kind: type[N], value: Any) -> N:
@@ -107,8 +110,7 @@ def event_from_json(case: str, body: Json) -> Optional[Event]:
     if case == "textDelta":
         return TextDelta(_enum(Section, m.get("section")), str(m.get("text", "")))
     if case == "regionBox":
-        return RegionBox(str(m.get("label", "")), _f32(m.get("x1")), _f32(m.get("y1")), _f32(m.get("x2")), _f32(m.get("y2")),
-                         _int(m.get("pixelX1")), _int(m.get("pixelY1")), _int(m.get("pixelX2")), _int(m.get("pixelY2")))
+        return _region_box(m)
     if case == "heatmap":
         return Heatmap(_int(m.get("width")), _int(m.get("height")), _enum(HeatmapEncoding, m.get("encoding")),
                        _b64(m.get("data")), _enum(HeatmapSource, m.get("source")))
@@ -119,7 +121,23 @@ def event_from_json(case: str, body: Json) -> Optional[Event]:
             levels=tuple(LevelProbability(str(lv.get("level", "")), _f32(lv.get("probability"))) for lv in m.get("levels", [])),
             s_token=_f32(m["sToken"]) if m.get("sToken") is not None else None,
             s_map=_f32(m["sMap"]) if m.get("sMap") is not None else None,
+            band=str(m.get("band", "")),
+            uncalibrated_score=_f32(m["uncalibratedScore"]) if m.get("uncalibratedScore") is not None else None,
         )
+    if case == "regions":
+        return Regions(tuple(
+            Region(
+                id=_int(r.get("id")),
+                label=str(r.get("label", "")),
+                sentences=tuple(str(t) for t in r.get("sentences", [])),
+                category=_enum(RegionCategory, r.get("category")),
+                box=_region_box(r.get("box") or {}),
+                severity=_f32(r.get("severity")),
+                mask_png=_b64(r.get("maskPng")),
+                source=_enum(RegionSource, r.get("source")),
+            )
+            for r in m.get("regions", [])
+        ))
     if case == "done":
         t, n = m.get("timings") or {}, m.get("tokens") or {}
         names = ("preprocessMs", "imageEncodeMs", "prefillMs", "decodeMs", "decodeTokensPerS", "totalMs",
@@ -133,6 +151,11 @@ def event_from_json(case: str, body: Json) -> Optional[Event]:
             summary=str(m.get("summary", "")),
         )
     return None
+
+
+def _region_box(m: Json) -> RegionBox:
+    return RegionBox(str(m.get("label", "")), _f32(m.get("x1")), _f32(m.get("y1")), _f32(m.get("x2")), _f32(m.get("y2")),
+                     _int(m.get("pixelX1")), _int(m.get("pixelY1")), _int(m.get("pixelX2")), _int(m.get("pixelY2")))
 
 
 def batch_event(index: int, event: Event) -> BatchEvent:

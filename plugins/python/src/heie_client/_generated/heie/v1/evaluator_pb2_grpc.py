@@ -74,8 +74,9 @@ class EvaluatorServicer:
     def Evaluate(self, request, context):
         """Evaluates one image. Events arrive in this order: one Started; then TextDelta events (sections in
         order DESCRIPTION, REGIONS, ANALYSIS, RATING) with RegionBox events interleaved as boxes are parsed
-        from the REGIONS section; then the Heatmap events; then the Score events; then one Done, after which
-        the stream closes with status OK. Heatmaps and scores come primary first: with zero-shot heads one
+        from the REGIONS section; then the Heatmap events; then the Score events; then one Regions (the
+        flagged regions as data, possibly none; sent whenever a score was computed); then one Done, after
+        which the stream closes with status OK. Heatmaps and scores come primary first: with zero-shot heads one
         heatmap (one Heatmap event per requested encoding, source ZERO_SHOT) and one Score (mode
         ZERO_SHOT); with trained heads the trained ones (source FUSED, mode TRAINED) followed by the
         zero-shot ones as extras. The first Score is the verdict. Dropping the call cancels the work on
