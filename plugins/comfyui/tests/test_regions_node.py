@@ -217,6 +217,18 @@ def test_masks_of_the_servers_regions_line_up(grounding_server: Any, comfy: Any)
     assert _run(judged, categories="hand")[3] == 2 * len(hands)
 
 
+def test_filter_rejects_by_the_servers_regions(grounding_server: Any, comfy: Any) -> None:
+    images = np.random.default_rng(6).random((1, 40, 40, 3), dtype=np.float32)
+    args = dict(threshold=0.0, stop_if_none_pass=False, explanation=False, address=grounding_server.address,
+                timeout=120, max_tokens=4)
+    passed, rejected, *_ = HeieFilter().filter(images, **args)["result"]
+    assert passed.shape[0] == 1 and rejected.shape[0] == 0  # threshold 0 and no rule: it passes
+    out = HeieFilter().filter(images, reject_if="any>0.01", **args)
+    passed, rejected, *_ = out["result"]
+    assert passed.shape[0] == 0 and rejected.shape[0] == 1
+    assert out["ui"]["text"][0].startswith("#1 (rejected, ") and " > 0.01" in out["ui"]["text"][0].split(":")[0]
+
+
 def _filled(box: tuple[int, int, int, int]) -> np.ndarray:
     out = np.zeros((H, W), bool)
     out[box[1]:box[3], box[0]:box[2]] = True
