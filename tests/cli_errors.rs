@@ -133,18 +133,23 @@ fn an_mmproj_of_another_width_is_not_a_pair() {
     assert_clean_failure(&outcome, "not a pair");
 }
 
+/// `heie eval IMAGE --json --out OUT_DIR` on the fixture pair, one thread, `max_tokens` per section.
+fn eval_json(image: &Path, out_dir: &Path, max_tokens: &str) -> Command {
+    let mut command = Command::new(heie_bin());
+    command
+        .arg("eval")
+        .arg(image)
+        .args(["--model", model("tiny-llm.gguf").to_str().unwrap(), "--mmproj", model("tiny-mmproj.gguf").to_str().unwrap()])
+        .args(["--max-tokens", max_tokens, "--threads", "1", "--json", "--out", out_dir.to_str().unwrap()]);
+    command
+}
+
 #[test]
 fn a_good_image_writes_heatmap_overlay_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let image = write(dir.path(), "photo.png", &png_bytes(120, 90));
     let out_dir = dir.path().join("out");
-    let out = Command::new(heie_bin())
-        .arg("eval")
-        .arg(&image)
-        .args(["--model", model("tiny-llm.gguf").to_str().unwrap(), "--mmproj", model("tiny-mmproj.gguf").to_str().unwrap()])
-        .args(["--max-tokens", "6", "--threads", "1", "--json", "--out", out_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = eval_json(&image, &out_dir, "6").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
     let score = json["score"].as_f64().unwrap();
@@ -158,4 +163,43 @@ fn a_good_image_writes_heatmap_overlay_and_json() {
         serde_json::from_slice(&std::fs::read(out_dir.join("photo.json")).unwrap()).unwrap();
     assert_eq!(written["score"], json["score"]);
     assert!(written["explanation"]["analysis"].as_str().unwrap().contains("[SCORE]"));
+}
+
+#[test]
+fn regions_are_in_the_json_with_each_mask_written_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = write(dir.path(), "photo.png", &png_bytes(200, 100));
+    let out_dir = dir.path().join("out");
+    let out = eval_json(&image, &out_dir, "4")
+        // The fixture model never writes grounding boxes; this test-only hook feeds it a chain of
+        // thought with two (see tests/README.md).
+        .env("HEIE_FAULT_REFERENCE_COT", common::fixture("reference-cot/hand-and-sign.txt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("photo.json")).unwrap()).unwrap();
+    assert_eq!(written["regions"], json["regions"], "the file and stdout agree");
+    let regions = json["regions"].as_array().expect("a regions list");
+    assert_eq!(regions.len(), 2, "{json}");
+    let hand = &regions[0];
+    assert_eq!((hand["id"].as_u64(), hand["label"].as_str()), (Some(1), Some("the left hand")));
+    assert_eq!(hand["source"], "grounded-box");
+    let categories = ["hand", "face", "body", "text", "object", "physics", "background", "other"];
+    assert!(categories.contains(&hand["category"].as_str().unwrap()), "{hand}");
+    assert_eq!(hand["sentences"][0], "Problematic areas: the left hand holding the sign, and the sign.");
+    let b = &hand["box"];
+    assert_eq!((b["x1"].as_f64(), b["y2"].as_f64()), (Some(100.0), Some(900.0)));
+    assert_eq!([&b["pixel_x1"], &b["pixel_y1"], &b["pixel_x2"], &b["pixel_y2"]].map(|v| v.as_u64().unwrap()), [20, 50, 60, 90]);
+    let severity = hand["severity"].as_f64().unwrap();
+    // Zero-shot: the map is 1 inside a box, so severity is 1 − score.
+    assert!((severity - (1.0 - json["score"].as_f64().unwrap())).abs() < 1e-4, "{json}");
+    assert_eq!(hand["mask"], "photo.region-1.png");
+    let mask = image::open(out_dir.join("photo.region-1.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (200, 100));
+    let inside: Vec<(u32, u32)> = mask.enumerate_pixels().filter(|(_, _, p)| p[0] == 255).map(|(x, y, _)| (x, y)).collect();
+    assert_eq!(inside.len(), 40 * 40);
+    assert!(inside.iter().all(|&(x, y)| (20..60).contains(&x) && (50..90).contains(&y)));
+    assert_eq!(regions[1]["mask"], "photo.region-2.png");
+    assert!(out_dir.join("photo.region-2.png").is_file());
 }

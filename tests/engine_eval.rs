@@ -260,6 +260,7 @@ fn real_model_when_configured() {
         vision_batch_tiles: 7,
         flash_attention: None,
         speedups: Default::default(),
+        image_cache_bytes: heie_server::engine::DEFAULT_IMAGE_CACHE_MB << 20,
     };
     let engine = std::sync::Arc::new(heie_server::engine::Engine::start(&config).expect("real model loads"));
     assert_eq!(engine.info().tile_size, 448);

@@ -88,3 +88,41 @@ fn concurrent_sequences_share_the_cached_prefix_and_finish_correctly() {
     }
     assert_eq!(fast.engine().metrics().prefix_cache_hits.load(Ordering::Relaxed), 2);
 }
+
+#[test]
+fn an_image_judged_again_takes_its_tile_features_from_the_cache_and_gives_the_same_result() {
+    let mut uncached_cfg = config("tiny-llm.gguf", "tiny-mmproj.gguf", 2);
+    uncached_cfg.image_cache_bytes = 0;
+    let uncached = Evaluator::new(Arc::new(Engine::start(&uncached_cfg).expect("fixture engine starts"))).unwrap();
+    let reference = run(&uncached);
+    let again_uncached = run(&uncached);
+    assert!(!reference.timings.image_cached && !again_uncached.timings.image_cached);
+    assert_eq!(uncached.engine().metrics().image_cache_hits.load(Ordering::Relaxed), 0);
+
+    let cached = evaluator(SpeedUps::ALL);
+    let first = run(&cached);
+    let second = run(&cached);
+    let tiles = first.captures.as_ref().unwrap().features.len() as u64;
+    assert!(tiles > 1, "the test image is cut into several tiles");
+    assert!(!first.timings.image_cached, "nothing was cached before the first evaluation");
+    assert!(second.timings.image_cached, "every tile of the repeated image came from the cache");
+    assert_eq!(second.timings.image_encode_ms, 0.0, "no tile went through the vision tower again");
+    let metrics = cached.engine().metrics();
+    assert_eq!(metrics.image_cache_misses.load(Ordering::Relaxed), tiles);
+    assert_eq!(metrics.image_cache_hits.load(Ordering::Relaxed), tiles);
+    assert!(metrics.image_cache_bytes.load(Ordering::Relaxed) > 0);
+
+    // The same computation as without any cache, and bit for bit the first evaluation's.
+    assert_same_computation(&second, &reference, "tile features from the cache");
+    let (a, b) = (first.captures.as_ref().unwrap(), second.captures.as_ref().unwrap());
+    assert_eq!(a.features, b.features);
+    assert_eq!(first.explanation.chain_of_thought(), second.explanation.chain_of_thought());
+    assert_eq!(first.score(), second.score());
+    assert_eq!(first.heatmap().unwrap().map, second.heatmap().unwrap().map);
+
+    // Other pixels are another image: encoded, not taken from the cache.
+    let options = EvalOptions { max_tokens_per_section: 10, ..Default::default() };
+    let (_, events) = cached.evaluate(&test_image(800, 600), options).expect("evaluation starts");
+    let other = EvalResult::collect(events, |_| {});
+    assert!(!other.timings.image_cached);
+}

@@ -3,7 +3,9 @@
 //! checks that the explanation streams in before the score and that the heatmap overlay is drawn,
 //! then the opacity slider, dark mode, a refused image, progress while queued, a full server, a
 //! ranking and a phone-width layout. A second server with `--api-key` checks that the page asks for
-//! the key, explains the refusal, and judges the image once the key is entered.
+//! the key, explains the refusal, and judges the image once the key is entered. A server fed a
+//! two-box chain of thought checks the flagged regions (`browser/regions.test.mjs`): the list, the
+//! band beside the score, and pointing at a region outlining its box and marking its sentences.
 //! Screenshots land in `target/browser/` (their paths are printed).
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `HEIE_CHROMIUM`) and `npm ci` in `tests/browser`; `.ci/setup`
@@ -94,6 +96,19 @@ fn the_page_asks_for_the_api_key_and_then_uses_it() {
     let image = example_png_path();
     run_script("key.test.mjs", &[url.as_ref(), image.as_os_str(), key.as_ref(), out_dir.as_os_str()], &server);
     assert_screenshot(&out_dir.join("page-key.png"));
+}
+
+#[test]
+fn pointing_at_a_flagged_region_outlines_its_box_and_marks_its_sentences() {
+    // The fixture model never writes grounding boxes; the test-only hook feeds it a chain of thought
+    // with two ("the left hand", "the sign").
+    let reference = service_support::reference_cot();
+    let server = HttpProcess::spawn(&["--http", "127.0.0.1:0", "--max-tokens", "8"], &[("HEIE_FAULT_REFERENCE_COT", reference.to_str().unwrap())]);
+    let out_dir = screenshot_dir();
+    let url = format!("http://{}/", server.http);
+    let image = example_png_path();
+    run_script("regions.test.mjs", &[url.as_ref(), image.as_os_str(), out_dir.as_os_str()], &server);
+    assert_screenshot(&out_dir.join("page-regions.png"));
 }
 
 /// A page on another origin (another port) tries a `text/plain` form POST, a `no-cors` fetch and a

@@ -140,3 +140,40 @@ fn sighup_reloads_the_key_file_for_the_http_port_and_a_broken_file_keeps_the_old
     assert!(refused >= 3, "{refused} refused GetInfo lines: {:?}", server.stderr());
     assert!(server.terminate(Duration::from_secs(20)).success(), "{:?}", server.stderr());
 }
+
+#[test]
+fn the_sse_stream_carries_the_regions_as_proto3_json_before_done() {
+    let _serial = serial_blocking();
+    let reference = service_support::reference_cot();
+    let mut server = HttpProcess::spawn(
+        &["--max-tokens", "4", "--parallel", "1"],
+        &[("HEIE_HTTP", "127.0.0.1:0"), ("HEIE_FAULT_REFERENCE_COT", reference.to_str().unwrap())],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("request.json");
+    std::fs::write(&body, json!({ "image": { "encoded": b64(&example_png()) } }).to_string()).unwrap();
+    let url = format!("http://{}/v1/evaluate", server.http);
+    let stream = curl(&["-N", "-H", "Content-Type: application/json", "--data-binary", &format!("@{}", body.display()), &url]);
+    let blocks: Vec<&str> = stream.split("\n\n").filter(|b| !b.is_empty()).collect();
+    let names: Vec<&str> = blocks.iter().map(|b| b.lines().next().unwrap().trim_start_matches("event: ")).collect();
+    let at = names.iter().position(|n| *n == "regions").unwrap_or_else(|| panic!("no regions event: {names:?}"));
+    assert!(names.iter().rposition(|n| *n == "score").unwrap() < at && names[at + 1..] == ["done"], "{names:?}");
+    let data: serde_json::Value = serde_json::from_str(blocks[at].split_once("\ndata: ").unwrap().1).unwrap();
+    let regions = data["regions"]["regions"].as_array().expect("a list of regions");
+    assert_eq!(regions.len(), 2, "{data}");
+    let hand = &regions[0];
+    // proto3 JSON: camelCase fields, enums as their names, bytes as base64.
+    assert_eq!(hand["id"], 1);
+    assert_eq!(hand["label"], "the left hand");
+    assert_eq!(hand["source"], "REGION_SOURCE_GROUNDED_BOX");
+    assert!(hand["category"].as_str().unwrap().starts_with("REGION_CATEGORY_"), "{hand}");
+    assert_eq!(hand["box"]["pixelX1"], 64, "[[100,500,300,900]] on the 640×480 example");
+    assert_eq!(hand["box"]["pixelY2"], 432);
+    assert!((0.0..=1.0).contains(&hand["severity"].as_f64().unwrap()), "{hand}");
+    assert_eq!(hand["sentences"][1], "Hand: the left hand has six fingers that merge into the sign.");
+    let mask = image::load_from_memory(&unb64(hand["maskPng"].as_str().unwrap())).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (640, 480));
+    assert_eq!(mask.pixels().filter(|p| p[0] == 255).count(), (192 - 64) * (432 - 240), "the mask is the box");
+    let status = server.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+}

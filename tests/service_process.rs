@@ -359,3 +359,136 @@ fn the_fake_llama_server_refuses_what_llama_server_refuses() {
         assert!(fake_peer::of(&events, "start").is_empty(), "{extra:?} never serves");
     }
 }
+
+/// The PNG8 primary heatmap and the primary score of one image's events.
+fn primary_of(events: &[pb::evaluate_event::Event]) -> (Vec<u8>, f32) {
+    use pb::evaluate_event::Event;
+    let heatmap = events.iter().find_map(|e| if let Event::Heatmap(h) = e { Some(h.data.clone()) } else { None });
+    let score = events.iter().find_map(|e| if let Event::Score(s) = e { Some(s.score) } else { None });
+    (heatmap.expect("a heatmap"), score.expect("a score"))
+}
+
+/// Where the Regions event sits: once, after every Score, right before Done (the last event).
+fn assert_regions_after_scores_before_done(kinds: &[&str]) {
+    assert_eq!(kinds.iter().filter(|k| **k == "regions").count(), 1, "{kinds:?}");
+    let at = kinds.iter().position(|k| *k == "regions").unwrap();
+    assert!(kinds.iter().rposition(|k| *k == "score").unwrap() < at, "{kinds:?}");
+    assert_eq!(&kinds[at + 1..], ["done"], "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_shot_regions_are_the_grounding_boxes_with_exact_masks_after_the_scores_on_evaluate_and_batch() {
+    let _serial = serial().await;
+    let reference = reference_cot();
+    let server = ServeProcess::spawn_with_env(&["--addr", "127.0.0.1:0"], &[("HEIE_FAULT_REFERENCE_COT", reference.to_str().unwrap())]);
+    let mut c = client(server.addr).await;
+    let got = evaluate(&mut c, request(image_of(200, 100), options(4))).await;
+    assert!(got.status.is_none(), "{:?}", got.status);
+    assert_regions_after_scores_before_done(&got.kinds());
+    let regions = &got.regions()[0].regions;
+    // One region per grounding box, in the order written, each the box the stream reported.
+    let boxes: Vec<&pb::RegionBox> =
+        got.events.iter().filter_map(|e| if let pb::evaluate_event::Event::RegionBox(b) = e { Some(b) } else { None }).collect();
+    assert_eq!(boxes.len(), 2, "the fed reference has two boxes");
+    assert_eq!(regions.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), ["the left hand", "the sign"]);
+    for (r, b) in regions.iter().zip(&boxes) {
+        assert_eq!(r.r#box.as_ref(), Some(*b), "region {} has its grounding box", r.id);
+        assert_eq!(r.source, pb::RegionSource::GroundedBox as i32);
+    }
+    assert_eq!(
+        (regions[0].r#box.as_ref().unwrap().pixel_x1, regions[0].r#box.as_ref().unwrap().pixel_y2),
+        (20, 90),
+        "[[100,500,300,900]] on 200×100"
+    );
+    // Each mask is exactly its box: its nonzero pixels fill the pixel box.
+    let (heatmap, score) = primary_of(&got.events);
+    let masks = check_regions(regions, (200, 100), &heatmap, score);
+    for (r, m) in regions.iter().zip(&masks) {
+        let b = r.r#box.as_ref().unwrap();
+        assert_eq!(m.count as u32, (b.pixel_x2 - b.pixel_x1) * (b.pixel_y2 - b.pixel_y1), "region {}: the mask is the box", r.id);
+    }
+    assert_eq!(
+        regions[0].sentences,
+        [
+            "Problematic areas: the left hand holding the sign, and the sign.",
+            "Hand: the left hand has six fingers that merge into the sign."
+        ]
+    );
+    assert!(regions[1].sentences.contains(&"Sign: the letters of the sign are garbled.".to_string()), "{:?}", regions[1].sentences);
+
+    // EvaluateBatch: one Regions per image, in each image's stream at the same place.
+    let batch = pb::EvaluateBatchRequest { images: vec![image_of(120, 90), image_of(64, 128)], options: Some(options(4)) };
+    let mut stream = c.evaluate_batch(batch).await.unwrap().into_inner();
+    let mut per_image: Vec<Vec<pb::evaluate_event::Event>> = vec![Vec::new(); 2];
+    while let Some(ev) = stream.message().await.unwrap() {
+        if let Some(pb::batch_event::Payload::Event(e)) = ev.payload {
+            per_image[ev.index as usize].push(e.event.unwrap());
+        }
+    }
+    for (events, size) in per_image.iter().zip([(120, 90), (64, 128)]) {
+        let kinds: Vec<&str> = events.iter().map(kind).collect();
+        assert_regions_after_scores_before_done(&kinds);
+        let regions = events.iter().find_map(|e| if let pb::evaluate_event::Event::Regions(r) = e { Some(&r.regions) } else { None }).unwrap();
+        assert_eq!(regions.len(), 2);
+        let (heatmap, score) = primary_of(events);
+        check_regions(regions, size, &heatmap, score);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trained_regions_are_heatmap_components_largest_first_joined_to_the_box_they_overlap_most() {
+    use heie_heads::{Heads, HeadsConfig};
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let heads = dir.path().join("heads.safetensors");
+    // tiny-mmproj: 4 tokens per tile = a 2×2 token grid; the LLM is 64 wide.
+    Heads::init(HeadsConfig::new(64, 2), TRAINED_HEADS_SEED).unwrap().save(&heads).unwrap();
+    let reference = reference_cot();
+    let server = ServeProcess::spawn_with_env(
+        &["--addr", "127.0.0.1:0", "--heads", heads.to_str().unwrap()],
+        &[("HEIE_FAULT_REFERENCE_COT", reference.to_str().unwrap())],
+    );
+    let mut c = client(server.addr).await;
+    let got = evaluate(&mut c, request(image_of(200, 100), options(4))).await;
+    assert!(got.status.is_none(), "{:?}", got.status);
+    assert_regions_after_scores_before_done(&got.kinds());
+    let heatmaps = got.heatmaps();
+    assert_eq!(heatmaps[0].source, pb::HeatmapSource::Fused as i32, "the trained map is the primary");
+    assert_eq!((heatmaps[0].width, heatmaps[0].height), (200, 100));
+    let regions = &got.regions()[0].regions;
+    assert!(!regions.is_empty(), "these heads flag part of the fixture image (seed {TRAINED_HEADS_SEED})");
+    let (heatmap, score) = primary_of(&got.events);
+    let masks = check_regions(regions, (200, 100), &heatmap, score);
+    let heat = image::load_from_memory(&heatmap).unwrap().to_luma8();
+    let boxes: Vec<&pb::RegionBox> =
+        got.events.iter().filter_map(|e| if let pb::evaluate_event::Event::RegionBox(b) = e { Some(b) } else { None }).collect();
+    for (r, m) in regions.iter().zip(&masks) {
+        assert_eq!(r.source, pb::RegionSource::HeatmapComponent as i32);
+        let mask = image::load_from_memory(&r.mask_png).unwrap().to_luma8();
+        // The heatmap is at its own (= the image's) size, so every mask pixel is a flagged cell.
+        for (x, y, p) in mask.enumerate_pixels() {
+            if p[0] == 255 {
+                assert!(heat.get_pixel(x, y)[0] >= 128, "region {}: ({x}, {y}) is under 0.5", r.id);
+            }
+        }
+        // Its label is the box holding most of its pixels (none → empty, no sentences).
+        let overlap = |b: &pb::RegionBox| {
+            mask.enumerate_pixels()
+                .filter(|(x, y, p)| p[0] == 255 && (b.pixel_x1..b.pixel_x2).contains(x) && (b.pixel_y1..b.pixel_y2).contains(y))
+                .count()
+        };
+        let best = boxes.iter().map(|b| overlap(b)).max().unwrap_or(0);
+        if best == 0 {
+            assert!(r.label.is_empty() && r.sentences.is_empty(), "region {}: {r:?}", r.id);
+        } else {
+            let first_best = boxes.iter().find(|b| overlap(b) == best).unwrap();
+            assert_eq!(r.label, first_best.label, "region {}", r.id);
+            assert!(!r.sentences.is_empty(), "region {}: its label is named in the text", r.id);
+        }
+        assert!(m.count * 1000 >= 200 * 100, "region {}: no speck under 0.1 % of the map", r.id);
+    }
+    assert!(masks.windows(2).all(|w| w[0].count >= w[1].count), "largest first: {masks:?}");
+}
+
+/// Random heads whose fused map flags part of the fixture image (checked by the test above).
+const TRAINED_HEADS_SEED: u64 = 3;

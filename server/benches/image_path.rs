@@ -168,6 +168,8 @@ fn image_path(c: &mut Criterion) {
         vision_batch_tiles: 7,
         flash_attention: Some(false),
         speedups: SpeedUps::ALL,
+        // The same tile is fed every iteration: a cache would measure itself, not the image path.
+        image_cache_bytes: 0,
     })
     .expect("engine on the model pair");
     let side = engine.info().tile_size;

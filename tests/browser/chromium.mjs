@@ -28,3 +28,24 @@ export function launchChromium(profile, executablePath, extraArgs = []) {
     ],
   });
 }
+
+/** Runs `body(context)` in a headless Chromium with a throwaway profile (the executable from
+ * HEIE_CHROMIUM, else /usr/bin/chromium), then exits: 0, or 1 after printing what failed. */
+export async function runInChromium(body, extraArgs = []) {
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const profile = mkdtempSync(join(tmpdir(), "heie-chromium-"));
+  const context = await launchChromium(profile, process.env.HEIE_CHROMIUM || "/usr/bin/chromium", extraArgs);
+  let failed = false;
+  try {
+    await body(context);
+  } catch (e) {
+    failed = true;
+    console.error(String(e && e.stack ? e.stack : e));
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+  process.exit(failed ? 1 : 0);
+}

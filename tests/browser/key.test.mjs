@@ -2,10 +2,9 @@
 //   node key.test.mjs URL IMAGE KEY OUT_DIR
 // Without a key the page opens its key box and says why an evaluation was refused; once the key is
 // entered the server's info loads and the same image is judged to its heatmap. Screenshot: page-key.png.
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { check, launchChromium } from "./chromium.mjs";
+import { check, runInChromium } from "./chromium.mjs";
 
 const [url, image, key, outDir] = process.argv.slice(2);
 if (!url || !image || !key || !outDir) {
@@ -13,10 +12,7 @@ if (!url || !image || !key || !outDir) {
   process.exit(2);
 }
 mkdirSync(outDir, { recursive: true });
-const profile = mkdtempSync(join(tmpdir(), "heie-chromium-"));
-const context = await launchChromium(profile, process.env.HEIE_CHROMIUM || "/usr/bin/chromium");
-let failed = false;
-try {
+await runInChromium(async (context) => {
   const page = await context.newPage();
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById("server-state").textContent === "ready", null, { timeout: 30_000 });
@@ -47,11 +43,4 @@ try {
   const shot = join(outDir, "page-key.png");
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot: ${shot}`);
-} catch (e) {
-  failed = true;
-  console.error(String(e && e.stack ? e.stack : e));
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+});

@@ -28,6 +28,7 @@ pub fn config(llm: &str, mmproj: &str, slots: u32) -> EngineConfig {
         vision_batch_tiles: 7,
         flash_attention: None,
         speedups: Default::default(),
+        image_cache_bytes: heie_server::engine::DEFAULT_IMAGE_CACHE_MB << 20,
     }
 }
 

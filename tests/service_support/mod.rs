@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 mod common;
 // Each test binary uses its own subset of these.
 #[allow(unused_imports)]
-pub use common::{config, heie_bin, model, refused, test_image};
+pub use common::{config, fixture, heie_bin, model, refused, test_image};
 
 pub const LLM: &str = "tiny-llm.gguf";
 pub const MMPROJ: &str = "tiny-mmproj.gguf";
@@ -139,6 +139,9 @@ impl Collected {
     pub fn heatmaps(&self) -> Vec<&pb::Heatmap> {
         self.events.iter().filter_map(|e| if let pb::evaluate_event::Event::Heatmap(h) = e { Some(h) } else { None }).collect()
     }
+    pub fn regions(&self) -> Vec<&pb::Regions> {
+        self.events.iter().filter_map(|e| if let pb::evaluate_event::Event::Regions(r) = e { Some(r) } else { None }).collect()
+    }
     pub fn done(&self) -> Option<&pb::Done> {
         self.events.iter().find_map(|e| if let pb::evaluate_event::Event::Done(d) = e { Some(d) } else { None })
     }
@@ -164,6 +167,57 @@ pub fn kind(e: &pb::evaluate_event::Event) -> &'static str {
         Regions(_) => "regions",
         Done(_) => "done",
     }
+}
+
+/// A chain of thought with two grounding boxes ("the left hand", "the sign"): a server started with
+/// `HEIE_FAULT_REFERENCE_COT` set to it feeds it to every evaluation (the random fixtures never write
+/// grounding markup themselves).
+pub fn reference_cot() -> std::path::PathBuf {
+    fixture("reference-cot/hand-and-sign.txt")
+}
+
+/// What one region's mask holds, read from its PNG.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MaskPixels {
+    /// The tight bounds `[x1, y1, x2, y2)` of its nonzero pixels.
+    pub bounds: [u32; 4],
+    pub count: usize,
+}
+
+/// Checks one image's regions as a client can: ids 1.., each mask an 8-bit gray PNG at the image's
+/// size holding only 0 and 255, its nonzero pixels inside the region's pixel box, and severity in
+/// 0..1 and equal to (1 − score) × the mean of the PNG8 heatmap (at image size) over the mask,
+/// within the PNG's rounding. Returns what each mask holds.
+pub fn check_regions(regions: &[pb::Region], size: (u32, u32), heatmap_png8: &[u8], score: f32) -> Vec<MaskPixels> {
+    let heat = image::load_from_memory(heatmap_png8).expect("the heatmap decodes").to_luma8();
+    assert_eq!(heat.dimensions(), size, "the check needs the heatmap at the image's size");
+    regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            assert_eq!(r.id as usize, i + 1, "ids count from 1 in order");
+            let mask = image::load_from_memory(&r.mask_png).expect("the mask decodes");
+            assert_eq!(mask.color(), image::ColorType::L8, "region {}: 8-bit gray", r.id);
+            let mask = mask.to_luma8();
+            assert_eq!(mask.dimensions(), size, "region {}: the mask is at image size", r.id);
+            let (mut bounds, mut count, mut sum) = ([u32::MAX, u32::MAX, 0, 0], 0usize, 0f64);
+            for (x, y, p) in mask.enumerate_pixels() {
+                assert!(p[0] == 0 || p[0] == 255, "region {}: mask values are 0 or 255", r.id);
+                if p[0] == 255 {
+                    count += 1;
+                    sum += heat.get_pixel(x, y)[0] as f64 / 255.0;
+                    bounds = [bounds[0].min(x), bounds[1].min(y), bounds[2].max(x + 1), bounds[3].max(y + 1)];
+                }
+            }
+            assert!(count > 0, "region {}: a mask is never empty", r.id);
+            let b = r.r#box.as_ref().expect("every region has a box");
+            assert_eq!(bounds, [b.pixel_x1, b.pixel_y1, b.pixel_x2, b.pixel_y2], "region {}: the box is the mask's bounds", r.id);
+            assert!((0.0..=1.0).contains(&r.severity), "region {}: severity {}", r.id, r.severity);
+            let expected = (1.0 - score as f64) * sum / count as f64;
+            assert!((r.severity as f64 - expected).abs() <= 0.5 / 255.0 + 1e-4, "region {}: severity {} but (1 − s) × mean H = {expected}", r.id, r.severity);
+            MaskPixels { bounds, count }
+        })
+        .collect()
 }
 
 /// Runs one Evaluate to its end (a status error included).

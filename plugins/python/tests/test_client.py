@@ -12,7 +12,8 @@ from PIL import Image
 from conftest import HeieServer, wait_until  # plugins/conftest.py: the test servers and waiting on their metrics
 from heie_client import (
     BatchEvent, Cancelled, Client, DeadlineExceeded, Done, EvaluateOptions, FinishReason, HeadsMode, HealthStatus,
-    Heatmap, HeatmapEncoding, InvalidArgument, Ranking, Score, Section, Started, StatusCode, TextDelta, Unavailable,
+    Heatmap, HeatmapEncoding, InvalidArgument, Ranking, Regions, Score, Section, Started, StatusCode, TextDelta,
+    Unavailable,
 )
 
 FAST = EvaluateOptions(max_tokens_per_section=4)
@@ -54,7 +55,9 @@ def test_evaluate_stream_events_in_contract_order(client: Client) -> None:
     maps = [e for e in events if isinstance(e, Heatmap)]
     assert [m.encoding for m in maps][:3] == list(options.heatmap_encodings)
     assert all((m.width, m.height) == (40, 24) for m in maps)
-    assert isinstance(events[-2], Score) and 0.0 <= events[-2].score <= 1.0
+    assert isinstance(events[-3], Score) and 0.0 <= events[-3].score <= 1.0
+    # The flagged regions come once, after the scores and before Done (none here: the fixture writes no boxes).
+    assert isinstance(events[-2], Regions) and kinds.count("Regions") == 1
     assert events[-1].finish_reason in (FinishReason.COMPLETED, FinishReason.LENGTH)
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HeieServer
-from heie_client import Client, EvaluateOptions, HeatmapEncoding, InvalidArgument, StatusCode
+from conftest import REPO, HeieServer, serving
+from heie_client import (
+    Client, EvaluateOptions, HeatmapEncoding, InvalidArgument, Region, RegionCategory, RegionSource, StatusCode,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -84,3 +86,43 @@ def test_both_transports_give_the_same_results(heie_server: HeieServer) -> None:
             with pytest.raises(InvalidArgument) as caught:
                 client.evaluate(b"not an image")
             assert caught.value.code is StatusCode.INVALID_ARGUMENT
+
+
+#: A chain of thought with two grounding boxes; the server's test-only hook feeds it to every evaluation, because
+#: the random fixture model never writes grounding markup itself.
+REFERENCE_COT = REPO / "tests" / "fixtures" / "reference-cot" / "hand-and-sign.txt"
+BANDS = ("badly flawed", "flawed", "typical", "good", "very plausible")
+
+
+@pytest.fixture(scope="module")
+def grounding_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("heie-serve-regions")
+    args = ["--addr", "127.0.0.1:0", "--http", "127.0.0.1:0", "--max-tokens", "4", "--max-tiles", "1"]
+    with serving(args, folder / "serve.log", {"HEIE_FAULT_REFERENCE_COT": str(REFERENCE_COT)}) as served:
+        yield served
+
+
+def test_regions_bands_and_masks_arrive_alike_over_both_transports(grounding_server) -> None:  # type: ignore[no-untyped-def]
+    image = np.random.default_rng(7).integers(0, 255, (100, 200, 3), dtype=np.uint8)
+    options = EvaluateOptions(max_tokens_per_section=4, heatmap_encodings=(HeatmapEncoding.RAW_F32_LE,))
+    with Client(grounding_server.address, timeout=120) as grpc_client, \
+            Client(f"http://{grounding_server.http_address}", timeout=120) as http_client:
+        a, b = (c.evaluate(image, options) for c in (grpc_client, http_client))
+    assert a.regions == b.regions and a.band == b.band
+    assert a.band in BANDS and a.band == a.scores[0].band and a.scores[0].uncalibrated_score is None
+    assert [r.label for r in a.regions] == ["the left hand", "the sign"]
+    assert a.heatmap is not None and a.score is not None
+    for i, region in enumerate(a.regions, start=1):
+        assert isinstance(region, Region) and region.id == i
+        assert region.source is RegionSource.GROUNDED_BOX and isinstance(region.category, RegionCategory)
+        box = region.box
+        mask = region.mask()
+        assert mask.shape == (100, 200) and mask.dtype == bool
+        # Zero-shot: the mask is exactly the grounding box.
+        assert mask.sum() == (box.pixel_x2 - box.pixel_x1) * (box.pixel_y2 - box.pixel_y1)
+        assert mask[box.pixel_y1:box.pixel_y2, box.pixel_x1:box.pixel_x2].all()
+        # The severity formula, recomputed from the lossless heatmap.
+        expected = (1.0 - a.score) * float(a.heatmap[mask].mean())
+        assert region.severity == pytest.approx(expected, abs=1e-5)
+    assert a.regions[0].sentences[-1] == "Hand: the left hand has six fingers that merge into the sign."
+    assert "Sign: the letters of the sign are garbled." in a.regions[1].sentences

@@ -9,13 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::Sampling;
 use crate::pipeline::events::EvalEvent;
-use crate::pipeline::heatmap::{overlay_png, to_gray_png};
+use crate::pipeline::heatmap::{gray_png, overlay_png, to_gray_png};
 use crate::pipeline::image_input::load_path;
 use crate::pipeline::{EvalOptions, EvalResult, Evaluator};
 
 use super::metadata::write_into_file;
 use super::model_args::ModelArgs;
-use super::report::eval_report;
+use super::report::{eval_report, region_mask_name};
 use super::summary::{result_line, score_record};
 
 #[derive(Args, Debug)]
@@ -25,7 +25,7 @@ pub struct EvalArgs {
     pub images: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Folder for NAME.heatmap.png, NAME.overlay.png and NAME.json.
+    /// Folder for NAME.heatmap.png, NAME.overlay.png, NAME.json and NAME.region-<id>.png (each region's mask).
     #[arg(long, short, default_value = "heie-out")]
     pub out: PathBuf,
     /// Print one JSON object per image on stdout instead of streaming the explanation.
@@ -117,7 +117,14 @@ fn eval_one(evaluator: &Evaluator, path: &Path, options: &EvalOptions, args: &Ev
         std::fs::write(&heatmap_file, to_gray_png(&heatmap.map))?;
         std::fs::write(&overlay_file, overlay_png(&image, &heatmap.map, 0.5))?;
     }
-    let report = eval_report(path, &image, &result, &heatmap_file, &overlay_file);
+    let mut mask_names = Vec::with_capacity(result.regions.len());
+    for region in &result.regions {
+        let name = region_mask_name(&stem, region.id);
+        let (width, height) = region.mask.size();
+        std::fs::write(args.out.join(&name), gray_png(width, height, region.mask.to_gray()))?;
+        mask_names.push(name);
+    }
+    let report = eval_report(path, &image, &result, &heatmap_file, &overlay_file, &mask_names);
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(&json_file, &text)?;
     if args.write_metadata {

@@ -6,7 +6,7 @@ use clap::Args;
 
 use std::sync::Arc;
 
-use crate::engine::{Engine, EngineConfig, Sampling, SpeedUps};
+use crate::engine::{Engine, EngineConfig, Sampling, SpeedUps, DEFAULT_IMAGE_CACHE_MB};
 use crate::pipeline::trained::TrainedHeads;
 use crate::pipeline::{EvalOptions, Evaluator};
 use crate::pipeline::image_input::DEFAULT_MAX_PIXELS;
@@ -53,6 +53,10 @@ pub struct ModelArgs {
     /// and 16 requests in flight; llama.cpp's choice on a GPU), on or off.
     #[arg(long, env = "HEIE_FLASH_ATTN", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
+    /// Memory for the features of tiles already seen, in MiB: an image judged again skips the vision
+    /// tower (least recently used tiles go first; 0 = off). InternVL3-2B's tile is 1.5 MiB.
+    #[arg(long, env = "HEIE_IMAGE_CACHE_MB", default_value_t = DEFAULT_IMAGE_CACHE_MB)]
+    pub image_cache_mb: usize,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +129,7 @@ impl ModelArgs {
                 FlashAttn::Off => Some(false),
             },
             speedups: self.speedups()?,
+            image_cache_bytes: self.image_cache_mb.saturating_mul(1 << 20),
         })
     }
 

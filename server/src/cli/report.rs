@@ -6,9 +6,16 @@ use image::RgbImage;
 use serde_json::{json, Value};
 
 use crate::pipeline::rating::LEVELS;
+use crate::pipeline::regions::Region;
 use crate::pipeline::EvalResult;
 
-pub fn eval_report(path: &Path, image: &RgbImage, result: &EvalResult, heatmap: &Path, overlay: &Path) -> Value {
+/// The file name of region `id`'s mask beside `NAME.json`: `NAME.region-<id>.png`.
+pub fn region_mask_name(stem: &str, id: u32) -> String {
+    format!("{stem}.region-{id}.png")
+}
+
+/// `mask_names`: each region's mask file name (see [`region_mask_name`]), in region order.
+pub fn eval_report(path: &Path, image: &RgbImage, result: &EvalResult, heatmap: &Path, overlay: &Path, mask_names: &[String]) -> Value {
     let primary = result.scores.first();
     let levels: serde_json::Map<String, Value> = primary
         .map(|s| {
@@ -26,6 +33,7 @@ pub fn eval_report(path: &Path, image: &RgbImage, result: &EvalResult, heatmap: 
         "prompt_mode": result.prompt_mode,
         "tiling": result.tiling,
         "boxes": result.boxes,
+        "regions": result.regions.iter().zip(mask_names).map(|(r, mask)| region(r, mask)).collect::<Vec<_>>(),
         "explanation": result.explanation,
         "timings": result.timings,
         "tokens": result.tokens,
@@ -33,5 +41,22 @@ pub fn eval_report(path: &Path, image: &RgbImage, result: &EvalResult, heatmap: 
         "summary": result.summary,
         "heatmap": heatmap.display().to_string(),
         "overlay": overlay.display().to_string(),
+    })
+}
+
+/// One region as `heie eval` writes it: the wire's fields with names people read (category "hand",
+/// source "grounded-box") and the mask as a file name.
+fn region(r: &Region, mask: &str) -> Value {
+    let [x1, y1, x2, y2] = r.bounds;
+    let [pixel_x1, pixel_y1, pixel_x2, pixel_y2] = r.pixels;
+    json!({
+        "id": r.id,
+        "label": r.label,
+        "sentences": r.sentences,
+        "category": r.category.name(),
+        "box": { "x1": x1, "y1": y1, "x2": x2, "y2": y2, "pixel_x1": pixel_x1, "pixel_y1": pixel_y1, "pixel_x2": pixel_x2, "pixel_y2": pixel_y2 },
+        "severity": r.severity,
+        "source": r.source.name(),
+        "mask": mask,
     })
 }

@@ -50,6 +50,22 @@ impl StepDelay {
     }
 }
 
+/// `HEIE_FAULT_REFERENCE_COT=FILE` feeds every evaluation without a reference of its own the chain of
+/// thought in FILE (teacher forcing), so a server process on the random-weight fixtures, which never
+/// write grounding markup by themselves, writes the boxes a test needs (regions, their masks and
+/// sentences). None when unset.
+#[cfg(feature = "fault-injection")]
+pub fn injected_reference_text() -> Option<String> {
+    let path = std::env::var_os("HEIE_FAULT_REFERENCE_COT")?;
+    Some(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("HEIE_FAULT_REFERENCE_COT {path:?}: {e}")))
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn injected_reference_text() -> Option<String> {
+    None
+}
+
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn injected_fault(_thread: &str, _job: u64) -> Option<&'static str> {

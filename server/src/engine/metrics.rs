@@ -21,6 +21,12 @@ pub struct EngineMetrics {
     /// Sequences that started from the cached shared prefix instead of computing it.
     pub prefix_cache_hits: AtomicU64,
     pub image_encode_micros: AtomicU64,
+    /// Tiles whose features came from the tile-feature cache, tiles that had to be encoded, and
+    /// tiles the cache dropped to stay in its budget (`--image-cache-mb`); its current size.
+    pub image_cache_hits: AtomicU64,
+    pub image_cache_misses: AtomicU64,
+    pub image_cache_evictions: AtomicU64,
+    pub image_cache_bytes: AtomicU64,
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,
     pub failed: AtomicU64,

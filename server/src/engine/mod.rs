@@ -8,6 +8,7 @@
 mod decode_loop;
 mod error;
 mod faults;
+mod image_cache;
 mod liveness;
 mod llama;
 mod metrics;
@@ -28,7 +29,7 @@ pub use error::EngineError;
 pub use llama::{gguf_file, gpu_devices, runs_on_gpu, supports_gpu_offload, Model};
 pub use liveness::Liveness;
 #[doc(hidden)]
-pub use faults::injected_fault;
+pub use faults::{injected_fault, injected_reference_text};
 pub use metrics::EngineMetrics;
 pub use program::{GenerationEnd, Sampling, SequenceEnd, SequenceProgram, Step, TokenVerdict};
 pub use runtime::{Runtime, TileBitmap, Token, Vocabulary};
@@ -41,6 +42,10 @@ use decode_loop::DecodeLoop;
 /// The runtime this build runs. A concrete type, not `dyn Runtime`: the decode loop is monomorphised
 /// over it, so nothing on the per-token path becomes an indirect call (see `runtime.rs`).
 type ActiveRuntime = llama::LlamaRuntime;
+
+/// The tile-feature cache's default size (`--image-cache-mb`): about 170 InternVL3-2B tiles, i.e. the
+/// two dozen most recent images at the default 6 tiles and thumbnail.
+pub const DEFAULT_IMAGE_CACHE_MB: usize = 256;
 
 /// How to load and run the model.
 #[derive(Debug, Clone)]
@@ -69,6 +74,8 @@ pub struct EngineConfig {
     pub flash_attention: Option<bool>,
     /// Throughput optimisations (all on unless a benchmark measures the naive path).
     pub speedups: SpeedUps,
+    /// Bytes of tile features kept for images judged again (`image_cache.rs`); 0 = no cache.
+    pub image_cache_bytes: usize,
 }
 
 /// Facts about the loaded models that the pipeline and clients need.
@@ -173,6 +180,7 @@ impl Engine {
                     cfg.slots as usize,
                     cfg.ctx_per_sequence as i32,
                     cfg.speedups,
+                    image_cache::TileFeatureCache::new(cfg.image_cache_bytes),
                     thread_closing,
                     thread_step_delay,
                 );

@@ -20,6 +20,9 @@ pub struct SequenceStats {
     /// The part of `prompt_tokens` taken from the shared-prefix cache instead of being computed.
     pub cached_prompt_tokens: u32,
     pub image_tokens: u32,
+    /// Tiles of the image, and how many of them came from the tile-feature cache.
+    pub image_tiles: u32,
+    pub image_tiles_cached: u32,
     pub generated_tokens: u32,
     /// When the first generated token was sampled, relative to admission.
     pub first_token: Option<Duration>,
@@ -27,6 +30,11 @@ pub struct SequenceStats {
 }
 
 impl SequenceStats {
+    /// Every tile of the image came from the tile-feature cache (the image was judged before).
+    pub fn image_cached(&self) -> bool {
+        self.image_tiles > 0 && self.image_tiles_cached == self.image_tiles
+    }
+
     /// Generated tokens per second of decode time.
     pub fn decode_tokens_per_s(&self) -> f64 {
         let secs = self.decode.as_secs_f64();

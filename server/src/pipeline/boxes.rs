@@ -27,6 +27,18 @@ impl RegionBox {
         let (w, h) = (width as f32 / COORD_MAX, height as f32 / COORD_MAX);
         [self.x1 * w, self.y1 * h, self.x2 * w, self.y2 * h]
     }
+
+    /// The pixels the box covers in a `width × height` image, as `[x1, y1, x2, y2]`: inclusive
+    /// top-left, exclusive bottom-right, never empty, never outside the image. Every place that
+    /// turns a box into pixels (the wire's `RegionBox`, a region's mask) uses this one rounding, so
+    /// a mask and its box always agree.
+    pub fn pixel_bounds(&self, width: u32, height: u32) -> [u32; 4] {
+        let [x1, y1, x2, y2] = self.to_pixels(width, height);
+        let lo = |v: f32, max: u32| (v.floor().max(0.0) as u32).min(max.saturating_sub(1));
+        let hi = |v: f32, low: u32, max: u32| (v.ceil().max(0.0) as u32).clamp(low + 1, max.max(1));
+        let (px1, py1) = (lo(x1, width), lo(y1, height));
+        [px1, py1, hi(x2, px1, width), hi(y2, py1, height)]
+    }
 }
 
 /// Extracts every complete, well-formed box from model output, in order of appearance.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use image::RgbImage;
 
-use crate::engine::{Engine, EngineError, EngineMetrics, ModelInfo, TileBitmap};
+use crate::engine::{injected_reference_text, Engine, EngineError, EngineMetrics, ModelInfo, TileBitmap};
 
 use super::cot_program::{context_budget, ContextBudget, CotProgram, ProgramSetup, ProgramStart};
 use super::events::{event_channel, EvalEvent, EventReceiver, OutputMode, PromptMode};
@@ -14,7 +14,7 @@ use super::finalize::Finalizer;
 use super::image_input::ImageInputError;
 use super::options::{EvalOptions, OptionError, MAX_TOKENS_PER_SECTION};
 use super::prepared::{context_error, views, PreparedRequest};
-use super::reference::ReferenceTokens;
+use super::reference::{ReferenceCot, ReferenceTokens};
 use super::prompt_tokens::{after_image_tokens, PromptTokens};
 use super::tiling;
 use super::trained::TrainedHeads;
@@ -110,7 +110,12 @@ impl Evaluator {
     /// the trained heads' largest side) and checks that the worst-case context fits `--ctx-size`. A
     /// failure names the option to change.
     pub fn prepare(&self, width: u32, height: u32, options: EvalOptions) -> Result<PreparedRequest, OptionError> {
-        let options = options.validated()?;
+        let mut options = options.validated()?;
+        if options.reference.is_none() {
+            // Test builds only (see `injected_reference_text`); a broken file is the test's bug.
+            options.reference = injected_reference_text()
+                .map(|text| ReferenceCot::parse(&text).expect("HEIE_FAULT_REFERENCE_COT holds a valid chain of thought"));
+        }
         let heatmap_size = match options.heatmap_size {
             Some(size) => size,
             None if self.trained => clamp_side(width, height, heie_heads::MAX_OUTPUT_SIDE as u32).unwrap_or((width, height)),

@@ -59,6 +59,8 @@ pub struct Timings {
     pub total_ms: f64,
     pub time_to_first_token_ms: f64,
     pub decode_tokens_per_s: f64,
+    /// Every tile's features came from the engine's image cache (this image was judged before).
+    pub image_cached: bool,
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -99,8 +101,9 @@ pub struct ScoreOutput {
     pub trained: Option<TrainedScoreParts>,
 }
 
-/// One event of an evaluation. Order: Started, then per section StageStarted and TextDeltas (Regions
-/// interleaved after the regions section), then Heatmap(s), Score(s), Done. An Error replaces Done.
+/// One event of an evaluation. Order: Started, then per section StageStarted and TextDeltas (Region
+/// boxes interleaved after the regions section), then Heatmap(s), Score(s), Regions (when a score
+/// was computed), Done. An Error replaces Done.
 #[derive(Debug, Clone)]
 pub enum EvalEvent {
     Started { request_id: u64, tiling: Tiling, mode: OutputMode, prompt_mode: PromptMode },
@@ -109,6 +112,8 @@ pub enum EvalEvent {
     Region(RegionBox),
     Heatmap(HeatmapOutput),
     Score(ScoreOutput),
+    /// The flagged regions as data (see `regions.rs`); once, after the scores, possibly empty.
+    Regions(Vec<super::regions::Region>),
     /// What the language model produced for the heads (only with `EvalOptions::emit_captures`).
     Captures(std::sync::Arc<super::captured::Captured>),
     /// `summary`: the one-line verdict for people ([`super::summary::summary_line`]).

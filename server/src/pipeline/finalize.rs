@@ -11,6 +11,7 @@ use super::events::{
     ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
 };
 use super::heatmap::rasterize_boxes;
+use super::regions::{build_regions, Region, RegionInputs};
 use super::summary::summary_line;
 use crate::engine::injected_fault;
 use super::heads_worker::{HeadsWorker, MapsRequest};
@@ -78,6 +79,18 @@ impl Finalizer {
     }
 }
 
+/// The regions of one image, from its primary heatmap and score (see `regions.rs`).
+fn regions_of(captured: &Captured, heatmap: &ndarray::Array2<f32>, score: f32, mode: OutputMode) -> Vec<Region> {
+    build_regions(&RegionInputs {
+        boxes: &captured.boxes,
+        sections: &captured.sections,
+        heatmap,
+        mode,
+        score,
+        image_size: (captured.tiling.original_width, captured.tiling.original_height),
+    })
+}
+
 fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
     let FinalizeJob { captured, end, stats, mut events } = job;
     let t0 = Instant::now();
@@ -98,13 +111,10 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
     let mut primary: Option<(f32, OutputMode)> = None;
     if finish_reason != FinishReason::Cancelled {
         let (width, height) = captured.output_size();
+        let mut trained = None;
         if let Some(heads) = heads {
             match heads.run(&captured) {
-                Ok((heatmap, score)) => {
-                    primary = Some((score.score, score.mode));
-                    events.send(EvalEvent::Heatmap(heatmap));
-                    events.send(EvalEvent::Score(score));
-                }
+                Ok(outputs) => trained = Some(outputs),
                 Err(e) => {
                     events.send(EvalEvent::Error(format!("trained heads failed: {e}")));
                     return;
@@ -112,6 +122,17 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
             }
         }
         let zero_shot = rasterize_boxes(&captured.boxes, width, height);
+        // Regions are built from the primary heatmap and score, before the events take them.
+        let regions = match (&trained, &captured.rating) {
+            (Some((heatmap, score)), _) => Some(regions_of(&captured, &heatmap.map, score.score, OutputMode::Trained)),
+            (None, Some(rating)) => Some(regions_of(&captured, &zero_shot, rating.score, OutputMode::ZeroShot)),
+            (None, None) => None,
+        };
+        if let Some((heatmap, score)) = trained {
+            primary = Some((score.score, score.mode));
+            events.send(EvalEvent::Heatmap(heatmap));
+            events.send(EvalEvent::Score(score));
+        }
         events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot, local_weight: None }));
         if let Some(rating) = &captured.rating {
             primary = primary.or(Some((rating.score, OutputMode::ZeroShot)));
@@ -121,6 +142,9 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
                 level_probabilities: rating.probabilities,
                 trained: None,
             }));
+        }
+        if let Some(regions) = regions {
+            events.send(EvalEvent::Regions(regions));
         }
     }
     let tokens = TokenCounts { prompt: stats.prompt_tokens, image: stats.image_tokens, generated: stats.generated_tokens };
@@ -135,6 +159,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         total_ms: ms(captured.started.elapsed()),
         time_to_first_token_ms: stats.first_token.map(|f| ms(f) + ms(stats.queued) + ms(captured.preprocess)).unwrap_or(0.0),
         decode_tokens_per_s: stats.decode_tokens_per_s(),
+        image_cached: stats.image_cached(),
     };
     let summary = summary_line(&captured.sections, primary);
     if captured.emit_captures {

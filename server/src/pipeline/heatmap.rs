@@ -77,8 +77,16 @@ pub fn to_gray_png(map: &Array2<f32>) -> Vec<u8> {
         .iter()
         .map(|&v| (unit(v) * 255.0).round() as u8)
         .collect();
-    let buffer = ImageBuffer::<Luma<u8>, _>::from_raw(width as u32, height as u32, pixels)
-        .expect("one byte per map cell");
+    gray_png(width as u32, height as u32, pixels)
+}
+
+/// Encodes `width × height` 8-bit gray samples, row-major, as a PNG (region masks use it too).
+///
+/// # Panics
+/// If the size is zero or `pixels` is not `width × height` long.
+pub fn gray_png(width: u32, height: u32, pixels: Vec<u8>) -> Vec<u8> {
+    let buffer = ImageBuffer::<Luma<u8>, _>::from_raw(width, height, pixels)
+        .expect("one byte per pixel");
     encode_png(&buffer)
 }
 
@@ -110,25 +118,33 @@ pub fn resize(map: &Array2<f32>, width: u32, height: u32) -> Array2<f32> {
     if src_h == 0 || src_w == 0 {
         return Array2::zeros((height, width));
     }
-    // For each output index: the two source indices and the weight of the second.
-    let taps = |out_len: usize, src_len: usize| -> Vec<(usize, usize, f32)> {
-        let scale = src_len as f32 / out_len as f32;
-        (0..out_len)
-            .map(|i| {
-                let pos = ((i as f32 + 0.5) * scale - 0.5).clamp(0.0, (src_len - 1) as f32);
-                let lo = pos.floor() as usize;
-                (lo, (lo + 1).min(src_len - 1), pos - lo as f32)
-            })
-            .collect()
-    };
-    let (rows, cols) = (taps(height, src_h), taps(width, src_w));
-    Array2::from_shape_fn((height, width), |(r, c)| {
-        let (y0, y1, fy) = rows[r];
-        let (x0, x1, fx) = cols[c];
-        let top = map[[y0, x0]] * (1.0 - fx) + map[[y0, x1]] * fx;
-        let bottom = map[[y1, x0]] * (1.0 - fx) + map[[y1, x1]] * fx;
-        top * (1.0 - fy) + bottom * fy
-    })
+    let (rows, cols) = (resize_taps(height, src_h), resize_taps(width, src_w));
+    Array2::from_shape_fn((height, width), |(r, c)| sample(map, rows[r], cols[c]))
+}
+
+/// For each of `out_len` output indices of [`resize`] along one axis: the two source indices it
+/// blends and the weight of the second. Public so code that needs a few values of a resized map (a
+/// region's severity) samples exactly what `resize` would give without building the whole map.
+pub fn resize_taps(out_len: usize, src_len: usize) -> Vec<(usize, usize, f32)> {
+    if src_len == 0 {
+        return Vec::new();
+    }
+    let scale = src_len as f32 / out_len as f32;
+    (0..out_len)
+        .map(|i| {
+            let pos = ((i as f32 + 0.5) * scale - 0.5).clamp(0.0, (src_len - 1) as f32);
+            let lo = pos.floor() as usize;
+            (lo, (lo + 1).min(src_len - 1), pos - lo as f32)
+        })
+        .collect()
+}
+
+/// The value of `map` resized to the taps' output size, at one output cell (`resize`'s formula).
+#[inline]
+pub fn sample(map: &Array2<f32>, (y0, y1, fy): (usize, usize, f32), (x0, x1, fx): (usize, usize, f32)) -> f32 {
+    let top = map[[y0, x0]] * (1.0 - fx) + map[[y0, x1]] * fx;
+    let bottom = map[[y1, x0]] * (1.0 - fx) + map[[y1, x1]] * fx;
+    top * (1.0 - fy) + bottom * fy
 }
 
 /// Inferno colormap stops at 0, ¼, ½, ¾, 1: perceptually ordered and readable in grayscale,

@@ -3,6 +3,7 @@
 pub mod boxes;
 pub mod explanation;
 pub mod heatmap;
+pub mod heatmap_components;
 pub mod image_container;
 mod image_header;
 pub mod image_input;
@@ -26,6 +27,9 @@ pub mod prompt_tokens;
 pub mod prepared;
 pub mod reference;
 pub mod region_category;
+pub mod region_mask;
+pub mod region_sentences;
+pub mod regions;
 pub mod score_band;
 pub mod section_text;
 pub mod summary;

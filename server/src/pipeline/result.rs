@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::boxes::RegionBox;
 use super::captured::SectionTexts;
+use super::regions::Region;
 use super::events::{EvalEvent, EventReceiver, FinishReason, HeatmapOutput, OutputMode, PromptMode, ScoreOutput, Timings, TokenCounts};
 use super::tiling::Tiling;
 
@@ -22,6 +23,10 @@ pub struct EvalResult {
     pub heatmaps: Vec<HeatmapOutput>,
     /// Scores in the order sent: the primary first.
     pub scores: Vec<ScoreOutput>,
+    /// The flagged regions (empty when none, or when no score was computed). Masks are not JSON:
+    /// `cli/report.rs` writes them as files.
+    #[serde(skip)]
+    pub regions: Vec<Region>,
     pub finish_reason: Option<FinishReason>,
     pub timings: Timings,
     pub tokens: TokenCounts,
@@ -57,6 +62,7 @@ impl EvalResult {
             boxes: Vec::new(),
             heatmaps: Vec::new(),
             scores: Vec::new(),
+            regions: Vec::new(),
             finish_reason: None,
             timings: Timings::default(),
             tokens: TokenCounts::default(),
@@ -87,6 +93,7 @@ impl EvalResult {
             EvalEvent::Region(b) => self.boxes.push(b),
             EvalEvent::Heatmap(h) => self.heatmaps.push(h),
             EvalEvent::Score(s) => self.scores.push(s),
+            EvalEvent::Regions(r) => self.regions = r,
             EvalEvent::Done { finish_reason, timings, tokens, summary } => {
                 self.finish_reason = Some(finish_reason);
                 self.summary = summary;
@@ -115,6 +122,7 @@ pub fn event_kind(event: &EvalEvent) -> &'static str {
         EvalEvent::Region(_) => "region",
         EvalEvent::Heatmap(_) => "heatmap",
         EvalEvent::Score(_) => "score",
+        EvalEvent::Regions(_) => "regions",
         EvalEvent::Captures(_) => "captures",
         EvalEvent::Done { .. } => "done",
         EvalEvent::Error(_) => "error",

@@ -13,7 +13,9 @@ use image::RgbImage;
 use crate::pipeline::boxes::RegionBox;
 use crate::pipeline::events::{FinishReason, HeatmapOutput, ScoreOutput, Timings, TokenCounts};
 use crate::pipeline::explanation::Section;
-use crate::pipeline::heatmap::{overlay_png, resize, to_f32_le, to_gray_png};
+use crate::pipeline::heatmap::{gray_png, overlay_png, resize, to_f32_le, to_gray_png};
+use crate::pipeline::region_category::RegionCategory;
+use crate::pipeline::regions::{Region, RegionSource};
 use crate::pipeline::rating::LEVELS;
 use crate::pipeline::tiling::Tiling;
 use crate::pipeline::{EvalEvent, OutputMode, PromptMode};
@@ -56,7 +58,7 @@ impl EventEncoder {
 
     /// Whether this event needs CPU work worth moving off the async runtime.
     pub fn is_heavy(event: &EvalEvent) -> bool {
-        matches!(event, EvalEvent::Heatmap(_))
+        matches!(event, EvalEvent::Heatmap(_) | EvalEvent::Regions(_))
     }
 
     pub fn encode(&self, event: EvalEvent) -> Outgoing {
@@ -71,6 +73,7 @@ impl EventEncoder {
             EvalEvent::Region(b) => one(Event::RegionBox(region(&b, self.image_size.0, self.image_size.1))),
             EvalEvent::Heatmap(h) => Outgoing::Events(self.heatmaps(h).into_iter().map(|h| wrap(Event::Heatmap(h))).collect()),
             EvalEvent::Score(s) => one(Event::Score(score(&s))),
+            EvalEvent::Regions(r) => one(Event::Regions(pb::Regions { regions: r.iter().map(region_of_image).collect() })),
             EvalEvent::Done { finish_reason, timings, tokens, summary } => {
                 one(Event::Done(pb::Done { summary, ..done(finish_reason, &timings, &tokens, &self.device, String::new()) }))
             }
@@ -157,21 +160,50 @@ fn started(request_id: u64, tiling: &Tiling, mode: OutputMode, prompt: PromptMod
 }
 
 fn region(b: &RegionBox, width: u32, height: u32) -> pb::RegionBox {
-    let [x1, y1, x2, y2] = b.to_pixels(width, height);
-    // Inclusive top-left, exclusive bottom-right, never empty, never outside the image.
-    let lo = |v: f32, max: u32| (v.floor().max(0.0) as u32).min(max.saturating_sub(1));
-    let hi = |v: f32, low: u32, max: u32| (v.ceil().max(0.0) as u32).clamp(low + 1, max.max(1));
-    let (px1, py1) = (lo(x1, width), lo(y1, height));
+    let [pixel_x1, pixel_y1, pixel_x2, pixel_y2] = b.pixel_bounds(width, height);
     pb::RegionBox {
         label: b.label.clone().unwrap_or_default(),
         x1: b.x1,
         y1: b.y1,
         x2: b.x2,
         y2: b.y2,
-        pixel_x1: px1,
-        pixel_y1: py1,
-        pixel_x2: hi(x2, px1, width),
-        pixel_y2: hi(y2, py1, height),
+        pixel_x1,
+        pixel_y1,
+        pixel_x2,
+        pixel_y2,
+    }
+}
+
+/// One flagged region; its mask is made at image size and encoded here, one region at a time.
+fn region_of_image(r: &Region) -> pb::Region {
+    let [x1, y1, x2, y2] = r.bounds;
+    let [pixel_x1, pixel_y1, pixel_x2, pixel_y2] = r.pixels;
+    let (width, height) = r.mask.size();
+    pb::Region {
+        id: r.id,
+        label: r.label.clone(),
+        sentences: r.sentences.clone(),
+        category: region_category(r.category) as i32,
+        r#box: Some(pb::RegionBox { label: r.label.clone(), x1, y1, x2, y2, pixel_x1, pixel_y1, pixel_x2, pixel_y2 }),
+        severity: r.severity,
+        mask_png: gray_png(width, height, r.mask.to_gray()),
+        source: match r.source {
+            RegionSource::GroundedBox => pb::RegionSource::GroundedBox,
+            RegionSource::HeatmapComponent => pb::RegionSource::HeatmapComponent,
+        } as i32,
+    }
+}
+
+fn region_category(c: RegionCategory) -> pb::RegionCategory {
+    match c {
+        RegionCategory::Hand => pb::RegionCategory::Hand,
+        RegionCategory::Face => pb::RegionCategory::Face,
+        RegionCategory::Body => pb::RegionCategory::Body,
+        RegionCategory::Text => pb::RegionCategory::Text,
+        RegionCategory::Object => pb::RegionCategory::Object,
+        RegionCategory::Physics => pb::RegionCategory::Physics,
+        RegionCategory::Background => pb::RegionCategory::Background,
+        RegionCategory::Other => pb::RegionCategory::Other,
     }
 }
 
@@ -217,6 +249,7 @@ pub fn done(f: FinishReason, t: &Timings, tokens: &TokenCounts, device: &str, me
             time_to_first_token_ms: t.time_to_first_token_ms,
             queue_ms: t.queued_ms,
             heads_ms: t.postprocess_ms,
+            image_cached: t.image_cached,
         }),
         tokens: Some(pb::TokenCounts { prompt_tokens: tokens.prompt, image_tokens: tokens.image, generated_tokens: tokens.generated }),
         finish_reason: finish_reason(f) as i32,

@@ -16,24 +16,29 @@ use crate::cli::serve::DEFAULT_MAX_MESSAGE_BYTES;
 use super::closed_loop::{summarise, RequestCounter};
 use super::report::{BenchRow, Sample, ServerSide};
 
-/// Eight different generated pictures (so neighbouring requests never see the same pixels), as PNG.
-pub fn generated_images(width: u32, height: u32) -> anyhow::Result<Vec<Vec<u8>>> {
+/// `count` different generated pictures, as PNG: picture `k` differs from every other in its block
+/// pattern and colours, so no two requests of a run share pixels unless the run asks for repeats.
+pub fn generated_images(width: u32, height: u32, count: u32) -> anyhow::Result<Vec<Vec<u8>>> {
+    (0..count).map(|k| generated_image(width, height, k)).collect()
+}
+
+/// Picture number `k` of [`generated_images`].
+pub fn generated_image(width: u32, height: u32, k: u32) -> anyhow::Result<Vec<u8>> {
     anyhow::ensure!(width > 0 && height > 0, "--width and --height must be > 0");
-    (0..8u32)
-        .map(|k| {
-            let img = RgbImage::from_fn(width, height, |x, y| {
-                let block = (x / (width / 8 + 1) + y / (height / 6 + 1) + k).is_multiple_of(3);
-                if block {
-                    Rgb([(200 + k * 7) as u8, 40, (30 * k) as u8])
-                } else {
-                    Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, ((x + y + 31 * k) % 256) as u8])
-                }
-            });
-            let mut out = Vec::new();
-            image::codecs::png::PngEncoder::new(&mut out).write_image(img.as_raw(), width, height, image::ExtendedColorType::Rgb8)?;
-            Ok(out)
-        })
-        .collect()
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        let block = (x / (width / 8 + 1) + y / (height / 6 + 1) + k).is_multiple_of(3);
+        if block {
+            Rgb([200u32.wrapping_add(k.wrapping_mul(7)) as u8, 40, k.wrapping_mul(30) as u8])
+        } else {
+            // The top-left row spells k in binary, so pictures stay distinct past the colour cycle.
+            let bit = y == 0 && x < 32 && (k >> x) & 1 == 1;
+            let blue = if bit { 255 } else { (x + y).wrapping_add(k.wrapping_mul(31)) as u8 };
+            Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, blue])
+        }
+    });
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(img.as_raw(), width, height, image::ExtendedColorType::Rgb8)?;
+    Ok(out)
 }
 
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<EvaluatorClient<Channel>> {

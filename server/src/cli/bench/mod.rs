@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// Images to send (cycled); default: generated pictures of --width × --height.
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
+    /// With generated pictures: cycle this many (the same images judged again, as a re-run ComfyUI
+    /// graph does; both servers may then reuse cached work); 0 = a new picture for every request.
+    /// The warm-up request always uses a picture no measured request uses.
+    #[arg(long, default_value_t = 0)]
+    pub repeat: u32,
     #[arg(long, default_value_t = 640)]
     pub width: u32,
     #[arg(long, default_value_t = 480)]
@@ -99,8 +104,11 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
     };
     anyhow::ensure!(peer.is_none() || targets.is_empty(), "--addr drives running HEIE servers; leave out --llama-server with it");
     anyhow::ensure!(args.model.disable_speedups.is_empty(), "use --paths to choose speed-ups in heie bench, not --disable-speedup");
+    anyhow::ensure!(args.repeat == 0 || args.images.is_empty(), "--repeat cycles generated pictures; leave it out with --image");
+    let most_requests = args.parallel.iter().map(|&p| requests_for(&args, p)).chain([requests_for(&args, 1)]).max().unwrap_or(8);
     let images = Arc::new(if args.images.is_empty() {
-        generated_images(args.width, args.height)?
+        let count = if args.repeat > 0 { args.repeat } else { most_requests as u32 };
+        generated_images(args.width, args.height, count)?
     } else {
         args.images.iter().map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))).collect::<Result<_, _>>()?
     });
@@ -166,6 +174,12 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
     Ok(0)
 }
 
+/// The warm-up's picture: one the measured requests never send, so neither server's caches start
+/// with a measured image in them.
+fn warm_up_image(args: &BenchArgs) -> anyhow::Result<Arc<Vec<Vec<u8>>>> {
+    Ok(Arc::new(vec![client::generated_image(args.width, args.height, u32::MAX / 2)?]))
+}
+
 fn requests_for(args: &BenchArgs, parallel: usize) -> usize {
     args.requests.unwrap_or((3 * parallel).max(8))
 }
@@ -201,7 +215,7 @@ async fn measure_peer(
     };
     let source = source.clone();
     let started = tokio::task::block_in_place(|| Peer::start(&source, &settings, parallel))?;
-    peer::measure(&started, 1, 1, images, max_tokens).await.context("llama-server warm-up request")?;
+    peer::measure(&started, 1, 1, &warm_up_image(args)?, max_tokens).await.context("llama-server warm-up request")?;
     let row = peer::measure(&started, parallel, requests_for(args, parallel), images, max_tokens).await?;
     tokio::task::block_in_place(|| drop(started));
     Ok(row)
@@ -235,7 +249,7 @@ async fn measure_in_process(
     let queue = requests.max(64);
     let mut server = server::start(serve, move || model.start_evaluator(parallel as u32, queue)).await?;
     server.ready().await?;
-    measure(&[server.addr], &path.name, 1, 1, images, options).await.context("warm-up request")?;
+    measure(&[server.addr], &path.name, 1, 1, &warm_up_image(args)?, options).await.context("warm-up request")?;
     let engine = server.evaluator().context("server ready")?.engine().clone();
     let device = engine.info().device.clone();
     let metrics = engine.metrics();

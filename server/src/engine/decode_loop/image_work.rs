@@ -4,6 +4,8 @@
 //! piece. Which image moves on, and whether it may go all the way, is the scheduler's call.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::sequence::SlotState;
@@ -20,7 +22,7 @@ pub(super) struct ImageWork {
     encoded: usize,
     /// Encoded tiles whose rows are not all decoded yet, oldest first, and how many rows of the front
     /// one are.
-    pending: VecDeque<Vec<f32>>,
+    pending: VecDeque<Arc<Vec<f32>>>,
     front_rows_done: usize,
 }
 
@@ -78,23 +80,46 @@ impl<R: Runtime> DecodeLoop<R> {
     }
 
     /// Encodes slot `i`'s next tile (all remaining tiles with `all_tiles`), hands each tile's features
-    /// to the program and queues their rows.
+    /// to the program and queues their rows. Tiles the feature cache holds are not encoded.
     fn encode_piece(&mut self, i: usize, all_tiles: bool, width: usize) -> Result<(), EngineError> {
         let slot = &mut self.scheduler.slots[i];
         let SlotState::Imaging(work) = &mut slot.state else { return Ok(()) };
         let t0 = Instant::now();
         let take = if all_tiles { work.tiles.len() - work.encoded } else { 1 };
         let tiles = &work.tiles[work.encoded..work.encoded + take];
-        let features = if self.speedups.batched_vision && take > 1 {
-            self.runtime.encode_tiles(tiles)?
-        } else {
-            tiles.iter().map(|t| self.runtime.encode_tile(t)).collect::<Result<Vec<_>, _>>()?
-        };
-        let encode = t0.elapsed();
-        self.metrics.record_image_encode(encode);
-        slot.stats.image_encode += encode;
+        let mut features: Vec<Option<Arc<Vec<f32>>>> = tiles.iter().map(|t| self.image_cache.get(t)).collect();
+        let missing: Vec<usize> = (0..take).filter(|&k| features[k].is_none()).collect();
+        if self.image_cache.enabled() {
+            let hits = (take - missing.len()) as u64;
+            self.metrics.image_cache_hits.fetch_add(hits, Ordering::Relaxed);
+            self.metrics.image_cache_misses.fetch_add(missing.len() as u64, Ordering::Relaxed);
+            slot.stats.image_tiles_cached += hits as u32;
+        }
+        if !missing.is_empty() {
+            let encoded = if self.speedups.batched_vision && missing.len() > 1 {
+                if missing.len() == take {
+                    self.runtime.encode_tiles(tiles)?
+                } else {
+                    let batch: Vec<_> = missing.iter().map(|&k| tiles[k].clone()).collect();
+                    self.runtime.encode_tiles(&batch)?
+                }
+            } else {
+                missing.iter().map(|&k| self.runtime.encode_tile(&tiles[k])).collect::<Result<Vec<_>, _>>()?
+            };
+            let encode = t0.elapsed();
+            self.metrics.record_image_encode(encode);
+            slot.stats.image_encode += encode;
+            for (&k, f) in missing.iter().zip(encoded) {
+                let f = Arc::new(f);
+                let evicted = self.image_cache.insert(&tiles[k], f.clone());
+                self.metrics.image_cache_evictions.fetch_add(evicted, Ordering::Relaxed);
+                features[k] = Some(f);
+            }
+            self.metrics.image_cache_bytes.store(self.image_cache.used_bytes() as u64, Ordering::Relaxed);
+        }
+        slot.stats.image_tiles += take as u32;
         work.encoded += take;
-        for f in features {
+        for f in features.into_iter().flatten() {
             // The program keeps each tile's features for the heads, in tile order.
             slot.program.on_image_features(&f, f.len() / width);
             // Only whole rows are queued: an empty tile would leave `feed_piece` nothing to take (and

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
 use super::faults::{injected_fault, StepDelay};
+use super::image_cache::TileFeatureCache;
 use super::metrics::EngineMetrics;
 use super::runtime::{Runtime, Token};
 use super::speedups::SpeedUps;
@@ -43,6 +44,8 @@ pub(super) struct DecodeLoop<R: Runtime> {
     ctx_per_seq: i32,
     scheduler: Scheduler,
     speedups: SpeedUps,
+    /// Features of tiles encoded before (`--image-cache-mb`; empty and unused at 0).
+    image_cache: TileFeatureCache,
     /// The shared prefix whose cells the sequence `prefix_seq` holds, once a sequence has computed it.
     prefix: Option<Vec<Token>>,
     prefix_seq: i32,
@@ -66,6 +69,7 @@ impl<R: Runtime> DecodeLoop<R> {
         n_slots: usize,
         ctx_per_seq: i32,
         speedups: SpeedUps,
+        image_cache: TileFeatureCache,
         closing: Arc<AtomicBool>,
         step_delay: StepDelay,
     ) -> DecodeLoop<R> {
@@ -76,6 +80,7 @@ impl<R: Runtime> DecodeLoop<R> {
             metrics,
             ctx_per_seq,
             speedups,
+            image_cache,
             prefix: None,
             // The sequence id after the slots' ids; the context is created with one more sequence.
             prefix_seq: n_slots as i32,

@@ -1,5 +1,6 @@
 // HEIE's page: drop an image, watch the chain of thought stream section by section with its region
-// boxes, then the heatmap and the score; or rank several images. Talks to the server's JSON API
+// boxes, then the heatmap, the score and the flagged regions (pointing at one outlines it on the image
+// and marks the sentences about it); or rank several images. Talks to the server's JSON API
 // (POST /v1/evaluate answers with server-sent events; EventSource cannot POST, so the stream is read
 // with fetch and a ReadableStream).
 "use strict";
@@ -225,6 +226,8 @@ function resetResult() {
   single.score = undefined;
   $("sections").replaceChildren();
   $("boxes").replaceChildren();
+  $("regions").hidden = true;
+  $("region-list").replaceChildren();
   $("score").hidden = true;
   $("score").replaceChildren();
   $("overlay").hidden = true;
@@ -240,7 +243,12 @@ function resetResult() {
  */
 function forPeople(raw) {
   const score = single.score === undefined ? "…" : single.score.toFixed(2);
-  return raw.replace(/(\[MAP\])+/g, "shown in the heatmap").replace(/\[SCORE\]/g, score);
+  return raw
+    .replace(/(\[MAP\])+/g, "shown in the heatmap")
+    .replace(/\[SCORE\]/g, score)
+    // Grounding markup: a box's coordinates are drawn on the image, its label stays in the sentence.
+    .replace(/<box>[\s\S]*?(<\/box>|$)/g, "")
+    .replace(/<\/?ref>/g, "");
 }
 
 function sectionBlock(section) {
@@ -332,7 +340,8 @@ function showScore(score) {
   big.textContent = value.toFixed(2);
   const verdict = document.createElement("span");
   verdict.className = "verdict";
-  verdict.textContent = value >= 0.7 ? "looks plausible" : value >= 0.4 ? "some implausible parts" : "clearly implausible";
+  // The server's band (from the human ratings) says what the score means; older servers send none.
+  verdict.textContent = score.band || (value >= 0.7 ? "looks plausible" : value >= 0.4 ? "some implausible parts" : "clearly implausible");
   const detail = document.createElement("span");
   detail.className = "detail";
   const mode = (score.mode || "").replace("HEADS_MODE_", "").toLowerCase().replace("_", "-");
@@ -357,6 +366,134 @@ function showScore(score) {
     box.append(levels);
   }
   box.hidden = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flagged regions: the list, the outline of the one pointed at, and the sentences about it
+// ---------------------------------------------------------------------------------------------
+
+/** "REGION_CATEGORY_HAND" → "hand". */
+function categoryName(category) {
+  return (category || "REGION_CATEGORY_OTHER").replace("REGION_CATEGORY_", "").toLowerCase();
+}
+
+/**
+ * `text` with its whitespace runs made one space and none before punctuation (as the server writes a
+ * region's sentences), and for each character kept, its index in `text`.
+ */
+function comparable(text) {
+  let out = "";
+  const at = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (/\s/.test(c)) {
+      if (out === "" || out.endsWith(" ")) continue;
+      out += " ";
+      at.push(i);
+      continue;
+    }
+    if (/[.,;:!?]/.test(c) && out.endsWith(" ")) {
+      out = out.slice(0, -1);
+      at.pop();
+    }
+    out += c;
+    at.push(i);
+  }
+  return { out, at };
+}
+
+/** Where `sentence` is in `text`, as [start, end) of `text`; null when it is not there. */
+function locate(text, sentence) {
+  const hay = comparable(text);
+  const needle = comparable(sentence).out.trim();
+  const found = needle ? hay.out.indexOf(needle) : -1;
+  if (found < 0) return null;
+  return [hay.at[found], hay.at[found + needle.length - 1] + 1];
+}
+
+/** Wraps each region's sentences in the explanation in <mark data-regions="ids">. */
+function markSentences(regions) {
+  for (const element of document.querySelectorAll("#sections .text")) {
+    const text = element.textContent;
+    const ranges = [];
+    for (const region of regions) {
+      for (const sentence of region.sentences || []) {
+        const range = locate(text, sentence);
+        if (range) ranges.push({ start: range[0], end: range[1], id: String(region.id) });
+      }
+    }
+    if (!ranges.length) continue;
+    // Cut the text where any range starts or ends; each piece knows the regions covering it.
+    const cuts = [...new Set([0, text.length, ...ranges.flatMap((r) => [r.start, r.end])])].sort((a, b) => a - b);
+    const pieces = [];
+    for (let k = 0; k + 1 < cuts.length; k++) {
+      const [from, to] = [cuts[k], cuts[k + 1]];
+      const ids = [...new Set(ranges.filter((r) => r.start <= from && to <= r.end).map((r) => r.id))];
+      const piece = text.slice(from, to);
+      if (!ids.length) {
+        pieces.push(document.createTextNode(piece));
+        continue;
+      }
+      const mark = document.createElement("mark");
+      mark.className = "region-sentence";
+      mark.dataset.regions = ids.join(" ");
+      mark.textContent = piece;
+      pieces.push(mark);
+    }
+    element.replaceChildren(...pieces);
+  }
+}
+
+/** Outlines region `id` on the image and marks its sentences; null clears both. */
+function pointAt(id) {
+  for (const e of document.querySelectorAll("#boxes .region-outline, #region-list li")) {
+    e.classList.toggle("active", id !== null && e.dataset.region === id);
+  }
+  for (const mark of document.querySelectorAll("#sections mark.region-sentence")) {
+    mark.classList.toggle("active", id !== null && mark.dataset.regions.split(" ").includes(id));
+  }
+}
+
+function showRegions(regions) {
+  const list = $("region-list");
+  const svg = $("boxes");
+  const ns = "http://www.w3.org/2000/svg";
+  list.replaceChildren();
+  for (const old of svg.querySelectorAll(".region-outline")) old.remove();
+  for (const region of regions) {
+    const id = String(region.id);
+    const box = region.box || {};
+    const outline = document.createElementNS(ns, "rect");
+    outline.classList.add("region-outline");
+    outline.dataset.region = id;
+    outline.setAttribute("x", box.pixelX1 || 0);
+    outline.setAttribute("y", box.pixelY1 || 0);
+    outline.setAttribute("width", Math.max(1, (box.pixelX2 || 0) - (box.pixelX1 || 0)));
+    outline.setAttribute("height", Math.max(1, (box.pixelY2 || 0) - (box.pixelY1 || 0)));
+    svg.append(outline);
+
+    const item = document.createElement("li");
+    item.dataset.region = id;
+    item.tabIndex = 0;
+    const label = document.createElement("span");
+    label.className = "region-label";
+    label.textContent = region.label || "unnamed region";
+    const category = document.createElement("span");
+    category.className = "region-category";
+    category.textContent = categoryName(region.category);
+    const severity = document.createElement("span");
+    severity.className = "region-severity";
+    severity.textContent = `severity ${(region.severity || 0).toFixed(2)}`;
+    severity.title = "(1 − score) × the heatmap's mean over the region, 0–1";
+    item.append(label, category, severity);
+    for (const [on, off] of [["mouseenter", "mouseleave"], ["focus", "blur"]]) {
+      item.addEventListener(on, () => pointAt(id));
+      item.addEventListener(off, () => pointAt(null));
+    }
+    list.append(item);
+  }
+  markSentences(regions);
+  $("regions").hidden = regions.length === 0;
 }
 
 function showDone(done) {
@@ -455,6 +592,9 @@ async function evaluate() {
           break;
         case "score":
           showScore(event);
+          break;
+        case "regions":
+          showRegions(event.regions || []);
           break;
         case "done":
           ended = true;

@@ -294,7 +294,7 @@ class Regions(_message.Message):
     def __init__(self, regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("preprocess_ms", "image_encode_ms", "prefill_ms", "decode_ms", "decode_tokens_per_s", "total_ms", "time_to_first_token_ms", "queue_ms", "heads_ms")
+    __slots__ = ("preprocess_ms", "image_encode_ms", "prefill_ms", "decode_ms", "decode_tokens_per_s", "total_ms", "time_to_first_token_ms", "queue_ms", "heads_ms", "image_cached")
     PREPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +304,7 @@ class Timings(_message.Message):
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     HEADS_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_CACHED_FIELD_NUMBER: _ClassVar[int]
     preprocess_ms: float
     image_encode_ms: float
     prefill_ms: float
@@ -313,7 +314,8 @@ class Timings(_message.Message):
     time_to_first_token_ms: float
     queue_ms: float
     heads_ms: float
-    def __init__(self, preprocess_ms: _Optional[float] = ..., image_encode_ms: _Optional[float] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., total_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., heads_ms: _Optional[float] = ...) -> None: ...
+    image_cached: bool
+    def __init__(self, preprocess_ms: _Optional[float] = ..., image_encode_ms: _Optional[float] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., total_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., heads_ms: _Optional[float] = ..., image_cached: _Optional[bool] = ...) -> None: ...
 
 class TokenCounts(_message.Message):
     __slots__ = ("prompt_tokens", "image_tokens", "generated_tokens")
