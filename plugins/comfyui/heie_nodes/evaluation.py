@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 import numpy as np
-from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError, Result
+from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError, Region, Result
 from heie_client.result import ResultBuilder
 
 from .connection import open_client
@@ -54,12 +54,12 @@ class Verdict:
     @property
     def band(self) -> str:
         """The score's band in words ("badly flawed" … "very plausible"); '' without a score."""
-        return getattr(self.result, "band", "") if self.ok else ""
+        return self.result.band if self.ok and self.result is not None else ""
 
     @property
-    def regions(self) -> tuple[Any, ...]:
+    def regions(self) -> tuple[Region, ...]:
         """The flagged regions (heie_client ``Region``), worst first as the server sent them; () without a verdict."""
-        return tuple(getattr(self.result, "regions", ())) if self.ok else ()
+        return self.result.regions if self.ok and self.result is not None else ()
 
     @property
     def failure(self) -> str:
