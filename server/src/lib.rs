@@ -2,6 +2,7 @@
 //! gRPC and HTTP edges, the server that composes them, and the CLI commands.
 pub mod engine;
 pub mod pipeline;
+pub mod calibration;
 pub mod cli;
 pub mod serving;
 pub mod grpc;

@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
         Command::Evaluate(args) => heie_server::cli::evaluate::run(args),
         Command::Serve(args) => heie_server::cli::serve::run(args),
         Command::Bench(args) => heie_server::cli::bench::run(args),
+        Command::Calibrate(args) => heie_server::cli::calibrate::run(args),
     };
     match outcome {
         Ok(0) => std::process::ExitCode::SUCCESS,

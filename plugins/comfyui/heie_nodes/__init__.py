@@ -2,6 +2,11 @@
 only through :mod:`.host`, inside the calls ComfyUI makes, so the nodes also run (and are tested)
 without ComfyUI installed."""
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, HeieEvaluate, HeieFilter, HeieRerank
+from . import nodes, regions_node
+from .nodes import HeieEvaluate, HeieFilter, HeieRerank
+from .regions_node import HeieRegions
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "HeieEvaluate", "HeieFilter", "HeieRerank"]
+NODE_CLASS_MAPPINGS = {**nodes.NODE_CLASS_MAPPINGS, **regions_node.NODE_CLASS_MAPPINGS}
+NODE_DISPLAY_NAME_MAPPINGS = {**nodes.NODE_DISPLAY_NAME_MAPPINGS, **regions_node.NODE_DISPLAY_NAME_MAPPINGS}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "HeieEvaluate", "HeieFilter", "HeieRegions", "HeieRerank"]

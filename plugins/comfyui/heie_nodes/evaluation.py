@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 import numpy as np
-from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError, Result
+from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError, Region, Result
 from heie_client.result import ResultBuilder
 
 from .connection import open_client
@@ -50,6 +50,16 @@ class Verdict:
     @property
     def score(self) -> Optional[float]:
         return self.result.score if self.ok and self.result is not None else None
+
+    @property
+    def band(self) -> str:
+        """The score's band in words ("badly flawed" … "very plausible"); '' without a score."""
+        return self.result.band if self.ok and self.result is not None else ""
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """The flagged regions (heie_client ``Region``), worst first as the server sent them; () without a verdict."""
+        return self.result.regions if self.ok and self.result is not None else ()
 
     @property
     def failure(self) -> str:
@@ -151,7 +161,8 @@ def evaluate_images(
                     if event is _FINISHED:
                         finished += 1
                         verdict = verdicts[index]
-                        live.finish(index, verdict.score if verdict else None, verdict.failure if verdict else "")
+                        live.finish(index, verdict.score if verdict else None, verdict.failure if verdict else "",
+                                    verdict.band if verdict else "")
                     else:
                         live.add(index, event)
             except BaseException:

@@ -12,7 +12,7 @@ from typing import Optional, Protocol
 
 from heie_client import Event, Score, TextDelta
 
-from .markers import for_people
+from .markers import for_people, score_in_words
 
 INTERVAL_S = 0.25
 TAIL_CHARS = 240
@@ -47,9 +47,10 @@ class LiveText:
         if time.monotonic() - self._last_sent_at >= INTERVAL_S:
             self._send()
 
-    def finish(self, index: int, score: Optional[float], failure: str) -> None:
-        """Image ``index`` is done: its line becomes its score, or ``failure`` when it has none."""
-        self._outcome[index] = f"score {score:.3f}" if score is not None else f"no score: {failure or 'no answer'}"
+    def finish(self, index: int, score: Optional[float], failure: str, band: str = "") -> None:
+        """Image ``index`` is done: its line becomes its score and band, or ``failure`` when it has none."""
+        self._outcome[index] = (f"score {score_in_words(score, band)}" if score is not None
+                                else f"no score: {failure or 'no answer'}")
         self._final_scores[index] = score
         self._finished += 1
         self._host.progress(self._finished, self._total)

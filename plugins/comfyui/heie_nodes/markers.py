@@ -18,8 +18,12 @@ SCORE_MARKER = "[SCORE]"
 MAP_FOR_PEOPLE = "shown in the heatmap"
 HEADING = "### "
 DECIMALS = 3
+#: Between a score and its band: "0.257 — badly flawed".
+BAND_DASH = "\u2014"
 #: A float32 score has at most 9 significant decimals: more never tells two scores apart.
 MAX_DECIMALS = 9
+#: The score at the start of the server's summary line.
+_SUMMARY_SCORE = re.compile(r"^score \d+(?:\.\d+)?")
 _SPACES = re.compile(r"[ \t]+")
 #: One or more [MAP] markers in a row (with only white space between them), and the text touching them.
 _MAPS = re.compile(r"(\S?)[ \t]*\[MAP\](?:\s*\[MAP\])*[ \t]*(\S?)")
@@ -28,6 +32,21 @@ _MAPS = re.compile(r"(\S?)[ \t]*\[MAP\](?:\s*\[MAP\])*[ \t]*(\S?)")
 def format_score(score: Optional[float], decimals: int = DECIMALS) -> str:
     """The score as shown to people ("not available" when the image has none)."""
     return f"{score:.{decimals}f}" if score is not None else "not available"
+
+
+def score_in_words(score: Optional[float], band: str, decimals: int = DECIMALS) -> str:
+    """The score with its band beside it, as every score the nodes show: "0.257 — badly flawed" (the
+    number alone from a server that names no band; "not available" without a score)."""
+    shown = format_score(score, decimals)
+    return f"{shown} {BAND_DASH} {band}" if score is not None and band else shown
+
+
+def summary_in_words(summary: str, band: str) -> str:
+    """The server's one-line summary ("score 0.254 (zero-shot): …") with the band after its score, as
+    beside every other score the node shows; unchanged when it names the band already or has no score."""
+    if not band or band in summary:
+        return summary
+    return _SUMMARY_SCORE.sub(lambda m: f"{m.group(0)} {BAND_DASH} {band}", summary, count=1)
 
 
 def separating_decimals(values: Iterable[Optional[float]], decimals: int = DECIMALS) -> int:

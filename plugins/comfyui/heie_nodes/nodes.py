@@ -15,11 +15,17 @@ from typing import Any, Optional
 
 import numpy as np
 from heie_client import DEFAULT_ADDRESS, EvaluateOptions, HeatmapEncoding, Result
+from heie_client.verdict_rules import (
+    ANY, DEFAULT_REJECT_BELOW, RuleError, category_name, parse_reject_if, rejected_categories,
+)
 
 from .evaluation import Verdict, evaluate_images, scores_of
+from .filenames import filename_prefix
 from .host import ComfyHost
+from .judged_batch import HEIE_RESULT, JudgedBatch
 from .preview import save_previews
-from .markers import for_people, separating_decimals
+from .failures import HeieNodeError
+from .markers import for_people, format_score, separating_decimals
 from .report import node_text, results_json, ui_text
 from .tensors import batch_size, like, select, select_latent, select_mask, to_numpy
 
@@ -30,6 +36,11 @@ CATEGORY = "HEIE"
 #: cap: a default server refuses an explained request long before it, for every image. A server with a
 #: larger --ctx-size takes more (scripts may pass more); the node then says at once what the server takes.
 MAX_TOKENS = 512
+_REJECT_IF_TOOLTIP = ("also reject an image when one of its flagged regions is more severe than a limit, whatever "
+                      "its score: e.g. hand>0.5,text>0.3 (categories hand, face, body, text, object, physics, "
+                      "background, other; any>0.6 for all); empty = the score alone decides")
+_FILENAME_TOOLTIP = ("for Save Image's filename_prefix (convert it to an input): heie_<score>_<band>, e.g. "
+                     "heie_0.26_badly-flawed; a batch is named by its lowest score: heie_min0.26_badly-flawed")
 
 
 class NothingPassed(RuntimeError):
@@ -96,15 +107,19 @@ class HeieEvaluate(_HeieNode):
 
     DESCRIPTION = ("Judges each image for implausibility: score (1 = looks real), heatmap of the defects, explanation. "
                    "Works alone: shows the heatmap over each image, its score and the server's summary on the node.")
-    RETURN_TYPES = ("FLOAT", "MASK", "IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("scores", "heatmaps", "overlays", "explanations", "results")
-    OUTPUT_IS_LIST = (True, False, False, True, False)
+    # Outputs are only ever added at the end: saved workflows link outputs by position.
+    RETURN_TYPES = ("FLOAT", "MASK", "IMAGE", "STRING", "STRING", "STRING", HEIE_RESULT)
+    RETURN_NAMES = ("scores", "heatmaps", "overlays", "explanations", "results", "filename_prefix", "result")
+    OUTPUT_IS_LIST = (True, False, False, True, False, False, False)
     OUTPUT_TOOLTIPS = (
         "score per image, 1 = looks real (0.0 for an image without a verdict)",
         "defect heatmap per image, 1 = implausible",
         "heatmap drawn over each image",
         "explanation per image as people read it ([SCORE] and [MAP] filled in)",
-        "JSON list, one entry per image: image (1-based), score, mode, raw explanation with its markers, boxes, error",
+        "JSON list, one entry per image: image (1-based), score, band, mode, raw explanation with its markers, "
+        "boxes, error",
+        _FILENAME_TOOLTIP,
+        "the images and their verdicts, for HEIE Regions (masks of the flagged regions)",
     )
     FUNCTION = "evaluate"
     OUTPUT_NODE = True  # alone on an image it runs (no "Prompt has no outputs") and shows its verdict
@@ -130,6 +145,7 @@ class HeieEvaluate(_HeieNode):
             empty = (
                 [], like(images, np.zeros((0, *frames.shape[1:3]), np.float32)),
                 like(images, np.zeros((0, *frames.shape[1:3], 3), np.float32)), [], results_json([]),
+                filename_prefix([]), JudgedBatch(images, ()),
             )
             blocker = host.blocker()
             outputs = empty if blocker is None else (blocker,) * len(self.RETURN_TYPES)
@@ -140,15 +156,18 @@ class HeieEvaluate(_HeieNode):
         explanations = [for_people(v.result.explanation, v.score, decimals) if v.ok and v.result is not None
                         else f"no score: {v.failure}" for v in verdicts]
         outputs = (scores_of(verdicts), like(images, heatmaps), like(images, overlays), explanations,
-                   results_json(verdicts))
+                   results_json(verdicts), filename_prefix([(v.score, v.band) for v in verdicts]),
+                   JudgedBatch(images, tuple(verdicts)))
         previews = save_previews(overlays, host.preview_folder(), unique_id)
         return _node_result(host, verdicts, outputs, summary=True, images=previews)
 
 
 class HeieFilter(_HeieNode):
-    """Keeps the images whose score reaches the threshold; LATENT and MASK follow the images."""
+    """Keeps the images whose score reaches the threshold and none of whose regions breaks a ``reject_if``
+    rule; LATENT and MASK follow the images."""
 
-    DESCRIPTION = "Passes images scoring at least the threshold and rejects the rest, with the reasons streamed."
+    DESCRIPTION = ("Passes images scoring at least the threshold (none of whose flagged regions breaks a reject_if "
+                   "rule) and rejects the rest, with the reasons streamed.")
     RETURN_TYPES = ("IMAGE", "IMAGE", "FLOAT", "LATENT", "MASK")
     RETURN_NAMES = ("passed", "rejected", "scores", "passed_latent", "passed_mask")
     OUTPUT_IS_LIST = (False, False, True, False, False)
@@ -167,21 +186,32 @@ class HeieFilter(_HeieNode):
             "required": {
                 "images": ("IMAGE",),
                 # Scores lie in [0, 1]: 0 passes everything, 1 only a perfect score.
-                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                        "tooltip": "lowest score that passes (scores lie in 0..1)"}),
+                # The default is the lower edge of the "typical" band (13/24): "flawed" and worse are rejected.
+                # ComfyUI's page keeps a float widget to its step's decimals (whatever "round" says): with
+                # step 0.001 the page shows and sends 0.542 (0.01 would make it 0.54); the API gets 13/24.
+                "threshold": ("FLOAT", {"default": DEFAULT_REJECT_BELOW, "min": 0.0, "max": 1.0, "step": 0.001,
+                                        "tooltip": "lowest score that passes (scores lie in 0..1); the default "
+                                                   "13/24 ≈ 0.542 is where the band 'typical' starts"}),
                 "stop_if_none_pass": ("BOOLEAN", {"default": True,
                                                   "tooltip": "when nothing passes, skip every node fed by this one "
                                                              "(off: only the passed branch is skipped)"}),
                 "explanation": ("BOOLEAN", {"default": True}),
                 **_server_inputs(),
             },
-            "optional": {"latent": ("LATENT",), "mask": ("MASK",), **_optional_inputs()},
+            # reject_if comes last: saved workflows list widget values by position, so new ones go at the end.
+            "optional": {"latent": ("LATENT",), "mask": ("MASK",), **_optional_inputs(),
+                         "reject_if": ("STRING", {"default": "", "tooltip": _REJECT_IF_TOOLTIP})},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def filter(self, images: Any, threshold: float, stop_if_none_pass: bool, explanation: bool, address: str,
                timeout: float, latent: Optional[dict[str, Any]] = None, mask: Optional[Any] = None, prompt: str = "",
-               max_tokens: int = 0, ca_cert: str = "", unique_id: Optional[str] = None) -> dict[str, Any]:
+               max_tokens: int = 0, ca_cert: str = "", unique_id: Optional[str] = None,
+               reject_if: str = "") -> dict[str, Any]:
+        try:  # a rule that cannot be read stops the node before any image is sent
+            rules = parse_reject_if(reject_if)
+        except RuleError as err:
+            raise HeieNodeError(f"HEIE Filter: reject_if: {err}") from None
         host = self.host(unique_id)
         options = EvaluateOptions(explanation=explanation, max_tokens_per_section=max_tokens, heatmap_encodings=())
         verdicts = evaluate_images(images, address, timeout, options, host, prompt, ca_cert)
@@ -191,12 +221,10 @@ class HeieFilter(_HeieNode):
             blocker = host.blocker()
             outputs = ((images, images, [], latent, mask) if blocker is None else (blocker,) * len(self.RETURN_TYPES))
             return _node_result(host, [], outputs, empty_text="no images to judge (empty batch)")
-        # An image without a verdict (its timeout ran out) never passes, not even at threshold 0.
-        passes = [v.score is not None and v.score >= threshold for v in verdicts]
-        passed = [i for i, ok in enumerate(passes) if ok]
-        rejected = [i for i, ok in enumerate(passes) if not ok]
-        notes = ["passed" if ok else "rejected" for ok in passes]
         decimals = separating_decimals([*(v.score for v in verdicts), threshold])
+        notes = [_filter_note(v, threshold, rules, decimals) for v in verdicts]
+        passed = [i for i, note in enumerate(notes) if note == PASSED]
+        rejected = [i for i, note in enumerate(notes) if note != PASSED]
         if not passed and stop_if_none_pass:
             blocker = host.blocker()
             if blocker is None:
@@ -217,9 +245,9 @@ class HeieRerank(_HeieNode):
     """The best k images of a batch (with their LATENT), best first."""
 
     DESCRIPTION = "Generate many, keep the best k: orders the batch by plausibility score."
-    RETURN_TYPES = ("IMAGE", "LATENT", "FLOAT", "INT")
-    RETURN_NAMES = ("best", "best_latent", "scores", "order")
-    OUTPUT_IS_LIST = (False, False, True, True)
+    RETURN_TYPES = ("IMAGE", "LATENT", "FLOAT", "INT", "STRING")
+    RETURN_NAMES = ("best", "best_latent", "scores", "order", "filename_prefix")
+    OUTPUT_IS_LIST = (False, False, True, True, False)
     OUTPUT_TOOLTIPS = (
         "the best top_k images, best first",
         "their LATENT rows, in the same order",
@@ -227,6 +255,7 @@ class HeieRerank(_HeieNode):
         "their positions in the input batch, 0-based: wire one into a batch_index (e.g. Image From Batch's). "
         "Changed: this output used to be 1-based; the node text shows each kept image's batch_index "
         "beside its #n (numbered from 1)",
+        _FILENAME_TOOLTIP + " (of the kept images)",
     )
     FUNCTION = "rerank"
 
@@ -251,7 +280,7 @@ class HeieRerank(_HeieNode):
         verdicts = evaluate_images(images, address, timeout, options, host, prompt, ca_cert)
         if not verdicts:
             blocker = host.blocker()
-            outputs = (images, latent, [], []) if blocker is None else (blocker,) * len(self.RETURN_TYPES)
+            outputs = (images, latent, [], [], filename_prefix([])) if blocker is None else (blocker,) * len(self.RETURN_TYPES)
             return _node_result(host, [], outputs, empty_text="no images to rank (empty batch)")
         scores = scores_of(verdicts)
         best = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: max(1, top_k)]
@@ -263,8 +292,27 @@ class HeieRerank(_HeieNode):
             select_latent(latent, best, batch),
             [scores[i] for i in best],
             list(best),  # 0-based, as ComfyUI's batch_index inputs
+            filename_prefix([(verdicts[i].score, verdicts[i].band) for i in best]),
         )
         return _node_result(host, verdicts, outputs, notes)
+
+
+PASSED = "passed"
+
+
+def _filter_note(verdict: Verdict, threshold: float, rules: dict[str, float], decimals: int) -> str:
+    """``PASSED``, or why the Filter rejects the image. An image without a verdict (its timeout ran out)
+    never passes, not even at threshold 0."""
+    if verdict.score is None:
+        return "rejected"
+    reasons = []
+    if verdict.score < threshold:
+        reasons.append(f"score under {format_score(threshold, decimals)}")
+    broken = rejected_categories(verdict.regions, rules)
+    if broken:
+        worst = {name: max(r.severity for r in verdict.regions if category_name(r) == name) for name in broken}
+        reasons.extend(f"{name} {worst[name]:.2f} > {rules.get(name, rules.get(ANY))}" for name in broken)
+    return f"rejected, {', '.join(reasons)}" if reasons else PASSED
 
 
 def _heatmap(result: Optional[Result], size: tuple[int, int]) -> np.ndarray:

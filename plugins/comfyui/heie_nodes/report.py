@@ -12,7 +12,7 @@ import json
 from typing import Any, Optional, Sequence
 
 from .evaluation import Verdict
-from .markers import DECIMALS, for_people, format_score
+from .markers import DECIMALS, for_people, score_in_words, summary_in_words
 
 
 def image_text(number: int, verdict: Verdict, note: str = "", decimals: int = DECIMALS,
@@ -25,10 +25,10 @@ def image_text(number: int, verdict: Verdict, note: str = "", decimals: int = DE
     result = verdict.result
     if verdict.score is None or result is None:
         return f"{head}: no score: {verdict.failure}"
-    head += f": score {format_score(verdict.score, decimals)} ({result.mode.name.lower().replace('_', '-')})"
+    head += f": score {score_in_words(verdict.score, verdict.band, decimals)} ({result.mode.name.lower().replace('_', '-')})"
     lines = [head]
     if summary and result.summary:
-        lines.append(" ".join(for_people(result.summary, verdict.score).split()))
+        lines.append(summary_in_words(" ".join(for_people(result.summary, verdict.score).split()), verdict.band))
     explanation = for_people(result.explanation, verdict.score, decimals)
     if explanation:
         lines.append(explanation)
@@ -57,7 +57,8 @@ def results_json(verdicts: Sequence[Verdict]) -> str:
 
 def _entry(number: int, verdict: Verdict) -> dict[str, Any]:
     result = verdict.result
-    entry: dict[str, Any] = {"image": number, "score": verdict.score, "error": verdict.failure or None}
+    entry: dict[str, Any] = {"image": number, "score": verdict.score, "band": verdict.band or None,
+                             "error": verdict.failure or None}
     if result is not None:
         entry.update(
             mode=result.mode.name.lower(),

@@ -137,7 +137,9 @@ try {
         let x = 0;
         for (const node of app.graph.nodes) {
           node.pos = [x, 0];
-          if (node.type.startsWith("Heie")) node.size = [Math.max(node.size[0], 520), Math.max(node.size[1], 760)];
+          if (node.type.startsWith("Heie") || node.type === "PreviewImage") {  // room for the text and the pictures
+            node.size = [Math.max(node.size[0], 520), Math.max(node.size[1], 760)];
+          }
           x += node.size[0] + 60;
         }
         app.graph.setDirtyCanvas(true, true);

@@ -207,12 +207,13 @@ async def main_async(base: str, address: str, dead: str, metrics_url: str, work:
     # -- registration and templates --
     _, body, _ = get(f"{base}/object_info")
     info = json.loads(body)
-    check(all(n in info for n in ("HeieEvaluate", "HeieFilter", "HeieRerank")), "nodes registered in /object_info")
+    check(all(n in info for n in ("HeieEvaluate", "HeieFilter", "HeieRerank", "HeieRegions")),
+          "nodes registered in /object_info")
     evaluate = info.get("HeieEvaluate", {})
     max_tokens = evaluate.get("input", {}).get("optional", {}).get("max_tokens", [None, {}])[1].get("max")
     check(max_tokens == 512, "max_tokens widget stops at 512 (what a default server takes)", max_tokens)
-    check(info.get("HeieRerank", {}).get("output_name") == ["best", "best_latent", "scores", "order"],
-          "Rerank outputs as documented")
+    check(info.get("HeieRerank", {}).get("output_name") == ["best", "best_latent", "scores", "order", "filename_prefix"],
+          "Rerank outputs as documented", info.get("HeieRerank", {}).get("output_name"))
     check(evaluate.get("output_node") is True and not info.get("HeieFilter", {}).get("output_node")
           and not info.get("HeieRerank", {}).get("output_node"), "Evaluate (only) is an output node")
     tooltip = info.get("HeieRerank", {}).get("output_tooltips", [""] * 4)[3]
@@ -223,7 +224,7 @@ async def main_async(base: str, address: str, dead: str, metrics_url: str, work:
     await rerank_order_picks_by_batch_index(comfy, address, work)
     _, body, _ = get(f"{base}/api/workflow_templates")
     listed = json.loads(body).get(PACK_NAME, [])
-    check(sorted(listed) == ["heie_generate_rerank_filter", "heie_judge_images"],
+    check(sorted(listed) == sorted(p.stem for p in (PACK / "example_workflows").glob("*.json")),
           "example workflows listed by /api/workflow_templates", listed)
     for name in listed:
         status, body, _ = get(f"{base}/api/workflow_templates/{PACK_NAME}/{name}.json")

@@ -29,12 +29,14 @@ from conftest import (  # the plugins' shared server helpers
 )
 from heie_nodes import HeieEvaluate, HeieFilter, HeieRerank
 from heie_nodes.failures import HeieNodeError
-from heie_nodes.markers import for_people, separating_decimals
+from heie_nodes.markers import for_people, separating_decimals, summary_in_words
 from heie_nodes.nodes import MAX_TOKENS, NothingPassed
 
 import torch_standin  # tests/torch_standin.py: the nodes' torch path without torch
 
 PACK = Path(__file__).resolve().parents[1]
+#: The server's score bands, worst first (server/src/pipeline/score_band.rs).
+BANDS = ("badly flawed", "flawed", "typical", "good", "very plausible")
 DECODE_STEPS = "heie_decode_steps_total"
 NO_TORCH = ("torch is not installed; CI does not install it (PyPI's torch for Linux pulls the CUDA packages, "
             "gigabytes): the same code path runs there through tests/torch_standin.py")
@@ -141,9 +143,12 @@ def test_pack_loads_the_way_comfyui_loads_it() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    assert set(module.NODE_CLASS_MAPPINGS) == {"HeieEvaluate", "HeieFilter", "HeieRerank"}
+    assert set(module.NODE_CLASS_MAPPINGS) == {"HeieEvaluate", "HeieFilter", "HeieRegions", "HeieRerank"}
     assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(module.NODE_CLASS_MAPPINGS)
-    for cls in module.NODE_CLASS_MAPPINGS.values():
+    for name, cls in module.NODE_CLASS_MAPPINGS.items():
+        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_IS_LIST) == len(cls.OUTPUT_TOOLTIPS)
+        if name == "HeieRegions":  # judges nothing itself: it reads HEIE Evaluate's verdicts
+            continue
         inputs = cls.INPUT_TYPES()
         assert inputs["required"]["images"] == ("IMAGE",)
         assert inputs["required"]["address"][1]["default"] == "127.0.0.1:50051"
@@ -165,7 +170,7 @@ def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # typ
     images = _images(2, 16, 24)
     out = HeieEvaluate().evaluate(images, explanation=True, address=heie_server.address, timeout=120, max_tokens=4,
                                   unique_id="7")
-    scores, heatmaps, overlays, explanations, results = _result(out)
+    scores, heatmaps, overlays, explanations, results, prefix, judged = _result(out)
     assert isinstance(scores, list) and len(scores) == 2 and all(isinstance(s, float) and 0 <= s <= 1 for s in scores)
     assert isinstance(heatmaps, np.ndarray) and heatmaps.shape == (2, 16, 24) and heatmaps.dtype == np.float32
     assert isinstance(overlays, np.ndarray) and overlays.shape == (2, 16, 24, 3) and overlays.dtype == np.float32
@@ -198,7 +203,7 @@ def test_evaluate_node_with_numpy(heie_server, comfy: FakeComfy) -> None:  # typ
 def test_evaluate_node_with_torch(heie_server, comfy: FakeComfy) -> None:  # type: ignore[no-untyped-def]
     torch = pytest.importorskip("torch", reason=NO_TORCH)
     images = torch.from_numpy(_images(1, 16, 16))
-    scores, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(
+    scores, heatmaps, overlays, _, _, _, _ = _result(HeieEvaluate().evaluate(
         images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2))
     assert isinstance(heatmaps, torch.Tensor) and tuple(heatmaps.shape) == (1, 16, 16)
     assert isinstance(overlays, torch.Tensor) and tuple(overlays.shape) == (1, 16, 16, 3)
@@ -218,14 +223,14 @@ def test_evaluate_node_takes_and_gives_torch_tensors(heie_server: HeieServer, co
     """A tensor on a GPU that requires grad (the strictest input) is read through detach().cpu(); the heatmaps and
     overlays come back as tensors, also for an empty batch."""
     images = torch_standin.on(_images(2), "cuda:0", requires_grad=True)
-    scores, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(
+    scores, heatmaps, overlays, _, _, _, _ = _result(HeieEvaluate().evaluate(
         images, explanation=False, address=heie_server.address, timeout=120, max_tokens=2))
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
     assert isinstance(heatmaps, fake_torch.Tensor) and heatmaps.shape == (2, 16, 16)  # type: ignore[attr-defined]
     assert isinstance(overlays, fake_torch.Tensor) and overlays.shape == (2, 16, 16, 3)  # type: ignore[attr-defined]
     assert 0.0 <= float(torch_standin.data_of(overlays).min()) and float(torch_standin.data_of(overlays).max()) <= 1.0
     empty = torch_standin.on(_images(1)[:0], "cuda:0")
-    _, heatmaps, overlays, _, _ = _result(HeieEvaluate().evaluate(empty, explanation=False, address=closed_address, timeout=5))
+    _, heatmaps, overlays, _, _, _, _ = _result(HeieEvaluate().evaluate(empty, explanation=False, address=closed_address, timeout=5))
     assert isinstance(heatmaps, fake_torch.Tensor) and heatmaps.shape == (0, 16, 16)  # type: ignore[attr-defined]
     assert isinstance(overlays, fake_torch.Tensor) and overlays.shape == (0, 16, 16, 3)  # type: ignore[attr-defined]
 
@@ -247,7 +252,7 @@ def test_filter_and_rerank_pick_rows_of_torch_tensors(heie_server: HeieServer, c
     assert rejected.shape == (0, 16, 16, 3)
     assert [float(s[0, 0, 0]) for s in torch_standin.data_of(passed_latent["samples"])] == [0, 1, 2]
     assert [float(m[0, 0]) for m in torch_standin.data_of(passed_mask)] == [0, 1, 2]
-    best, best_latent, scores, order = _result(HeieRerank().rerank(
+    best, best_latent, scores, order, _ = _result(HeieRerank().rerank(
         images, top_k=2, fast=True, address=heie_server.address, timeout=120, latent=latent, max_tokens=2))
     index = list(order)  # 0-based, as ComfyUI's batch_index
     assert len(index) == 2 and scores == sorted(scores, reverse=True)
@@ -290,7 +295,7 @@ def test_evaluate_is_an_output_node_showing_its_overlays(heie_server, comfy: Fak
     images = _images(2, 16, 24)
     out = HeieEvaluate().evaluate(images, explanation=False, address=heie_server.address, timeout=120, max_tokens=4,
                                   unique_id="12")
-    scores, _, overlays, _, results = _result(out)
+    scores, _, overlays, _, results, _, _ = _result(out)
     previews = out["ui"]["images"]
     assert [p["type"] for p in previews] == ["temp", "temp"] and all(p["subfolder"] == "" for p in previews)
     assert len({p["filename"] for p in previews}) == 2
@@ -303,11 +308,14 @@ def test_evaluate_is_an_output_node_showing_its_overlays(heie_server, comfy: Fak
                                     max_tokens=4, unique_id="12")
     assert not {p["filename"] for p in again["ui"]["images"]} & {p["filename"] for p in previews}
     summaries = [e["summary"] for e in json.loads(results)]
+    bands = [e["band"] for e in json.loads(results)]
     digits = separating_decimals(scores)
-    for i, (text, score, summary) in enumerate(zip(out["ui"]["text"], scores, summaries)):
+    for i, (text, score, summary, band) in enumerate(zip(out["ui"]["text"], scores, summaries, bands)):
         head, second = text.split("\n")[:2]
-        assert head == f"#{i + 1}: score {score:.{digits}f} (zero-shot)"
-        assert summary.startswith("score ") and second == " ".join(for_people(summary, score).split())
+        # Every score shown has its band beside it (the server names one for every score).
+        assert band in BANDS and head == f"#{i + 1}: score {score:.{digits}f} \u2014 {band} (zero-shot)"
+        assert summary.startswith("score ") and second == summary_in_words(" ".join(for_people(summary, score).split()), band)
+        assert f"\u2014 {band}" in second
         assert "Image Description" not in text  # fast mode: the heading of the empty section is dropped
     # The node's text starts with every score line.
     assert comfy.texts[-1][0].split("\n")[:2] == [t.split("\n")[0] for t in out["ui"]["text"]]
@@ -327,18 +335,19 @@ def test_filter_shows_the_digits_that_decided(heie_server, comfy: FakeComfy) -> 
     threshold = score + 0.00004
     out = HeieFilter().filter(images, threshold=threshold, **args)
     text = out["ui"]["text"][0]
-    assert text.startswith("#1 (rejected): score ")
-    shown = text.split("score ", 1)[1].split(" ", 1)[0]
+    assert text.startswith("#1 (rejected, score under ")
+    shown = text.split("): score ", 1)[1].split(" ", 1)[0]
     assert float(shown) < float(f"{threshold:.{len(shown) - 2}f}"), (shown, threshold)
 
 
 def test_evaluate_empty_batch_contacts_no_server(closed_address: str, comfy: FakeComfy) -> None:
     empty = _images(2)[:0]
     out = HeieEvaluate().evaluate(empty, explanation=True, address=closed_address, timeout=5)
-    scores, heatmaps, overlays, explanations, results = _result(out)
+    scores, heatmaps, overlays, explanations, results, prefix, judged = _result(out)
     assert scores == [] and explanations == [] and json.loads(results) == []
     assert heatmaps.shape == (0, 16, 16) and overlays.shape == (0, 16, 16, 3)
     assert "empty batch" in out["ui"]["text"][0]
+    assert prefix == "heie_no-score" and judged.verdicts == () and judged.images is empty
 
 
 def test_evaluate_empty_batch_blocks_its_outputs_in_comfyui(closed_address: str, comfy: FakeComfy,
@@ -369,7 +378,8 @@ def test_filter_keeps_latent_and_mask_in_step(heie_server, comfy: FakeComfy) -> 
     assert [float(s[0, 0, 0]) for s in passed_latent["samples"]] == keep
     assert passed_latent["batch_index"] == keep
     assert [float(m[0, 0]) for m in passed_mask] == keep
-    notes = ["(passed)" if i in keep else "(rejected)" for i in range(3)]
+    under = f"score under {threshold:.{separating_decimals([*scores2, threshold])}f}"  # why each is rejected
+    notes = ["(passed)" if i in keep else f"(rejected, {under})" for i in range(3)]
     assert [t.split(":", 1)[0] for t in out["ui"]["text"]] == [f"#{i + 1} {n}" for i, n in enumerate(notes)]
 
 
@@ -427,7 +437,8 @@ def test_filter_stops_the_workflow_when_nothing_passes(heie_server, comfy: FakeC
     monkeypatch.setitem(sys.modules, "comfy_execution.graph", graph)
     out = HeieFilter().filter(images, **args)
     assert all(isinstance(o, ExecutionBlocker) for o in _result(out))  # every branch of the Filter is skipped
-    assert [t.split(":", 1)[0] for t in out["ui"]["text"]] == ["#1 (rejected)", "#2 (rejected)"]
+    texts = out["ui"]["text"]
+    assert len(texts) == 2 and all(t.startswith(f"#{i + 1} (rejected, score under 1.000") for i, t in enumerate(texts))
 
 
 # -- Rerank ---------------------------------------------------------------------------------------
@@ -436,7 +447,7 @@ def test_rerank_returns_the_best_k_in_order(heie_server, comfy: FakeComfy) -> No
     images, latent = _images(4), _latent(4)
     out = HeieRerank().rerank(images, top_k=2, fast=True, address=heie_server.address, timeout=120, latent=latent,
                               max_tokens=2)
-    best, best_latent, scores, order = _result(out)
+    best, best_latent, scores, order, _ = _result(out)
     assert best.shape == (2, 16, 16, 3) and len(scores) == 2 and len(order) == 2
     assert scores == sorted(scores, reverse=True) and all(isinstance(i, int) for i in order)
     # order is 0-based, as ComfyUI's batch_index inputs (Image From Batch …); the text numbers from 1.
@@ -463,7 +474,7 @@ def test_an_image_past_its_deadline_loses_only_its_own_verdict(slow_server: Heie
     # On the slow server an image's evaluation lasts dozens of decode steps of SLOW_STEP_MS or more: past 0.3 s.
     out = HeieEvaluate().evaluate(_images(2), explanation=True, address=slow_server.address, timeout=0.3,
                                   max_tokens=64, unique_id="5")
-    scores, heatmaps, _, explanations, results = _result(out)
+    scores, heatmaps, _, explanations, results, _, _ = _result(out)
     assert scores == [0.0, 0.0] and heatmaps.shape == (2, 16, 16)
     assert all("no verdict within the node's timeout of 0.3 s" in e["error"] for e in json.loads(results))
     assert all(t.startswith(f"#{i + 1}: no score: no verdict within") for i, t in enumerate(out["ui"]["text"]))
@@ -631,7 +642,7 @@ def test_api_key_is_read_from_the_environment(secure_server: str, ca_cert: Path,
         HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server, timeout=30, ca_cert=str(ca_cert))
     assert "HEIE_API_KEY" in str(caught.value) and secure_server in str(caught.value)
     monkeypatch.setenv("HEIE_API_KEY", KEY)
-    _, _, scores, order = _result(HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server,
+    _, _, scores, order, _ = _result(HeieRerank().rerank(_images(1), top_k=1, fast=True, address=secure_server,
                                                       timeout=60, ca_cert=str(ca_cert)))
     assert order == [0] and len(scores) == 1
 
@@ -696,7 +707,7 @@ def test_timeout_is_per_image(one_slot_slow_server: HeieServer, comfy: FakeComfy
     steps = server.metric(DECODE_STEPS) - before
     timeout = 3 * steps * SLOW_STEP_MS / 1000
     started = time.monotonic()
-    scores, _, _, _, results = _result(node.evaluate(np.repeat(image, 6, axis=0), timeout=timeout, **args))
+    scores, _, _, _, results, _, _ = _result(node.evaluate(np.repeat(image, 6, axis=0), timeout=timeout, **args))
     whole = time.monotonic() - started
     assert [e["error"] for e in json.loads(results)] == [None] * 6, (steps, timeout, whole)
     assert whole > timeout  # guaranteed by the step delay (at least twice): the batch outlasted one image's deadline

@@ -46,9 +46,9 @@ def test_live_text_frames() -> None:
     assert host.frames == []
     live.add(0, TextDelta(Section.RATING, "the score is [SCORE]"))
     assert host.frames == ["#1: …the score is not available"]
-    live.finish(1, 0.5, "")
+    live.finish(1, 0.5, "", "flawed")  # a finished image's line: its score and band
     live.finish(0, None, "no verdict within the node's timeout of 2 s")
-    assert host.frames[-1] == "#1: no score: no verdict within the node's timeout of 2 s\n#2: score 0.500"
+    assert host.frames[-1] == "#1: no score: no verdict within the node's timeout of 2 s\n#2: score 0.500 \u2014 flawed"
     assert all(a != b for a, b in zip(host.frames, host.frames[1:]))
     assert host.steps == [(1, 2), (2, 2)]
 

@@ -70,6 +70,8 @@ def test_both_transports_give_the_same_results(heie_server: HeieServer) -> None:
         assert [h.data for h in a.heatmaps] == [h.data for h in b.heatmaps]
         assert a.finish_reason is b.finish_reason and a.done is not None and b.done is not None
         assert a.done.tokens == b.done.tokens and a.started is not None and b.started is not None
+        # The second judgement of the same pixels took their tile features from the server's cache.
+        assert b.done.timings.image_cached and b.done.timings.image_encode_ms == 0.0
         assert (a.started.tiles, a.started.image_width) == (b.started.tiles, b.started.image_width)
         assert grpc_client.info() == http_client.info()
         ra, rb = (c.rerank([image, image[::-1]], top_k=1, options=EvaluateOptions(max_tokens_per_section=2,

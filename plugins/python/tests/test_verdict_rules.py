@@ -58,3 +58,11 @@ def test_enum_categories_are_read_by_name():
 
 def test_default_threshold_is_the_lower_edge_of_typical():
     assert DEFAULT_REJECT_BELOW == pytest.approx(0.5417, abs=1e-4)
+
+
+def test_worst_severities_keep_the_worst_region_per_category():
+    from heie_client.verdict_rules import worst_severities
+
+    regions = [R("hand", 0.2), R("text", 0.4), R("hand", 0.7), R("hand", float("nan"))]
+    assert worst_severities(regions) == {"hand": 0.7, "text": 0.4}
+    assert worst_severities([]) == {}

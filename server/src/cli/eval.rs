@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::calibration::Calibration;
 use crate::engine::Sampling;
 use crate::pipeline::events::EvalEvent;
 use crate::pipeline::heatmap::{gray_png, overlay_png, to_gray_png};
@@ -50,6 +51,10 @@ pub struct EvalArgs {
     /// JPEG comment, WebP XMP), pixels untouched; see server/src/cli/metadata/README.md.
     #[arg(long)]
     pub write_metadata: bool,
+    /// A calibration file from `heie calibrate`: every primary score becomes the calibrated one (the
+    /// raw score stays in the JSON as `uncalibrated`).
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
 }
 
 /// Runs the command; returns how many images failed.
@@ -69,7 +74,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<usize> {
         ..EvalOptions::default()
     }
     .validated()?;
-    let evaluator = args.model.start_evaluator(1, 1)?;
+    let calibration = match &args.calibration {
+        Some(path) => Some(std::sync::Arc::new(Calibration::load(path).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let evaluator = args.model.start_calibrated_evaluator(1, 1, calibration)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
 
     let progress = if args.images.len() > 1 {

@@ -2,6 +2,7 @@
 
 pub mod data_args;
 pub mod bench;
+pub mod calibrate;
 pub mod default_model;
 pub mod evaluate;
 pub mod extract;
@@ -65,4 +66,6 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Print and write the paper's metrics for zero-shot, heads files, or another system's outputs.
     Evaluate(evaluate::EvaluateArgs),
+    /// Fit a calibration to your own keep/reject decisions (two folders, or a labelled heie-score CSV).
+    Calibrate(calibrate::CalibrateArgs),
 }

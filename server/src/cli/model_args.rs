@@ -6,7 +6,9 @@ use clap::Args;
 
 use std::sync::Arc;
 
+use crate::calibration::Calibration;
 use crate::engine::{Engine, EngineConfig, Sampling, SpeedUps, DEFAULT_IMAGE_CACHE_MB};
+use crate::pipeline::summary::mode_name;
 use crate::pipeline::trained::TrainedHeads;
 use crate::pipeline::{EvalOptions, Evaluator};
 use crate::pipeline::image_input::DEFAULT_MAX_PIXELS;
@@ -87,6 +89,18 @@ impl ModelArgs {
 
     /// Starts the engine and the evaluator (with the heads, when given): what every command needs.
     pub fn start_evaluator(&self, slots: u32, max_queue: usize) -> anyhow::Result<Evaluator> {
+        self.start_calibrated_evaluator(slots, max_queue, None)
+    }
+
+    /// As [`ModelArgs::start_evaluator`], with a user's calibration applied to every primary score
+    /// (`--calibration` of `eval` and `serve`). A calibration fitted on another model's or mode's
+    /// scores is applied, with a warning: its numbers describe those scores, not these.
+    pub fn start_calibrated_evaluator(
+        &self,
+        slots: u32,
+        max_queue: usize,
+        calibration: Option<Arc<Calibration>>,
+    ) -> anyhow::Result<Evaluator> {
         let engine = self.start_engine(slots, max_queue)?;
         let heads = match &self.heads {
             Some(path) => Some(Arc::new(
@@ -95,7 +109,22 @@ impl ModelArgs {
             )),
             None => None,
         };
-        Ok(Evaluator::with_heads(engine, heads)?)
+        let evaluator = Evaluator::with_calibration(engine, heads, calibration)?;
+        if let Some(c) = evaluator.calibration() {
+            let with = &c.file.fitted_with;
+            let (llm, mode) = (&evaluator.info().llm_name, mode_name(evaluator.output_mode()));
+            // An empty name (a calibration fitted from a CSV) is not known, so not a mismatch.
+            let differs = |fitted: &str, here: &str| !fitted.is_empty() && fitted != here;
+            if differs(&with.llm, llm) || differs(&with.mode, mode) {
+                tracing::warn!(
+                    calibration = %c.name,
+                    "the calibration was fitted on {} scores of {}, but this server gives {mode} scores of {llm}; its mapping may not fit them",
+                    with.mode,
+                    with.llm
+                );
+            }
+        }
+        Ok(evaluator)
     }
 
     /// Resolves the model files (downloading the default pair when none is given) into an engine config.

@@ -19,7 +19,7 @@ pub fn finish_phrase(reason: FinishReason) -> &'static str {
 
 /// `score 0.254 (zero-shot) · stopped at length`: what `heie eval` prints after the explanation.
 pub fn result_line(result: &EvalResult) -> String {
-    let mut line = score_phrase(result.scores.first().map(|s| (s.score, s.mode)));
+    let mut line = score_phrase(result.scores.first());
     if let Some(reason) = result.finish_reason {
         line.push_str(" · ");
         line.push_str(finish_phrase(reason));

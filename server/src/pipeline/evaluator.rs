@@ -18,6 +18,7 @@ use super::reference::{ReferenceCot, ReferenceTokens};
 use super::prompt_tokens::{after_image_tokens, PromptTokens};
 use super::tiling;
 use super::trained::TrainedHeads;
+use crate::calibration::Calibration;
 
 /// Errors before an evaluation starts. Once started, failures arrive as [`EvalEvent::Error`].
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,7 @@ pub struct Evaluator {
     finalizer: Finalizer,
     next_id: AtomicU64,
     trained: bool,
+    calibration: Option<Arc<Calibration>>,
 }
 
 impl Evaluator {
@@ -51,10 +53,25 @@ impl Evaluator {
     /// With heads, the primary heatmap and score come from them (mode `trained`); the zero-shot ones
     /// follow as extras.
     pub fn with_heads(engine: Arc<Engine>, heads: Option<Arc<TrainedHeads>>) -> Result<Evaluator, EngineError> {
+        Evaluator::with_calibration(engine, heads, None)
+    }
+
+    /// As [`Evaluator::with_heads`], with a user's calibration replacing every primary score (the raw
+    /// one stays in `ScoreOutput::uncalibrated`).
+    pub fn with_calibration(
+        engine: Arc<Engine>,
+        heads: Option<Arc<TrainedHeads>>,
+        calibration: Option<Arc<Calibration>>,
+    ) -> Result<Evaluator, EngineError> {
         let tokens = Arc::new(PromptTokens::new(engine.model(), engine.info().native_markers)?);
         let trained = heads.is_some();
-        let finalizer = Finalizer::start_watched(heads, engine.liveness().clone());
-        Ok(Evaluator { engine, tokens, finalizer, next_id: AtomicU64::new(1), trained })
+        let finalizer = Finalizer::start_watched(heads, calibration.clone(), engine.liveness().clone());
+        Ok(Evaluator { engine, tokens, finalizer, next_id: AtomicU64::new(1), trained, calibration })
+    }
+
+    /// The calibration applied to primary scores, if any.
+    pub fn calibration(&self) -> Option<&Arc<Calibration>> {
+        self.calibration.as_ref()
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

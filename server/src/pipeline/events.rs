@@ -99,6 +99,8 @@ pub struct ScoreOutput {
     /// Rating-word probabilities (excellent, good, fair, poor, bad), from the zero-shot rating turn.
     pub level_probabilities: [f32; 5],
     pub trained: Option<TrainedScoreParts>,
+    /// Set when a user's calibration replaced `score` (primary score only): the score before it.
+    pub uncalibrated: Option<f32>,
 }
 
 /// One event of an evaluation. Order: Started, then per section StageStarted and TextDeltas (Region

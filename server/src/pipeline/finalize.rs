@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::engine::{Liveness, SequenceEnd, SequenceStats};
 
+use super::calibrated::calibrated;
 use super::captured::Captured;
 use super::events::{
     ms, EvalEvent, EventSender, FinishReason, HeatmapOutput, OutputMode, ScoreOutput, Timings, TokenCounts,
@@ -17,6 +18,7 @@ use crate::engine::injected_fault;
 use super::heads_worker::{HeadsWorker, MapsRequest};
 use super::pending::Pending;
 use super::trained::TrainedHeads;
+use crate::calibration::{Calibration, Features};
 use heie_heads::{HeadsMaps, ProjectedView};
 use std::sync::Arc;
 
@@ -38,12 +40,13 @@ pub struct Finalizer {
 impl Finalizer {
     /// Starts the finalizer thread; it ends when every handle is dropped.
     pub fn start(heads: Option<Arc<TrainedHeads>>) -> Finalizer {
-        Finalizer::start_watched(heads, Liveness::default())
+        Finalizer::start_watched(heads, None, Liveness::default())
     }
 
-    /// As [`Finalizer::start`], reporting a panic of the thread to `liveness` (after a panic no
-    /// evaluation could ever finish again, so the server must know).
-    pub fn start_watched(heads: Option<Arc<TrainedHeads>>, liveness: Liveness) -> Finalizer {
+    /// As [`Finalizer::start`], with a user's calibration applied to every primary score, reporting a
+    /// panic of the thread to `liveness` (after a panic no evaluation could ever finish again, so the
+    /// server must know).
+    pub fn start_watched(heads: Option<Arc<TrainedHeads>>, calibration: Option<Arc<Calibration>>, liveness: Liveness) -> Finalizer {
         let (jobs, receiver) = channel::<FinalizeJob>();
         let finalizer = Finalizer { jobs, heads_worker: heads.clone().map(HeadsWorker::start) };
         std::thread::Builder::new()
@@ -54,7 +57,7 @@ impl Finalizer {
                         if injected_fault("finalizer", n as u64 + 1).is_some() {
                             panic!("injected fault: the finalizer panics at job {}", n + 1);
                         }
-                        finalize(job, heads.as_deref());
+                        finalize(job, heads.as_deref(), calibration.as_deref());
                     }
                 });
             })
@@ -91,7 +94,7 @@ fn regions_of(captured: &Captured, heatmap: &ndarray::Array2<f32>, score: f32, m
     })
 }
 
-fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
+fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>, calibration: Option<&Calibration>) {
     let FinalizeJob { captured, end, stats, mut events } = job;
     let t0 = Instant::now();
     let finish_reason = match &end {
@@ -107,8 +110,9 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
             return;
         }
     };
-    // The primary score (the first one sent) decides the summary line.
-    let mut primary: Option<(f32, OutputMode)> = None;
+    // The primary score (the first one sent) decides the summary line; a calibration replaces it
+    // before it is sent, so every client, the band and the summary see the calibrated score.
+    let mut primary: Option<ScoreOutput> = None;
     if finish_reason != FinishReason::Cancelled {
         let (width, height) = captured.output_size();
         let mut trained = None;
@@ -128,20 +132,29 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
             (None, Some(rating)) => Some(regions_of(&captured, &zero_shot, rating.score, OutputMode::ZeroShot)),
             (None, None) => None,
         };
+        // What the calibration sees besides the raw score: the worst region severity per category.
+        let primary_features =
+            |raw: f32| Features::from_regions(raw, regions.iter().flatten().map(|r| (r.category, r.severity)));
         if let Some((heatmap, score)) = trained {
-            primary = Some((score.score, score.mode));
+            let score = calibrated(score, calibration, primary_features);
+            primary = Some(score.clone());
             events.send(EvalEvent::Heatmap(heatmap));
             events.send(EvalEvent::Score(score));
         }
         events.send(EvalEvent::Heatmap(HeatmapOutput { map: zero_shot, mode: OutputMode::ZeroShot, local_weight: None }));
         if let Some(rating) = &captured.rating {
-            primary = primary.or(Some((rating.score, OutputMode::ZeroShot)));
-            events.send(EvalEvent::Score(ScoreOutput {
+            let mut score = ScoreOutput {
                 score: rating.score,
                 mode: OutputMode::ZeroShot,
                 level_probabilities: rating.probabilities,
                 trained: None,
-            }));
+                uncalibrated: None,
+            };
+            if primary.is_none() {
+                score = calibrated(score, calibration, primary_features);
+                primary = Some(score.clone());
+            }
+            events.send(EvalEvent::Score(score));
         }
         if let Some(regions) = regions {
             events.send(EvalEvent::Regions(regions));
@@ -161,7 +174,7 @@ fn finalize(job: FinalizeJob, heads: Option<&TrainedHeads>) {
         decode_tokens_per_s: stats.decode_tokens_per_s(),
         image_cached: stats.image_cached(),
     };
-    let summary = summary_line(&captured.sections, primary);
+    let summary = summary_line(&captured.sections, primary.as_ref());
     if captured.emit_captures {
         events.send(EvalEvent::Captures(std::sync::Arc::new(captured)));
     }

@@ -13,6 +13,7 @@ pub mod tiling;
 pub mod utf8_stream;
 
 // The chain-of-thought program and its plumbing.
+pub mod calibrated;
 pub mod captured;
 pub mod cot_plan;
 pub mod cot_program;

@@ -3,7 +3,7 @@
 //! client formats its own. Written for people, never Rust debug formatting.
 
 use super::captured::SectionTexts;
-use super::events::OutputMode;
+use super::events::{OutputMode, ScoreOutput};
 
 /// Longest summary, in characters (a browser column or a node's title, not an essay).
 pub const MAX_SUMMARY_CHARS: usize = 200;
@@ -16,10 +16,14 @@ pub fn mode_name(mode: OutputMode) -> &'static str {
     }
 }
 
-/// `score 0.254 (zero-shot)`, or `no score` when the evaluation produced none.
-pub fn score_phrase(primary: Option<(f32, OutputMode)>) -> String {
+/// `score 0.254 (zero-shot)`; `score 0.612 (calibrated; zero-shot 0.254)` when a user's calibration
+/// replaced the score; `no score` when the evaluation produced none.
+pub fn score_phrase(primary: Option<&ScoreOutput>) -> String {
     match primary {
-        Some((score, mode)) => format!("score {score:.3} ({})", mode_name(mode)),
+        Some(ScoreOutput { score, mode, uncalibrated: Some(raw), .. }) => {
+            format!("score {score:.3} (calibrated; {} {raw:.3})", mode_name(*mode))
+        }
+        Some(ScoreOutput { score, mode, .. }) => format!("score {score:.3} ({})", mode_name(*mode)),
         None => "no score".into(),
     }
 }
@@ -27,9 +31,10 @@ pub fn score_phrase(primary: Option<(f32, OutputMode)>) -> String {
 /// `score 0.254 (zero-shot): ` + the analysis' first sentence (else the regions', else the
 /// description's), markers made readable, clipped to [`MAX_SUMMARY_CHARS`]; just the score phrase
 /// when there is no text or no score.
-pub fn summary_line(sections: &SectionTexts, primary: Option<(f32, OutputMode)>) -> String {
+pub fn summary_line(sections: &SectionTexts, primary: Option<&ScoreOutput>) -> String {
     let head = score_phrase(primary);
-    let Some((score, _)) = primary else { return head };
+    // `[SCORE]` in the text stands for the score the model saw: the uncalibrated one.
+    let Some(score) = primary.map(|p| p.uncalibrated.unwrap_or(p.score)) else { return head };
     let verdict = [&sections.analysis, &sections.regions, &sections.description]
         .into_iter()
         .map(|t| first_sentence(t))
@@ -94,19 +99,31 @@ mod tests {
         assert_eq!(clip("éééééé", 5), "éééé…");
     }
 
+    fn primary(score: f32, mode: OutputMode) -> ScoreOutput {
+        ScoreOutput { score, mode, level_probabilities: [0.0; 5], trained: None, uncalibrated: None }
+    }
+
+    #[test]
+    fn a_calibrated_score_says_so_and_keeps_the_raw_one() {
+        let mut sections = SectionTexts::default();
+        sections.analysis = "Overall [SCORE].".into();
+        let calibrated = ScoreOutput { uncalibrated: Some(0.254), ..primary(0.612, OutputMode::ZeroShot) };
+        assert_eq!(summary_line(&sections, Some(&calibrated)), "score 0.612 (calibrated; zero-shot 0.254): Overall 0.254.");
+    }
+
     #[test]
     fn the_line_leads_with_the_score_and_falls_back_to_later_sections() {
         let mut sections = SectionTexts::default();
         assert_eq!(summary_line(&sections, None), "no score");
-        assert_eq!(summary_line(&sections, Some((0.25, OutputMode::Trained))), "score 0.250 (trained)");
+        assert_eq!(summary_line(&sections, Some(&primary(0.25, OutputMode::Trained))), "score 0.250 (trained)");
         sections.regions = "### Regions\nThe hand [MAP] is odd. More.".into();
         assert_eq!(
-            summary_line(&sections, Some((0.254, OutputMode::ZeroShot))),
+            summary_line(&sections, Some(&primary(0.254, OutputMode::ZeroShot))),
             "score 0.254 (zero-shot): The hand (see the heatmap) is odd."
         );
         sections.analysis = "Overall [SCORE].".into();
-        assert_eq!(summary_line(&sections, Some((0.5, OutputMode::ZeroShot))), "score 0.500 (zero-shot): Overall 0.500.");
+        assert_eq!(summary_line(&sections, Some(&primary(0.5, OutputMode::ZeroShot))), "score 0.500 (zero-shot): Overall 0.500.");
         sections.analysis = "x".repeat(400);
-        assert_eq!(summary_line(&sections, Some((0.5, OutputMode::ZeroShot))).chars().count(), MAX_SUMMARY_CHARS);
+        assert_eq!(summary_line(&sections, Some(&primary(0.5, OutputMode::ZeroShot))).chars().count(), MAX_SUMMARY_CHARS);
     }
 }

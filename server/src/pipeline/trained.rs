@@ -49,6 +49,7 @@ impl TrainedHeads {
             mode: OutputMode::Trained,
             level_probabilities: captured.rating.as_ref().map(|r| r.probabilities).unwrap_or([0.0; 5]),
             trained: Some(TrainedScoreParts { s_token: out.s_token, s_map: out.s_map }),
+            uncalibrated: None,
         };
         Ok((heatmap, score))
     }

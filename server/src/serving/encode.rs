@@ -224,7 +224,7 @@ fn score(s: &ScoreOutput) -> pb::Score {
         s_token: s.trained.as_ref().map(|t| t.s_token),
         s_map: s.trained.as_ref().map(|t| t.s_map),
         band: band_of(s.score).name.to_string(),
-        uncalibrated_score: None,
+        uncalibrated_score: s.uncalibrated,
     }
 }
 

@@ -51,7 +51,12 @@ fn server_info(serving: &Serving) -> Result<pb::ServerInfo, ServingError> {
         }),
         version: env!("CARGO_PKG_VERSION").to_string(),
         device: info.device.clone(),
-        calibration: None,
+        calibration: evaluator.calibration().map(|c| pb::Calibration {
+            name: c.name.clone(),
+            examples: c.file.examples.train,
+            auc_before: c.file.held_out.auc_before,
+            auc_after: c.file.held_out.auc_after,
+        }),
         score_bands: SCORE_BANDS
             .iter()
             .map(|band| pb::ScoreBand { name: band.name.into(), lower: band.lower, meaning: band.meaning.into() })

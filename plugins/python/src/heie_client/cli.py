@@ -1,9 +1,12 @@
 """``heie-score FOLDER``: scores every image of a folder and writes one row per file (CSV or JSON Lines).
 
 A file that cannot be scored (corrupt, truncated, unreadable) gets a row with its error and the exit
-status becomes 1; the other files are scored as usual. Optionally writes the verdict into each image
-(``--write-metadata``), sorts the images into bad/ok/good folders (``--sort-into``), saves heatmap
-overlays (``--overlays``) and continues an interrupted run (``--resume``).
+status becomes 1; the other files are scored as usual. An image is rejected (bucket "bad") when its
+score is below LOW (default 13/24, the lower edge of the "typical" band) or, with ``--reject-if
+hand>0.5,text>0.3``, when one of its regions of a named category is more severe than the limit; the
+``rejected_by`` column says why. Optionally writes the verdict into each image (``--write-metadata``),
+sorts the images into bad/ok/good folders (``--sort-into``), saves heatmap overlays (``--overlays``)
+and continues an interrupted run (``--resume``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Mapping, Optional, Sequence, TextIO
 
 from .client import DEFAULT_ADDRESS, Client
 from .errors import HeieError
@@ -23,8 +26,13 @@ from .folder_scoring import FATAL_ERRORS, FileVerdict, find_images, score_files
 from .image_metadata import HeieRecord, MetadataError, write_heie_metadata
 from .options import EvaluateOptions
 from .progress import ProgressBar
+from .result import Result
 from .score_table import FIELDS, FORMATS, RowWriter, read_rows, rewrite_rows, row_ok, verdict_row
 from .sorting import BUCKETS, Thresholds, place_into
+from .verdict_rules import DEFAULT_REJECT_BELOW, RuleError, format_rules, parse_reject_if, rejected_categories
+
+#: Scores below LOW are "bad" (rejected), below HIGH "ok", the rest "good".
+DEFAULT_THRESHOLDS = Thresholds(DEFAULT_REJECT_BELOW, 0.7)
 
 CSV_FIELDS = FIELDS
 
@@ -38,6 +46,8 @@ class RunTally:
     skipped: int = 0
     score_sum: float = 0.0
     buckets: dict[str, int] = field(default_factory=lambda: {b: 0 for b in BUCKETS})
+    by_region_rules: int = 0
+    """Rejected by ``--reject-if`` although the score alone would have kept them."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,21 @@ class AfterScoring:
     write_metadata: bool = False
     sort_into: Optional[Path] = None
     move: bool = False
+    reject_if: Mapping[str, float] = field(default_factory=dict)
+    """``--reject-if``: region category → the severity above which the image is rejected."""
+
+    def rejected_by(self, result: Optional[Result]) -> list[str]:
+        """Why a scored image is rejected: ``score`` (below LOW) and the categories whose rule one of its
+        regions breaks; [] when it is kept or has no score."""
+        if result is None or result.score is None:
+            return []
+        reasons = ["score"] if result.score < self.thresholds.low else []
+        return reasons + rejected_categories(result.regions, self.reject_if)
+
+    def bucket(self, result: Result) -> str:
+        """bad when rejected for any reason, else ok or good by score."""
+        assert result.score is not None
+        return "bad" if self.rejected_by(result) else self.thresholds.bucket(result.score)
 
     def apply(self, verdict: FileVerdict) -> str:
         """Runs the extra steps for one scored file; returns what went wrong ('' when nothing did)."""
@@ -65,7 +90,7 @@ class AfterScoring:
             if self.write_metadata:
                 write_heie_metadata(verdict.path, _record(result.score, result.mode, result.summary))
             if self.sort_into is not None:
-                bucket = self.sort_into / self.thresholds.bucket(result.score) / relative.parent
+                bucket = self.sort_into / self.bucket(result) / relative.parent
                 place_into(verdict.path, bucket, self.move)
         except (OSError, MetadataError, ValueError) as err:
             return f"scored, but {err}"
@@ -101,13 +126,15 @@ def score_folder(
             progress.update(failed=not verdict.ok)
 
     for verdict in score_files(client, files, options, jobs, batch_size, on_done):
-        row = verdict_row(folder, verdict, after.apply(verdict))
+        rejected_by = after.rejected_by(verdict.result) if verdict.ok else []
+        row = verdict_row(folder, verdict, after.apply(verdict), rejected_by)
         writer.write(row)
         if row_ok(row):
             score = float(row["score"])
             tally.scored += 1
             tally.score_sum += score
-            tally.buckets[after.thresholds.bucket(score)] += 1
+            tally.buckets["bad" if rejected_by else after.thresholds.bucket(score)] += 1
+            tally.by_region_rules += bool(rejected_by) and "score" not in rejected_by
         else:
             tally.failed += 1
     return tally
@@ -123,8 +150,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--write-metadata", action="store_true",
                         help="write the score, mode and a one-line summary into each image (PNG iTXt, JPEG comment, WebP XMP; key 'heie')")
     parser.add_argument("--sort-into", type=Path, metavar="DIR", help="copy each scored image into DIR/bad, DIR/ok or DIR/good")
-    parser.add_argument("--thresholds", default="0.4,0.7", metavar="LOW,HIGH",
-                        help="score < LOW is bad, < HIGH ok, else good (default 0.4,0.7)")
+    parser.add_argument("--thresholds", metavar="LOW,HIGH",
+                        help="score < LOW is bad (rejected), < HIGH ok, else good (default 0.5417,0.7: LOW = 13/24, the "
+                             "lower edge of the 'typical' band, so what people rated flawed or worse is rejected)")
+    parser.add_argument("--reject-if", default="", metavar="RULES",
+                        help="also reject (bad) an image when one of its regions of a category is more severe than the "
+                             "limit, e.g. hand>0.5,text>0.3 (categories: hand face body text object physics background "
+                             "other, or any>N for all); the rejected_by column names what rejected it")
     parser.add_argument("--move", action="store_true", help="with --sort-into: move the images instead of copying them")
     parser.add_argument("--address", action="append", help=f"server: host:port (gRPC), http(s)://host:port (HTTP API), a comma list, dns:///name:port or ipv4:a:p,b:q; repeatable (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per call, i.e. per image unless --batch (default 600)")
@@ -155,9 +187,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
     try:
-        thresholds = Thresholds.parse(args.thresholds)
-    except ValueError as err:
-        parser.error(str(err))
+        thresholds = Thresholds.parse(args.thresholds) if args.thresholds is not None else DEFAULT_THRESHOLDS
+        reject_if = parse_reject_if(args.reject_if)
+    except (ValueError, RuleError) as err:
+        parser.error(f"--reject-if: {err}" if isinstance(err, RuleError) else str(err))
     if args.move and args.sort_into is None:
         parser.error("--move needs --sort-into DIR")
     if args.resume and args.out is None:
@@ -186,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     encodings = (HeatmapEncoding.OVERLAY_PNG,) if args.overlays is not None else ()
     options = EvaluateOptions(explanation=not args.fast, max_tokens_per_section=args.max_tokens, heatmap_encodings=encodings)
-    after = AfterScoring(args.folder, thresholds, args.overlays, args.write_metadata, args.sort_into, args.move)
+    after = AfterScoring(args.folder, thresholds, args.overlays, args.write_metadata, args.sort_into, args.move, reject_if)
     try:
         client = Client(
             args.address or DEFAULT_ADDRESS,
@@ -227,21 +260,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"heie-score: {err}", file=sys.stderr)
         return 2
     _close(progress)
-    print(summary_line(tally, thresholds, time.monotonic() - started), file=sys.stderr)
+    print(summary_line(tally, thresholds, time.monotonic() - started, reject_if), file=sys.stderr)
     if tally.failed:
         where = f"the error column of {args.out}" if args.out is not None else "the error column"
         print(f"heie-score: {tally.failed} file(s) failed; see {where}", file=sys.stderr)
     return 1 if tally.failed else 0
 
 
-def summary_line(tally: RunTally, thresholds: Thresholds, seconds: float) -> str:
-    """e.g. ``heie-score: 6 files this run · 5 scored, mean score 0.412 (bad 2, ok 1, good 2 at 0.4/0.7) · 1 failed · 4.1 s, 1.46 images/s``."""
+def summary_line(tally: RunTally, thresholds: Thresholds, seconds: float, reject_if: Mapping[str, float] = {}) -> str:
+    """e.g. ``heie-score: 6 files this run · 5 scored, mean score 0.412 (bad 2, ok 1, good 2 at 0.542/0.7) · 1 failed · 4.1 s, 1.46 images/s``."""
     total = tally.scored + tally.failed
     parts = [f"heie-score: {total} file{'s' if total != 1 else ''} this run"]
     if tally.scored:
         mean = tally.score_sum / tally.scored
         buckets = ", ".join(f"{name} {tally.buckets[name]}" for name in BUCKETS)
-        parts.append(f"{tally.scored} scored, mean score {mean:.3f} ({buckets} at {thresholds.low:g}/{thresholds.high:g})")
+        parts.append(f"{tally.scored} scored, mean score {mean:.3f} ({buckets} at {thresholds.low:.3g}/{thresholds.high:.3g})")
+        if reject_if:
+            parts.append(f"{tally.by_region_rules} rejected by {format_rules(reject_if)} alone")
     if tally.failed:
         parts.append(f"{tally.failed} failed")
     if tally.skipped:

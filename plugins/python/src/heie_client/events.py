@@ -208,6 +208,8 @@ class Timings:
     time_to_first_token_ms: float
     queue_ms: float
     heads_ms: float
+    image_cached: bool = False
+    """Every tile's vision features came from the server's image cache (the image was judged before)."""
 
 
 @dataclass(frozen=True)

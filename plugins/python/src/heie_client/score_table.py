@@ -10,13 +10,23 @@ from pathlib import Path
 from typing import Iterable, Optional, TextIO
 
 from .folder_scoring import FileVerdict
+from .verdict_rules import CATEGORIES, worst_severities
 
-FIELDS = ("file", "score", "mode", "finish_reason", "regions", "summary", "error")
+#: Per region category, the highest severity of its regions ('' when the image has none of that kind):
+#: what ``heie calibrate --labels`` reads.
+SEVERITY_FIELDS = tuple(f"severity_{name}" for name in CATEGORIES)
+FIELDS = (
+    "file", "score", "uncalibrated_score", "mode", "finish_reason", "rejected_by", "regions", "summary", "error",
+    *SEVERITY_FIELDS,
+)
 FORMATS = ("csv", "jsonl")
 
 
-def verdict_row(folder: Path, verdict: FileVerdict, extra_error: str = "") -> dict[str, str]:
-    """One row: the file relative to ``folder``, its score and summary, or the error that stopped it."""
+def verdict_row(folder: Path, verdict: FileVerdict, extra_error: str = "", rejected_by: Iterable[str] = ()) -> dict[str, str]:
+    """One row: the file relative to ``folder``, its score and summary, or the error that stopped it.
+
+    ``rejected_by``: why the image is rejected (``score`` for the score threshold, else the region
+    categories of ``--reject-if`` it broke), written ``;``-separated."""
     result = verdict.result
     error = "; ".join(e for e in (verdict.error, extra_error) if e)
     row = {name: "" for name in FIELDS}
@@ -25,6 +35,11 @@ def verdict_row(folder: Path, verdict: FileVerdict, extra_error: str = "") -> di
     if result is None:
         return row
     row["score"] = f"{result.score:.6f}" if result.score is not None else ""
+    raw = result.scores[0].uncalibrated_score if result.scores else None
+    row["uncalibrated_score"] = f"{raw:.6f}" if raw is not None else ""
+    for name, severity in worst_severities(result.regions).items():
+        row[f"severity_{name}"] = f"{severity:.6f}"
+    row["rejected_by"] = ";".join(rejected_by)
     row["mode"] = result.mode.name.lower()
     row["finish_reason"] = result.finish_reason.name.lower()
     row["regions"] = ";".join(
@@ -63,7 +78,8 @@ class RowWriter:
 
 def _typed(row: dict[str, str]) -> dict[str, object]:
     typed: dict[str, object] = {name: row.get(name, "") for name in FIELDS}
-    typed["score"] = float(row["score"]) if row.get("score") else None
+    for name in ("score", "uncalibrated_score", *SEVERITY_FIELDS):
+        typed[name] = float(row[name]) if row.get(name) else None
     return typed
 
 
@@ -104,4 +120,4 @@ def rewrite_rows(path: Path, fmt: str, rows: Iterable[dict[str, str]]) -> None:
         raise
 
 
-__all__ = ["FIELDS", "FORMATS", "RowWriter", "read_rows", "rewrite_rows", "row_ok", "verdict_row"]
+__all__ = ["FIELDS", "FORMATS", "SEVERITY_FIELDS", "RowWriter", "read_rows", "rewrite_rows", "row_ok", "verdict_row"]

@@ -67,6 +67,16 @@ def category_name(region: Any) -> str:
     return (category if isinstance(category, str) else category.name).lower()
 
 
+def worst_severities(regions: Iterable[Any]) -> dict[str, float]:
+    """Per category with at least one region: the highest severity among its regions."""
+    worst: dict[str, float] = {}
+    for region in regions:
+        name = category_name(region)
+        if math.isfinite(region.severity) and region.severity > worst.get(name, -1.0):
+            worst[name] = region.severity
+    return worst
+
+
 def rejected_categories(regions: Iterable[Any], rules: Mapping[str, float]) -> list[str]:
     """The categories whose rule some region breaks (severity strictly above the limit), each once, in
     the order of the regions."""

@@ -25,19 +25,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<usize> {
 }
 
 async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
-    let ServeSettings { options, shutdown_grace, drain_delay, model } = settings;
+    let ServeSettings { options, shutdown_grace, drain_delay, model, calibration } = settings;
     let (slots, queue) = (options.limits.parallel, options.limits.max_queue as usize);
     let max_tokens = options.limits.default_max_tokens;
     let network = describe_network(&options.network);
     let http_scheme = if options.network.tls.is_some() { "https" } else { "http" };
+    let calibration_line = calibration.as_ref().map(|c| {
+        let r = &c.file.held_out;
+        format!(
+            "calibration {} applied to every primary score ({} examples; held-out AUC {:.3} → {:.3})",
+            c.name, c.file.examples.train, r.auc_before, r.auc_after
+        )
+    });
     let mut server = server::start(options, move || {
-        let evaluator = model.start_evaluator(slots, queue)?;
+        let evaluator = model.start_calibrated_evaluator(slots, queue, calibration)?;
         check_context(&evaluator, model.max_tiles, max_tokens)?;
         Ok(evaluator)
     })
     .await?;
     eprintln!("heie: listening on {} (loading the model; health NOT_SERVING)", server.addr);
     eprintln!("heie: {network}");
+    if let Some(c) = &calibration_line {
+        eprintln!("heie: {c}");
+    }
     if let Some(m) = server.metrics_addr {
         eprintln!("heie: metrics on http://{m}/metrics");
     }

@@ -17,7 +17,9 @@ use crate::http::{AllowedHosts, BodyOptions as HttpBodyOptions, ConnectionOption
 use crate::server::{NetworkOptions, ServeOptions, TlsFiles, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS};
 use crate::serving::{ApiKey, ApiKeys, ServingLimits};
 
+use crate::calibration::Calibration;
 use crate::cli::model_args::ModelArgs;
+use std::sync::Arc;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
 pub const DEFAULT_PARALLEL: u32 = 4;
@@ -125,6 +127,10 @@ pub struct ServeArgs {
     /// (CORS); `*` for any. Repeatable or comma-separated [default: none, only the server's own page].
     #[arg(long, env = "HEIE_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
+    /// A calibration file from `heie calibrate`: every primary score becomes the calibrated one
+    /// (Score.uncalibrated_score keeps the raw one; GetInfo reports the file).
+    #[arg(long, env = "HEIE_CALIBRATION", value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -160,6 +166,7 @@ struct ConfigFile {
     max_connections: Option<usize>,
     allowed_hosts: Option<StringList>,
     cors_origin: Option<StringList>,
+    calibration: Option<PathBuf>,
     model: Option<PathBuf>,
     mmproj: Option<PathBuf>,
     heads: Option<PathBuf>,
@@ -218,6 +225,8 @@ pub struct ServeSettings {
     pub shutdown_grace: Duration,
     pub drain_delay: Duration,
     pub model: ModelArgs,
+    /// The `--calibration` file, loaded and checked.
+    pub calibration: Option<Arc<Calibration>>,
 }
 
 /// Merges `args` (flags and environment), the config file and the defaults. `matches` tells which
@@ -278,6 +287,11 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         max_message_bytes,
     )?;
     network.http = HttpOptions { bodies, ..http };
+    // Loaded now, so a broken file stops the server before the model loads.
+    let calibration = match args.calibration.clone().or(file.calibration) {
+        Some(path) => Some(Arc::new(Calibration::load(&path).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
     let addr = match args.addr.or(file.addr) {
         Some(a) => a,
         None => DEFAULT_ADDR.parse().expect("the default address parses"),
@@ -304,6 +318,7 @@ pub fn settings(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Resul
         shutdown_grace: Duration::from_secs_f64(grace),
         drain_delay: Duration::from_secs_f64(drain),
         model,
+        calibration,
     })
 }
 
@@ -450,6 +465,11 @@ mod tests {
         std::fs::write(&config, "tls-cert = \"/x/cert.pem\"\n").unwrap();
         let (args, m) = parse(&["serve", "--config", path]);
         assert!(format!("{:#}", settings(&args, Some(&m)).unwrap_err()).contains("--tls-cert needs --tls-key"));
+
+        // A calibration named in the file is loaded (and checked) with the settings.
+        std::fs::write(&config, "calibration = \"/no/such/mine.json\"\n").unwrap();
+        let (args, m) = parse(&["serve", "--config", path]);
+        assert!(format!("{:#}", settings(&args, Some(&m)).unwrap_err()).contains("calibration /no/such/mine.json"));
 
         std::fs::write(&config, "paralel = 2\n").unwrap();
         let (args, m) = parse(&["serve", "--config", path]);

@@ -108,7 +108,7 @@ def event_from_pb(message: pb.EvaluateEvent) -> Optional[Event]:
         return Done(
             timings=Timings(
                 t.preprocess_ms, t.image_encode_ms, t.prefill_ms, t.decode_ms, t.decode_tokens_per_s,
-                t.total_ms, t.time_to_first_token_ms, t.queue_ms, t.heads_ms,
+                t.total_ms, t.time_to_first_token_ms, t.queue_ms, t.heads_ms, t.image_cached,
             ),
             tokens=TokenCounts(d.tokens.prompt_tokens, d.tokens.image_tokens, d.tokens.generated_tokens),
             finish_reason=FinishReason(d.finish_reason),

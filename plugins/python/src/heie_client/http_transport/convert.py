@@ -143,7 +143,7 @@ def event_from_json(case: str, body: Json) -> Optional[Event]:
         names = ("preprocessMs", "imageEncodeMs", "prefillMs", "decodeMs", "decodeTokensPerS", "totalMs",
                  "timeToFirstTokenMs", "queueMs", "headsMs")
         return Done(
-            timings=Timings(*(float(t.get(k, 0.0)) for k in names)),
+            timings=Timings(*(float(t.get(k, 0.0)) for k in names), image_cached=bool(t.get("imageCached", False))),
             tokens=TokenCounts(_int(n.get("promptTokens")), _int(n.get("imageTokens")), _int(n.get("generatedTokens"))),
             finish_reason=_enum(FinishReason, m.get("finishReason")),
             device=str(m.get("device", "")),
