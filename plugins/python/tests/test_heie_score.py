@@ -69,6 +69,7 @@ def test_corrupt_files_cost_one_row_each_and_the_exit_status(
     for name in GOOD_FILES:
         row = rows[name]
         assert row["error"] == "" and 0.0 <= float(row["score"]) <= 1.0, row
+        assert row["band"] in ("badly flawed", "flawed", "typical", "good", "very plausible"), row
         assert row["mode"] == "zero_shot"
     for name in BAD_FILES:
         assert rows[name]["score"] == "" and "INVALID_ARGUMENT" in rows[name]["error"], rows[name]

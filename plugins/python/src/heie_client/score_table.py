@@ -16,7 +16,7 @@ from .verdict_rules import CATEGORIES, worst_severities
 #: what ``heie calibrate --labels`` reads.
 SEVERITY_FIELDS = tuple(f"severity_{name}" for name in CATEGORIES)
 FIELDS = (
-    "file", "score", "uncalibrated_score", "mode", "finish_reason", "rejected_by", "regions", "summary", "error",
+    "file", "score", "band", "uncalibrated_score", "mode", "finish_reason", "rejected_by", "regions", "summary", "error",
     *SEVERITY_FIELDS,
 )
 FORMATS = ("csv", "jsonl")
@@ -35,6 +35,7 @@ def verdict_row(folder: Path, verdict: FileVerdict, extra_error: str = "", rejec
     if result is None:
         return row
     row["score"] = f"{result.score:.6f}" if result.score is not None else ""
+    row["band"] = result.band
     raw = result.scores[0].uncalibrated_score if result.scores else None
     row["uncalibrated_score"] = f"{raw:.6f}" if raw is not None else ""
     for name, severity in worst_severities(result.regions).items():
