@@ -22,6 +22,7 @@ from PIL import Image
 from heie_client import Cancelled, Client, Event, HeieError, Score, Started, TextDelta
 
 from . import infotext
+from .auto_address import with_server_address
 from .messages import TooManyTokens, code_of, explain, tokens_refusal, too_many_tokens
 from .run_state import Outcome, RunState, SavedFile
 from .settings import Settings
@@ -119,6 +120,8 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     try:
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
             raise Cancelled("interrupted in the WebUI")
+        # "auto": the shared local server (started if none runs, its progress shown as ours)
+        settings = with_server_address(settings, lambda line: report(f"{PROGRESS_PREFIX}{line}"))
         client = state.client_for(settings)
         _check_tokens(state, client, settings)
         verdict = judge(client, pp.image, settings, _prompt(p), cancel_when,
