@@ -4,6 +4,7 @@ grpcio) is enough for ComfyUI to load its nodes, with the bundled client."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,8 +13,18 @@ from pathlib import Path
 import pytest
 
 PACK = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PACK / "tools"))
-import export_repo  # noqa: E402
+
+
+def _load_export_tool():  # type: ignore[no-untyped-def]
+    """tools/export_repo.py under a name of its own: the A1111 extension's tool has the same file name."""
+    spec = importlib.util.spec_from_file_location("comfyui_export_repo", PACK / "tools" / "export_repo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+export_repo = _load_export_tool()
 
 #: ComfyUI's loader in short: the pack's folder imported as a package named after the folder.
 LOAD_LIKE_COMFYUI = """
