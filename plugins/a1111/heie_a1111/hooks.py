@@ -22,6 +22,7 @@ from PIL import Image
 from heie_client import Cancelled, Client, Event, HeieError, Score, Started, TextDelta
 
 from . import infotext
+from .auto_address import with_server_address
 from .messages import TooManyTokens, code_of, explain, tokens_refusal, too_many_tokens
 from .repair import GENERATION_PARAMS, RepairOptions, RepairReport, repair
 from .run_state import Outcome, RunState, SavedFile
@@ -136,6 +137,8 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
             raise Cancelled("interrupted in the WebUI")
         settings.reject_rules  # noqa: B018 - an unreadable "Reject if" is refused before the image is sent
+        # "auto": the shared local server (started if none runs, its progress shown as ours)
+        settings = with_server_address(settings, lambda line: report(f"{PROGRESS_PREFIX}{line}"))
         client = state.client_for(settings)
         _check_tokens(state, client, settings)
         verdict = judge(client, pp.image, settings, _prompt(p), cancel_when,

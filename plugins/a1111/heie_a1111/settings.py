@@ -24,7 +24,8 @@ REJECT_ACTIONS = ("keep", "move", "discard")
 OPTION_PREFIX = "heie_"
 API_KEY_ENV = "HEIE_API_KEY"
 """The server's API key is read from this environment variable, never saved in the WebUI's config."""
-DEFAULT_ADDRESS = "127.0.0.1:8080"
+DEFAULT_ADDRESS = "auto"
+"""A local server started on demand (:mod:`heie_a1111.auto_address`)."""
 REJECT_IF_OPTION = "Reject if"
 """The per-category rules' setting as the user sees it (the start of its label)."""
 SECTION = ("heie", "HEIE")
@@ -39,7 +40,13 @@ class Settings:
     """Whether a generation is judged when it does not say (the default of the txt2img/img2img checkbox,
     and of API calls that do not pass the script's argument): the per-generation choice wins."""
     address: str = DEFAULT_ADDRESS
-    """host:port (or http(s)://host:port) of `heie serve --http`; several separated by commas."""
+    """``auto`` (a local server started for the WebUI), or host:port (or http(s)://host:port) of
+    `heie serve --http`; several separated by commas."""
+    server_model: str = ""
+    """The local server's model GGUF (with ``server_mmproj``); '' = the server's default model."""
+    server_mmproj: str = ""
+    server_binary: str = ""
+    """The local server's ``heie``; '' = the one ``pip install heie-server`` put beside the WebUI's Python, or PATH's."""
     timeout: float = 300.0
     """Seconds one image may take on the server (0 = no limit)."""
     threshold: float = DEFAULT_REJECT_BELOW
@@ -149,8 +156,11 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("enabled", "Judge generated images by default (the \"HEIE implausibility judge\" checkbox of each "
                       "txt2img/img2img generation starts from this, and the generation's choice wins)"),
-    Option("address", "Server address: host:port of `heie serve --http` (several separated by commas); "
-                      f"API key from ${API_KEY_ENV}"),
+    Option("address", "Server address: auto (a local server started for the WebUI) or host:port of `heie serve --http` "
+                      f"(several separated by commas); API key from ${API_KEY_ENV}"),
+    Option("server_model", "Local server (address auto): model GGUF path (empty = the default model, downloaded on first use)"),
+    Option("server_mmproj", "Local server (address auto): mmproj GGUF path (with the model)"),
+    Option("server_binary", "Local server (address auto): heie binary path (empty = pip's heie-server, else PATH)"),
     Option("timeout", "Time limit per image, seconds (0 = none)", "slider", {"minimum": 0, "maximum": 3600, "step": 5}),
     Option("threshold", "Reject images scoring below (0 = never; the default 0.5417 = 13/24 is the lower edge "
                         "of the band “typical”: what people rate “flawed” or worse is rejected)", "slider", {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),

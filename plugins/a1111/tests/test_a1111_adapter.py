@@ -108,7 +108,8 @@ def test_settings_register_with_a_widget_each(loaded: SimpleNamespace) -> None:
     options = loaded.options
     assert set(options) == {"heie_enabled", "heie_address", "heie_timeout", "heie_threshold", "heie_reject_action",
                             "heie_save_overlay", "heie_overlay_in_gallery", "heie_explanation", "heie_summary_chars",
-                            "heie_max_tokens", "heie_reject_if"}
+                            "heie_max_tokens", "heie_reject_if", "heie_server_model", "heie_server_mmproj",
+                            "heie_server_binary"}
     for key, info in options.items():
         widget_of(info)  # raises like the WebUI would
         assert info.section == ("heie", "HEIE"), key

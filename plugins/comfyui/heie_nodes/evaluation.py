@@ -19,7 +19,7 @@ import numpy as np
 from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError, Region, Result
 from heie_client.result import ResultBuilder
 
-from .connection import open_client
+from .connection import open_client, server_address
 from .failures import HeieNodeError, explain, too_many_tokens
 from .live_text import LiveText
 from .tensors import batch_size, to_numpy
@@ -34,6 +34,7 @@ class Host(Protocol):
     def raise_if_interrupted(self) -> None: ...
     def progress(self, value: int, total: int) -> None: ...
     def text(self, text: str) -> None: ...
+    def log_folder(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,10 @@ def evaluate_images(
     verdicts: list[Optional[Verdict]] = [None] * total
 
     try:
+        # "auto": the first node of the process starts the local server (its progress shows on the node).
+        address = server_address(address, host.log_folder(), lambda line: host.text(f"HEIE: {line}"))
         client = open_client(address, INFO_TIMEOUT_S, ca_cert)
-    except ValueError as err:  # a bad address widget, an unreadable CA file, a key refused over plaintext
+    except ValueError as err:  # a bad address widget or "auto" server, an unreadable CA file, a key refused over plaintext
         raise HeieNodeError(f"HEIE: {err}") from None
     with client:
         asked = options.max_tokens_per_section

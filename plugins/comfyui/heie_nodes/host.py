@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import importlib
+import os
 from typing import Any, Optional
 
 
@@ -75,6 +76,13 @@ class ComfyHost:
         paths = _module("folder_paths")
         folder = getattr(paths, "get_temp_directory", None)
         return folder() if folder is not None else None
+
+    def log_folder(self) -> str:
+        """Where the local server of the address "auto" writes its log: ``heie`` in ComfyUI's user folder
+        (beside the user's settings and workflows); '' outside ComfyUI (heie_client's default folder)."""
+        paths = _module("folder_paths")
+        folder = getattr(paths, "get_user_directory", None)
+        return os.path.join(folder(), "heie") if folder is not None else ""
 
     def blocker(self) -> Optional[Any]:
         """ComfyUI's ExecutionBlocker, which silently skips the nodes fed by an output; None outside."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-from heie_client import DEFAULT_ADDRESS, EvaluateOptions, HeatmapEncoding, Result
+from heie_client import EvaluateOptions, HeatmapEncoding, Result
 from heie_client.verdict_rules import (
     ANY, DEFAULT_REJECT_BELOW, RuleError, category_name, parse_reject_if, rejected_categories,
 )
 
+from .connection import DEFAULT_ADDRESS
 from .evaluation import Verdict, evaluate_images, scores_of
 from .filenames import filename_prefix
 from .host import ComfyHost
@@ -50,7 +51,8 @@ class NothingPassed(RuntimeError):
 
 def _server_inputs() -> dict[str, Any]:
     return {
-        "address": ("STRING", {"default": DEFAULT_ADDRESS, "tooltip": "host:port of heie serve; several separated by commas"}),
+        "address": ("STRING", {"default": DEFAULT_ADDRESS, "tooltip": "auto = a local HEIE server started for you (model from HEIE_COMFY_MODEL/HEIE_COMFY_MMPROJ, "
+                                                                       "else the default model); or host:port of heie serve, several separated by commas"}),
         "timeout": ("FLOAT", {"default": 300.0, "min": 0.0, "max": 86400.0, "step": 1.0,
                               "tooltip": "seconds allowed for each image; an image that takes longer gets no score, "
                                          "the others keep theirs; 0 = no limit"}),

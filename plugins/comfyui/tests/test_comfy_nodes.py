@@ -151,7 +151,7 @@ def test_pack_loads_the_way_comfyui_loads_it() -> None:
             continue
         inputs = cls.INPUT_TYPES()
         assert inputs["required"]["images"] == ("IMAGE",)
-        assert inputs["required"]["address"][1]["default"] == "127.0.0.1:50051"
+        assert inputs["required"]["address"][1]["default"] == "auto"  # a local server started on demand
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_IS_LIST) == len(cls.OUTPUT_TOOLTIPS)
         assert callable(getattr(cls, cls.FUNCTION))
         # A default server (--ctx-size 4096) refuses an explained request far below its advertised 2048.
