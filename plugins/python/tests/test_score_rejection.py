@@ -42,6 +42,7 @@ class Scored:
     summary: str = ""
     ok: bool = True
     error: str = ""
+    band: str = "very plausible"
 
 
 def test_the_default_threshold_is_the_lower_edge_of_typical():
@@ -65,7 +66,7 @@ def test_rows_carry_the_worst_severity_per_category_and_the_reasons(tmp_path: Pa
     row = verdict_row(tmp_path, FileVerdict(tmp_path / "a.png", result), "", ["hand"])  # type: ignore[arg-type]
     assert set(SEVERITY_FIELDS) <= set(FIELDS) and "rejected_by" in FIELDS
     assert row["severity_hand"] == "0.750000" and row["severity_text"] == "0.500000" and row["severity_face"] == ""
-    assert row["rejected_by"] == "hand" and row["score"] == "0.900000"
+    assert row["rejected_by"] == "hand" and row["score"] == "0.900000" and row["band"] == "very plausible"
 
 
 @pytest.mark.parametrize("rule, says", [("hands>0.5", "not a region category"), ("hand>2", "below 1")])
