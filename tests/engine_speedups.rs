@@ -90,7 +90,7 @@ fn concurrent_sequences_share_the_cached_prefix_and_finish_correctly() {
 }
 
 #[test]
-fn an_image_judged_again_takes_its_tile_features_from_the_cache_and_gives_the_same_result() {
+fn an_image_judged_again_takes_its_cells_and_features_from_the_cache_and_gives_the_same_result() {
     let mut uncached_cfg = config("tiny-llm.gguf", "tiny-mmproj.gguf", 2);
     uncached_cfg.image_cache_bytes = 0;
     let uncached = Evaluator::new(Arc::new(Engine::start(&uncached_cfg).expect("fixture engine starts"))).unwrap();
@@ -107,9 +107,13 @@ fn an_image_judged_again_takes_its_tile_features_from_the_cache_and_gives_the_sa
     assert!(!first.timings.image_cached, "nothing was cached before the first evaluation");
     assert!(second.timings.image_cached, "every tile of the repeated image came from the cache");
     assert_eq!(second.timings.image_encode_ms, 0.0, "no tile went through the vision tower again");
+    assert_eq!(second.timings.image_prefill_ms, 0.0, "the image's cells were restored, not decoded again");
+    assert!(first.timings.image_prefill_ms > 0.0);
     let metrics = cached.engine().metrics();
     assert_eq!(metrics.image_cache_misses.load(Ordering::Relaxed), tiles);
     assert_eq!(metrics.image_cache_hits.load(Ordering::Relaxed), tiles);
+    assert_eq!(metrics.image_cache_image_misses.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.image_cache_image_hits.load(Ordering::Relaxed), 1);
     assert!(metrics.image_cache_bytes.load(Ordering::Relaxed) > 0);
 
     // The same computation as without any cache, and bit for bit the first evaluation's.
@@ -119,6 +123,21 @@ fn an_image_judged_again_takes_its_tile_features_from_the_cache_and_gives_the_sa
     assert_eq!(first.explanation.chain_of_thought(), second.explanation.chain_of_thought());
     assert_eq!(first.score(), second.score());
     assert_eq!(first.heatmap().unwrap().map, second.heatmap().unwrap().map);
+    assert_eq!(first.tokens.image, second.tokens.image, "the restored image counts its tokens");
+
+    // While the first of two identical images is still being computed, the second is too (nothing
+    // to restore yet); both finish with the same result, and the image is cached once more.
+    let options = EvalOptions { max_tokens_per_section: 10, emit_captures: true, ..Default::default() };
+    let fresh = evaluator(SpeedUps::ALL);
+    let streams: Vec<_> = (0..2).map(|_| fresh.evaluate(&test_image(1024, 768), options.clone()).expect("starts").1).collect();
+    for events in streams {
+        let result = EvalResult::collect(events, |_| {});
+        assert_eq!(result.error, None);
+        assert_same_computation(&result, &reference, "the same image twice at once");
+    }
+    let after = run(&fresh);
+    assert!(after.timings.image_cached);
+    assert_same_computation(&after, &reference, "restored after two concurrent first evaluations");
 
     // Other pixels are another image: encoded, not taken from the cache.
     let options = EvalOptions { max_tokens_per_section: 10, ..Default::default() };

@@ -55,8 +55,9 @@ pub struct ModelArgs {
     /// and 16 requests in flight; llama.cpp's choice on a GPU), on or off.
     #[arg(long, env = "HEIE_FLASH_ATTN", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
-    /// Memory for the features of tiles already seen, in MiB: an image judged again skips the vision
-    /// tower (least recently used tiles go first; 0 = off). InternVL3-2B's tile is 1.5 MiB.
+    /// Memory for images already judged, in MiB: an image judged again after the same prompt takes its
+    /// KV cells and tile features from here and skips the vision tower and the image's prefill
+    /// (least recently used first; 0 = off). An InternVL3-2B image of 3 tiles takes ~28 MiB.
     #[arg(long, env = "HEIE_IMAGE_CACHE_MB", default_value_t = DEFAULT_IMAGE_CACHE_MB)]
     pub image_cache_mb: usize,
 }

@@ -27,6 +27,11 @@ pub struct EngineMetrics {
     pub image_cache_misses: AtomicU64,
     pub image_cache_evictions: AtomicU64,
     pub image_cache_bytes: AtomicU64,
+    /// Images whose whole prefill (vision tower and KV cells) came from the image cache, images after
+    /// the shared prefix it did not hold, and images it dropped to stay in its budget.
+    pub image_cache_image_hits: AtomicU64,
+    pub image_cache_image_misses: AtomicU64,
+    pub image_cache_image_evictions: AtomicU64,
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,
     pub failed: AtomicU64,

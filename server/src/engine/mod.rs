@@ -43,9 +43,10 @@ use decode_loop::DecodeLoop;
 /// over it, so nothing on the per-token path becomes an indirect call (see `runtime.rs`).
 type ActiveRuntime = llama::LlamaRuntime;
 
-/// The tile-feature cache's default size (`--image-cache-mb`): about 170 InternVL3-2B tiles, i.e. the
-/// two dozen most recent images at the default 6 tiles and thumbnail.
-pub const DEFAULT_IMAGE_CACHE_MB: usize = 256;
+/// The image cache's default size (`--image-cache-mb`). An InternVL3-2B image of 3 tiles after the
+/// system prompt keeps ~24 MiB of KV cells and 4.5 MiB of tile features, so this holds about 35 such
+/// images; an 8B image of 10 tiles ~180 MiB, about 5. (llama-server's prompt cache defaults to 8 GiB.)
+pub const DEFAULT_IMAGE_CACHE_MB: usize = 1024;
 
 /// How to load and run the model.
 #[derive(Debug, Clone)]
@@ -74,7 +75,7 @@ pub struct EngineConfig {
     pub flash_attention: Option<bool>,
     /// Throughput optimisations (all on unless a benchmark measures the naive path).
     pub speedups: SpeedUps,
-    /// Bytes of tile features kept for images judged again (`image_cache.rs`); 0 = no cache.
+    /// Bytes kept for images judged again (`image_cache.rs`: their KV cells and tile features); 0 = no cache.
     pub image_cache_bytes: usize,
 }
 
@@ -164,7 +165,7 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("heie-engine".into())
             .spawn(move || {
-                let built = ActiveRuntime::new(thread_model, &cfg, gpu, tokens_per_tile, decode_loop::PREFIX_CELLS);
+                let built = ActiveRuntime::new(thread_model, &cfg, gpu, tokens_per_tile);
                 let runtime = match built {
                     Ok(runtime) => runtime,
                     Err(e) => {
@@ -180,7 +181,7 @@ impl Engine {
                     cfg.slots as usize,
                     cfg.ctx_per_sequence as i32,
                     cfg.speedups,
-                    image_cache::TileFeatureCache::new(cfg.image_cache_bytes),
+                    image_cache::ImageCache::new(cfg.image_cache_bytes),
                     thread_closing,
                     thread_step_delay,
                 );

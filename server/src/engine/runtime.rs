@@ -42,7 +42,7 @@ pub trait Vocabulary: Send + Sync + 'static {
 ///
 /// Decoding works on one token batch and one embedding batch that the runtime owns and reuses, so a
 /// step allocates nothing: the caller clears a batch, pushes rows, decodes, then reads the rows' outputs
-/// until the next decode. Sequence ids are below the number of slots plus one (the cached prefix).
+/// until the next decode. Sequence ids are below the number of slots.
 pub trait Runtime {
     type Vocab: Vocabulary;
 
@@ -73,8 +73,13 @@ pub trait Runtime {
     /// had hidden states on.
     fn hidden(&self, row: usize) -> Option<&[f32]>;
 
-    /// Gives sequence `dst`, which holds no cells, all of `src`'s cells without recomputing them.
-    fn share_cells(&mut self, src: i32, dst: i32);
+    /// A copy of every KV cell sequence `seq` holds, to give another sequence later with
+    /// [`Runtime::restore_cells`] instead of computing them again (the shared prefix, a cached image);
+    /// `None`, without copying, when the copy would be larger than `max_bytes`.
+    fn save_cells(&mut self, seq: i32, max_bytes: usize) -> Result<Option<Vec<u8>>, EngineError>;
+    /// Replaces sequence `seq`'s cells with ones saved by [`Runtime::save_cells`]; on failure the
+    /// sequence holds no cells.
+    fn restore_cells(&mut self, seq: i32, saved: &[u8]) -> Result<(), EngineError>;
     /// Removes sequence `seq`'s cells at positions `from..` (all of them with `from = 0`).
     fn remove_cells(&mut self, seq: i32, from: i32);
 

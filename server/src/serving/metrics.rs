@@ -164,7 +164,10 @@ impl ServiceMetrics {
             line(&mut out, "heie_image_cache_hits_total", "counter", "Tiles whose features came from the image cache (not encoded again).", get(&e.image_cache_hits).to_string());
             line(&mut out, "heie_image_cache_misses_total", "counter", "Tiles the image cache did not hold (encoded).", get(&e.image_cache_misses).to_string());
             line(&mut out, "heie_image_cache_evictions_total", "counter", "Tiles dropped from the image cache to stay within --image-cache-mb.", get(&e.image_cache_evictions).to_string());
-            line(&mut out, "heie_image_cache_bytes", "gauge", "Bytes of tile features the image cache holds.", get(&e.image_cache_bytes).to_string());
+            line(&mut out, "heie_image_cache_image_hits_total", "counter", "Images judged again whose whole prefill (vision tower and KV cells) came from the image cache.", get(&e.image_cache_image_hits).to_string());
+            line(&mut out, "heie_image_cache_image_misses_total", "counter", "Images after the shared prompt that the image cache did not hold (computed, then kept).", get(&e.image_cache_image_misses).to_string());
+            line(&mut out, "heie_image_cache_image_evictions_total", "counter", "Images dropped from the image cache to stay within --image-cache-mb.", get(&e.image_cache_image_evictions).to_string());
+            line(&mut out, "heie_image_cache_bytes", "gauge", "Bytes the image cache holds (images' KV cells and tile features).", get(&e.image_cache_bytes).to_string());
             line(
                 &mut out,
                 "heie_image_encode_seconds_total",
@@ -197,6 +200,7 @@ mod tests {
         engine.multi_sequence_steps.store(7, Ordering::Relaxed);
         engine.prefix_cache_hits.store(3, Ordering::Relaxed);
         engine.image_cache_hits.store(5, Ordering::Relaxed);
+        engine.image_cache_image_hits.store(2, Ordering::Relaxed);
         let text = m.render(Some(&engine), true);
         assert!(text.contains("heie_requests_total{method=\"Evaluate\",code=\"OK\"} 2"), "{text}");
         assert!(text.contains("heie_requests_total{method=\"Rerank\",code=\"RESOURCE_EXHAUSTED\"} 1"));
@@ -207,6 +211,7 @@ mod tests {
         assert!(text.contains("heie_multi_sequence_decode_steps_total 7"));
         assert!(text.contains("heie_prefix_cache_hits_total 3"));
         assert!(text.contains("heie_image_cache_hits_total 5"));
+        assert!(text.contains("heie_image_cache_image_hits_total 2"));
         assert!(text.contains("heie_ready 1"));
     }
 }

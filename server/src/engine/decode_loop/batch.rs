@@ -4,7 +4,7 @@
 
 use super::scheduler::Planned;
 use super::sequence::SlotState;
-use super::DecodeLoop;
+use super::{CachedPrefix, DecodeLoop};
 use crate::engine::program::SequenceEnd;
 use crate::engine::runtime::Runtime;
 use crate::engine::EngineError;
@@ -135,10 +135,12 @@ impl<R: Runtime> DecodeLoop<R> {
             }
             slot.pending_logits = row_logits;
             if *publish {
-                // Later sequences share these cells instead of computing them again.
-                self.runtime.remove_cells(self.prefix_seq, 0);
-                self.runtime.share_cells(slot.seq, self.prefix_seq);
-                self.prefix = Some(std::mem::take(tokens));
+                // Later sequences take a copy of these cells instead of computing them again.
+                match self.runtime.save_cells(slot.seq, usize::MAX) {
+                    Ok(Some(cells)) => self.prefix = Some(CachedPrefix { tokens: std::mem::take(tokens), cells }),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "the shared prefix could not be saved; later sequences compute it"),
+                }
             }
             slot.state = SlotState::Ready;
         }

@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
 use super::faults::{injected_fault, StepDelay};
-use super::image_cache::TileFeatureCache;
+use super::image_cache::ImageCache;
 use super::metrics::EngineMetrics;
 use super::runtime::{Runtime, Token};
 use super::speedups::SpeedUps;
@@ -23,9 +23,13 @@ use super::Command;
 use batch::Row;
 use scheduler::{Planned, Scheduler};
 
-/// KV cells kept for the cached prefix (InternVL's is about 60 tokens; a byte-level vocabulary's a few
-/// hundred). Longer prefixes are simply not cached.
-pub(super) const PREFIX_CELLS: u32 = 1024;
+/// The shared prompt prefix (system prompt up to the image) as the first sequence that computed it
+/// left it: its tokens and a copy of its KV cells, restored into every later sequence that starts
+/// with the same tokens.
+struct CachedPrefix {
+    tokens: Vec<Token>,
+    cells: Vec<u8>,
+}
 
 /// What `admit` decided.
 enum Admission {
@@ -44,11 +48,10 @@ pub(super) struct DecodeLoop<R: Runtime> {
     ctx_per_seq: i32,
     scheduler: Scheduler,
     speedups: SpeedUps,
-    /// Features of tiles encoded before (`--image-cache-mb`; empty and unused at 0).
-    image_cache: TileFeatureCache,
-    /// The shared prefix whose cells the sequence `prefix_seq` holds, once a sequence has computed it.
-    prefix: Option<Vec<Token>>,
-    prefix_seq: i32,
+    /// Images and tiles computed before (`--image-cache-mb`; empty and unused at 0).
+    image_cache: ImageCache,
+    /// The shared prefix, once a sequence has computed it.
+    prefix: Option<CachedPrefix>,
     /// Shutdown has begun: queued jobs are refused, not started.
     closing: Arc<AtomicBool>,
     /// Jobs taken from the queue so far (counts fault-injection points in test builds).
@@ -69,7 +72,7 @@ impl<R: Runtime> DecodeLoop<R> {
         n_slots: usize,
         ctx_per_seq: i32,
         speedups: SpeedUps,
-        image_cache: TileFeatureCache,
+        image_cache: ImageCache,
         closing: Arc<AtomicBool>,
         step_delay: StepDelay,
     ) -> DecodeLoop<R> {
@@ -82,8 +85,6 @@ impl<R: Runtime> DecodeLoop<R> {
             speedups,
             image_cache,
             prefix: None,
-            // The sequence id after the slots' ids; the context is created with one more sequence.
-            prefix_seq: n_slots as i32,
             closing,
             jobs_taken: 0,
             step_delay,

@@ -322,7 +322,7 @@ fn ended_sequences_get_no_rows() {
 #[test]
 fn the_oldest_image_moves_on_and_goes_all_the_way_only_when_nobody_waits() {
     let tile = || TileBitmap { rgb: vec![0; 12], width: 2, height: 2 };
-    let image = || SlotState::Imaging(ImageWork::new(vec![tile(), tile()]));
+    let image = || SlotState::Imaging(ImageWork::new(vec![tile(), tile()], Vec::new(), None));
     let mut h = with_states(vec![SlotState::Ready, image(), image()]);
     // Slot 2 was admitted before slot 1 here: age, not slot order, decides.
     h.scheduler.slots[2].stats.admitted_at = h.scheduler.slots[0].stats.admitted_at;

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::image_work::ImageWork;
-use super::{DecodeLoop, PREFIX_CELLS};
+use super::DecodeLoop;
 use crate::engine::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TokenVerdict};
 use crate::engine::runtime::{Runtime, Token, Vocabulary};
 use crate::engine::sampler::Sampler;
@@ -31,12 +31,15 @@ pub(super) struct Slot {
     pub stats: SequenceStats,
     /// Logits after the last completed Feed: where a following Generate samples its first token.
     pub pending_logits: Option<Vec<f32>>,
+    /// The shared prefix, while the sequence holds exactly that prefix and nothing else: an image
+    /// taken now starts where a cached image after the same prefix ended.
+    pub prefix_only: Option<Vec<Token>>,
     pub end: Option<SequenceEnd>,
 }
 
 impl Slot {
     pub fn new(seq: i32, program: Box<dyn SequenceProgram>, stats: SequenceStats) -> Slot {
-        Slot { seq, program, pos: 0, state: SlotState::Ready, stats, pending_logits: None, end: None }
+        Slot { seq, program, pos: 0, state: SlotState::Ready, stats, pending_logits: None, prefix_only: None, end: None }
     }
 }
 
@@ -79,6 +82,7 @@ impl<R: Runtime> DecodeLoop<R> {
                     if tokens.is_empty() {
                         continue;
                     }
+                    slot.prefix_only = None;
                     slot.stats.prompt_tokens += tokens.len() as u32;
                     slot.state = SlotState::Feeding { tokens, capture, logits, done: 0, publish: false };
                 }
@@ -93,25 +97,33 @@ impl<R: Runtime> DecodeLoop<R> {
                         continue;
                     }
                     slot.stats.prompt_tokens += tokens.len() as u32;
-                    if self.speedups.prefix_cache && self.prefix.as_ref() == Some(&tokens) {
-                        self.runtime.share_cells(self.prefix_seq, slot.seq);
-                        slot.pos = tokens.len() as i32;
-                        slot.stats.cached_prompt_tokens += tokens.len() as u32;
-                        self.metrics.prefix_cache_hits.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                    slot.prefix_only = Some(tokens.clone());
+                    let cached = self.prefix.as_ref().filter(|p| self.speedups.prefix_cache && p.tokens == tokens);
+                    if let Some(cached) = cached {
+                        match self.runtime.restore_cells(slot.seq, &cached.cells) {
+                            Ok(()) => {
+                                slot.pos = tokens.len() as i32;
+                                slot.stats.cached_prompt_tokens += tokens.len() as u32;
+                                self.metrics.prefix_cache_hits.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            // The sequence holds no cells after a failed restore: compute the prefix.
+                            Err(e) => tracing::warn!(error = %e, "the cached prefix could not be restored; computing it"),
+                        }
                     }
-                    let fits = tokens.len() <= (PREFIX_CELLS as usize).min(self.ctx_per_seq as usize);
-                    let publish = self.speedups.prefix_cache && fits;
+                    let publish = self.speedups.prefix_cache;
                     slot.state = SlotState::Feeding { tokens, capture: Vec::new(), logits: false, done: 0, publish };
                 }
                 Step::Generate { max_tokens, sampling } => {
+                    slot.prefix_only = None;
                     slot.state = SlotState::Generating { remaining: max_tokens, sampler: Sampler::new(sampling), next: None };
                 }
                 Step::Images(tiles) => {
+                    let prefix = slot.prefix_only.take();
                     if tiles.is_empty() {
                         continue;
                     }
-                    slot.state = SlotState::Imaging(ImageWork::new(tiles));
+                    self.start_image(i, tiles, prefix);
                     return;
                 }
             }

@@ -118,14 +118,38 @@ impl Context {
         }
     }
 
-    /// Gives sequence `dst` all of `src`'s cells, without recomputing them. The caller makes sure `src`
-    /// holds exactly the cells to share (the prefix) and `dst` none. With the unified cache the cells
-    /// gain a second owner; with per-sequence streams llama.cpp copies `src`'s whole stream into
-    /// `dst`'s at the next decode (it copies only whole streams: a position range would abort).
-    pub fn share_prefix(&mut self, src: i32, dst: i32) {
-        // SAFETY: valid memory handle; both ids are below n_seq_max (the decode loop's slots and the
-        // prefix sequence), and -1/-1 is the whole-sequence form every KV layout accepts.
-        unsafe { sys::llama_memory_seq_cp(self.memory, src, dst, -1, -1) }
+    /// A copy, in host memory, of every KV cell sequence `seq` holds (llama.cpp's per-sequence state:
+    /// positions and the K/V rows of every layer). Only the sequence's own cells are copied, not its
+    /// stream, so a prefix of 60 tokens costs 60 cells whatever the context size. `None`, without
+    /// copying, when the copy would be larger than `max_bytes`.
+    pub fn save_sequence(&mut self, seq: i32, max_bytes: usize) -> Result<Option<Vec<u8>>, EngineError> {
+        // SAFETY: valid context; seq is below n_seq_max (the decode loop's slots). The size call walks
+        // the cells without copying; the data call writes at most `size` bytes into the buffer.
+        let size = unsafe { sys::llama_state_seq_get_size(self.raw.as_ptr(), seq) };
+        if size > max_bytes {
+            return Ok(None);
+        }
+        let mut state = vec![0u8; size];
+        let written = unsafe { sys::llama_state_seq_get_data(self.raw.as_ptr(), state.as_mut_ptr(), size, seq) };
+        if written == 0 || written > size {
+            return Err(EngineError::Decode(format!("could not save the KV cells of a sequence{}", take_last_error())));
+        }
+        state.truncate(written);
+        Ok(Some(state))
+    }
+
+    /// Puts cells saved by [`Context::save_sequence`] (of this context) into sequence `seq`, replacing
+    /// whatever it held. Unlike llama.cpp's `seq_cp` across KV streams, which copies the whole stream
+    /// at the next decode, the cells are written at once, so nothing later overwrites them.
+    pub fn restore_sequence(&mut self, seq: i32, state: &[u8]) -> Result<(), EngineError> {
+        // SAFETY: valid context; the buffer is readable for its length; llama.cpp catches its own
+        // exceptions here and reports failure as 0.
+        let read = unsafe { sys::llama_state_seq_set_data(self.raw.as_ptr(), state.as_ptr(), state.len(), seq) };
+        if read == 0 {
+            self.remove_from(seq, 0);
+            return Err(EngineError::Decode(format!("could not restore saved KV cells{}", take_last_error())));
+        }
+        Ok(())
     }
 
     /// Removes a sequence's cells at positions `from..` (all of them with `from = 0`).

@@ -52,27 +52,15 @@ pub struct LlamaRuntime {
 }
 
 impl LlamaRuntime {
-    /// Creates the context and the vision tower for `config`. `prefix_cells`: KV cells the unified
-    /// cache keeps for the cached shared prefix (with per-sequence streams it gets a whole stream).
-    pub fn new(
-        model: Arc<Model>,
-        config: &EngineConfig,
-        gpu: bool,
-        tokens_per_tile: usize,
-        prefix_cells: u32,
-    ) -> Result<LlamaRuntime, EngineError> {
-        // One more sequence, and room for its cells, holds the cached shared prefix. With
-        // per-sequence streams every stream gets n_ctx / n_seq_max cells, the prefix's too.
+    /// Creates the context and the vision tower for `config`: one sequence per slot, each with
+    /// `ctx_per_sequence` cells (cached prefixes and images are kept in host memory, not in the
+    /// context, and restored into a slot's own cells).
+    pub fn new(model: Arc<Model>, config: &EngineConfig, gpu: bool, tokens_per_tile: usize) -> Result<LlamaRuntime, EngineError> {
         let per_sequence_kv = config.speedups.per_sequence_kv;
-        let n_ctx = if per_sequence_kv {
-            config.ctx_per_sequence * (config.slots + 1)
-        } else {
-            config.ctx_per_sequence * config.slots + prefix_cells
-        };
         let params = ContextParams {
-            n_ctx,
+            n_ctx: config.ctx_per_sequence * config.slots,
             n_batch: config.n_batch,
-            n_seq_max: config.slots + 1,
+            n_seq_max: config.slots,
             threads: config.threads,
             flash_attention: flash_attention_for(config.flash_attention, gpu),
             per_sequence_kv,
@@ -147,9 +135,12 @@ impl Runtime for LlamaRuntime {
         self.ctx.hidden(row)
     }
 
-    #[inline]
-    fn share_cells(&mut self, src: i32, dst: i32) {
-        self.ctx.share_prefix(src, dst);
+    fn save_cells(&mut self, seq: i32, max_bytes: usize) -> Result<Option<Vec<u8>>, EngineError> {
+        self.ctx.save_sequence(seq, max_bytes)
+    }
+
+    fn restore_cells(&mut self, seq: i32, saved: &[u8]) -> Result<(), EngineError> {
+        self.ctx.restore_sequence(seq, saved)
     }
 
     #[inline]
