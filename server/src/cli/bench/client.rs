@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use heie_proto::v1 as pb;
@@ -57,14 +57,20 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
     // Arrival of each piece of text: the gaps between them are what a reader of the stream sees stall.
     // The first text arrives once the image is in the context, so the gaps are those of a running stream.
     let (mut last_text, mut gaps) = (None::<Instant>, Vec::new());
+    // Time to the first *generated* text as this client sees it (llama-server's is measured the same
+    // way): a section heading the server writes itself ("### Image Description") is not generated.
+    let mut ttft = None;
     while let Some(event) = stream.message().await? {
         match event.event {
-            Some(pb::evaluate_event::Event::TextDelta(_)) => {
+            Some(pb::evaluate_event::Event::TextDelta(delta)) => {
                 let now = Instant::now();
                 if let Some(last) = last_text {
                     gaps.push(now - last);
                 }
                 last_text = Some(now);
+                if ttft.is_none() && !is_heading(&delta.text) {
+                    ttft = Some(now - started);
+                }
             }
             Some(pb::evaluate_event::Event::Done(d)) => {
                 anyhow::ensure!(d.message.is_empty(), "the server failed a request: {}", d.message);
@@ -77,10 +83,10 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
         }
     }
     let t = timings.context("the stream ended without a Done event")?;
-    // The time to the first *generated* token comes from the server (`time_to_first_token_ms`: arrival
-    // to the first sampled token), not from the first TextDelta, which in guided mode is heading text;
-    // 0 when nothing was generated (a score-only request): no TTFT to report.
-    let ttft = (t.time_to_first_token_ms > 0.0).then(|| Duration::from_secs_f64(t.time_to_first_token_ms / 1000.0));
+    // A score-only request generates nothing worth a TTFT.
+    if generated == 0 {
+        ttft = None;
+    }
     let server = ServerSide {
         decode_tokens_per_s: t.decode_tokens_per_s,
         image_encode_ms: t.image_encode_ms,
@@ -90,14 +96,18 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
     Ok(Sample { ttft, latency: started.elapsed(), generated, prompt_tokens, gaps, server })
 }
 
+/// Text the server writes between generated pieces: a section heading, sent as a delta of its own.
+fn is_heading(text: &str) -> bool {
+    let text = text.trim();
+    text.is_empty() || text.starts_with("###")
+}
+
 /// The request options every benchmark request uses.
 pub fn request_options(max_tokens: u32, explanation: bool) -> pb::Options {
     pb::Options {
         explanation: Some(explanation),
         max_tokens_per_section: max_tokens,
-        // Heatmaps at a fixed small size: the benchmark measures the model, not PNG encoding.
-        heatmap_width: 64,
-        heatmap_height: 48,
+        // Heatmaps at the server's default size: rendering one is part of what a user waits for.
         seed: Some(0),
         ..Default::default()
     }

@@ -30,7 +30,7 @@ use client::{connect, generated_images, measure, request_options};
 use path::{BenchPath, PathKind};
 use peer::{Peer, PeerSettings, PeerSource};
 pub use report::percentile;
-use report::{compare, table, BenchRow};
+use report::{compare, spread, table, BenchRow};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -54,6 +54,11 @@ pub struct BenchArgs {
     /// http:// URL of one already running.
     #[arg(long, value_name = "PATH|URL")]
     pub llama_server: Option<String>,
+    /// Measure every path this many times per in-flight count, alternating their order from round to
+    /// round (heie, llama-server, then llama-server, heie, ...), so a change in the machine's load
+    /// falls on both sides alike; ratios are taken within a round and summarised with their spread.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Evaluations per setting (default: 3 per request in flight, at least 8), after one warm-up.
     #[arg(long)]
     pub requests: Option<usize>,
@@ -93,6 +98,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
     }
     anyhow::ensure!(args.parallel.iter().all(|p| (1..=64).contains(p)), "--parallel values must be 1..=64");
     anyhow::ensure!(args.requests != Some(0), "--requests must be at least 1");
+    anyhow::ensure!((1..=20).contains(&args.rounds), "--rounds must be 1..=20");
     let mut paths = args.paths.iter().map(|p| BenchPath::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--paths: {e}"))?;
     // HEIE's paths first: the peer is then asked for as many tokens as `heie` generated.
     paths.sort_by_key(|p| p.kind == PathKind::LlamaServer);
@@ -136,23 +142,28 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
             }
         } else {
             for &parallel in &args.parallel {
-                for path in &paths {
-                    let row = match &path.kind {
-                        PathKind::Heie(_) => {
-                            let (row, on) = measure_in_process(&args, path, parallel, &images, &options).await?;
-                            device = on;
-                            row
+                for round in 1..=args.rounds {
+                    // Odd rounds in the given order (HEIE's paths first), even rounds reversed.
+                    let order: Vec<&BenchPath> = if round % 2 == 1 { paths.iter().collect() } else { paths.iter().rev().collect() };
+                    for path in order {
+                        let mut row = match &path.kind {
+                            PathKind::Heie(_) => {
+                                let (row, on) = measure_in_process(&args, path, parallel, &images, &options).await?;
+                                device = on;
+                                row
+                            }
+                            PathKind::LlamaServer => {
+                                let source = peer.as_ref().expect("checked above");
+                                let tokens = peer_max_tokens(&args, &rows, parallel);
+                                measure_peer(&args, source, parallel, &images, tokens).await?
+                            }
+                        };
+                        row.round = round;
+                        if !args.json {
+                            eprintln!("heie bench: {} × {parallel} (round {round}): {:.2} images/s", path.name, row.images_per_s);
                         }
-                        PathKind::LlamaServer => {
-                            let source = peer.as_ref().expect("checked above");
-                            let tokens = peer_max_tokens(&args, &rows, parallel);
-                            measure_peer(&args, source, parallel, &images, tokens).await?
-                        }
-                    };
-                    if !args.json {
-                        eprintln!("heie bench: {} × {parallel}: {:.2} images/s", path.name, row.images_per_s);
+                        rows.push(row);
                     }
-                    rows.push(row);
                 }
             }
         }
@@ -170,6 +181,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", table(&rows));
+        print!("{}", spread(&rows));
     }
     Ok(0)
 }

@@ -41,13 +41,15 @@ pub struct BenchRow {
     pub path: String,
     /// Requests in flight at once (clients), and the server's sequence slots.
     pub in_flight: usize,
+    /// Which round of `--rounds` measured it (1 = the first); ratios compare rows of one round.
+    pub round: usize,
     pub requests: usize,
     pub wall_s: f64,
     pub images_per_s: f64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
-    /// Time to the first generated (sampled) token, from the request's arrival at the server: queue,
-    /// image work and prefill included; server-written heading text does not count.
+    /// Time to the first generated text, as the client saw it (sent to received, for both servers):
+    /// upload, queue, image work and prefill included; server-written heading text does not count.
     pub ttft_p50_ms: f64,
     pub ttft_p95_ms: f64,
     /// Gaps between consecutive pieces of streamed text of a running stream, over every request of
@@ -88,6 +90,7 @@ impl BenchRow {
         BenchRow {
             path: path.to_string(),
             in_flight,
+            round: 1,
             requests: samples.len(),
             wall_s: wall,
             images_per_s: samples.len() as f64 / wall,
@@ -129,12 +132,44 @@ pub fn mean(values: &[f64]) -> f64 {
     }
 }
 
-/// images/s of each row over those of the `base` path's row with the same in-flight count.
+/// Each path's ratios over the rounds, per in-flight count: the median and the range, so a lead is
+/// read with its spread (empty with one round).
+pub fn spread(rows: &[BenchRow]) -> String {
+    let mut out = String::new();
+    if rows.iter().all(|r| r.round <= 1) {
+        return out;
+    }
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for r in rows {
+        if seen.contains(&(r.path.as_str(), r.in_flight)) {
+            continue;
+        }
+        seen.push((r.path.as_str(), r.in_flight));
+        let same = || rows.iter().filter(|o| o.path == r.path && o.in_flight == r.in_flight);
+        for (base, pick) in [(PEER, (|o: &BenchRow| o.vs_llama_server) as fn(&BenchRow) -> Option<f64>), (NO_SPEEDUPS, |o: &BenchRow| o.vs_no_speedups)] {
+            let mut values: Vec<f64> = same().filter_map(pick).collect();
+            if values.is_empty() || r.path == base {
+                continue;
+            }
+            let median = percentile(&mut values, 0.5);
+            let (low, high) = (values[0], values[values.len() - 1]);
+            out.push_str(&format!(
+                "{} ÷ {base} at {} in flight: {median:.2}x median, {low:.2}x to {high:.2}x over {} rounds\n",
+                r.path,
+                r.in_flight,
+                values.len()
+            ));
+        }
+    }
+    out
+}
+
+/// images/s of each row over those of the `base` path's row with the same in-flight count and round.
 fn ratios(rows: &[BenchRow], base: &str) -> Vec<Option<f64>> {
     rows.iter()
         .map(|r| {
             rows.iter()
-                .find(|b| b.path == base && b.in_flight == r.in_flight && b.images_per_s > 0.0)
+                .find(|b| b.path == base && b.in_flight == r.in_flight && b.round == r.round && b.images_per_s > 0.0)
                 .map(|b| r.images_per_s / b.images_per_s)
         })
         .collect()
@@ -160,10 +195,12 @@ pub fn table(rows: &[BenchRow]) -> String {
         "{:<22} {:>6} {:>5} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>5} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7}\n",
         "", "", "", "", "server", "speedups", "ms", "ms", "ms", "ms", "ms", "ms", "tokens", "/req", "", "ms", "ms", "%", "", ""
     ));
+    let rounds = rows.iter().map(|r| r.round).max().unwrap_or(1);
     for r in rows {
+        let path = if rounds > 1 { format!("{} #{}", r.path, r.round) } else { r.path.clone() };
         out.push_str(&format!(
             "{:<22} {:>6} {:>5} {:>8.2} {:>9} {:>9} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.0} {:>5.0} {:>9.1} {:>7.2} {:>7.1} {:>7.2} {:>6} {:>7.2}\n",
-            r.path,
+            path,
             r.in_flight,
             r.requests,
             r.images_per_s,
@@ -214,6 +251,26 @@ mod tests {
         assert_eq!((rows[3].vs_llama_server, rows[3].vs_no_speedups), (None, None), "nothing measured at 4 to compare with");
         assert!((rows[0].gap_p95_ms - 7.0).abs() < 1e-9 && (rows[0].gap_max_ms - 7.0).abs() < 1e-9);
         assert!(table(&rows).contains("1.50x"));
+    }
+
+    #[test]
+    fn rounds_are_compared_within_themselves_and_summarised_with_their_spread() {
+        let in_round = |path: &str, images_per_s: f64, round: usize| BenchRow { round, ..row(path, 4, images_per_s) };
+        let mut rows = vec![
+            in_round("heie", 6.0, 1),
+            in_round(PEER, 4.0, 1),
+            in_round(PEER, 2.0, 2),
+            in_round("heie", 5.0, 2),
+            in_round("heie", 3.0, 3),
+            in_round(PEER, 3.0, 3),
+        ];
+        compare(&mut rows);
+        assert_eq!(rows[0].vs_llama_server, Some(1.5));
+        assert_eq!(rows[3].vs_llama_server, Some(2.5), "round 2's heie over round 2's peer");
+        let text = spread(&rows);
+        assert!(text.contains("heie ÷ llama-server at 4 in flight: 1.50x median, 1.00x to 2.50x over 3 rounds"), "{text}");
+        assert!(table(&rows).contains("heie #2"));
+        assert_eq!(spread(&[row("heie", 1, 1.0)]), "", "one round has no spread to show");
     }
 
     #[test]
