@@ -98,8 +98,7 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
 
 /// Text the server writes between generated pieces: a section heading, sent as a delta of its own.
 fn is_heading(text: &str) -> bool {
-    let text = text.trim();
-    text.is_empty() || text.starts_with("###")
+    text.trim_start().starts_with("###")
 }
 
 /// The request options every benchmark request uses.
