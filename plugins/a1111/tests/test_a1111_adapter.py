@@ -90,7 +90,7 @@ def loaded(monkeypatch: pytest.MonkeyPatch, http_server: HttpServer):  # type: i
                                      NOTHING_AND_SKIP_PREVIOUS_TEXT=SKIP)
     modules.script_callbacks = SimpleNamespace(**{  # type: ignore[attr-defined]
         name: (lambda key: lambda fn: callbacks.__setitem__(key, fn))(name)
-        for name in ("on_ui_settings", "on_before_image_saved", "on_image_saved")})
+        for name in ("on_ui_settings", "on_before_image_saved", "on_image_saved", "on_after_component")})
     gradio = SimpleNamespace(Slider=type("Slider", (_Component,), {}), Radio=type("Radio", (_Component,), {}),
                              Accordion=_Component, Checkbox=_Component, Markdown=_Component, Row=_Component,
                              CheckboxGroup=_Component, update=lambda **kw: kw)
