@@ -151,6 +151,15 @@ _SELECTED_INDEX_JS = "(info, index) => [info, selected_gallery_index()]"
 _FIRST_IMAGE_JS = "(info, index) => [info, -1]"
 
 
+def _listener(js: str) -> dict:  # type: ignore[type-arg]
+    """An event's browser-side function and no progress overlay, in this gradio's words: gradio 3 (A1111)
+    says ``_js`` and False; gradio 4 (Forge) ``js`` and "hidden". Forge renames ``_js`` only on events of a
+    finished component, and the WebUI's info textbox is still being built when the panel is attached."""
+    if int(str(getattr(gr, "__version__", "3")).split(".")[0] or 3) >= 4:
+        return {"js": js, "show_progress": "hidden"}
+    return {"_js": js, "show_progress": False}
+
+
 def _on_after_component(component, **kwargs) -> None:  # type: ignore[no-untyped-def]
     """Under each gallery, the HEIE panel of the selected image (heie_a1111.verdict_panel): refilled when
     a generation ends (its info JSON changes) and when another image is selected (javascript/heie.js
@@ -162,8 +171,8 @@ def _on_after_component(component, **kwargs) -> None:  # type: ignore[no-untyped
     panel = gr.HTML(elem_id=f"heie_verdict_{tab}", elem_classes=f"{CSS_CLASS}-panel")
     index = gr.Number(value=-1, visible=False, elem_id=f"heie_verdict_index_{tab}")
     follow = gr.Button(visible=False, elem_id=f"heie_verdict_button_{tab}")
-    follow.click(fn=_panel, _js=_SELECTED_INDEX_JS, inputs=[component, index], outputs=[panel], show_progress=False)
-    component.change(fn=_panel, _js=_FIRST_IMAGE_JS, inputs=[component, index], outputs=[panel], show_progress=False)
+    follow.click(fn=_panel, inputs=[component, index], outputs=[panel], **_listener(_SELECTED_INDEX_JS))
+    component.change(fn=_panel, inputs=[component, index], outputs=[panel], **_listener(_FIRST_IMAGE_JS))
 
 
 def _panel(generation_info, index) -> str:  # type: ignore[no-untyped-def]

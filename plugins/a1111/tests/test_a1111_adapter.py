@@ -202,3 +202,15 @@ def test_the_generation_choice_wins_over_the_setting(loaded: SimpleNamespace) ->
     loaded.modules.shared.opts.heie_enabled = False  # no choice passed: the setting applies
     _run_image_hooks(script, p, SimpleNamespace(image=image))
     assert not hasattr(p, "heie_state")
+
+
+def test_the_panels_events_use_this_gradios_words(loaded: SimpleNamespace) -> None:
+    # A1111 runs gradio 3 (``_js``, show_progress False); Forge gradio 4, whose events take ``js`` and
+    # "hidden", and which renames ``_js`` only on a finished component's events (the panel is attached to
+    # the WebUI's info textbox while it is being built).
+    assert loaded.module._listener("f") == {"_js": "f", "show_progress": False}
+    loaded.gradio.__version__ = "4.40.0"
+    assert loaded.module._listener("f") == {"js": "f", "show_progress": "hidden"}
+    info = json.dumps({"extra_generation_params": {"HEIE": [{"index": 0, "error": "UNAVAILABLE", "message": "down",
+                                                             "image_positions": [0]}]}})
+    assert "image 1: not judged" in loaded.module._panel(info, 0.0) and loaded.module._panel(info, None) != ""

@@ -40,7 +40,7 @@ try {
   while (Date.now() < deadline) {
     const text = (await bar.count()) ? ((await bar.first().innerText().catch(() => "")) || "") : "";
     if (text && seen.progress[seen.progress.length - 1] !== text) seen.progress.push(text);
-    if (!shot && text.includes("HEIE: judging image 2 of 2")) {
+    if (!shot && text.includes("HEIE: judging image 2 of 2: writing")) {
       // The bar sits on the gallery's top edge: the results column and a margin above it.
       const box = await page.locator("#img2img_results").boundingBox();
       await page.screenshot({ path: join(outDir, `${prefix}-progress.png`),
