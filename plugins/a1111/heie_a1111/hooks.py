@@ -79,20 +79,43 @@ def _prompt(p: Any) -> Optional[str]:
     return prompt if isinstance(prompt, str) else None
 
 
-def _progress_reporter(progress: Callable[[str], None], number: int, what: str = "image") -> Callable[[Event], None]:
+def _progress_reporter(progress: Callable[[str], None], number: int, what: str = "image",
+                       total: int = 0) -> Callable[[Event], None]:
+    """The progress text while an image is judged: which image of how many, the section being written and
+    how many words of explanation have streamed so far, then its score."""
     scored = False
+    words = WordCount()
+    which = f"{what} {number} of {total}" if total > 1 else f"{what} {number}"
 
     def on_event(event: Event) -> None:
         nonlocal scored
         if isinstance(event, Started):
-            progress(f"{PROGRESS_PREFIX}judging {what} {number}")
+            progress(f"{PROGRESS_PREFIX}judging {which}")
         elif isinstance(event, TextDelta):
-            progress(f"{PROGRESS_PREFIX}judging {what} {number}: writing the {event.section.name.lower()}")
+            words.add(event.text)
+            progress(f"{PROGRESS_PREFIX}judging {which}: writing the {event.section.name.lower()}, "
+                     f"{words.count} word{'' if words.count == 1 else 's'} so far")
         elif isinstance(event, Score) and not scored:  # the first score is the verdict; extras follow
             scored = True
             band = event.band
-            progress(f"{PROGRESS_PREFIX}{what} {number} scored {event.score:.3f}{f' ({band})' if band else ''}")
+            progress(f"{PROGRESS_PREFIX}{which} scored {event.score:.3f}{f' ({band})' if band else ''}")
     return on_event
+
+
+class WordCount:
+    """Words in a text that arrives in pieces (a piece may end or start inside a word)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._in_word = False
+
+    def add(self, piece: str) -> None:
+        for char in piece:
+            if char.isspace():
+                self._in_word = False
+            elif not self._in_word:
+                self._in_word = True
+                self.count += 1
 
 
 def begin_job(p: Any, repair_options: Optional[RepairOptions] = None) -> None:
@@ -132,7 +155,8 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
     iteration, position = int(getattr(p, "iteration", 0) or 0), int(getattr(p, "batch_index", 0) or 0)
     job_index = iteration * int(getattr(p, "batch_size", 1) or 1) + position
     report = progress or (lambda text: None)
-    report(f"{PROGRESS_PREFIX}judging image {job_index + 1}")
+    total = int(getattr(p, "n_iter", 1) or 1) * int(getattr(p, "batch_size", 1) or 1)
+    report(f"{PROGRESS_PREFIX}judging image {job_index + 1}" + (f" of {total}" if total > 1 else ""))
     try:
         if cancel_when is not None and cancel_when():  # interrupted before this image: do not even ask
             raise Cancelled("interrupted in the WebUI")
@@ -142,7 +166,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
         client = state.client_for(settings)
         _check_tokens(state, client, settings)
         verdict = judge(client, pp.image, settings, _prompt(p), cancel_when,
-                        on_event=_progress_reporter(report, job_index + 1))
+                        on_event=_progress_reporter(report, job_index + 1, total=total))
     except (HeieError, ValueError) as err:
         refusal = tokens_refusal(err, settings) if isinstance(err, HeieError) else None
         if refusal is not None or isinstance(err, TooManyTokens):
@@ -340,6 +364,7 @@ def _show_overlays(state: RunState, processed: Any, dropped: set[int]) -> None:
         if text is not None:
             overlay.info[INFOTEXT_KEY] = text
         processed.images.append(overlay)
+        state.shown_overlays[id(overlay)] = (overlay, index)
         if aligned:
             infotexts.append(text or "")
 
@@ -350,7 +375,15 @@ def _add_structured(state: RunState, processed: Any) -> None:
     params = getattr(processed, "extra_generation_params", None)
     if not isinstance(params, dict) or not state.outcomes():
         return
-    entries = [{"index": index, **outcome.structured()} for index, outcome in state.outcomes()]
+    positions: dict[int, list[int]] = {}
+    for position, image in enumerate(getattr(processed, "images", None) or []):
+        index = state.shown_job_index(image)
+        if index is not None:
+            positions.setdefault(index, []).append(position)
+    # "image_positions": where in the gallery (and the API's images) the image and its overlay are, so the
+    # verdict panel follows the selected image and an API client pairs each verdict with its picture.
+    entries = [{"index": index, **outcome.structured(), "image_positions": positions.get(index, [])}
+               for index, outcome in state.outcomes()]
     processed.extra_generation_params = {**params, STRUCTURED_KEY: entries}
 
 

@@ -59,7 +59,7 @@ class RunState:
         self._by_slot: dict[Slot, Outcome] = {}
         self._job_index: dict[Slot, int] = {}
         # The image is kept with its verdict so its id() cannot be reused while it is looked up.
-        self._by_image: dict[int, tuple[Any, Verdict, int]] = {}
+        self._by_image: dict[int, tuple[Any, Optional[Verdict], int]] = {}
         self.saved_unjudged: list[SavedFile] = []
         self.judged = 0
         self.tokens_refused: Optional[Exception] = None
@@ -67,6 +67,8 @@ class RunState:
         self.limits_checked = False
         self.overlays: list[tuple[Any, bytes, int]] = []
         """(image, overlay PNG, job index) of each judged image, for the gallery when it shows them."""
+        self.shown_overlays: dict[int, tuple[Any, int]] = {}
+        """id → (overlay image, job index) of each overlay appended to the gallery."""
 
     def client_for(self, settings: Settings) -> Client:
         """The job's client; a new one when the settings changed since (the WebUI reads them per image)."""
@@ -78,8 +80,8 @@ class RunState:
     def record(self, slot: Slot, image: Any, outcome: Outcome, job_index: int) -> None:
         self._by_slot[slot] = outcome
         self._job_index[slot] = job_index
-        if outcome.verdict is not None:
-            self._by_image[id(image)] = (image, outcome.verdict, job_index)
+        # An image that was not judged is kept too (verdict None): the gallery shows its error.
+        self._by_image[id(image)] = (image, outcome.verdict, job_index)
 
     def outcome_at(self, slot: Slot) -> Optional[Outcome]:
         return self._by_slot.get(slot)
@@ -95,6 +97,14 @@ class RunState:
     def job_index_of(self, image: Any) -> Optional[int]:
         entry = self._by_image.get(id(image))
         return entry[2] if entry is not None and entry[0] is image else None
+
+    def shown_job_index(self, image: Any) -> Optional[int]:
+        """The job index of the image a gallery entry shows: a judged image itself, or its overlay."""
+        index = self.job_index_of(image)
+        if index is not None:
+            return index
+        entry = self.shown_overlays.get(id(image))
+        return entry[1] if entry is not None and entry[0] is image else None
 
     def close(self) -> None:
         if self._client is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from heie_client import Client, EvaluateOptions, Event, HeatmapEncoding, HeieError, ProtocolError
+from heie_client.readable_explanation import readable
 from heie_client.result import clip
 from heie_client.verdict_rules import category_name, format_rules, rejected_categories
 
@@ -37,6 +38,8 @@ class Verdict:
     """The ``Reject if`` rules the decision was made against (empty = none)."""
     rejected_by: tuple[str, ...] = ()
     """The categories whose rule a region broke (each once); the image is rejected when any did."""
+    explanation: str = field(default="", repr=False)
+    """The chain of thought as people read it (``[SCORE]`` as the score, ``[MAP]`` pointing to the heatmap)."""
 
     @property
     def score_with_band(self) -> str:
@@ -57,7 +60,8 @@ class Verdict:
         """The verdict for API clients (``Processed.js()``'s ``extra_generation_params``): full score."""
         return {"score": self.score, "band": self.band, "rejected": self.rejected, "threshold": self.threshold or None,
                 "reject_if": format_rules(self.rules) or None, "rejected_categories": list(self.rejected_by),
-                "mode": self.mode, "summary": self.summary, "regions": [region_summary(r) for r in self.regions]}
+                "mode": self.mode, "summary": self.summary, "regions": [region_summary(r) for r in self.regions],
+                "explanation": self.explanation}
 
     def infotext(self) -> dict[str, str]:
         """Entries for the image's infotext (PNG ``parameters``), each said once: the score with the digits
@@ -150,4 +154,5 @@ def judge(client: Client, image: Any, settings: Settings, prompt: Optional[str] 
         regions=regions,
         rules=settings.reject_rules,
         rejected_by=rejected_by,
+        explanation=readable(result.explanation, score_text(result.score, settings.threshold)),
     )

@@ -23,10 +23,12 @@ from modules import images, script_callbacks, scripts, shared  # noqa: E402
 from heie_a1111 import (OPTIONS, Settings, after_image_saved, before_image_saved, begin_job, postprocess,  # noqa: E402
                         postprocess_image)
 from heie_a1111.filename_patterns import PATTERNS  # noqa: E402
+from heie_a1111 import judging_progress  # noqa: E402
 from heie_a1111.hooks import is_own_progress  # noqa: E402
 from heie_a1111.repair import (CATEGORIES, PARAM_CATEGORIES, PARAM_DENOISING, PARAM_MIN_SEVERITY,  # noqa: E402
                                PARAM_PADDING, RepairOptions)
 from heie_a1111.settings import CATEGORY, SECTION  # noqa: E402
+from heie_a1111.verdict_panel import CSS_CLASS, panel_html  # noqa: E402
 
 try:  # A1111 >= 1.7 and Forge: an accordion whose header carries its on/off checkbox (as Hires. fix)
     from modules.ui_components import InputAccordion  # noqa: E402
@@ -126,7 +128,8 @@ def _inpaint(p, image, mask, options: RepairOptions):  # type: ignore[no-untyped
     job = processing.StableDiffusionProcessingImg2Img(**{k: v for k, v in wanted.items() if k in known})
     job.scripts = None
     job.script_args = []
-    processed = processing.process_images(job)
+    with judging_progress.kept_across(shared.state):  # the pass's own sampling and nextjob() are not the bar's
+        processed = processing.process_images(job)
     return processed.images[0] if processed.images else None
 
 
@@ -140,8 +143,49 @@ def _register_filename_patterns() -> None:
         images.FilenameGenerator.replacements[name] = replacement
 
 
+PANEL_AFTER = "generation_info_{tab}"
+"""The WebUI's hidden info JSON under the gallery (txt2img, img2img): the verdict panel goes after it,
+in the same group as the WebUI's infotext, and is drawn from it."""
+# The selected image's gallery index as the WebUI's own infotext button reads it (-1 right after a run).
+_SELECTED_INDEX_JS = "(info, index) => [info, selected_gallery_index()]"
+_FIRST_IMAGE_JS = "(info, index) => [info, -1]"
+
+
+def _listener(js: str) -> dict:  # type: ignore[type-arg]
+    """An event's browser-side function and no progress overlay, in this gradio's words: gradio 3 (A1111)
+    says ``_js`` and False; gradio 4 (Forge) ``js`` and "hidden". Forge renames ``_js`` only on events of a
+    finished component, and the WebUI's info textbox is still being built when the panel is attached."""
+    if int(str(getattr(gr, "__version__", "3")).split(".")[0] or 3) >= 4:
+        return {"js": js, "show_progress": "hidden"}
+    return {"_js": js, "show_progress": False}
+
+
+def _on_after_component(component, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Under each gallery, the HEIE panel of the selected image (heie_a1111.verdict_panel): refilled when
+    a generation ends (its info JSON changes) and when another image is selected (javascript/heie.js
+    clicks the hidden button whenever the WebUI refreshes its own infotext)."""
+    elem_id = kwargs.get("elem_id") or ""
+    tab = next((t for t in ("txt2img", "img2img") if elem_id == PANEL_AFTER.format(tab=t)), None)
+    if tab is None:
+        return
+    panel = gr.HTML(elem_id=f"heie_verdict_{tab}", elem_classes=f"{CSS_CLASS}-panel")
+    index = gr.Number(value=-1, visible=False, elem_id=f"heie_verdict_index_{tab}")
+    follow = gr.Button(visible=False, elem_id=f"heie_verdict_button_{tab}")
+    follow.click(fn=_panel, inputs=[component, index], outputs=[panel], **_listener(_SELECTED_INDEX_JS))
+    component.change(fn=_panel, inputs=[component, index], outputs=[panel], **_listener(_FIRST_IMAGE_JS))
+
+
+def _panel(generation_info, index) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return panel_html(generation_info, int(index) if index is not None else -1)
+    except (TypeError, ValueError, KeyError) as err:  # an info JSON from elsewhere: no panel, never a broken page
+        log.warning("HEIE: verdict panel: %s", err)
+        return ""
+
+
 _register_filename_patterns()
 script_callbacks.on_ui_settings(_on_ui_settings)
+script_callbacks.on_after_component(_on_after_component)
 script_callbacks.on_before_image_saved(_on_before_image_saved)
 script_callbacks.on_image_saved(_on_image_saved)
 
@@ -195,6 +239,11 @@ class HeieScript(scripts.Script):
         options, _ = _repair_options(args) if judged else (None, "")
         begin_job(p, options)
 
+    def before_process_batch(self, p, enabled=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        settings = _settings()
+        if settings is not None and settings.for_generation(enabled).enabled:
+            judging_progress.begin_batch(shared.state, p, int(kwargs.get("batch_number", 0) or 0))
+
     def _judge(self, p, pp, enabled=None, *args):  # type: ignore[no-untyped-def]
         settings = _settings()
         if settings is None:
@@ -203,8 +252,12 @@ class HeieScript(scripts.Script):
         settings = settings.for_generation(enabled)
         if settings.enabled:
             options, problem = _repair_options(args)
-            postprocess_image(p, pp, settings, cancel_when=_interrupted, progress=_progress,
-                              repair_options=options, repair_problem=problem, inpaint=_inpaint)
+            judging_progress.image_started(shared.state, p)
+            try:
+                postprocess_image(p, pp, settings, cancel_when=_interrupted, progress=_progress,
+                                  repair_options=options, repair_problem=problem, inpaint=_inpaint)
+            finally:
+                judging_progress.image_finished(shared.state, p)
 
     # Judge the image the WebUI saves and shows: since v1.8 that is the one after inpainting overlays
     # and colour correction (postprocess_image_after_composite); before, the only hook is earlier.
@@ -223,4 +276,5 @@ class HeieScript(scripts.Script):
         try:
             postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
         finally:
+            judging_progress.end_job(shared.state, p)
             _end_progress()

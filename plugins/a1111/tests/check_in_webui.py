@@ -21,6 +21,11 @@ What it does, printing PASS/FAIL per step:
    the gradio config has their widgets), the
    script is registered, the jobs give correct per-image/grid infotext, the ``heie`` PNG key, unique
    reject names, a rebuilt grid on discard, progress text; and the log has no HEIE traceback;
+   then, with a third server (the reference chain of thought, every decode step slowed by SLOW_STEP_MS), the
+   judging on the progress bar through the real ``/sdapi/v1/img2img`` while ``/sdapi/v1/progress`` is
+   polled, the API entries' readable explanation and gallery positions, and with ``--screenshots`` the page
+   itself (webui_panel_screenshots.mjs): Generate in the img2img tab, the progress bar while image 2 is judged,
+   the verdict panel under the gallery after it and for each gallery image selected;
 4. runs the WebUI's own requirements install (``pip install -r requirements_versions.txt``, what its
    prepare step does) and starts it a second time: the extension still loads and judges.
 The WebUI's config.json is backed up and restored; extensions/heie and extensions/heie-check are removed.
@@ -31,16 +36,25 @@ img2img "Batch from directory" through the WebUI's own img2img path is checked b
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: webui_harness lies beside it
-from webui_harness import EXTENSION, MODEL_STUB, REFERENCE_COT, Report, get_json, free_port, heie_http_server, restored_webui, running_webui, wait_http  # noqa: E402
+from webui_harness import EXTENSION, MODEL_STUB, REFERENCE_COT, REPO, Report, get_json, free_port, heie_http_server, restored_webui, running_webui, wait_http  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests" / "python"))
+from heie_process import STEP_DELAY_VARIABLE  # noqa: E402  (the server's test-only step delay)
+
+SLOW_STEP_MS = 700
+"""Each decode step of the panel-and-progress checks' server lasts this much longer (its test-only hook), so
+an image's judging (about a dozen steps with the reference chain of thought) lasts seconds."""
 
 # The helper extension, run inside the WebUI. It drives the WebUI's real processing pieces in
 # process_images_inner's order and returns what came out, as JSON.
@@ -273,7 +287,10 @@ def score_of(text: str) -> float:
 def webui_checks(report: Report, base: str, heie: str, dead: str, work: Path, label: str, forge: bool = False) -> None:
     registered = get_json(f"{base}/heie-check/options")
     keys = sorted(registered)  # type: ignore[arg-type]
-    report.check(f"{label}: the WebUI has the heie_* options", len(keys) == 11, ", ".join(keys))
+    sys.path.insert(0, str(EXTENSION))
+    from heie_a1111.settings import OPTIONS  # the extension's own list (stdlib-only imports)
+
+    report.check(f"{label}: the WebUI has the heie_* options", keys == sorted(o.key for o in OPTIONS), ", ".join(keys))
     categories = get_json(f"{base}/heie-check/categories")
     report.check(f"{label}: the HEIE settings are in the category Postprocessing, not Uncategorized",
                  set(categories.values()) == {"postprocessing"}, json.dumps(categories))  # type: ignore[union-attr]
@@ -511,6 +528,82 @@ def repair_checks(report: Report, base: str, heie: str, work: Path, label: str) 
     return shown
 
 
+def panel_and_progress_checks(report: Report, base: str, slow: str, work: Path, label: str,
+                              screenshots: Path | None, shot_prefix: str) -> None:
+    """The judging on the WebUI's own progress bar and the verdict panel under the gallery, with ``slow``, a
+    server fed the reference chain of thought (a hand, a sign: an explanation and two regions per image) whose
+    every decode step is slowed, so each image's judging lasts seconds. Through the real ``/sdapi/v1/img2img``
+    (sampler stubbed) while ``/sdapi/v1/progress`` is polled; then, with ``screenshots``, in the page itself
+    (webui_panel_screenshots.mjs: Generate in the img2img tab, the gallery's images selected in turn)."""
+    opts = {"heie_address": slow, "heie_explanation": True, "heie_max_tokens": 0, "heie_timeout": 300.0,
+            "heie_threshold": 0.99, "heie_reject_if": "", "heie_reject_action": "keep", "heie_overlay_in_gallery": False,
+            "heie_save_overlay": False}
+    polled: list[dict] = []
+    done: dict = {}
+
+    def generate() -> None:
+        done.update(_img2img(base, work / f"{label}-progress", [True], opts, seed=4, batch_size=2))
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    while worker.is_alive():
+        reply = get_json(f"{base}/sdapi/v1/progress?skip_current_image=true")
+        polled.append({"progress": reply["progress"], "text": reply.get("textinfo") or "", **{
+            k: reply["state"].get(k) for k in ("job_no", "job_count", "sampling_step", "sampling_steps")}})
+        time.sleep(0.2)
+    worker.join()
+    judging = [s for s in polled if s["text"].startswith("HEIE: judging image ")]
+    first = [s["progress"] for s in judging if s["text"].startswith("HEIE: judging image 1 of 2")]
+    second = [s["progress"] for s in judging if s["text"].startswith("HEIE: judging image 2 of 2")]
+    report.check(f"{label}: while judging, the WebUI's progress bar stands short of 100 % and moves on per image",
+                 bool(first) and bool(second) and max(first) < min(second) < 1.0 and
+                 [s["progress"] for s in judging] == sorted(s["progress"] for s in judging),
+                 f"image 1 at {sorted(set(first))[:3]}, image 2 at {sorted(set(second))[:3]}; "
+                 f"state {judging[-1] if judging else polled[-1:]}")
+    words = [s["text"] for s in judging if s["text"].endswith(" so far")]
+    report.check(f"{label}: the progress text says which image of how many and the words written so far",
+                 bool(words), (words or [s["text"] for s in judging] or ["none"])[-1][:200])
+    after = get_json(f"{base}/sdapi/v1/progress?skip_current_image=true")
+    state = after["state"]
+    # The WebUI's state.end() zeroes job_count when the job ends (webui_loop's tests check job_no == job_count then).
+    report.check(f"{label}: after the job the bar is the WebUI's idle one (no HEIE text, its state ended)",
+                 not after.get("textinfo") and state.get("job_count") == 0,
+                 f"textinfo {after.get('textinfo')!r}, job {state.get('job_no')}/{state.get('job_count')}")
+    entries = done.get("info", {}).get("extra_generation_params", {}).get("HEIE", [])
+    readable = [e.get("explanation", "") for e in entries]
+    report.check(f"{label}: the API's entries carry the readable explanation and each image's gallery position",
+                 len(entries) == 2 and all(t and "[MAP]" not in t and "[SCORE]" not in t and "<ref>" not in t for t in readable)
+                 and [e.get("image_positions") for e in entries] == [[1], [2]],
+                 json.dumps([{"image_positions": e.get("image_positions"), "explanation": e.get("explanation", "")[:80]}
+                             for e in entries])[:400])
+    if screenshots is None:
+        return
+    init = work / f"{label}-init.png"
+    init.write_bytes(base64.b64decode(_png_b64(5)))
+    get_json(f"{base}/heie-check/prepare-repair", {"opts": {**opts, "outdir_img2img_samples": str(work / f"{label}-page")}})
+    shot = subprocess.run(["node", str(Path(__file__).with_name("webui_panel_screenshots.mjs")), base, str(init),
+                           str(screenshots), shot_prefix], capture_output=True, text=True, timeout=600)
+    try:
+        seen = json.loads(shot.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        report.check(f"{label}: the page ran Generate with the panel and progress", False, (shot.stdout + shot.stderr)[-800:])
+        return
+    progress = [t for t in seen["progress"] if "HEIE: judging image" in t]
+    report.check(f"{label}: page: the progress bar showed the judging (screenshot {shot_prefix}-progress.png)",
+                 seen.get("progress_shot") is True and bool(progress), " | ".join(progress[-3:])[:300])
+    panels = seen["panels"]
+    first_text, second_text = panels.get("after_generate", ""), panels.get("second_image", "")
+    report.check(f"{label}: page: after Generate the panel under the gallery shows image 1's score, band, regions, explanation",
+                 first_text.startswith("HEIE image 1: score") and "the left hand" in first_text and "hand" in first_text
+                 and "Explanation" in first_text and "[SCORE]" not in first_text and "[MAP]" not in first_text,
+                 first_text[:300].replace("\n", " / "))
+    report.check(f"{label}: page: selecting the second image shows its verdict, the grid says it has none",
+                 second_text.startswith("HEIE image 2: score") and "the grid has none" in panels.get("grid", "")
+                 and panels.get("first_image", "").startswith("HEIE image 1: score"),
+                 f"{seen.get('thumbnails')} thumbnails; " + " | ".join(f"{k}: {v[:60]}" for k, v in panels.items()).replace("\n", " / "))
+    report.check(f"{label}: page: no uncaught error on the page", not seen["page_errors"], " | ".join(seen["page_errors"])[:400])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="check the HEIE extension in a real AUTOMATIC1111 WebUI")
     parser.add_argument("--webui", type=Path, required=True)
@@ -520,6 +613,8 @@ def main() -> int:
     parser.add_argument("--screenshots", type=Path, default=None, metavar="DIR",
                         help="after the first start's checks, screenshot the accordion and a repaired image's PNG Info "
                              "into DIR (node and tests/browser's playwright-core)")
+    parser.add_argument("--shot-prefix", default="webui", help="the panel and progress screenshots' names: PREFIX-explanation.png, "
+                        "PREFIX-progress.png (e.g. forge for a Forge run)")
     parser.add_argument("--launch-arg", action="append", default=[], metavar="ARG",
                         help="one more argument of the WebUI's launch.py (repeat it), e.g. --launch-arg=--always-cpu for Forge")
     args = parser.parse_args()
@@ -531,10 +626,14 @@ def main() -> int:
     with heie_http_server(args.heie_bin, work / "heie-serve.log") as (server, heie), \
             heie_http_server(args.heie_bin, work / "heie-serve-regions.log",
                              env={"HEIE_FAULT_REFERENCE_COT": str(REFERENCE_COT)}) as (grounding_server, grounding), \
+            heie_http_server(args.heie_bin, work / "heie-serve-slow.log",
+                             env={"HEIE_FAULT_REFERENCE_COT": str(REFERENCE_COT), STEP_DELAY_VARIABLE: str(SLOW_STEP_MS)}) \
+            as (slow_server, slow), \
             restored_webui(webui, ("heie", "heie-check")):
         report.check("heie serve --http is up", wait_http(f"http://{heie}/healthz", 120, server))
         report.check("heie serve --http flagging the reference chain of thought's regions is up (a fault-injection build)",
                      wait_http(f"http://{grounding}/healthz", 120, grounding_server))
+        report.check("a slowed heie serve --http with the reference chain of thought is up", wait_http(f"http://{slow}/healthz", 120, slow_server))
         sys.path.insert(0, str(EXTENSION / "tools"))
         import export_repo
 
@@ -575,6 +674,8 @@ def main() -> int:
                     webui_checks(report, f"http://127.0.0.1:{port}", heie, f"127.0.0.1:{free_port()}", work, f"start {start}",
                                  forge=(webui / "modules_forge").is_dir())
                     shown = repair_checks(report, f"http://127.0.0.1:{port}", grounding, work, f"start {start}")
+                    panel_and_progress_checks(report, f"http://127.0.0.1:{port}", slow, work, f"start {start}",
+                                              args.screenshots if start == 1 else None, args.shot_prefix)
                     if args.screenshots is not None and start == 1:
                         args.screenshots.mkdir(parents=True, exist_ok=True)
                         shot = subprocess.run(["node", str(Path(__file__).with_name("webui_screenshot.mjs")),

@@ -90,7 +90,7 @@ def loaded(monkeypatch: pytest.MonkeyPatch, http_server: HttpServer):  # type: i
                                      NOTHING_AND_SKIP_PREVIOUS_TEXT=SKIP)
     modules.script_callbacks = SimpleNamespace(**{  # type: ignore[attr-defined]
         name: (lambda key: lambda fn: callbacks.__setitem__(key, fn))(name)
-        for name in ("on_ui_settings", "on_before_image_saved", "on_image_saved")})
+        for name in ("on_ui_settings", "on_before_image_saved", "on_image_saved", "on_after_component")})
     gradio = SimpleNamespace(Slider=type("Slider", (_Component,), {}), Radio=type("Radio", (_Component,), {}),
                              Accordion=_Component, Checkbox=_Component, Markdown=_Component, Row=_Component,
                              CheckboxGroup=_Component, update=lambda **kw: kw)
@@ -202,3 +202,15 @@ def test_the_generation_choice_wins_over_the_setting(loaded: SimpleNamespace) ->
     loaded.modules.shared.opts.heie_enabled = False  # no choice passed: the setting applies
     _run_image_hooks(script, p, SimpleNamespace(image=image))
     assert not hasattr(p, "heie_state")
+
+
+def test_the_panels_events_use_this_gradios_words(loaded: SimpleNamespace) -> None:
+    # A1111 runs gradio 3 (``_js``, show_progress False); Forge gradio 4, whose events take ``js`` and
+    # "hidden", and which renames ``_js`` only on a finished component's events (the panel is attached to
+    # the WebUI's info textbox while it is being built).
+    assert loaded.module._listener("f") == {"_js": "f", "show_progress": False}
+    loaded.gradio.__version__ = "4.40.0"
+    assert loaded.module._listener("f") == {"js": "f", "show_progress": "hidden"}
+    info = json.dumps({"extra_generation_params": {"HEIE": [{"index": 0, "error": "UNAVAILABLE", "message": "down",
+                                                             "image_positions": [0]}]}})
+    assert "image 1: not judged" in loaded.module._panel(info, 0.0) and loaded.module._panel(info, None) != ""

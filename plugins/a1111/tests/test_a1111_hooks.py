@@ -63,8 +63,8 @@ def test_each_image_carries_its_own_verdict_and_the_grid_none(http_server: HttpS
     assert not any(k.startswith("HEIE") or k == "heie" for k in grid), grid
     assert "heie" not in _png_text(run.grid_file) and _png_text(run.grid_file)["parameters"] == grid_text
     assert not any(callable(v) for v in run.p.extra_generation_params.values()), "entries removed after the job"
-    assert [t for t in progress if t.startswith("HEIE: judging image ")][:1] == ["HEIE: judging image 1"]
-    assert any("image 4 scored" in t for t in progress) and any("writing the" in t for t in progress)
+    assert [t for t in progress if t.startswith("HEIE: judging image ")][:1] == ["HEIE: judging image 1 of 4"]
+    assert any("image 4 of 4 scored" in t for t in progress) and any("writing the" in t for t in progress)
 
 
 def test_an_image_the_server_failed_carries_its_error_and_no_stale_score(http_server: HttpServer, free_address: str,

@@ -53,7 +53,8 @@ def test_export_has_the_install_from_url_layout(tmp_path: Path) -> None:
     files = export_repo.export(tmp_path / "heie-a1111")
     names = {str(f) for f in files}
     assert "scripts/heie.py" in names and "heie_a1111/__init__.py" in names and "README.md" in names
-    assert {p.parts[0] for p in files} <= {"scripts", "heie_a1111", "heie_client", "README.md", "LICENSE"}
+    assert "javascript/heie.js" in names and "style.css" in names, "the verdict panel's script and style (the WebUI loads both)"
+    assert {p.parts[0] for p in files} <= {"scripts", "javascript", "heie_a1111", "heie_client", "style.css", "README.md", "LICENSE"}
     assert not any("__pycache__" in p.parts or p.parts[0] in ("tests", "tools") for p in files)
     for name in ("heie_a1111/hooks.py", "scripts/heie.py", "heie_client/client.py", "heie_client/http_transport/sse.py"):
         assert (tmp_path / "heie-a1111" / name).read_bytes() == (EXTENSION / name).read_bytes()

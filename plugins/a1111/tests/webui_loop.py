@@ -10,6 +10,10 @@ in the folder (``00000-SEED.png``, ``grid-0000.png``).
 ``batch_from_directory`` is img2img's "Batch from directory" (modules/img2img.py ``process_batch``):
 one processing object for the whole folder, and one ``process_images(p)`` per input image, each a
 complete job with its own hooks, grid and ``postprocess``.
+With a :class:`ProgressState` (``shared.state``'s progress fields) the loop also drives the progress bar
+as the WebUI does (``job_count`` set once the job's batches are known, ``nextjob()`` when a batch's sampling
+ends, before its images are post-processed) and calls the adapter's judging-progress hooks where
+scripts/heie.py does (``before_process_batch``, around each judged image, ``postprocess``).
 The real WebUI runs the single-job sequence in plugins/a1111/tests/check_in_webui.py."""
 
 from __future__ import annotations
@@ -23,9 +27,37 @@ from typing import Any, Callable, Iterator, Optional
 
 from PIL import Image, PngImagePlugin
 
-from heie_a1111 import Settings, after_image_saved, before_image_saved, begin_job, postprocess, postprocess_image
+from heie_a1111 import Settings, after_image_saved, before_image_saved, begin_job, judging_progress, postprocess, postprocess_image
 from heie_a1111.hooks import STATE_ATTR, Inpaint
 from heie_a1111.repair import RepairOptions
+
+
+SAMPLING_STEPS = 20
+
+
+class ProgressState:
+    """The progress fields of the WebUI's ``shared.state`` (modules/shared_state.py) after ``begin()``, and
+    the fraction its progress API computes from them (modules/progress.py), with the text beside it."""
+
+    def __init__(self) -> None:
+        self.job_count, self.job_no, self.sampling_step, self.sampling_steps = -1, 0, 0, 0
+        self.textinfo: Optional[str] = None
+        self.seen: list[tuple[float, str]] = []
+        """(fraction, text) each time the extension wrote a progress text: what a poll would have shown."""
+
+    def nextjob(self) -> None:
+        self.job_no += 1
+        self.sampling_step = 0
+
+    def fraction(self) -> float:
+        done = self.job_no / self.job_count if self.job_count > 0 else 0.0
+        if self.sampling_steps > 0 and self.job_count > 0:
+            done += 1 / self.job_count * self.sampling_step / self.sampling_steps
+        return min(done, 1.0)
+
+    def show(self, text: str) -> None:
+        self.textinfo = text
+        self.seen.append((self.fraction(), text))
 
 
 @dataclass(frozen=True)
@@ -133,21 +165,33 @@ def new_p(folder: Path, batch_size: int, n_iter: int) -> SimpleNamespace:
 
 def process_images(p: Any, images: list[list[Image.Image]], settings_for: Callable[[int], Settings], *,
                    opts: Opts = Opts(), progress: Optional[list[str]] = None,
-                   repair_options: Optional[RepairOptions] = None, inpaint: Optional[Inpaint] = None) -> Run:
-    """One ``process_images(p)``: ``images[n][i]`` is image i of batch n (the WebUI's decoded samples)."""
+                   repair_options: Optional[RepairOptions] = None, inpaint: Optional[Inpaint] = None,
+                   bar: Optional[ProgressState] = None) -> Run:
+    """One ``process_images(p)``: ``images[n][i]`` is image i of batch n (the WebUI's decoded samples).
+    With ``bar`` the progress texts go to it (``bar.seen``) instead of ``progress``."""
     folder, grids = Path(p.outpath_samples), Path(p.outpath_grids)
     batch_size = p.batch_size
     begin_job(p, repair_options)  # the scripts' ``process`` hook, before the first batch
+    if bar is not None and bar.job_count == -1:
+        bar.job_count = p.n_iter
+    report = bar.show if bar is not None else progress.append if progress is not None else None
     output, infotexts, files = [], [], []
     for n, batch in enumerate(images):
         p.iteration = n
         p.prompts = p.all_prompts[n * batch_size:(n + 1) * batch_size]
+        if bar is not None:
+            judging_progress.begin_batch(bar, p, n)  # the adapter's before_process_batch
+            bar.sampling_steps = bar.sampling_step = SAMPLING_STEPS  # the batch's sampling is done
+            bar.nextjob()
         for i, sample in enumerate(batch):
             p.batch_index = i
             pp = SimpleNamespace(image=sample)
-            postprocess_image(p, pp, settings_for(n * batch_size + i),
-                              progress=progress.append if progress is not None else None,
+            if bar is not None:
+                judging_progress.image_started(bar, p)
+            postprocess_image(p, pp, settings_for(n * batch_size + i), progress=report,
                               repair_options=repair_options, inpaint=inpaint)
+            if bar is not None:
+                judging_progress.image_finished(bar, p)
             text = create_infotext(p, index=i)
             name = f"{next_number(folder):05d}-{p.all_seeds[n * batch_size + i]}.png"
             files.append(save(pp.image, folder / name, text, p))
@@ -171,19 +215,24 @@ def process_images(p: Any, images: list[list[Image.Image]], settings_for: Callab
                                 all_prompts=list(p.all_prompts), all_seeds=list(p.all_seeds),
                                 extra_generation_params=p.extra_generation_params)  # the WebUI's is p's dict
     state = getattr(p, STATE_ATTR, None)
-    postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
+    try:
+        postprocess(p, processed, make_grid=make_grid, save_grid=save_grid)
+    finally:
+        if bar is not None:
+            judging_progress.end_job(bar, p)
     return Run(p, processed, files, grid_file, grid_text, progress if progress is not None else [], state)
 
 
 def generate(images: list[list[Image.Image]], settings: Settings, folder: Path, *, opts: Opts = Opts(),
              progress: Optional[list[str]] = None,
              settings_for: Optional[Callable[[int], Settings]] = None,
-             repair_options: Optional[RepairOptions] = None, inpaint: Optional[Inpaint] = None) -> Run:
+             repair_options: Optional[RepairOptions] = None, inpaint: Optional[Inpaint] = None,
+             bar: Optional[ProgressState] = None) -> Run:
     """Runs one job (txt2img, or img2img of one image) with a processing object of its own."""
     folder.mkdir(parents=True, exist_ok=True)
     p = new_p(folder, len(images[0]), len(images))
     return process_images(p, images, settings_for or (lambda _: settings), opts=opts, progress=progress,
-                          repair_options=repair_options, inpaint=inpaint)
+                          repair_options=repair_options, inpaint=inpaint, bar=bar)
 
 
 def batch_from_directory(inputs: list[list[list[Image.Image]]], folder: Path,

@@ -15,6 +15,7 @@ const [base, savedPng, outDir] = process.argv.slice(2);
 const context = await launchChromium(mkdtempSync(join(tmpdir(), "heie-webui-shot-")), process.env.CHROMIUM || "/usr/bin/chromium");
 try {
   const page = await context.newPage();
+  page.on("pageerror", (err) => console.log(`page error: ${err.message} @ ${(err.stack || "").split("\n")[1] || ""}`.trim()));
   await page.setViewportSize({ width: 1400, height: 1400 });
   await page.goto(base, { waitUntil: "domcontentloaded", timeout: 300000 });
   const accordion = page.locator("#heie_txt2img_enabled");

@@ -21,7 +21,7 @@ from pathlib import Path
 
 EXTENSION = Path(__file__).resolve().parents[1]
 REPO = EXTENSION.parents[1]
-SHIPPED = ("scripts", "heie_a1111", "heie_client", "README.md")
+SHIPPED = ("scripts", "javascript", "heie_a1111", "heie_client", "style.css", "README.md")
 """What the WebUI needs; tests and tools stay in the monorepo (they need its server and fixtures).
 ``heie_client`` is a link to ``plugins/python/src/heie_client`` here: the export copies the package's
 source at export time, so the extension never carries a hand-kept copy."""
