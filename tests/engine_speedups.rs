@@ -114,6 +114,7 @@ fn an_image_judged_again_takes_its_cells_and_features_from_the_cache_and_gives_t
     assert_eq!(metrics.image_cache_hits.load(Ordering::Relaxed), tiles);
     assert_eq!(metrics.image_cache_image_misses.load(Ordering::Relaxed), 1);
     assert_eq!(metrics.image_cache_image_hits.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.image_cache_prompt_hits.load(Ordering::Relaxed), 1, "the first token came from saved logits");
     assert!(metrics.image_cache_bytes.load(Ordering::Relaxed) > 0);
 
     // The same computation as without any cache, and bit for bit the first evaluation's.
@@ -125,8 +126,28 @@ fn an_image_judged_again_takes_its_cells_and_features_from_the_cache_and_gives_t
     assert_eq!(first.heatmap().unwrap().map, second.heatmap().unwrap().map);
     assert_eq!(first.tokens.image, second.tokens.image, "the restored image counts its tokens");
 
-    // While the first of two identical images is still being computed, the second is too (nothing
-    // to restore yet); both finish with the same result, and the image is cached once more.
+    // The same image with the client's generation prompt: the image comes from the cache, the prompt
+    // after it is computed, and the result is what an engine without a cache gives.
+    let prompted = |evaluator: &Evaluator| {
+        let options = EvalOptions {
+            max_tokens_per_section: 10,
+            emit_captures: true,
+            generation_prompt: Some("a woman holding a sign".into()),
+            ..Default::default()
+        };
+        let (_, events) = evaluator.evaluate(&test_image(1024, 768), options).expect("evaluation starts");
+        EvalResult::collect(events, |_| {})
+    };
+    let with_prompt = prompted(&cached);
+    assert_eq!(with_prompt.error, None);
+    assert!(with_prompt.timings.image_cached);
+    assert_eq!(metrics.image_cache_image_hits.load(Ordering::Relaxed), 2);
+    assert_eq!(metrics.image_cache_prompt_hits.load(Ordering::Relaxed), 1, "another prompt: computed after the image");
+    assert_same_computation(&with_prompt, &prompted(&uncached), "cached image, another prompt");
+    assert!(with_prompt.tokens.prompt > second.tokens.prompt);
+
+    // Two identical images at once: whichever finds nothing saved yet computes, the other may take
+    // what the first saved; both give the same result, and so does the image judged once more.
     let options = EvalOptions { max_tokens_per_section: 10, emit_captures: true, ..Default::default() };
     let fresh = evaluator(SpeedUps::ALL);
     let streams: Vec<_> = (0..2).map(|_| fresh.evaluate(&test_image(1024, 768), options.clone()).expect("starts").1).collect();
@@ -135,8 +156,11 @@ fn an_image_judged_again_takes_its_cells_and_features_from_the_cache_and_gives_t
         assert_eq!(result.error, None);
         assert_same_computation(&result, &reference, "the same image twice at once");
     }
+    let prompt_hits = || fresh.engine().metrics().image_cache_prompt_hits.load(Ordering::Relaxed);
+    let before = prompt_hits();
     let after = run(&fresh);
     assert!(after.timings.image_cached);
+    assert_eq!(prompt_hits(), before + 1);
     assert_same_computation(&after, &reference, "restored after two concurrent first evaluations");
 
     // Other pixels are another image: encoded, not taken from the cache.

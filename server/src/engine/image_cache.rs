@@ -4,11 +4,14 @@
 //! makes a repeat nearly free, so ours must too. Two kinds of entry share one byte budget
 //! (`--image-cache-mb`) and one least-recently-used order:
 //!
-//! - **Images**: the KV cells of a sequence that holds the shared prompt prefix followed by a whole
-//!   image (saved from llama.cpp into host memory), with each tile's features for the heads. A hit
-//!   skips both the vision tower and the image's prefill: the sequence goes on from the end of the
-//!   image. Keyed by the prefix's tokens and every tile's key, in order, so a different prompt or
-//!   tiling is a different image.
+//! - **Sequences**: the KV cells of a sequence that holds the shared prompt prefix followed by a whole
+//!   image (saved from llama.cpp into host memory), with each tile's features for the heads; and the
+//!   same sequence further on, after each piece of forced text that follows the image up to the first
+//!   generated token (the instruction, the client's prompt, the answer's opening), with the logits
+//!   its last token left. A hit skips the vision tower, the image's prefill and that text: judged
+//!   again with the same prompt, an image's first token is sampled straight from the saved logits.
+//!   Keyed by the prefix's tokens, every tile's key in order, and each piece of text since, so a
+//!   different prompt or tiling is a different entry.
 //! - **Tiles**: one tile's features (the vision tower's output). A hit skips the tile's encode; used
 //!   where the image entry misses (another prompt, an image evicted while its tiles were not).
 //!
@@ -26,43 +29,46 @@ use super::runtime::{TileBitmap, Token};
 
 /// A tile's identity: its size and pixels.
 pub type TileKey = (u64, u64);
-/// An image's identity in a sequence: the prefix before it and its tiles.
-pub type ImageKey = (u64, u64);
+/// What a sequence holds: the prefix, the image's tiles and the text since, hashed together.
+pub type StateKey = (u64, u64);
 
-/// A sequence as it stood at the end of an image: what a hit restores.
-pub struct CachedImage {
-    /// The sequence's KV cells (prefix and image), as the runtime saved them.
+/// A sequence as it stood at the end of its image, or of a piece of text after it: what a hit restores.
+pub struct CachedState {
+    /// The sequence's KV cells, as the runtime saved them.
     pub cells: Vec<u8>,
-    /// The sequence's length after the image.
+    /// The sequence's length.
     pub positions: i32,
-    /// Each tile's features, in tile order (the heads read them).
+    /// Each tile's features, in tile order (the heads read them); at the end of the image only.
     pub features: Vec<Arc<Vec<f32>>>,
-    /// Embedding rows the image put into the sequence.
+    /// Embedding rows the image put into the sequence; at the end of the image only.
     pub image_tokens: u32,
+    /// The logits after the last token of a piece of text (where the next generation samples from).
+    pub logits: Option<Vec<f32>>,
 }
 
-impl CachedImage {
+impl CachedState {
     pub fn bytes(&self) -> usize {
-        self.cells.len() + self.features.iter().map(|f| feature_bytes(f)).sum::<usize>()
+        let logits = self.logits.as_deref().map_or(0, std::mem::size_of_val);
+        self.cells.len() + self.features.iter().map(|f| feature_bytes(f)).sum::<usize>() + logits
     }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Tile(TileKey),
-    Image(ImageKey),
+    State(StateKey),
 }
 
 enum Value {
     Tile(Arc<Vec<f32>>),
-    Image(Arc<CachedImage>),
+    State(Arc<CachedState>),
 }
 
 impl Value {
     fn bytes(&self) -> usize {
         match self {
             Value::Tile(f) => feature_bytes(f),
-            Value::Image(image) => image.bytes(),
+            Value::State(state) => state.bytes(),
         }
     }
 }
@@ -80,7 +86,7 @@ struct Entry {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Evicted {
     pub tiles: u64,
-    pub images: u64,
+    pub states: u64,
 }
 
 pub struct ImageCache {
@@ -130,8 +136,8 @@ impl ImageCache {
         })
     }
 
-    /// The key of an image that follows `prefix` at the start of a sequence.
-    pub fn image_key(&self, prefix: &[Token], tiles: &[TileKey]) -> ImageKey {
+    /// The key of a sequence holding `prefix` and then an image of these tiles.
+    pub fn image_key(&self, prefix: &[Token], tiles: &[TileKey]) -> StateKey {
         self.digest(|h| {
             h.write_usize(prefix.len());
             for t in prefix {
@@ -141,6 +147,18 @@ impl ImageCache {
             for (a, b) in tiles {
                 h.write_u64(*a);
                 h.write_u64(*b);
+            }
+        })
+    }
+
+    /// The key of the sequence `key` describes with `text` appended.
+    pub fn text_key(&self, key: StateKey, text: &[Token]) -> StateKey {
+        self.digest(|h| {
+            h.write_u64(key.0);
+            h.write_u64(key.1);
+            h.write_usize(text.len());
+            for t in text {
+                h.write_i32(*t);
             }
         })
     }
@@ -159,28 +177,28 @@ impl ImageCache {
     pub fn tile(&mut self, key: TileKey) -> Option<Arc<Vec<f32>>> {
         match self.get(Key::Tile(key))? {
             Value::Tile(f) => Some(f.clone()),
-            Value::Image(_) => None,
+            Value::State(_) => None,
         }
     }
 
-    /// A sequence saved at the end of this image before, marking it as just used.
-    pub fn image(&mut self, key: ImageKey) -> Option<Arc<CachedImage>> {
-        match self.get(Key::Image(key))? {
-            Value::Image(image) => Some(image.clone()),
+    /// A sequence saved as `key` before, marking it as just used.
+    pub fn state(&mut self, key: StateKey) -> Option<Arc<CachedState>> {
+        match self.get(Key::State(key))? {
+            Value::State(state) => Some(state.clone()),
             Value::Tile(_) => None,
         }
     }
 
-    /// Whether an image of this many bytes would be kept (callers skip saving one that would not).
+    /// Whether a value of this many bytes would be kept.
     pub fn would_keep(&self, bytes: usize) -> bool {
         self.enabled() && bytes <= self.budget_bytes
     }
 
-    /// The most bytes of KV cells an image whose tiles' features take `feature_bytes` may have and
-    /// still be kept (the runtime does not copy cells that would not be).
-    pub fn room_for(&self, feature_bytes: usize) -> usize {
+    /// The most bytes of KV cells a state whose other parts (features, logits) take `other_bytes` may
+    /// have and still be kept (the runtime does not copy cells that would not be).
+    pub fn room_for(&self, other_bytes: usize) -> usize {
         if self.enabled() {
-            self.budget_bytes.saturating_sub(feature_bytes)
+            self.budget_bytes.saturating_sub(other_bytes)
         } else {
             0
         }
@@ -190,8 +208,8 @@ impl ImageCache {
         self.insert(Key::Tile(key), Value::Tile(features))
     }
 
-    pub fn insert_image(&mut self, key: ImageKey, image: CachedImage) -> Evicted {
-        self.insert(Key::Image(key), Value::Image(Arc::new(image)))
+    pub fn insert_state(&mut self, key: StateKey, state: CachedState) -> Evicted {
+        self.insert(Key::State(key), Value::State(Arc::new(state)))
     }
 
     /// Keeps a value, evicting the least recently used entries to stay in budget. A value larger than
@@ -215,7 +233,7 @@ impl ImageCache {
             self.used_bytes -= gone.value.bytes();
             match oldest {
                 Key::Tile(_) => evicted.tiles += 1,
-                Key::Image(_) => evicted.images += 1,
+                Key::State(_) => evicted.states += 1,
             }
         }
         evicted
@@ -234,8 +252,8 @@ mod tests {
         Arc::new(vec![value; n])
     }
 
-    fn image(cell_bytes: usize, tile_features: &[Arc<Vec<f32>>]) -> CachedImage {
-        CachedImage { cells: vec![7; cell_bytes], positions: 10, features: tile_features.to_vec(), image_tokens: 8 }
+    fn image(cell_bytes: usize, tile_features: &[Arc<Vec<f32>>]) -> CachedState {
+        CachedState { cells: vec![7; cell_bytes], positions: 10, features: tile_features.to_vec(), image_tokens: 8, logits: None }
     }
 
     #[test]
@@ -254,12 +272,14 @@ mod tests {
         let mut cache = ImageCache::new(1 << 20);
         let (a, b) = (cache.tile_key(&tile(1)), cache.tile_key(&tile(2)));
         let key = cache.image_key(&[1, 2, 3], &[a, b]);
-        cache.insert_image(key, image(100, &[features(8, 1.0)]));
-        assert_eq!(cache.image(cache.image_key(&[1, 2, 3], &[a, b])).map(|i| i.positions), Some(10));
-        assert!(cache.image(cache.image_key(&[1, 2, 4], &[a, b])).is_none(), "another prompt");
-        assert!(cache.image(cache.image_key(&[1, 2, 3], &[b, a])).is_none(), "tiles in another order");
-        assert!(cache.image(cache.image_key(&[1, 2, 3], &[a])).is_none(), "another tiling");
+        cache.insert_state(key, image(100, &[features(8, 1.0)]));
+        assert_eq!(cache.state(cache.image_key(&[1, 2, 3], &[a, b])).map(|i| i.positions), Some(10));
+        assert!(cache.state(cache.image_key(&[1, 2, 4], &[a, b])).is_none(), "another prompt");
+        assert!(cache.state(cache.image_key(&[1, 2, 3], &[b, a])).is_none(), "tiles in another order");
+        assert!(cache.state(cache.image_key(&[1, 2, 3], &[a])).is_none(), "another tiling");
         assert!(cache.tile(a).is_none(), "an image entry is not a tile entry");
+        let text = cache.text_key(key, &[5, 6]);
+        assert!(text != key && text != cache.text_key(key, &[5]) && text == cache.text_key(key, &[5, 6]));
     }
 
     #[test]
@@ -269,22 +289,25 @@ mod tests {
         let (t1, t2, t3) = (cache.tile_key(&tile(1)), cache.tile_key(&tile(2)), cache.tile_key(&tile(3)));
         let i1 = cache.image_key(&[1], &[t1]);
         assert_eq!(cache.insert_tile(t1, features(8, 1.0)), Evicted::default());
-        assert_eq!(cache.insert_image(i1, image(32, &[])), Evicted::default());
+        assert_eq!(cache.insert_state(i1, image(32, &[])), Evicted::default());
         assert_eq!(cache.insert_tile(t2, features(8, 2.0)), Evicted::default());
         assert!(cache.tile(t1).is_some()); // the image is now the least recently used
-        assert_eq!(cache.insert_tile(t3, features(8, 3.0)), Evicted { tiles: 0, images: 1 });
-        assert!(cache.image(i1).is_none());
-        assert_eq!(cache.insert_image(i1, image(32, &[])), Evicted { tiles: 1, images: 0 });
+        assert_eq!(cache.insert_tile(t3, features(8, 3.0)), Evicted { tiles: 0, states: 1 });
+        assert!(cache.state(i1).is_none());
+        assert_eq!(cache.insert_state(i1, image(32, &[])), Evicted { tiles: 1, states: 0 });
         assert!(cache.tile(t2).is_none(), "2 was the least recently used");
         assert_eq!(cache.used_bytes(), 96);
     }
 
     #[test]
-    fn an_image_counts_its_cells_and_its_features() {
+    fn a_state_counts_its_cells_features_and_logits() {
         let mut cache = ImageCache::new(1 << 10);
         let key = cache.image_key(&[1], &[]);
-        cache.insert_image(key, image(100, &[features(8, 1.0), features(4, 2.0)]));
+        cache.insert_state(key, image(100, &[features(8, 1.0), features(4, 2.0)]));
         assert_eq!(cache.used_bytes(), 100 + 32 + 16);
+        let text = cache.text_key(key, &[1]);
+        cache.insert_state(text, CachedState { logits: Some(vec![0.0; 10]), ..image(50, &[]) });
+        assert_eq!(cache.used_bytes(), 148 + 50 + 40);
     }
 
     #[test]

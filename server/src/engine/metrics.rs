@@ -32,6 +32,9 @@ pub struct EngineMetrics {
     pub image_cache_image_hits: AtomicU64,
     pub image_cache_image_misses: AtomicU64,
     pub image_cache_image_evictions: AtomicU64,
+    /// Sequences whose whole prompt up to the first generated token (prefix, image, instruction, the
+    /// answer's opening) came from the image cache: the first token sampled from saved logits.
+    pub image_cache_prompt_hits: AtomicU64,
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,
     pub failed: AtomicU64,

@@ -166,7 +166,8 @@ impl ServiceMetrics {
             line(&mut out, "heie_image_cache_evictions_total", "counter", "Tiles dropped from the image cache to stay within --image-cache-mb.", get(&e.image_cache_evictions).to_string());
             line(&mut out, "heie_image_cache_image_hits_total", "counter", "Images judged again whose whole prefill (vision tower and KV cells) came from the image cache.", get(&e.image_cache_image_hits).to_string());
             line(&mut out, "heie_image_cache_image_misses_total", "counter", "Images after the shared prompt that the image cache did not hold (computed, then kept).", get(&e.image_cache_image_misses).to_string());
-            line(&mut out, "heie_image_cache_image_evictions_total", "counter", "Images dropped from the image cache to stay within --image-cache-mb.", get(&e.image_cache_image_evictions).to_string());
+            line(&mut out, "heie_image_cache_prompt_hits_total", "counter", "Images judged again with the same prompt: everything up to the first generated token came from the image cache.", get(&e.image_cache_prompt_hits).to_string());
+            line(&mut out, "heie_image_cache_image_evictions_total", "counter", "Saved sequences (at the end of an image, or at its first generated token) dropped from the image cache to stay within --image-cache-mb.", get(&e.image_cache_image_evictions).to_string());
             line(&mut out, "heie_image_cache_bytes", "gauge", "Bytes the image cache holds (images' KV cells and tile features).", get(&e.image_cache_bytes).to_string());
             line(
                 &mut out,

@@ -2,10 +2,8 @@
 //! sequence. Done in pieces — one tile's encode, or one `n_batch` chunk of rows — between the decode
 //! steps of the other sequences, so a new image never stalls running streams for longer than one
 //! piece. Which image moves on, and whether it may go all the way, is the scheduler's call.
-//!
-//! An image that follows the shared prefix is looked up in the image cache first: judged before, the
-//! sequence takes the saved cells and goes on from the end of the image; judged for the first time,
-//! its cells are saved once its last row is in.
+//! An image judged before never gets here: `cached_states.rs` looks it up first, and saves the
+//! sequence once an image that follows the shared prefix is in.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -14,9 +12,9 @@ use std::time::Instant;
 
 use super::sequence::SlotState;
 use super::DecodeLoop;
-use crate::engine::image_cache::{CachedImage, ImageKey, TileKey};
+use crate::engine::image_cache::{StateKey, TileKey};
 use crate::engine::program::SequenceEnd;
-use crate::engine::runtime::{Runtime, TileBitmap, Token, Vocabulary};
+use crate::engine::runtime::{Runtime, TileBitmap, Vocabulary};
 use crate::engine::EngineError;
 
 /// An image's tiles on their way into the context.
@@ -26,7 +24,7 @@ pub(super) struct ImageWork {
     keys: Vec<TileKey>,
     /// Where the finished sequence is saved in the image cache (`None`: not saved), and every tile's
     /// features gathered for that entry.
-    save_as: Option<ImageKey>,
+    save_as: Option<StateKey>,
     features: Vec<Arc<Vec<f32>>>,
     /// Tiles encoded so far.
     encoded: usize,
@@ -37,7 +35,7 @@ pub(super) struct ImageWork {
 }
 
 impl ImageWork {
-    pub fn new(tiles: Vec<TileBitmap>, keys: Vec<TileKey>, save_as: Option<ImageKey>) -> ImageWork {
+    pub fn new(tiles: Vec<TileBitmap>, keys: Vec<TileKey>, save_as: Option<StateKey>) -> ImageWork {
         ImageWork { tiles, keys, save_as, features: Vec::new(), encoded: 0, pending: VecDeque::new(), front_rows_done: 0 }
     }
 
@@ -51,72 +49,6 @@ impl ImageWork {
 }
 
 impl<R: Runtime> DecodeLoop<R> {
-    /// Slot `i` takes an image: from the image cache when the same image followed the same prefix
-    /// before (`prefix`: the prefix the sequence holds and nothing else), else as image work.
-    pub(super) fn start_image(&mut self, i: usize, tiles: Vec<TileBitmap>, prefix: Option<Vec<Token>>) {
-        let cache = &mut self.image_cache;
-        let keys: Vec<TileKey> = if cache.enabled() { tiles.iter().map(|t| cache.tile_key(t)).collect() } else { Vec::new() };
-        let image_key = prefix
-            .filter(|p| cache.enabled() && self.scheduler.slots[i].pos == p.len() as i32)
-            .map(|p| cache.image_key(&p, &keys));
-        if let Some(key) = image_key {
-            if self.take_cached_image(i, key, tiles.len()) {
-                return;
-            }
-        }
-        self.scheduler.slots[i].state = SlotState::Imaging(ImageWork::new(tiles, keys, image_key));
-    }
-
-    /// Restores slot `i`'s sequence as it stood after image `key`, if the cache holds it; true when
-    /// the image needs no more work (taken, or the restore failed the sequence).
-    fn take_cached_image(&mut self, i: usize, key: ImageKey, n_tiles: usize) -> bool {
-        let Some(image) = self.image_cache.image(key) else {
-            self.metrics.image_cache_image_misses.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
-        let width = self.runtime.vocab().n_embd();
-        let slot = &mut self.scheduler.slots[i];
-        if let Err(e) = self.runtime.restore_cells(slot.seq, &image.cells) {
-            // The restore has already dropped the prefix's cells, so the sequence cannot go on.
-            slot.end = Some(SequenceEnd::Failed(e));
-            return true;
-        }
-        slot.pos = image.positions;
-        for f in &image.features {
-            slot.program.on_image_features(f, f.len() / width);
-        }
-        slot.stats.image_tiles += n_tiles as u32;
-        slot.stats.image_tiles_cached += n_tiles as u32;
-        slot.stats.image_tokens += image.image_tokens;
-        self.metrics.image_cache_image_hits.fetch_add(1, Ordering::Relaxed);
-        self.metrics.image_cache_hits.fetch_add(n_tiles as u64, Ordering::Relaxed);
-        true
-    }
-
-    /// Saves slot `i`'s sequence, which has just taken in its whole image, as image `key`.
-    fn save_image(&mut self, i: usize, key: ImageKey, features: Vec<Arc<Vec<f32>>>) {
-        let slot = &self.scheduler.slots[i];
-        if slot.stats.image_tokens == 0 {
-            return;
-        }
-        let feature_bytes: usize = features.iter().map(|f| std::mem::size_of_val(f.as_slice())).sum();
-        let room = self.image_cache.room_for(feature_bytes);
-        let cells = match self.runtime.save_cells(slot.seq, room) {
-            Ok(Some(cells)) => cells,
-            // Larger than the whole budget: not kept, and not copied.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "an image's cells could not be saved; it is not cached");
-                return;
-            }
-        };
-        let image = CachedImage { cells, positions: slot.pos, features, image_tokens: slot.stats.image_tokens };
-        let evicted = self.image_cache.insert_image(key, image);
-        self.metrics.image_cache_evictions.fetch_add(evicted.tiles, Ordering::Relaxed);
-        self.metrics.image_cache_image_evictions.fetch_add(evicted.images, Ordering::Relaxed);
-        self.metrics.image_cache_bytes.store(self.image_cache.used_bytes() as u64, Ordering::Relaxed);
-    }
-
     /// Moves the scheduler's chosen image on by one piece, or all the way when no other sequence is
     /// running (nobody would wait, and the vision tower then encodes all its tiles in one batch).
     pub(super) fn image_work(&mut self) {
@@ -131,7 +63,10 @@ impl<R: Runtime> DecodeLoop<R> {
                 let (save_as, features) = (work.save_as.take(), std::mem::take(&mut work.features));
                 self.scheduler.slots[i].state = SlotState::Ready;
                 if let Some(key) = save_as {
-                    self.save_image(i, key, features);
+                    let image_tokens = self.scheduler.slots[i].stats.image_tokens;
+                    if image_tokens > 0 {
+                        self.save_state(i, key, features, image_tokens);
+                    }
                 }
                 return;
             }
@@ -198,7 +133,7 @@ impl<R: Runtime> DecodeLoop<R> {
                 if let Some(key) = keys.get(k) {
                     let evicted = self.image_cache.insert_tile(*key, f.clone());
                     self.metrics.image_cache_evictions.fetch_add(evicted.tiles, Ordering::Relaxed);
-                    self.metrics.image_cache_image_evictions.fetch_add(evicted.images, Ordering::Relaxed);
+                    self.metrics.image_cache_image_evictions.fetch_add(evicted.states, Ordering::Relaxed);
                 }
                 features[k] = Some(f);
             }

@@ -6,6 +6,7 @@
 //! (`batch.rs`), one image moves on by a piece (`image_work.rs`), and finished sequences leave.
 
 mod batch;
+mod cached_states;
 mod image_work;
 mod scheduler;
 mod sequence;

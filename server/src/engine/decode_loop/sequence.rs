@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::cached_states::Chain;
 use super::image_work::ImageWork;
 use super::DecodeLoop;
 use crate::engine::program::{GenerationEnd, SequenceEnd, SequenceProgram, Step, TokenVerdict};
@@ -32,14 +33,28 @@ pub(super) struct Slot {
     /// Logits after the last completed Feed: where a following Generate samples its first token.
     pub pending_logits: Option<Vec<f32>>,
     /// The shared prefix, while the sequence holds exactly that prefix and nothing else: an image
-    /// taken now starts where a cached image after the same prefix ended.
+    /// taken now starts a chain (`cached_states.rs`).
     pub prefix_only: Option<Vec<Token>>,
+    pub chain: Chain,
+    /// A step taken from the program but put off until the sequence has settled (`cached_states.rs`).
+    pub held: Option<Step>,
     pub end: Option<SequenceEnd>,
 }
 
 impl Slot {
     pub fn new(seq: i32, program: Box<dyn SequenceProgram>, stats: SequenceStats) -> Slot {
-        Slot { seq, program, pos: 0, state: SlotState::Ready, stats, pending_logits: None, prefix_only: None, end: None }
+        Slot {
+            seq,
+            program,
+            pos: 0,
+            state: SlotState::Ready,
+            stats,
+            pending_logits: None,
+            prefix_only: None,
+            chain: Chain::default(),
+            held: None,
+            end: None,
+        }
     }
 }
 
@@ -73,7 +88,12 @@ impl<R: Runtime> DecodeLoop<R> {
                 }
                 SlotState::Ready => {}
             }
-            match slot.program.next_step() {
+            // A held step was counted when it was first taken.
+            let (step, fresh) = match slot.held.take() {
+                Some(step) => (step, false),
+                None => (slot.program.next_step(), true),
+            };
+            match step {
                 Step::Finish => {
                     slot.end = Some(SequenceEnd::Completed);
                     return;
@@ -83,8 +103,17 @@ impl<R: Runtime> DecodeLoop<R> {
                         continue;
                     }
                     slot.prefix_only = None;
-                    slot.stats.prompt_tokens += tokens.len() as u32;
-                    slot.state = SlotState::Feeding { tokens, capture, logits, done: 0, publish: false };
+                    if fresh {
+                        slot.stats.prompt_tokens += tokens.len() as u32;
+                    }
+                    if self.defer_text(i, &tokens, capture.is_empty() && !logits) {
+                        continue;
+                    }
+                    if self.unsettled(i) {
+                        self.settle(i, Step::Feed { tokens, capture, logits });
+                        continue;
+                    }
+                    self.scheduler.slots[i].state = SlotState::Feeding { tokens, capture, logits, done: 0, publish: false };
                 }
                 Step::Prefix(tokens) => {
                     if slot.pos != 0 {
@@ -116,11 +145,23 @@ impl<R: Runtime> DecodeLoop<R> {
                 }
                 Step::Generate { max_tokens, sampling } => {
                     slot.prefix_only = None;
+                    if !self.reach_generation(i) {
+                        self.settle(i, Step::Generate { max_tokens, sampling });
+                        continue;
+                    }
+                    let slot = &mut self.scheduler.slots[i];
+                    if slot.end.is_some() {
+                        return;
+                    }
                     slot.state = SlotState::Generating { remaining: max_tokens, sampler: Sampler::new(sampling), next: None };
                 }
                 Step::Images(tiles) => {
                     let prefix = slot.prefix_only.take();
                     if tiles.is_empty() {
+                        continue;
+                    }
+                    if self.unsettled(i) {
+                        self.settle(i, Step::Images(tiles));
                         continue;
                     }
                     self.start_image(i, tiles, prefix);
