@@ -41,20 +41,6 @@ def hub(tmp_path, monkeypatch):
         yield mirror
 
 
-def _our_heie_children() -> list[str]:
-    """``pid state`` of every child process of this test named heie (a zombie shows as state Z)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)
-            name, rest = fields[0].split("(", 1)[1], fields[1].split()
-        except (OSError, IndexError):
-            continue
-        if name == "heie" and int(rest[1]) == os.getpid():
-            found.append(f"{stat.parent.name} {rest[0]}")
-    return found
-
-
 @pytest.fixture
 def fresh_shared():
     local_server.stop_shared()
@@ -187,7 +173,7 @@ def test_cancel_during_the_download_abandons_the_start_and_the_next_start_resume
         resolve_address("auto", settings, download=steps.append,
                         cancelled=lambda: hub.held.is_set() and any(step.done for step in steps))
     assert 0.0 < steps[-1].fraction < 1.0
-    assert _our_heie_children() == [], "the abandoned server still runs or was left a zombie"
+    assert heie_process.heie_children() == [], "the abandoned server still runs or was left a zombie"
     assert local_server._shared is None
 
     hub.release()
