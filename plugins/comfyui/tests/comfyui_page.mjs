@@ -8,6 +8,9 @@
 //     opens the Templates browser, picks category PACK and the card NAME, as a person would; prints
 //     whether the card's thumbnail loaded and the node types of the graph it opened; screenshots the
 //     browser (PNG with -browser) and the graph (PNG).
+//   node comfyui_page.mjs template-run URL PACK NAME PNG
+//     the same, then queues the opened workflow from the page (as a user presses Run), waits for the
+//     queue to drain, prints the text shown on each HEIE node as JSON and screenshots the graph (PNG).
 //   node comfyui_page.mjs run URL UI_JSON PNG
 //     loads a UI workflow, queues it from the page, waits for the queue to drain and screenshots the graph
 //     (the HEIE nodes show their text); prints the text shown on each HEIE node as JSON.
@@ -28,7 +31,8 @@ const require = createRequire(join(process.env.HEIE_BROWSER_DIR || resolve(here,
 const { chromium } = require("playwright-core");
 
 const [mode, url, ...rest] = process.argv.slice(2);
-const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG | run URL UI_JSON PNG"
+const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG"
+  + " | template-run URL PACK NAME PNG | run URL UI_JSON PNG"
   + " | run-api URL API_JSON PNG";
 if (!mode || !url) {
   console.error(usage);
@@ -100,7 +104,7 @@ try {
     }, api);
     writeFileSync(uiJson, JSON.stringify(workflow, null, 2) + "\n");
     await fitAndShoot(png);
-  } else if (mode === "template") {
+  } else if (mode === "template" || mode === "template-run") {
     const [pack, name, png] = rest;
     // The way a person does it: Templates in the sidebar, the pack's category, the workflow's card.
     await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
@@ -115,6 +119,22 @@ try {
     await page.waitForTimeout(2000);
     const loaded = await page.evaluate(() => window.comfyAPI.app.app.graph.nodes.map((n) => n.type));
     console.log(JSON.stringify({ thumbnails, loaded }));
+    if (mode === "template-run") {
+      const texts = await page.evaluate(async () => {
+        const app = window.comfyAPI.app.app;
+        const api = window.comfyAPI.api.api;
+        const idle = new Promise((done) => api.addEventListener("status", (e) => {
+          if (e.detail?.exec_info?.queue_remaining === 0) done();
+        }));
+        await app.queuePrompt(0);
+        await idle;
+        await new Promise((r) => setTimeout(r, 2000)); // the previews load from /view
+        return app.graph.nodes.filter((n) => n.type.startsWith("Heie")).map((n) => ({
+          id: n.id, type: n.type, text: n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null,
+        }));
+      });
+      console.log(JSON.stringify({ texts }));
+    }
     await fitAndShoot(png);
   } else if (mode === "run" || mode === "run-api") {
     const [workflowJson, png] = rest;
