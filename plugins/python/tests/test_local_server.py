@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -190,3 +191,16 @@ def test_the_servers_download_line_is_read_as_progress():
     assert step == DownloadProgress("my model.gguf", 1_200_000, 2_400_000_000)
     assert step.describe() == "downloading my model.gguf: 0% of 2.4 GB"
     assert local_server.parse_download_line("heie: serving on 127.0.0.1:1") is None
+
+
+def test_the_server_outlives_the_short_lived_host_thread_that_started_it(tmp_path, fresh_shared):
+    # Hosts start it from worker threads that end (the WebUI's request threads idle out); Linux's
+    # parent-death signal follows the thread that started a child, so that thread must not be the host's.
+    settings = _settings(tmp_path)
+    worker = threading.Thread(target=resolve_address, args=("auto", settings))
+    worker.start()
+    worker.join()
+    server = local_server._shared
+    with Client(server.address) as client:
+        assert client.evaluate(str(EXAMPLE)).ok
+    assert server.healthy() and "shutting down" not in server.log_path.read_text().lower()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -195,6 +196,29 @@ def _die_with_parent() -> None:
         pass
 
 
+def _spawn_from_keeper_thread(command: list[str], **popen: object) -> subprocess.Popen:
+    """Starts the server from a thread of its own that lives exactly as long as the server. Linux sends
+    the parent-death signal when the *thread* that started a child ends, not its process; hosts call us
+    from worker threads that end (the WebUI's request threads idle out after seconds), which would stop
+    the server behind their back."""
+    started: "queue.Queue[object]" = queue.Queue()
+
+    def keep() -> None:
+        try:
+            process = subprocess.Popen(command, **popen)  # type: ignore[call-overload]
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, who raises it
+            started.put(err)
+            return
+        started.put(process)
+        process.wait()
+
+    threading.Thread(target=keep, name="heie-local-server", daemon=True).start()
+    outcome = started.get()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome  # type: ignore[return-value]
+
+
 class LocalServer:
     """One ``heie serve`` child process with its HTTP API on a free loopback port."""
 
@@ -236,9 +260,9 @@ class LocalServer:
         with log_path.open("wb") as log:
             log.write((" ".join(command) + "\n").encode())
             log.flush()
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, start_new_session=True,
-                                       preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            process = _spawn_from_keeper_thread(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         server = cls(settings, process, http_port, log_path)
         if progress:
             progress("starting the HEIE server" + ("" if settings.model else
