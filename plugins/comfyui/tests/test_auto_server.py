@@ -128,6 +128,7 @@ def test_the_default_models_first_download_moves_comfyuis_progress_bar_and_the_n
 def test_cancel_while_the_model_downloads_ends_the_node_with_comfyuis_interrupt_and_the_next_run_starts_again(
         comfy: FakeComfy, user_folder: Path, default_model_from_hub: HfMirror) -> None:  # noqa: F811
     hub = default_model_from_hub
+    servers_before = set(heie_process.heie_children())  # the session's own servers
     hub.hold_at(0.5)  # the download stops halfway until released: Cancel surely comes while it runs
 
     def press_cancel_when_held() -> None:
@@ -137,7 +138,7 @@ def test_cancel_while_the_model_downloads_ends_the_node_with_comfyuis_interrupt_
     threading.Thread(target=press_cancel_when_held, daemon=True).start()
     with pytest.raises(InterruptProcessingException):
         HeieEvaluate().evaluate(_images(1), explanation=False, address="auto", timeout=120, unique_id="7")
-    assert heie_process.heie_children() == [], "the abandoned server still runs or was left a zombie"
+    assert set(heie_process.heie_children()) == servers_before, "the abandoned server still runs or was left a zombie"
     assert comfy.texts[-1][0].startswith("HEIE: cancelled while the local server was starting")
 
     hub.release()
