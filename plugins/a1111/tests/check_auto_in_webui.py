@@ -14,6 +14,7 @@ WebUI's config.json and extensions are restored. Prints PASS/FAIL per step; exit
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -119,11 +120,11 @@ def main() -> int:
                                                               "opts": opts})
                     params = out["parsed"][-1]  # type: ignore[index]
                     report.check(f"a generation with the address auto is judged ({time.monotonic() - t0:.0f} s)",
-                                 "HEIE score" in params and "HEIE error" not in params, params)
+                                 "HEIE score" in params and "HEIE error" not in params, json.dumps(params))
                     print(f"   progress text: {out['progress']}", flush=True)  # type: ignore[index]
                     servers = [c for pid in descendants(process.pid) for c in heie_children(pid)]
                     report.check(f"one heie serve runs under the WebUI, from the venv ({venv_heie})",
-                                 len(servers) == 1 and Path(servers[0][1]).resolve() == venv_heie.resolve(), servers)
+                                 len(servers) == 1 and Path(servers[0][1]).resolve() == venv_heie.resolve(), str(servers))
                     server_log = Path.home() / ".cache" / "heie" / "logs" / "heie-serve.log"
                     report.check(f"its log: {server_log}", "serving on" in server_log.read_text(errors="replace"))
                     if args.shots is not None:
@@ -137,7 +138,7 @@ def main() -> int:
             deadline = time.monotonic() + 30  # running_webui stopped the WebUI (SIGTERM to its group)
             while any(alive(pid) for pid, _ in servers) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            report.check("stopping the WebUI stopped the server", not any(alive(pid) for pid, _ in servers), servers)
+            report.check("stopping the WebUI stopped the server", not any(alive(pid) for pid, _ in servers), str(servers))
     finally:
         if not had_wheel:
             pip(args.python, "uninstall", "-y", "-q", "heie-server")
