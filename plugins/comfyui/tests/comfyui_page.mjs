@@ -11,6 +11,11 @@
 //   node comfyui_page.mjs template-run URL PACK NAME PNG
 //     the same, then queues the opened workflow from the page (as a user presses Run), waits for the
 //     queue to drain, prints the text shown on each HEIE node as JSON and screenshots the graph (PNG).
+//   node comfyui_page.mjs template-cancel URL PACK NAME PNG
+//     opens the template the same way and queues it; once a HEIE node's text shows a model download
+//     ("downloading … %"), screenshots the graph (PNG with -downloading), presses Cancel (the page's
+//     api.interrupt, as the Cancel button does), waits for the queue to drain, prints the HEIE nodes'
+//     texts as JSON and screenshots the graph (PNG).
 //   node comfyui_page.mjs run URL UI_JSON PNG
 //     loads a UI workflow, queues it from the page, waits for the queue to drain and screenshots the graph
 //     (the HEIE nodes show their text); prints the text shown on each HEIE node as JSON.
@@ -32,7 +37,7 @@ const { chromium } = require("playwright-core");
 
 const [mode, url, ...rest] = process.argv.slice(2);
 const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG"
-  + " | template-run URL PACK NAME PNG | run URL UI_JSON PNG"
+  + " | template-run URL PACK NAME PNG | template-cancel URL PACK NAME PNG | run URL UI_JSON PNG"
   + " | run-api URL API_JSON PNG";
 if (!mode || !url) {
   console.error(usage);
@@ -104,11 +109,11 @@ try {
     }, api);
     writeFileSync(uiJson, JSON.stringify(workflow, null, 2) + "\n");
     await fitAndShoot(png);
-  } else if (mode === "template" || mode === "template-run") {
+  } else if (mode === "template" || mode === "template-run" || mode === "template-cancel") {
     const [pack, name, png] = rest;
     // The way a person does it: Templates in the sidebar, the pack's category, the workflow's card.
     await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
-    await page.getByText(pack, { exact: true }).first().click({ timeout: 30_000 });
+    await page.getByText(pack, { exact: true }).first().click({ timeout: 180_000 });  // a busy machine loads the list slowly
     await page.waitForTimeout(1500);
     await page.screenshot({ path: png.replace(/\.png$/, "-browser.png") });
     console.log(`screenshot: ${png.replace(/\.png$/, "-browser.png")}`);
@@ -129,6 +134,29 @@ try {
         await app.queuePrompt(0);
         await idle;
         await new Promise((r) => setTimeout(r, 2000)); // the previews load from /view
+        return app.graph.nodes.filter((n) => n.type.startsWith("Heie")).map((n) => ({
+          id: n.id, type: n.type, text: n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null,
+        }));
+      });
+      console.log(JSON.stringify({ texts }));
+    }
+    if (mode === "template-cancel") {
+      await page.evaluate(() => {
+        const api = window.comfyAPI.api.api;
+        window.heieIdle = new Promise((done) => api.addEventListener("status", (e) => {
+          if (e.detail?.exec_info?.queue_remaining === 0) done();
+        }));
+        window.comfyAPI.app.app.queuePrompt(0);
+      });
+      await page.waitForFunction(() => window.comfyAPI.app.app.graph.nodes.some((n) =>
+        /downloading .*%/.test(n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? "")),
+        null, { timeout: 300_000, polling: 250 });
+      await fitAndShoot(png.replace(/\.png$/, "-downloading.png"));
+      const texts = await page.evaluate(async () => {
+        const app = window.comfyAPI.app.app;
+        await window.comfyAPI.api.api.interrupt(null);
+        await window.heieIdle;
+        await new Promise((r) => setTimeout(r, 1000));
         return app.graph.nodes.filter((n) => n.type.startsWith("Heie")).map((n) => ({
           id: n.id, type: n.type, text: n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null,
         }));
