@@ -112,8 +112,18 @@ try {
   } else if (mode === "template" || mode === "template-run" || mode === "template-cancel") {
     const [pack, name, png] = rest;
     // The way a person does it: Templates in the sidebar, the pack's category, the workflow's card.
-    await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
-    await page.getByText(pack, { exact: true }).first().click({ timeout: 180_000 });  // a busy machine loads the list slowly
+    // The browser may be showing already (the frontend opens it for a new user by itself) and its list
+    // loads slowly on a busy machine: open it only while the pack's category is not there.
+    const category = page.getByText(pack, { exact: true }).first();
+    for (let tries = 0; tries < 3 && !(await category.isVisible()); tries++) {
+      await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+      await category.waitFor({ state: "visible", timeout: 60_000 }).catch(() => {});
+    }
+    if (!(await category.isVisible())) {
+      await page.screenshot({ path: png.replace(/\.png$/, "-no-templates.png") });
+      throw new Error(`the Templates browser shows no category ${pack} (screenshot ${png.replace(/\.png$/, "-no-templates.png")})`);
+    }
+    await category.click();
     await page.waitForTimeout(1500);
     await page.screenshot({ path: png.replace(/\.png$/, "-browser.png") });
     console.log(`screenshot: ${png.replace(/\.png$/, "-browser.png")}`);
