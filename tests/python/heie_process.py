@@ -97,6 +97,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def heie_children() -> dict[int, str]:
+    """pid → state of every child process of this one named heie (Linux ``/proc``; a zombie, an exited
+    child nobody reaped, has state Z). Compare with an earlier call: the session's own servers are here too."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        fields = tail.split()
+        if head.split("(", 1)[1] == "heie" and int(fields[1]) == os.getpid():
+            found[int(stat.parent.name)] = fields[0]
+    return found
+
+
 @dataclass
 class ServeProcess:
     """One running ``heie serve``: its gRPC address, and its metrics and HTTP addresses when it has them."""

@@ -162,7 +162,7 @@ def postprocess_image(p: Any, pp: Any, settings: Settings, cancel_when: Optional
             raise Cancelled("interrupted in the WebUI")
         settings.reject_rules  # noqa: B018 - an unreadable "Reject if" is refused before the image is sent
         # "auto": the shared local server (started if none runs, its progress shown as ours)
-        settings = with_server_address(settings, lambda line: report(f"{PROGRESS_PREFIX}{line}"))
+        settings = with_server_address(settings, lambda line: report(f"{PROGRESS_PREFIX}{line}"), cancel_when)
         client = state.client_for(settings)
         _check_tokens(state, client, settings)
         verdict = judge(client, pp.image, settings, _prompt(p), cancel_when,

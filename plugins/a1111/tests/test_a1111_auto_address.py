@@ -4,7 +4,9 @@ server that cannot start is the image's clear error, not a crash."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
@@ -12,11 +14,12 @@ import pytest
 from PIL import Image
 
 import heie_process
-from heie_a1111 import Settings
+from heie_a1111 import Settings, begin_job, postprocess_image
 from heie_a1111.settings import DEFAULT_ADDRESS
 from heie_client import local_server
 
-from webui_loop import generate, parse_infotext
+from hf_mirror import HfMirror
+from webui_loop import create_infotext, generate, new_p, parse_infotext
 
 
 def _image(seed: int) -> Image.Image:
@@ -69,3 +72,39 @@ def test_auto_with_a_binary_that_is_not_there_is_the_images_clear_error(cache_ho
     error = parse_infotext(run.processed.infotexts[-1]).get("HEIE error", "")
     assert error.startswith("INVALID_ARGUMENT: the server address is auto and the local HEIE server could not start"), error
     assert str(missing) in error and "not an executable file" in error, error
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HfMirror]:
+    """The Hugging Face Hub stand-in serving the fixture GGUFs as the default model, and an empty cache."""
+    with HfMirror() as mirror:
+        monkeypatch.setenv("HF_ENDPOINT", mirror.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        yield mirror
+
+
+def test_the_default_models_first_download_shows_in_the_progress_text(cache_home: Path, tmp_path: Path,
+                                                                      hub: HfMirror) -> None:
+    progress: list[str] = []
+    run = generate([[_image(5)]], _settings(server_model="", server_mmproj=""), tmp_path / "out", progress=progress)
+    assert "HEIE score" in parse_infotext(run.processed.infotexts[-1])
+    shown = [t for t in progress if re.fullmatch(r"HEIE: downloading \S+\.gguf: \d+% of \d+\.\d kB", t)]
+    assert shown and shown[-1].endswith("100% of 165.2 kB"), progress
+
+
+def test_interrupt_while_the_model_downloads_abandons_the_start_and_the_next_image_starts_again(
+        cache_home: Path, tmp_path: Path, hub: HfMirror) -> None:
+    settings = _settings(server_model="", server_mmproj="")
+    servers_before = set(heie_process.heie_children())  # the session's own servers
+    hub.hold_at(0.5)  # the download stops halfway until released: the Interrupt surely comes while it runs
+    p = new_p(tmp_path / "out", 1, 1)
+    begin_job(p, None)
+    p.iteration = p.batch_index = 0
+    postprocess_image(p, SimpleNamespace(image=_image(6)), settings, cancel_when=hub.held.is_set)
+    error = parse_infotext(create_infotext(p, index=0)).get("HEIE error", "")
+    assert error.startswith("CANCELLED: cancelled while the local HEIE server was starting"), error
+    assert set(heie_process.heie_children()) == servers_before, "the abandoned server still runs or was left a zombie"
+
+    hub.release()
+    again = generate([[_image(7)]], settings, tmp_path / "again")
+    assert "HEIE score" in parse_infotext(again.processed.infotexts[-1])

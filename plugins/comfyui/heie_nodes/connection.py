@@ -12,7 +12,8 @@ from typing import Any, Callable, Optional
 
 from heie_client import Client
 from heie_client.balancing import split_targets
-from heie_client.local_server import AUTO, LocalServerError, LocalServerSettings, resolve_address
+from heie_client.local_server import (AUTO, CancelCheck, DownloadCallback, LocalServerError, LocalServerSettings,
+                                      resolve_address)
 
 API_KEY_VARIABLE = "HEIE_API_KEY"
 #: The address widget's default: the pack starts (once per ComfyUI process) a local ``heie serve``.
@@ -65,13 +66,15 @@ def local_server_settings(log_dir: str = "") -> LocalServerSettings:
     )
 
 
-def server_address(address: str, log_dir: str = "", progress: Optional[Callable[[str], None]] = None) -> str:
+def server_address(address: str, log_dir: str = "", progress: Optional[Callable[[str], None]] = None,
+                   download: Optional[DownloadCallback] = None, cancelled: Optional[CancelCheck] = None) -> str:
     """The address widget's value, or for "auto" the address of the shared local server (started on the
-    first call, which may take a while; ``progress`` hears what it is doing). Raises ValueError with a
-    one-sentence reason when it cannot be started."""
+    first call, which may take a while; ``progress`` hears what it is doing, ``download`` how far the
+    model's first download is, and ``cancelled`` true abandons the start with heie_client's
+    ``StartCancelled``). Raises ValueError with a one-sentence reason when it cannot be started."""
     if address.strip().lower() != AUTO:
         return address
     try:
-        return resolve_address(address, local_server_settings(log_dir), progress)
+        return resolve_address(address, local_server_settings(log_dir), progress, download, cancelled)
     except LocalServerError as err:
         raise ValueError(f"the address is auto and the local HEIE server could not start: {err}") from None

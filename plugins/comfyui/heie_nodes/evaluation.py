@@ -17,6 +17,7 @@ from typing import Any, Optional, Protocol
 
 import numpy as np
 from heie_client import Cancelled, DeadlineExceeded, EvaluateOptions, HeieError, Region, Result
+from heie_client.local_server import StartCancelled
 from heie_client.result import ResultBuilder
 
 from .connection import open_client, server_address
@@ -27,6 +28,8 @@ from .tensors import batch_size, to_numpy
 POLL_S = 0.05
 #: Deadline of the GetInfo call that precedes the images (the node's timeout is for judging an image).
 INFO_TIMEOUT_S = 30.0
+#: The progress bar's steps for the model's first download (per mille: a smooth bar for any file size).
+DOWNLOAD_STEPS = 1000
 
 
 class Host(Protocol):
@@ -103,9 +106,16 @@ def evaluate_images(
     verdicts: list[Optional[Verdict]] = [None] * total
 
     try:
-        # "auto": the first node of the process starts the local server (its progress shows on the node).
-        address = server_address(address, host.log_folder(), lambda line: host.text(f"HEIE: {line}"))
+        # "auto": the first node of the process starts the local server: what it does shows as the node's
+        # text, the model's first download in ComfyUI's progress bar, and Cancel abandons the start.
+        address = server_address(address, host.log_folder(), lambda line: host.text(f"HEIE: {line}"),
+                                 lambda step: host.progress(round(step.fraction * DOWNLOAD_STEPS), DOWNLOAD_STEPS),
+                                 host.interrupted)
         client = open_client(address, INFO_TIMEOUT_S, ca_cert)
+    except StartCancelled:
+        host.text("HEIE: cancelled while the local server was starting; the next run starts it again")
+        host.raise_if_interrupted()
+        raise HeieNodeError("HEIE: cancelled while the local server was starting") from None
     except ValueError as err:  # a bad address widget or "auto" server, an unreadable CA file, a key refused over plaintext
         raise HeieNodeError(f"HEIE: {err}") from None
     with client:

@@ -8,6 +8,14 @@
 //     opens the Templates browser, picks category PACK and the card NAME, as a person would; prints
 //     whether the card's thumbnail loaded and the node types of the graph it opened; screenshots the
 //     browser (PNG with -browser) and the graph (PNG).
+//   node comfyui_page.mjs template-run URL PACK NAME PNG
+//     the same, then queues the opened workflow from the page (as a user presses Run), waits for the
+//     queue to drain, prints the text shown on each HEIE node as JSON and screenshots the graph (PNG).
+//   node comfyui_page.mjs template-cancel URL PACK NAME PNG
+//     opens the template the same way and queues it; once a HEIE node's text shows a model download
+//     ("downloading … %"), screenshots the graph (PNG with -downloading), presses Cancel (the page's
+//     api.interrupt, as the Cancel button does), waits for the queue to drain, prints the HEIE nodes'
+//     texts as JSON and screenshots the graph (PNG).
 //   node comfyui_page.mjs run URL UI_JSON PNG
 //     loads a UI workflow, queues it from the page, waits for the queue to drain and screenshots the graph
 //     (the HEIE nodes show their text); prints the text shown on each HEIE node as JSON.
@@ -28,7 +36,8 @@ const require = createRequire(join(process.env.HEIE_BROWSER_DIR || resolve(here,
 const { chromium } = require("playwright-core");
 
 const [mode, url, ...rest] = process.argv.slice(2);
-const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG | run URL UI_JSON PNG"
+const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG"
+  + " | template-run URL PACK NAME PNG | template-cancel URL PACK NAME PNG | run URL UI_JSON PNG"
   + " | run-api URL API_JSON PNG";
 if (!mode || !url) {
   console.error(usage);
@@ -100,11 +109,21 @@ try {
     }, api);
     writeFileSync(uiJson, JSON.stringify(workflow, null, 2) + "\n");
     await fitAndShoot(png);
-  } else if (mode === "template") {
+  } else if (mode === "template" || mode === "template-run" || mode === "template-cancel") {
     const [pack, name, png] = rest;
     // The way a person does it: Templates in the sidebar, the pack's category, the workflow's card.
-    await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
-    await page.getByText(pack, { exact: true }).first().click({ timeout: 30_000 });
+    // The browser may be showing already (the frontend opens it for a new user by itself) and its list
+    // loads slowly on a busy machine: open it only while the pack's category is not there.
+    const category = page.getByText(pack, { exact: true }).first();
+    for (let tries = 0; tries < 3 && !(await category.isVisible()); tries++) {
+      await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+      await category.waitFor({ state: "visible", timeout: 60_000 }).catch(() => {});
+    }
+    if (!(await category.isVisible())) {
+      await page.screenshot({ path: png.replace(/\.png$/, "-no-templates.png") });
+      throw new Error(`the Templates browser shows no category ${pack} (screenshot ${png.replace(/\.png$/, "-no-templates.png")})`);
+    }
+    await category.click();
     await page.waitForTimeout(1500);
     await page.screenshot({ path: png.replace(/\.png$/, "-browser.png") });
     console.log(`screenshot: ${png.replace(/\.png$/, "-browser.png")}`);
@@ -115,6 +134,45 @@ try {
     await page.waitForTimeout(2000);
     const loaded = await page.evaluate(() => window.comfyAPI.app.app.graph.nodes.map((n) => n.type));
     console.log(JSON.stringify({ thumbnails, loaded }));
+    if (mode === "template-run") {
+      const texts = await page.evaluate(async () => {
+        const app = window.comfyAPI.app.app;
+        const api = window.comfyAPI.api.api;
+        const idle = new Promise((done) => api.addEventListener("status", (e) => {
+          if (e.detail?.exec_info?.queue_remaining === 0) done();
+        }));
+        await app.queuePrompt(0);
+        await idle;
+        await new Promise((r) => setTimeout(r, 2000)); // the previews load from /view
+        return app.graph.nodes.filter((n) => n.type.startsWith("Heie")).map((n) => ({
+          id: n.id, type: n.type, text: n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null,
+        }));
+      });
+      console.log(JSON.stringify({ texts }));
+    }
+    if (mode === "template-cancel") {
+      await page.evaluate(() => {
+        const api = window.comfyAPI.api.api;
+        window.heieIdle = new Promise((done) => api.addEventListener("status", (e) => {
+          if (e.detail?.exec_info?.queue_remaining === 0) done();
+        }));
+        window.comfyAPI.app.app.queuePrompt(0);
+      });
+      await page.waitForFunction(() => window.comfyAPI.app.app.graph.nodes.some((n) =>
+        /downloading .*%/.test(n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? "")),
+        null, { timeout: 300_000, polling: 250 });
+      await fitAndShoot(png.replace(/\.png$/, "-downloading.png"));
+      const texts = await page.evaluate(async () => {
+        const app = window.comfyAPI.app.app;
+        await window.comfyAPI.api.api.interrupt(null);
+        await window.heieIdle;
+        await new Promise((r) => setTimeout(r, 1000));
+        return app.graph.nodes.filter((n) => n.type.startsWith("Heie")).map((n) => ({
+          id: n.id, type: n.type, text: n.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null,
+        }));
+      });
+      console.log(JSON.stringify({ texts }));
+    }
     await fitAndShoot(png);
   } else if (mode === "run" || mode === "run-api") {
     const [workflowJson, png] = rest;

@@ -4,7 +4,9 @@ next node reuses it, and a server that cannot start is a clear node error."""
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +19,8 @@ from heie_client import local_server
 from heie_nodes import HeieEvaluate, HeieFilter
 from heie_nodes.failures import HeieNodeError
 
-from test_comfy_nodes import FakeComfy, comfy  # noqa: F401  (the ComfyUI stand-in fixture)
+from hf_mirror import HfMirror
+from test_comfy_nodes import FakeComfy, InterruptProcessingException, comfy  # noqa: F401  (the ComfyUI stand-in fixture)
 
 
 @pytest.fixture
@@ -40,6 +43,19 @@ def fixture_model_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     local_server.stop_shared()
     yield
     local_server.stop_shared()
+
+
+@pytest.fixture
+def default_model_from_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           fixture_model_env: None) -> Iterator[HfMirror]:
+    """No model variables: the server downloads its default model, here the fixture GGUFs from the
+    Hugging Face Hub stand-in into an empty cache."""
+    monkeypatch.delenv("HEIE_COMFY_MODEL")
+    monkeypatch.delenv("HEIE_COMFY_MMPROJ")
+    with HfMirror() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        yield hub
 
 
 def _images(batch: int) -> np.ndarray:
@@ -94,3 +110,37 @@ def test_auto_with_threads_that_are_not_a_number_is_a_clear_node_error(comfy: Fa
     monkeypatch.setenv("HEIE_COMFY_THREADS", "four")
     with pytest.raises(HeieNodeError, match="HEIE_COMFY_THREADS is 'four': give a whole number"):
         HeieEvaluate().evaluate(_images(1), explanation=False, address="auto", timeout=60)
+
+
+def test_the_default_models_first_download_moves_comfyuis_progress_bar_and_the_node_text(
+        comfy: FakeComfy, user_folder: Path, default_model_from_hub: HfMirror) -> None:  # noqa: F811
+    out = HeieEvaluate().evaluate(_images(1), explanation=False, address="auto", timeout=120, unique_id="7")
+    assert len(out["result"][0]) == 1
+    download = [value for value, total in comfy.progress if total == 1000]
+    assert download and download[-1] == 1000, comfy.progress
+    assert comfy.progress[len(download):] == [(1, 1)], comfy.progress  # then the image's own step
+    restarts = [i for i, (a, b) in enumerate(zip(download, download[1:])) if b <= a]
+    assert len(restarts) == 1, f"two files, each rising to 1000: {download}"
+    texts = [text for text, node in comfy.texts if node == "7"]
+    assert any(re.fullmatch(r"HEIE: downloading \S+\.gguf: \d+% of \d+\.\d kB", text) for text in texts), texts
+
+
+def test_cancel_while_the_model_downloads_ends_the_node_with_comfyuis_interrupt_and_the_next_run_starts_again(
+        comfy: FakeComfy, user_folder: Path, default_model_from_hub: HfMirror) -> None:  # noqa: F811
+    hub = default_model_from_hub
+    servers_before = set(heie_process.heie_children())  # the session's own servers
+    hub.hold_at(0.5)  # the download stops halfway until released: Cancel surely comes while it runs
+
+    def press_cancel_when_held() -> None:
+        hub.held.wait()
+        comfy.interrupted = True  # what ComfyUI's Cancel button sets
+
+    threading.Thread(target=press_cancel_when_held, daemon=True).start()
+    with pytest.raises(InterruptProcessingException):
+        HeieEvaluate().evaluate(_images(1), explanation=False, address="auto", timeout=120, unique_id="7")
+    assert set(heie_process.heie_children()) == servers_before, "the abandoned server still runs or was left a zombie"
+    assert comfy.texts[-1][0].startswith("HEIE: cancelled while the local server was starting")
+
+    hub.release()
+    out = HeieEvaluate().evaluate(_images(1), explanation=False, address="auto", timeout=120, unique_id="7")
+    assert len(out["result"][0]) == 1 and 0.0 <= out["result"][0][0] <= 1.0

@@ -5,9 +5,11 @@ the one-sentence errors when it cannot start."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import pytest
 import heie_process
 from heie_client import Client
 from heie_client import local_server
-from heie_client.local_server import LocalServerError, LocalServerSettings, resolve_address
+from heie_client.local_server import DownloadProgress, LocalServerError, LocalServerSettings, StartCancelled, resolve_address
+from hf_mirror import DEFAULT_FILES, HfMirror
 
 EXAMPLE = heie_process.REPO / "tests" / "fixtures" / "images" / "example.png"
 
@@ -28,6 +31,15 @@ def _settings(tmp_path: Path, **overrides) -> LocalServerSettings:
                   start_timeout_s=120.0)
     values.update(overrides)
     return LocalServerSettings(**values)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The Hugging Face Hub stand-in serving the fixture GGUFs as the default model, and an empty cache."""
+    with HfMirror() as mirror:
+        monkeypatch.setenv("HF_ENDPOINT", mirror.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        yield mirror
 
 
 @pytest.fixture
@@ -132,3 +144,64 @@ def test_no_binary_anywhere_says_to_install_the_wheel(tmp_path, monkeypatch, fre
     monkeypatch.setattr(local_server.sys, "executable", str(tmp_path / "python"))
     with pytest.raises(LocalServerError, match=r"pip install heie-server"):
         resolve_address("auto", _settings(tmp_path, binary=""))
+
+
+def test_the_default_models_first_download_reports_rising_fractions_to_one_then_the_server_judges(
+        tmp_path, hub, fresh_shared):
+    steps: list[DownloadProgress] = []
+    said: list[str] = []
+    address = resolve_address("auto", _settings(tmp_path, model="", mmproj=""), progress=said.append,
+                              download=steps.append)
+    for name, source in DEFAULT_FILES.items():
+        fractions = [step.fraction for step in steps if step.file == name]
+        assert len(fractions) > 3, (name, fractions)
+        assert fractions == sorted(set(fractions)), f"{name}: not rising: {fractions}"
+        assert fractions[-1] == 1.0 and fractions[0] < 0.5
+        assert {step.total for step in steps if step.file == name} == {source.stat().st_size}
+    # The status text tells each download step in words.
+    assert any(re.fullmatch(r"downloading \S+\.gguf: \d+% of \d+\.\d kB", line) for line in said), said
+    with Client(address) as client:
+        assert client.evaluate(str(EXAMPLE)).ok
+    assert list((tmp_path / "hf-home" / "hub").glob("models--ggml-org--InternVL3-2B-Instruct-GGUF/snapshots/*/*.gguf"))
+
+
+def test_cancel_during_the_download_abandons_the_start_and_the_next_start_resumes_it(tmp_path, hub, fresh_shared):
+    settings = _settings(tmp_path, model="", mmproj="")
+    servers_before = set(heie_process.heie_children())  # the session's own servers
+    hub.hold_at(0.5)  # every transfer stops halfway until released: the download is surely running
+    steps: list[DownloadProgress] = []
+    with pytest.raises(StartCancelled, match="cancelled while the local HEIE server was starting"):
+        # Cancelled once the held download has reported some of its bytes, as a user seeing the bar would.
+        resolve_address("auto", settings, download=steps.append,
+                        cancelled=lambda: hub.held.is_set() and any(step.done for step in steps))
+    assert 0.0 < steps[-1].fraction < 1.0
+    assert set(heie_process.heie_children()) == servers_before, "the abandoned server still runs or was left a zombie"
+    assert local_server._shared is None
+
+    hub.release()
+    address = resolve_address("auto", settings, download=steps.append)
+    model = next(iter(DEFAULT_FILES))
+    resumed = [rng for path, rng in hub.requests if path.endswith("/" + model) and rng not in ("", "bytes=0-0")]
+    assert resumed[-1] != "bytes=0-", f"the second start downloaded the model again from the start: {resumed}"
+    with Client(address) as client:
+        assert client.evaluate(str(EXAMPLE)).ok
+
+
+def test_the_servers_download_line_is_read_as_progress():
+    step = local_server.parse_download_line("downloading my model.gguf: 1200000 of 2400000000 bytes")
+    assert step == DownloadProgress("my model.gguf", 1_200_000, 2_400_000_000)
+    assert step.describe() == "downloading my model.gguf: 0% of 2.4 GB"
+    assert local_server.parse_download_line("heie: serving on 127.0.0.1:1") is None
+
+
+def test_the_server_outlives_the_short_lived_host_thread_that_started_it(tmp_path, fresh_shared):
+    # Hosts start it from worker threads that end (the WebUI's request threads idle out); Linux's
+    # parent-death signal follows the thread that started a child, so that thread must not be the host's.
+    settings = _settings(tmp_path)
+    worker = threading.Thread(target=resolve_address, args=("auto", settings))
+    worker.start()
+    worker.join()
+    server = local_server._shared
+    with Client(server.address) as client:
+        assert client.evaluate(str(EXAMPLE)).ok
+    assert server.healthy() and "shutting down" not in server.log_path.read_text().lower()

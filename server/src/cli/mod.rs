@@ -4,6 +4,7 @@ pub mod data_args;
 pub mod bench;
 pub mod calibrate;
 pub mod default_model;
+pub mod download_progress;
 pub mod evaluate;
 pub mod extract;
 pub mod env_vars;
