@@ -58,7 +58,7 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
     // The first text arrives once the image is in the context, so the gaps are those of a running stream.
     let (mut last_text, mut gaps) = (None::<Instant>, Vec::new());
     // Time to the first *generated* text as this client sees it (llama-server's is measured the same
-    // way): a section heading the server writes itself ("### Image Description") is not generated.
+    // way): the answer's opening and the section headings the server writes itself are not generated.
     let mut ttft = None;
     while let Some(event) = stream.message().await? {
         match event.event {
@@ -68,7 +68,7 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
                     gaps.push(now - last);
                 }
                 last_text = Some(now);
-                if ttft.is_none() && !is_heading(&delta.text) {
+                if ttft.is_none() && !is_server_written(&delta.text) {
                     ttft = Some(now - started);
                 }
             }
@@ -96,9 +96,10 @@ async fn one_request(client: &mut EvaluatorClient<Channel>, image: Vec<u8>, opti
     Ok(Sample { ttft, latency: started.elapsed(), generated, prompt_tokens, gaps, server })
 }
 
-/// Text the server writes between generated pieces: a section heading, sent as a delta of its own.
-fn is_heading(text: &str) -> bool {
-    text.trim_start().starts_with("###")
+/// Text the server writes before or between generated pieces, each sent as a delta of its own: the
+/// answer's opening ("Sure. ### Image Description") and the section headings.
+fn is_server_written(text: &str) -> bool {
+    text == crate::pipeline::prompt::opening() || text.trim_start().starts_with("###")
 }
 
 /// The request options every benchmark request uses.
