@@ -127,7 +127,9 @@ impl<R: Runtime> DecodeLoop<R> {
     /// one, saves the sequence there when it computed everything; false when it must settle first.
     pub(super) fn reach_generation(&mut self, i: usize) -> bool {
         let slot = &mut self.scheduler.slots[i];
-        let Some(key) = slot.chain.key else { return true };
+        let Some(chain_key) = slot.chain.key else { return true };
+        // Its own key even where no text follows the image, so it never replaces the image's entry.
+        let key = self.image_cache.text_key(chain_key, &[]);
         if slot.chain.pending() {
             let Some(state) = self.image_cache.state(key).filter(|s| s.logits.is_some()) else { return false };
             if let Err(e) = self.runtime.restore_cells(slot.seq, &state.cells) {
@@ -142,7 +144,9 @@ impl<R: Runtime> DecodeLoop<R> {
             return true;
         }
         slot.chain.key = None;
-        self.save_state(i, key, Vec::new(), 0);
+        if slot.pending_logits.is_some() {
+            self.save_state(i, key, Vec::new(), 0);
+        }
         true
     }
 
