@@ -22,6 +22,9 @@
 //   node comfyui_page.mjs run-api URL API_JSON PNG
 //     the same for an API-format workflow (loaded with ComfyUI's own loader); also prints, per HEIE node,
 //     the preview images the node shows (their size once loaded, and the /view URL).
+//   node comfyui_page.mjs manager-installed URL PNG
+//     opens ComfyUI-Manager's Custom Nodes Manager (its own command, as its menu button does), filters
+//     it to "Installed", prints the rows' text as JSON and screenshots the page (PNG).
 //
 // playwright-core comes from tests/browser (installed by `npm ci` there; HEIE_BROWSER_DIR names another
 // folder holding its node_modules); the browser is Debian's chromium.
@@ -38,7 +41,7 @@ const { chromium } = require("playwright-core");
 const [mode, url, ...rest] = process.argv.slice(2);
 const usage = "usage: node comfyui_page.mjs to-ui URL API_JSON UI_JSON PNG | template URL PACK NAME PNG"
   + " | template-run URL PACK NAME PNG | template-cancel URL PACK NAME PNG | run URL UI_JSON PNG"
-  + " | run-api URL API_JSON PNG";
+  + " | run-api URL API_JSON PNG | manager-installed URL PNG";
 if (!mode || !url) {
   console.error(usage);
   process.exit(2);
@@ -211,6 +214,21 @@ try {
     }, [workflow, mode === "run-api"]);
     console.log(JSON.stringify({ texts }));
     await fitAndShoot(png);
+  } else if (mode === "manager-installed") {
+    const [png] = rest;
+    await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute(
+      "Comfy.Manager.CustomNodesManager.ToggleVisibility"));
+    const filter = page.locator(".cn-manager-filter");
+    await filter.waitFor({ state: "visible", timeout: 60_000 });
+    await filter.selectOption("installed");
+    // the grid fills from /customnode/getlist; give the installed rows time to come in
+    await page.waitForFunction(() => /heie/i.test(document.querySelector(".cn-manager-grid")?.innerText ?? ""),
+                               null, { timeout: 20_000 }).catch(() => {});
+    await page.waitForTimeout(1000);
+    const rows = await page.evaluate(() => document.querySelector(".cn-manager-grid")?.innerText ?? "");
+    console.log(JSON.stringify({ installed: rows }));
+    await page.screenshot({ path: png });
+    console.log(`screenshot: ${png}`);
   } else {
     console.error(usage);
     process.exitCode = 2;
