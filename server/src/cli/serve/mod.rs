@@ -1,6 +1,8 @@
 //! `heie serve`: the gRPC service (and, with `--http`, the HTTP API and page beside it) until SIGINT or
 //! SIGTERM, then a graceful drain. Its settings (flags, environment, config file) are `settings.rs`.
 
+mod args;
+mod config_file;
 mod settings;
 
 use std::time::Duration;
@@ -8,8 +10,9 @@ use std::time::Duration;
 use crate::server::{self, NetworkOptions, TlsFiles};
 use crate::serving::ApiKeys;
 
-pub use settings::{settings, ServeArgs, ServeSettings};
-pub use settings::{
+pub use args::ServeArgs;
+pub use settings::{settings, ServeSettings};
+pub use args::{
     DEFAULT_ADDR, DEFAULT_DRAIN_DELAY_S, DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUE, DEFAULT_MAX_TOKENS,
     DEFAULT_PARALLEL, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_STALL_TIMEOUT_S,
 };

@@ -1,222 +1,28 @@
-//! `heie serve`'s settings: its flags, which fall back to `HEIE_*` environment variables, then to an
-//! optional TOML file (`--config`, keys spelled like the flags: `max-queue = 8`), then to defaults —
-//! merged and checked into the server's options before anything starts.
+//! `heie serve`'s settings: its flags (`args.rs`), which fall back to `HEIE_*` environment variables, then
+//! to the optional config file (`config_file.rs`), then to defaults — merged and checked into the
+//! server's options before anything starts.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args};
-use serde::Deserialize;
+use clap::ArgMatches;
 
 use crate::pipeline::options::{MAX_TILES, MAX_TOKENS_PER_SECTION};
 use crate::http::{AllowedHosts, BodyOptions as HttpBodyOptions, ConnectionOptions, CorsOrigins, HttpOptions};
 use crate::server::{NetworkOptions, ServeOptions, TlsFiles, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS};
-use crate::serving::{ApiKey, ApiKeys, ServingLimits};
+use crate::serving::{ApiKeys, ServingLimits};
 
 use crate::calibration::Calibration;
 use crate::cli::model_args::ModelArgs;
 use std::sync::Arc;
 
-pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
-pub const DEFAULT_PARALLEL: u32 = 4;
-pub const DEFAULT_MAX_QUEUE: u32 = 64;
-pub const DEFAULT_MAX_BATCH: u32 = 16;
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
-pub const DEFAULT_SHUTDOWN_GRACE_S: f64 = 10.0;
-pub const DEFAULT_MAX_TOKENS: u32 = 192;
-pub const DEFAULT_STALL_TIMEOUT_S: u64 = 30;
-pub const DEFAULT_DRAIN_DELAY_S: f64 = 0.0;
-
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// TOML file with any of these flags as keys (`addr = "0.0.0.0:50051"`, `max-queue = 8`, `model = "…"`);
-    /// flags and environment variables override it.
-    #[arg(long, env = "HEIE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
-    #[arg(long, env = "HEIE_ADDR")]
-    pub addr: Option<SocketAddr>,
-    /// Sequences decoded together (continuous batching slots) [default: 4].
-    #[arg(long, env = "HEIE_PARALLEL")]
-    pub parallel: Option<u32>,
-    /// Requests that may wait for a slot; more get RESOURCE_EXHAUSTED [default: 64].
-    #[arg(long, env = "HEIE_MAX_QUEUE")]
-    pub max_queue: Option<u32>,
-    /// Most images in one EvaluateBatch or Rerank request [default: 16].
-    #[arg(long, env = "HEIE_MAX_BATCH")]
-    pub max_batch: Option<u32>,
-    /// Largest gRPC message accepted or sent, in bytes [default: 67108864].
-    #[arg(long, env = "HEIE_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// Serve Prometheus metrics on http://ADDR/metrics.
-    #[arg(long, env = "HEIE_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-    /// Also serve the HTTP/JSON API (SSE streams) and the web page on http://ADDR/ (https:// with the
-    /// same certificate and client-certificate rule as gRPC when --tls-cert is set).
-    #[arg(long, env = "HEIE_HTTP")]
-    pub http: Option<SocketAddr>,
-    /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM before they are cancelled [default: 10].
-    #[arg(long, env = "HEIE_SHUTDOWN_GRACE")]
-    pub shutdown_grace: Option<f64>,
-    /// Token cap per section when a request leaves it at 0 [default: 192].
-    #[arg(long, env = "HEIE_MAX_TOKENS")]
-    pub max_tokens: Option<u32>,
-    /// Seconds a stream may have events waiting without its client reading any before it is cancelled and its slot freed; 0 = never [default: 30].
-    #[arg(long, env = "HEIE_STALL_TIMEOUT")]
-    pub stall_timeout: Option<f64>,
-    /// Images decoded, tiled or heatmap-encoded at once; bounds the memory of pixel work [default: cores, at most 4].
-    #[arg(long, env = "HEIE_IMAGE_WORKERS")]
-    pub image_workers: Option<u32>,
-    /// Seconds between SIGTERM turning health NOT_SERVING and the server refusing new work, so load
-    /// balancers polling health move away first [default: 0].
-    #[arg(long, env = "HEIE_DRAIN_DELAY")]
-    pub drain_delay: Option<f64>,
-    /// Serve TLS with this PEM certificate chain (needs --tls-key).
-    #[arg(long, env = "HEIE_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert.
-    #[arg(long, env = "HEIE_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this PEM CA (mutual TLS; needs --tls-cert).
-    #[arg(long, env = "HEIE_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// An API key clients must send as `authorization: Bearer KEY` (repeatable; the variable holds one).
-    #[arg(long, env = "HEIE_API_KEY", hide_env_values = true)]
-    pub api_key: Vec<ApiKey>,
-    /// File of API keys, one per line (# comments); re-read on SIGHUP.
-    #[arg(long, env = "HEIE_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
-    /// Seconds between HTTP/2 keepalive pings on a connection; 0 turns them off [default: 30].
-    #[arg(long, env = "HEIE_HTTP2_KEEPALIVE_INTERVAL")]
-    pub http2_keepalive_interval: Option<f64>,
-    /// Seconds a keepalive ping may go unanswered before the connection is closed [default: 20].
-    #[arg(long, env = "HEIE_HTTP2_KEEPALIVE_TIMEOUT")]
-    pub http2_keepalive_timeout: Option<f64>,
-    /// Calls one connection may have open at once; more wait in the client [default: 64].
-    #[arg(long, env = "HEIE_MAX_CONCURRENT_STREAMS")]
-    pub max_concurrent_streams: Option<u32>,
-    /// Seconds an HTTP request body may take to arrive in full; slower ones get 408 and their
-    /// connection is closed [default: 30].
-    #[arg(long, env = "HEIE_BODY_TIMEOUT")]
-    pub body_timeout: Option<f64>,
-    /// Bytes of HTTP request bodies all connections together may hold while they arrive; a request
-    /// whose body does not fit gets 503 with Retry-After before it is read [default: 4 × the HTTP
-    /// body limit, about 341 MiB at the default --max-message-bytes].
-    #[arg(long, env = "HEIE_MAX_BODY_BYTES_IN_FLIGHT")]
-    pub max_body_bytes_in_flight: Option<usize>,
-    /// Seconds an HTTP request head may take to arrive (from the connection's start, or from the
-    /// first byte of a later request); slower connections are closed [default: 10].
-    #[arg(long, env = "HEIE_HEADER_TIMEOUT")]
-    pub header_timeout: Option<f64>,
-    /// Seconds an HTTP connection may sit idle between requests before it is closed [default: 30].
-    #[arg(long, env = "HEIE_KEEP_ALIVE_TIMEOUT")]
-    pub keep_alive_timeout: Option<f64>,
-    /// HTTP connections open at once (TLS handshakes included); more wait to be accepted [default: 512].
-    #[arg(long, env = "HEIE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Host names the HTTP port answers for besides localhost, the loopback addresses and the bound
-    /// address (any address when bound to 0.0.0.0 or [::]); other Host headers get 403, against DNS
-    /// rebinding. `*` allows every host (behind a proxy that checks Host). Repeatable or comma-separated.
-    #[arg(long, env = "HEIE_ALLOWED_HOSTS", value_delimiter = ',')]
-    pub allowed_hosts: Vec<String>,
-    /// An origin (`https://app.example:8443`) whose pages may call the HTTP API from the browser
-    /// (CORS); `*` for any. Repeatable or comma-separated [default: none, only the server's own page].
-    #[arg(long, env = "HEIE_CORS_ORIGIN", value_delimiter = ',')]
-    pub cors_origin: Vec<String>,
-    /// A calibration file from `heie calibrate`: every primary score becomes the calibrated one
-    /// (Score.uncalibrated_score keeps the raw one; GetInfo reports the file).
-    #[arg(long, env = "HEIE_CALIBRATION", value_name = "FILE")]
-    pub calibration: Option<PathBuf>,
-    #[command(flatten)]
-    pub model: ModelArgs,
-}
-
-/// The config file: the same names as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct ConfigFile {
-    addr: Option<SocketAddr>,
-    parallel: Option<u32>,
-    max_queue: Option<u32>,
-    max_batch: Option<u32>,
-    max_message_bytes: Option<usize>,
-    metrics_addr: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    shutdown_grace: Option<f64>,
-    max_tokens: Option<u32>,
-    stall_timeout: Option<f64>,
-    image_workers: Option<u32>,
-    drain_delay: Option<f64>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    api_key: Option<KeyList>,
-    api_key_file: Option<PathBuf>,
-    http2_keepalive_interval: Option<f64>,
-    http2_keepalive_timeout: Option<f64>,
-    max_concurrent_streams: Option<u32>,
-    body_timeout: Option<f64>,
-    max_body_bytes_in_flight: Option<usize>,
-    header_timeout: Option<f64>,
-    keep_alive_timeout: Option<f64>,
-    max_connections: Option<usize>,
-    allowed_hosts: Option<StringList>,
-    cors_origin: Option<StringList>,
-    calibration: Option<PathBuf>,
-    model: Option<PathBuf>,
-    mmproj: Option<PathBuf>,
-    heads: Option<PathBuf>,
-    n_gpu_layers: Option<i32>,
-    threads: Option<i32>,
-    ctx_size: Option<u32>,
-    max_tiles: Option<u32>,
-    max_pixels: Option<u64>,
-    batch_size: Option<u32>,
-}
-
-/// `api-key = "k"` or `api-key = ["k1", "k2"]`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum KeyList {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// `allowed-hosts = "judge.lan"` or `allowed-hosts = ["judge.lan", "judge"]`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StringList {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StringList {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            StringList::One(s) => vec![s],
-            StringList::Many(v) => v,
-        }
-    }
-}
-
-impl KeyList {
-    fn parse(self) -> anyhow::Result<Vec<ApiKey>> {
-        let keys = match self {
-            KeyList::One(k) => vec![k],
-            KeyList::Many(ks) => ks,
-        };
-        keys.iter().enumerate().map(|(i, k)| k.parse().with_context(|| format!("api-key #{} in the config file", i + 1))).collect()
-    }
-}
-
-fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
-}
+use super::args::{
+    ServeArgs, DEFAULT_ADDR, DEFAULT_DRAIN_DELAY_S, DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_TOKENS, DEFAULT_PARALLEL, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_STALL_TIMEOUT_S,
+};
+use super::config_file::{read_config, ConfigFile, StringList};
 
 /// The serve flags after merging the config file in, with every default applied.
 #[derive(Debug, Clone)]
