@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::image_cache::Evicted;
 use super::program::SequenceEnd;
 
 /// Lock-free engine counters, shared between the engine thread and readers.
@@ -54,6 +55,13 @@ impl EngineMetrics {
     pub(crate) fn record_image_encode(&self, took: Duration) {
         self.image_encodes.fetch_add(1, Ordering::Relaxed);
         self.image_encode_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// What an insert into the image cache did: the entries it pushed out and the bytes it now holds.
+    pub(crate) fn record_image_cache_insert(&self, evicted: Evicted, used_bytes: usize) {
+        self.image_cache_evictions.fetch_add(evicted.tiles, Ordering::Relaxed);
+        self.image_cache_image_evictions.fetch_add(evicted.states, Ordering::Relaxed);
+        self.image_cache_bytes.store(used_bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_end(&self, end: &SequenceEnd) {

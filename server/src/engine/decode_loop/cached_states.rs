@@ -144,17 +144,23 @@ impl<R: Runtime> DecodeLoop<R> {
             return true;
         }
         slot.chain.key = None;
-        if slot.pending_logits.is_some() {
-            self.save_state(i, key, Vec::new(), 0);
+        if let Some(logits) = slot.pending_logits.clone() {
+            self.save_state(i, key, Vec::new(), 0, Some(logits));
         }
         true
     }
 
     /// Saves slot `i`'s sequence as `key`: at the end of its image (with the tiles' features and the
     /// image's token count), or where it first generates (with the logits it samples from).
-    pub(super) fn save_state(&mut self, i: usize, key: StateKey, features: Vec<Arc<Vec<f32>>>, image_tokens: u32) {
+    pub(super) fn save_state(
+        &mut self,
+        i: usize,
+        key: StateKey,
+        features: Vec<Arc<Vec<f32>>>,
+        image_tokens: u32,
+        logits: Option<Vec<f32>>,
+    ) {
         let slot = &self.scheduler.slots[i];
-        let logits = if features.is_empty() { slot.pending_logits.clone() } else { None };
         let other_bytes: usize = features.iter().map(|f| std::mem::size_of_val(f.as_slice())).sum::<usize>()
             + logits.as_deref().map_or(0, std::mem::size_of_val);
         let cells = match self.runtime.save_cells(slot.seq, self.image_cache.room_for(other_bytes)) {
@@ -168,8 +174,6 @@ impl<R: Runtime> DecodeLoop<R> {
         };
         let state = CachedState { cells, positions: slot.pos, features, image_tokens, logits };
         let evicted = self.image_cache.insert_state(key, state);
-        self.metrics.image_cache_evictions.fetch_add(evicted.tiles, Ordering::Relaxed);
-        self.metrics.image_cache_image_evictions.fetch_add(evicted.states, Ordering::Relaxed);
-        self.metrics.image_cache_bytes.store(self.image_cache.used_bytes() as u64, Ordering::Relaxed);
+        self.metrics.record_image_cache_insert(evicted, self.image_cache.used_bytes());
     }
 }

@@ -65,7 +65,7 @@ impl<R: Runtime> DecodeLoop<R> {
                 if let Some(key) = save_as {
                     let image_tokens = self.scheduler.slots[i].stats.image_tokens;
                     if image_tokens > 0 {
-                        self.save_state(i, key, features, image_tokens);
+                        self.save_state(i, key, features, image_tokens, None);
                     }
                 }
                 return;
@@ -132,12 +132,10 @@ impl<R: Runtime> DecodeLoop<R> {
                 let f = Arc::new(f);
                 if let Some(key) = keys.get(k) {
                     let evicted = self.image_cache.insert_tile(*key, f.clone());
-                    self.metrics.image_cache_evictions.fetch_add(evicted.tiles, Ordering::Relaxed);
-                    self.metrics.image_cache_image_evictions.fetch_add(evicted.states, Ordering::Relaxed);
+                    self.metrics.record_image_cache_insert(evicted, self.image_cache.used_bytes());
                 }
                 features[k] = Some(f);
             }
-            self.metrics.image_cache_bytes.store(self.image_cache.used_bytes() as u64, Ordering::Relaxed);
         }
         slot.stats.image_tiles += take as u32;
         work.encoded += take;
