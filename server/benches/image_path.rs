@@ -11,15 +11,20 @@
 //!   per-tile feature copy the heads need, the embedding decodes and the sequence's clean-up.
 //!
 //! `cargo bench -p heie-server --bench image_path`. On the fixture a tile is 4 image tokens, so fixed
-//! costs dominate; `HEIE_BENCH_MODEL` and `HEIE_BENCH_MMPROJ` run the same comparison on another pair,
-//! e.g. random-weight GGUFs with InternVL3-2B's exact shapes (`../shared/anchors/gen_shapes.py`: a 448-px
-//! tile, 256 image tokens, InternViT-300M and a 1.5B LLM), where a tile's real work is measured.
+//! costs dominate and criterion measures both sides. `HEIE_BENCH_MODEL` and `HEIE_BENCH_MMPROJ` run the
+//! comparison on another pair, e.g. random-weight GGUFs with InternVL3-2B's exact shapes
+//! (`../shared/anchors/gen_shapes.py`: a 448-px tile, 256 image tokens, InternViT-300M and a 1.5B LLM),
+//! where one image takes tens of seconds: criterion's sequential samples would put any drift in the
+//! machine's load on one side, so that mode runs `HEIE_BENCH_PAIRS` (default 6) alternating pairs
+//! instead — llama.cpp then HEIE, HEIE then llama.cpp, … — and prints each pair's vision encode and
+//! image prefill on both sides and the ratios' median and range.
 
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use heie_server::engine::{
     Engine, EngineConfig, SequenceEnd, SequenceProgram, SequenceStats, SpeedUps, Step, TileBitmap, Token,
     TokenVerdict,
@@ -120,6 +125,53 @@ impl Raw {
             n_past
         }
     }
+
+    /// The same work as [`Raw::eval_image`], timed in its two stages: the vision encode
+    /// (`mtmd_encode_chunk`) and the embeddings' decode (`mtmd_helper_decode_image_chunk`, which is
+    /// what `mtmd_helper_eval_chunk_single` calls after encoding).
+    fn eval_image_stages(&self, rgb: &[u8], side: u32) -> Stages {
+        // SAFETY: as in `eval_image`; the embeddings pointer is mtmd's output buffer, valid until the
+        // next encode, and read by the decode before anything else encodes.
+        unsafe {
+            let started = Instant::now();
+            sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true);
+            let bitmap = sys::mtmd_bitmap_init(side, side, rgb.as_ptr());
+            let chunks = sys::mtmd_input_chunks_init();
+            let marker = CStr::from_ptr(sys::mtmd_default_marker());
+            let text = sys::mtmd_input_text {
+                text: marker.as_ptr(),
+                text_len: marker.to_bytes().len(),
+                add_special: false,
+                parse_special: true,
+            };
+            let bitmaps = [bitmap as *const sys::mtmd_bitmap];
+            assert_eq!(sys::mtmd_tokenize(self.mtmd, chunks, &text, bitmaps.as_ptr() as *mut _, 1), 0);
+            let image = (0..sys::mtmd_input_chunks_size(chunks))
+                .map(|i| sys::mtmd_input_chunks_get(chunks, i))
+                .find(|&c| sys::mtmd_input_chunk_get_type(c) == sys::MTMD_INPUT_CHUNK_TYPE_IMAGE)
+                .expect("an image chunk");
+            let encode_started = Instant::now();
+            assert_eq!(sys::mtmd_encode_chunk(self.mtmd, image), 0);
+            let encode = encode_started.elapsed();
+            let embd = sys::mtmd_get_output_embd(self.mtmd);
+            let decode_started = Instant::now();
+            let mut n_past = 0;
+            let rc = sys::mtmd_helper_decode_image_chunk(self.mtmd, self.ctx, image, embd, 0, 0, N_BATCH as i32, &mut n_past, None, std::ptr::null_mut());
+            assert_eq!(rc, 0);
+            let prefill = decode_started.elapsed();
+            sys::mtmd_input_chunks_free(chunks);
+            sys::mtmd_bitmap_free(bitmap);
+            Stages { encode, prefill, total: started.elapsed() }
+        }
+    }
+}
+
+/// One image's time on one side: the vision encode, the embeddings' decode and the whole call.
+#[derive(Clone, Copy)]
+struct Stages {
+    encode: Duration,
+    prefill: Duration,
+    total: Duration,
 }
 
 impl Drop for Raw {
@@ -136,7 +188,7 @@ impl Drop for Raw {
 /// A sequence that is one image and nothing else.
 struct ImageOnly {
     tile: Option<TileBitmap>,
-    done: Sender<(SequenceEnd, u32)>,
+    done: Sender<(SequenceEnd, SequenceStats)>,
 }
 
 impl SequenceProgram for ImageOnly {
@@ -150,49 +202,116 @@ impl SequenceProgram for ImageOnly {
         TokenVerdict::Continue
     }
     fn finish(&mut self, end: SequenceEnd, stats: &SequenceStats) {
-        let _ = self.done.send((end, stats.image_tokens));
+        let _ = self.done.send((end, stats.clone()));
+    }
+}
+
+/// HEIE's engine on the model pair, set up like llama.cpp's side: one slot, one thread, 512-token
+/// batches, flash attention off, and no image cache (the same tile is fed every time: a cache would
+/// measure itself, not the image path).
+struct HeieSide {
+    engine: Engine,
+    side: u32,
+}
+
+impl HeieSide {
+    fn start() -> HeieSide {
+        let (model, mmproj) = model_pair();
+        let engine = Engine::start(&EngineConfig {
+            model,
+            mmproj,
+            n_gpu_layers: 0,
+            threads: THREADS,
+            ctx_per_sequence: 4096,
+            slots: 1,
+            n_batch: N_BATCH,
+            max_queue: 4,
+            vision_batch_tiles: 7,
+            flash_attention: Some(false),
+            speedups: SpeedUps::ALL,
+            image_cache_bytes: 0,
+        })
+        .expect("engine on the model pair");
+        let side = engine.info().tile_size;
+        HeieSide { engine, side }
+    }
+
+    /// Submits a sequence that is this one tile, waits for it to finish; the engine's own stage times
+    /// and the wall time from submission to the finished sequence.
+    fn eval_image(&self, pixels: &[u8]) -> (Stages, u32) {
+        let started = Instant::now();
+        let (tx, rx) = channel();
+        let tile = TileBitmap { rgb: pixels.to_vec(), width: self.side, height: self.side };
+        self.engine.submit(Box::new(ImageOnly { tile: Some(tile), done: tx })).expect("submit");
+        let (end, stats) = rx.recv().expect("finished");
+        assert_eq!(end, SequenceEnd::Completed);
+        (Stages { encode: stats.image_encode, prefill: stats.image_prefill, total: started.elapsed() }, stats.image_tokens)
     }
 }
 
 fn image_path(c: &mut Criterion) {
-    let (model, mmproj) = model_pair();
-    let engine = Engine::start(&EngineConfig {
-        model,
-        mmproj,
-        n_gpu_layers: 0,
-        threads: THREADS,
-        ctx_per_sequence: 4096,
-        slots: 1,
-        n_batch: N_BATCH,
-        max_queue: 4,
-        vision_batch_tiles: 7,
-        flash_attention: Some(false),
-        speedups: SpeedUps::ALL,
-        // The same tile is fed every iteration: a cache would measure itself, not the image path.
-        image_cache_bytes: 0,
-    })
-    .expect("engine on the model pair");
-    let side = engine.info().tile_size;
+    let heie = HeieSide::start();
+    let side = heie.side;
     let pixels = tile_pixels(side);
-    let heie_image = |pixels: &[u8]| {
-        let (tx, rx) = channel();
-        let tile = TileBitmap { rgb: pixels.to_vec(), width: side, height: side };
-        engine.submit(Box::new(ImageOnly { tile: Some(tile), done: tx })).expect("submit");
-        let (end, tokens) = rx.recv().expect("finished");
-        assert_eq!(end, SequenceEnd::Completed);
-        tokens as i32
-    };
     let raw = Raw::load();
     // Like for like: both sides put the same number of image tokens into the context.
-    assert_eq!(raw.eval_image(&pixels, side), heie_image(&pixels), "same image tokens on both sides");
+    assert_eq!(raw.eval_image(&pixels, side), heie.eval_image(&pixels).1 as i32, "same image tokens on both sides");
     let mut group = c.benchmark_group(format!("one {side}x{side} image into the context"));
-    if model_pair().0 != fixture("tiny-llm.gguf") {
-        // A real-size tile takes seconds on this CPU: criterion's smallest sample.
-        group.sample_size(10);
-    }
     group.bench_function("llama.cpp mtmd_helper_eval_chunk_single", |b| b.iter(|| raw.eval_image(&pixels, side)));
-    group.bench_function("heie engine Images step", |b| b.iter(|| heie_image(&pixels)));
+    group.bench_function("heie engine Images step", |b| b.iter(|| heie.eval_image(&pixels)));
     group.finish();
+}
+
+/// Median and range of `values` (not empty).
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 };
+    (median, values[0], values[n - 1])
+}
+
+/// The real-shape mode: alternating pairs, each stage's ratio HEIE ÷ llama.cpp per pair.
+fn alternating_pairs() {
+    let pairs: usize = std::env::var("HEIE_BENCH_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(6).max(1);
+    let heie = HeieSide::start();
+    let side = heie.side;
+    let pixels = tile_pixels(side);
+    let raw = Raw::load();
+    // Warm-up on both sides (first-touch of weights and buffers), and the like-for-like check.
+    let (_, heie_tokens) = heie.eval_image(&pixels);
+    assert_eq!(raw.eval_image(&pixels, side), heie_tokens as i32, "same image tokens on both sides");
+    println!("one {side}x{side} image ({heie_tokens} image tokens) into the context, {pairs} alternating pairs");
+    println!("pair  first      llama.cpp encode/prefill/total s   heie encode/prefill/total s   heie ÷ llama.cpp total");
+    let secs = |d: Duration| d.as_secs_f64();
+    let mut ratios: [Vec<f64>; 3] = Default::default();
+    for pair in 0..pairs {
+        let heie_first = pair % 2 == 1;
+        let (h, r) = if heie_first {
+            let h = heie.eval_image(&pixels).0;
+            (h, raw.eval_image_stages(&pixels, side))
+        } else {
+            let r = raw.eval_image_stages(&pixels, side);
+            (heie.eval_image(&pixels).0, r)
+        };
+        let total = secs(h.total) / secs(r.total);
+        println!(
+            "{pair:>4}  {:<9}  {:>7.2} {:>7.2} {:>7.2}            {:>7.2} {:>7.2} {:>7.2}         {total:.3}",
+            if heie_first { "heie" } else { "llama.cpp" },
+            secs(r.encode),
+            secs(r.prefill),
+            secs(r.total),
+            secs(h.encode),
+            secs(h.prefill),
+            secs(h.total),
+        );
+        ratios[0].push(secs(h.encode) / secs(r.encode));
+        ratios[1].push(secs(h.prefill) / secs(r.prefill));
+        ratios[2].push(total);
+    }
+    for (name, values) in ["vision encode", "image prefill", "whole image"].iter().zip(ratios) {
+        let (median, low, high) = spread(values);
+        println!("{name:<14} heie ÷ llama.cpp: median {median:.3} (range {low:.3}–{high:.3})");
+    }
 }
 
 criterion_group! {
@@ -200,4 +319,12 @@ criterion_group! {
     config = Criterion::default().sample_size(30);
     targets = image_path
 }
-criterion_main!(benches);
+
+fn main() {
+    if model_pair().0 != fixture("tiny-llm.gguf") {
+        alternating_pairs();
+    } else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}

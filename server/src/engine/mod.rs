@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 pub use error::EngineError;
-pub use llama::{gguf_file, gpu_devices, runs_on_gpu, supports_gpu_offload, Model};
+pub use llama::{cpu_build_features, gguf_file, gpu_devices, runs_on_gpu, supports_gpu_offload, Model};
 pub use liveness::Liveness;
 #[doc(hidden)]
 pub use faults::{injected_fault, injected_reference_text};

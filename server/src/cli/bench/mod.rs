@@ -170,12 +170,21 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<usize> {
         anyhow::Ok(rows)
     })?;
     compare(&mut rows);
+    // Which SIMD this heie's llama.cpp was compiled for (portable or `cargo build-native`): the
+    // figures depend on it. About this process's build only, not --addr's servers or the peer's.
+    let cpu_build = crate::engine::cpu_build_features();
     if let Some(path) = &args.out {
-        let report = serde_json::json!({ "device": device, "model": args.model.model, "mmproj": args.model.mmproj, "rows": rows });
+        let report = serde_json::json!({
+            "device": device,
+            "llama_cpp_cpu_build": cpu_build,
+            "model": args.model.model,
+            "mmproj": args.model.mmproj,
+            "rows": rows,
+        });
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if !args.json {
-        eprintln!("heie bench: device {device}");
+        eprintln!("heie bench: device {device}; this heie's llama.cpp CPU build: {cpu_build}");
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -31,7 +31,7 @@ use crate::engine::{flash_attention_for, EngineConfig, EngineError};
 use context::{Batch, Context, ContextParams};
 use vision::Vision;
 
-pub use devices::{gpu_devices, runs_on_gpu, supports_gpu_offload};
+pub use devices::{cpu_build_features, gpu_devices, runs_on_gpu, supports_gpu_offload};
 pub use load::{load, Loaded};
 pub use model::Model;
 
