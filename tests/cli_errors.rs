@@ -202,4 +202,14 @@ fn regions_are_in_the_json_with_each_mask_written_beside_it() {
     assert!(inside.iter().all(|&(x, y)| (20..60).contains(&x) && (50..90).contains(&y)));
     assert_eq!(regions[1]["mask"], "photo.region-2.png");
     assert!(out_dir.join("photo.region-2.png").is_file());
+
+    // Judged again, now with no region (the fixture's own chain of thought has no boxes): the two
+    // masks the first run listed go; a file of the same shape it never wrote stays.
+    let unrelated = write(&out_dir, "photo.region-9.png", b"not ours");
+    let again = eval_json(&image, &out_dir, "4").output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(json["regions"].as_array().map(Vec::len), Some(0), "{json}");
+    assert!(!out_dir.join("photo.region-1.png").exists() && !out_dir.join("photo.region-2.png").exists());
+    assert_eq!(std::fs::read(&unrelated).unwrap(), b"not ours");
 }

@@ -16,7 +16,7 @@ use crate::pipeline::{EvalOptions, EvalResult, Evaluator};
 
 use super::metadata::write_into_file;
 use super::model_args::ModelArgs;
-use super::report::{eval_report, region_mask_name};
+use super::report::{eval_report, region_mask_name, stale_region_masks};
 use super::summary::{result_line, score_record};
 
 #[derive(Args, Debug)]
@@ -132,6 +132,16 @@ fn eval_one(evaluator: &Evaluator, path: &Path, options: &EvalOptions, args: &Ev
         let (width, height) = region.mask.size();
         std::fs::write(args.out.join(&name), gray_png(width, height, region.mask.to_gray()))?;
         mask_names.push(name);
+    }
+    // Judged again with fewer regions: the masks the earlier run listed in NAME.json and this one has
+    // not would otherwise sit beside the new report as if they belonged to it.
+    let previous = std::fs::read(&json_file).ok().and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    for name in previous.map(|p| stale_region_masks(&p, &stem, &mask_names)).unwrap_or_default() {
+        match std::fs::remove_file(args.out.join(&name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot remove the earlier run's {name}"))),
+        }
     }
     let report = eval_report(path, &image, &result, &heatmap_file, &overlay_file, &mask_names);
     let text = serde_json::to_string_pretty(&report)?;

@@ -14,6 +14,24 @@ pub fn region_mask_name(stem: &str, id: u32) -> String {
     format!("{stem}.region-{id}.png")
 }
 
+/// The region masks an earlier run wrote for this image that the new result does not have: the `mask`
+/// names its `NAME.json` (`previous`) lists, less `kept`. Only names of the form
+/// [`region_mask_name`] for `stem` count, so a hand-edited JSON cannot name another file to delete,
+/// and a file the earlier JSON never listed is left alone.
+pub fn stale_region_masks(previous: &Value, stem: &str, kept: &[String]) -> Vec<String> {
+    let Some(regions) = previous.get("regions").and_then(Value::as_array) else { return Vec::new() };
+    regions
+        .iter()
+        .filter_map(|r| r.get("mask").and_then(Value::as_str))
+        .filter(|name| {
+            let id = name.strip_prefix(stem).and_then(|n| n.strip_prefix(".region-")).and_then(|n| n.strip_suffix(".png"));
+            id.and_then(|id| id.parse::<u32>().ok()).is_some_and(|id| region_mask_name(stem, id) == *name)
+        })
+        .filter(|name| !kept.iter().any(|k| k == name))
+        .map(str::to_string)
+        .collect()
+}
+
 /// `mask_names`: each region's mask file name (see [`region_mask_name`]), in region order.
 pub fn eval_report(path: &Path, image: &RgbImage, result: &EvalResult, heatmap: &Path, overlay: &Path, mask_names: &[String]) -> Value {
     let primary = result.scores.first();
@@ -59,4 +77,27 @@ fn region(r: &Region, mask: &str) -> Value {
         "source": r.source.name(),
         "mask": mask,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_masks_are_the_earlier_runs_own_minus_the_kept() {
+        let previous = json!({ "regions": [
+            { "mask": "photo.region-1.png" },
+            { "mask": "photo.region-2.png" },
+            { "mask": "photo.region-3.png" },
+            // Not names this image's masks can have: never deleted.
+            { "mask": "../photo.region-4.png" },
+            { "mask": "other.region-1.png" },
+            { "mask": "photo.region-01.png" },
+            { "mask": "photo.heatmap.png" },
+            { "mask": 7 },
+        ] });
+        let kept = vec!["photo.region-1.png".to_string()];
+        assert_eq!(stale_region_masks(&previous, "photo", &kept), ["photo.region-2.png", "photo.region-3.png"]);
+        assert!(stale_region_masks(&json!({ "score": 0.5 }), "photo", &[]).is_empty());
+    }
 }
