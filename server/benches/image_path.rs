@@ -96,11 +96,12 @@ impl Raw {
         }
     }
 
-    /// Tokenises one image and evaluates its image chunk on an empty sequence 0 (mtmd also wraps it in
-/// `<img>`/`</img>` text, which HEIE feeds as part of its prompt: not image work, so not evaluated
-/// here); returns the positions the image took.
-    fn eval_image(&self, rgb: &[u8], side: u32) -> i32 {
-        // SAFETY: valid handles from `load`; rgb holds side×side×3 bytes; chunks and bitmap are freed here.
+    /// Clears sequence 0 and tokenises one image (mtmd also wraps it in `<img>`/`</img>` text, which
+    /// HEIE feeds as part of its prompt: not image work, so not evaluated here), hands its image chunk
+    /// to `eval` and frees what it made.
+    fn with_image_chunk<T>(&self, rgb: &[u8], side: u32, eval: impl FnOnce(*const sys::mtmd_input_chunk) -> T) -> T {
+        // SAFETY: valid handles from `load`; rgb holds side×side×3 bytes; the chunk lives until the
+        // chunks are freed, after `eval` returns.
         unsafe {
             sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true);
             let bitmap = sys::mtmd_bitmap_init(side, side, rgb.as_ptr());
@@ -118,51 +119,46 @@ impl Raw {
                 .map(|i| sys::mtmd_input_chunks_get(chunks, i))
                 .find(|&c| sys::mtmd_input_chunk_get_type(c) == sys::MTMD_INPUT_CHUNK_TYPE_IMAGE)
                 .expect("an image chunk");
-            let mut n_past = 0;
-            assert_eq!(sys::mtmd_helper_eval_chunk_single(self.mtmd, self.ctx, image, 0, 0, N_BATCH as i32, false, &mut n_past), 0);
+            let out = eval(image);
             sys::mtmd_input_chunks_free(chunks);
             sys::mtmd_bitmap_free(bitmap);
-            n_past
+            out
         }
+    }
+
+    /// One image through `mtmd_helper_eval_chunk_single` on an empty sequence 0, as llama-server does;
+    /// returns the positions the image took.
+    fn eval_image(&self, rgb: &[u8], side: u32) -> i32 {
+        self.with_image_chunk(rgb, side, |image| {
+            let mut n_past = 0;
+            // SAFETY: a live image chunk of this mtmd context; the context's sequence 0 is empty.
+            let rc = unsafe { sys::mtmd_helper_eval_chunk_single(self.mtmd, self.ctx, image, 0, 0, N_BATCH as i32, false, &mut n_past) };
+            assert_eq!(rc, 0);
+            n_past
+        })
     }
 
     /// The same work as [`Raw::eval_image`], timed in its two stages: the vision encode
     /// (`mtmd_encode_chunk`) and the embeddings' decode (`mtmd_helper_decode_image_chunk`, which is
     /// what `mtmd_helper_eval_chunk_single` calls after encoding).
     fn eval_image_stages(&self, rgb: &[u8], side: u32) -> Stages {
-        // SAFETY: as in `eval_image`; the embeddings pointer is mtmd's output buffer, valid until the
-        // next encode, and read by the decode before anything else encodes.
-        unsafe {
-            let started = Instant::now();
-            sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true);
-            let bitmap = sys::mtmd_bitmap_init(side, side, rgb.as_ptr());
-            let chunks = sys::mtmd_input_chunks_init();
-            let marker = CStr::from_ptr(sys::mtmd_default_marker());
-            let text = sys::mtmd_input_text {
-                text: marker.as_ptr(),
-                text_len: marker.to_bytes().len(),
-                add_special: false,
-                parse_special: true,
-            };
-            let bitmaps = [bitmap as *const sys::mtmd_bitmap];
-            assert_eq!(sys::mtmd_tokenize(self.mtmd, chunks, &text, bitmaps.as_ptr() as *mut _, 1), 0);
-            let image = (0..sys::mtmd_input_chunks_size(chunks))
-                .map(|i| sys::mtmd_input_chunks_get(chunks, i))
-                .find(|&c| sys::mtmd_input_chunk_get_type(c) == sys::MTMD_INPUT_CHUNK_TYPE_IMAGE)
-                .expect("an image chunk");
-            let encode_started = Instant::now();
-            assert_eq!(sys::mtmd_encode_chunk(self.mtmd, image), 0);
-            let encode = encode_started.elapsed();
-            let embd = sys::mtmd_get_output_embd(self.mtmd);
-            let decode_started = Instant::now();
-            let mut n_past = 0;
-            let rc = sys::mtmd_helper_decode_image_chunk(self.mtmd, self.ctx, image, embd, 0, 0, N_BATCH as i32, &mut n_past, None, std::ptr::null_mut());
-            assert_eq!(rc, 0);
-            let prefill = decode_started.elapsed();
-            sys::mtmd_input_chunks_free(chunks);
-            sys::mtmd_bitmap_free(bitmap);
-            Stages { encode, prefill, total: started.elapsed() }
-        }
+        let started = Instant::now();
+        let (encode, prefill) = self.with_image_chunk(rgb, side, |image| {
+            // SAFETY: a live image chunk; the embeddings pointer is mtmd's output buffer, valid until
+            // the next encode, and read by the decode before anything else encodes.
+            unsafe {
+                let encode_started = Instant::now();
+                assert_eq!(sys::mtmd_encode_chunk(self.mtmd, image), 0);
+                let encode = encode_started.elapsed();
+                let embd = sys::mtmd_get_output_embd(self.mtmd);
+                let decode_started = Instant::now();
+                let mut n_past = 0;
+                let rc = sys::mtmd_helper_decode_image_chunk(self.mtmd, self.ctx, image, embd, 0, 0, N_BATCH as i32, &mut n_past, None, std::ptr::null_mut());
+                assert_eq!(rc, 0);
+                (encode, decode_started.elapsed())
+            }
+        });
+        Stages { encode, prefill, total: started.elapsed() }
     }
 }
 
