@@ -1,7 +1,7 @@
 //! The pipeline's entry point: validated image and options in, a stream of [`EvalEvent`]s out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use image::RgbImage;
@@ -42,6 +42,9 @@ pub struct Evaluator {
     next_id: AtomicU64,
     trained: bool,
     calibration: Option<Arc<Calibration>>,
+    /// [`Evaluator::max_tokens_that_fit`], worked out on first use: it depends only on the model and
+    /// the context size, and GetInfo asks for it on every call (a bisection that tokenises each step).
+    max_tokens_that_fit: OnceLock<u32>,
 }
 
 impl Evaluator {
@@ -66,7 +69,7 @@ impl Evaluator {
         let tokens = Arc::new(PromptTokens::new(engine.model(), engine.info().native_markers)?);
         let trained = heads.is_some();
         let finalizer = Finalizer::start_watched(heads, calibration.clone(), engine.liveness().clone());
-        Ok(Evaluator { engine, tokens, finalizer, next_id: AtomicU64::new(1), trained, calibration })
+        Ok(Evaluator { engine, tokens, finalizer, next_id: AtomicU64::new(1), trained, calibration, max_tokens_that_fit: OnceLock::new() })
     }
 
     /// The calibration applied to primary scores, if any.
@@ -164,6 +167,10 @@ impl Evaluator {
     /// [`MAX_TOKENS_PER_SECTION`]; 0 when not even one token fits. What GetInfo reports, so clients
     /// range their inputs by what the server takes rather than by the option's absolute ceiling.
     pub fn max_tokens_that_fit(&self) -> u32 {
+        *self.max_tokens_that_fit.get_or_init(|| self.largest_fitting_cap())
+    }
+
+    fn largest_fitting_cap(&self) -> u32 {
         let available = self.engine.info().ctx_per_sequence as usize;
         let fits = |n: u32| {
             let options = EvalOptions { max_tiles: 1, max_tokens_per_section: n, ..EvalOptions::default() };
