@@ -38,12 +38,14 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models").join(name)
 }
 
-/// The model pair measured: `HEIE_BENCH_MODEL` + `HEIE_BENCH_MMPROJ` when both are set, else the fixture.
+/// The pair `HEIE_BENCH_MODEL` + `HEIE_BENCH_MMPROJ` name, when both are set.
+fn chosen_pair() -> Option<(PathBuf, PathBuf)> {
+    Some((std::env::var_os("HEIE_BENCH_MODEL")?.into(), std::env::var_os("HEIE_BENCH_MMPROJ")?.into()))
+}
+
+/// The model pair measured: the chosen one, else the fixture.
 fn model_pair() -> (PathBuf, PathBuf) {
-    match (std::env::var_os("HEIE_BENCH_MODEL"), std::env::var_os("HEIE_BENCH_MMPROJ")) {
-        (Some(model), Some(mmproj)) => (model.into(), mmproj.into()),
-        _ => (fixture("tiny-llm.gguf"), fixture("tiny-mmproj.gguf")),
-    }
+    chosen_pair().unwrap_or_else(|| (fixture("tiny-llm.gguf"), fixture("tiny-mmproj.gguf")))
 }
 
 fn tile_pixels(side: u32) -> Vec<u8> {
@@ -245,13 +247,21 @@ impl HeieSide {
     }
 }
 
-fn image_path(c: &mut Criterion) {
+/// Both sides on the model pair and the tile they are fed, after one image through each (first touch of
+/// weights and buffers) that checks they put the same number of image tokens into the context;
+/// returns that number too.
+fn both_sides() -> (HeieSide, Raw, Vec<u8>, u32) {
     let heie = HeieSide::start();
-    let side = heie.side;
-    let pixels = tile_pixels(side);
+    let pixels = tile_pixels(heie.side);
     let raw = Raw::load();
-    // Like for like: both sides put the same number of image tokens into the context.
-    assert_eq!(raw.eval_image(&pixels, side), heie.eval_image(&pixels).1 as i32, "same image tokens on both sides");
+    let (_, tokens) = heie.eval_image(&pixels);
+    assert_eq!(raw.eval_image(&pixels, heie.side), tokens as i32, "same image tokens on both sides");
+    (heie, raw, pixels, tokens)
+}
+
+fn image_path(c: &mut Criterion) {
+    let (heie, raw, pixels, _) = both_sides();
+    let side = heie.side;
     let mut group = c.benchmark_group(format!("one {side}x{side} image into the context"));
     group.bench_function("llama.cpp mtmd_helper_eval_chunk_single", |b| b.iter(|| raw.eval_image(&pixels, side)));
     group.bench_function("heie engine Images step", |b| b.iter(|| heie.eval_image(&pixels)));
@@ -269,13 +279,8 @@ fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
 /// The real-shape mode: alternating pairs, each stage's ratio HEIE ÷ llama.cpp per pair.
 fn alternating_pairs() {
     let pairs: usize = std::env::var("HEIE_BENCH_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(6).max(1);
-    let heie = HeieSide::start();
+    let (heie, raw, pixels, heie_tokens) = both_sides();
     let side = heie.side;
-    let pixels = tile_pixels(side);
-    let raw = Raw::load();
-    // Warm-up on both sides (first-touch of weights and buffers), and the like-for-like check.
-    let (_, heie_tokens) = heie.eval_image(&pixels);
-    assert_eq!(raw.eval_image(&pixels, side), heie_tokens as i32, "same image tokens on both sides");
     println!("one {side}x{side} image ({heie_tokens} image tokens) into the context, {pairs} alternating pairs");
     println!("pair  first      llama.cpp encode/prefill/total s   heie encode/prefill/total s   heie ÷ llama.cpp total");
     let secs = |d: Duration| d.as_secs_f64();
@@ -317,7 +322,7 @@ criterion_group! {
 }
 
 fn main() {
-    if model_pair().0 != fixture("tiny-llm.gguf") {
+    if chosen_pair().is_some() {
         alternating_pairs();
     } else {
         benches();

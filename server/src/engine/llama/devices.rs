@@ -50,7 +50,6 @@ pub(super) fn offloads_to(gpus: &[String], n_gpu_layers: i32) -> bool {
 /// could do).
 pub fn cpu_build_features() -> String {
     init_backend();
-    // SAFETY: each is a constant query of how ggml-cpu was compiled.
     let flags: [(&str, unsafe extern "C" fn() -> i32); 14] = [
         ("AVX", sys::ggml_cpu_has_avx),
         ("AVX2", sys::ggml_cpu_has_avx2),
@@ -67,7 +66,7 @@ pub fn cpu_build_features() -> String {
         ("DOTPROD", sys::ggml_cpu_has_dotprod),
         ("SVE", sys::ggml_cpu_has_sve),
     ];
-    // SAFETY: see above.
+    // SAFETY: each is a constant query of how ggml-cpu was compiled, with no arguments.
     let on: Vec<&str> = flags.iter().filter(|(_, has)| unsafe { has() } != 0).map(|(name, _)| *name).collect();
     if on.is_empty() {
         "no SIMD extensions".to_string()
